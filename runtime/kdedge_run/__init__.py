@@ -1,0 +1,35 @@
+"""kdedge-run: classify Chinese text with a kdedge bundle, without TensorFlow.
+
+    import kdedge_run
+    clf = kdedge_run.load("path/to/bundle")
+    clf.predict("今天股市大涨").labels
+
+Heavy modules (numpy, onnxruntime, jieba) load on first use, not on import.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["load", "Classifier", "Prediction", "BundleError"]
+
+
+def load(path=None, backend: str | None = None, threads: int = 1):
+    """Load and verify a bundle directory (default: the bundle shipped in the package) → Classifier.
+
+    `backend` is "onnx" or "tflite" (default: onnx when the bundle has it and onnxruntime is
+    installed, else tflite); `threads` sets the backend's intra-op threads.
+    """
+    from .classifier import Classifier
+
+    return Classifier(path, backend=backend, threads=threads)
+
+
+def __getattr__(name: str):
+    if name in ("Classifier", "Prediction"):
+        from . import classifier
+
+        return getattr(classifier, name)
+    if name == "BundleError":
+        from .bundle import BundleError
+
+        return BundleError
+    raise AttributeError(f"module 'kdedge_run' has no attribute {name!r}")

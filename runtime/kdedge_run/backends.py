@@ -1,0 +1,164 @@
+"""Inference backends: ONNX Runtime and LiteRT (TFLite), imported only when used."""
+from __future__ import annotations
+
+import importlib.util
+import threading
+
+import numpy as np
+
+from .bundle import Bundle, BundleError
+from .text import input_shape
+
+ONNX_BATCH = 64
+_MODULES = {"onnx": "onnxruntime", "tflite": "ai_edge_litert"}
+_INSTALL = {"onnx": "pip install onnxruntime", "tflite": "pip install 'kdedge-run[tflite]'"}
+
+
+class OnnxBackend:
+    """One onnxruntime session on the CPU; `run` is thread-safe (as InferenceSession.run is)."""
+
+    name = "onnx"
+    batch_size = ONNX_BATCH
+
+    def __init__(self, path: str, entry: dict, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for unreadable models
+            raise BundleError(f"{entry['file']}: onnxruntime cannot load the model: {e}") from e
+        inputs = self._session.get_inputs()
+        outputs = {o.name: o for o in self._session.get_outputs()}
+        if [i.name for i in inputs] != [entry.get("input_name")]:
+            raise BundleError(f"{entry['file']}: model inputs {[i.name for i in inputs]}, manifest "
+                              f"input_name is {entry.get('input_name')!r}")
+        _check_dims(entry["file"], "input", inputs[0].shape, entry["input_shape"])
+        self._input = inputs[0].name
+        self._outputs = [entry.get("logits_name")]
+        if entry.get("attention_name") is not None:
+            self._outputs.append(entry["attention_name"])
+        missing = [n for n in self._outputs if n not in outputs]
+        if missing:
+            raise BundleError(f"{entry['file']}: no output named {missing[0]!r} "
+                              f"(model outputs: {sorted(outputs)})")
+        if isinstance(inputs[0].shape[0], int):
+            if inputs[0].shape[0] != 1:
+                raise BundleError(f"{entry['file']}: input batch must be dynamic or 1, "
+                                  f"found {inputs[0].shape[0]}")
+            self.batch_size = 1
+        self.has_attention = len(self._outputs) == 2
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Embedded batch → (logits `[batch, n_labels]`, attention or None)."""
+        results = self._session.run(self._outputs, {self._input: x})
+        return results[0], (results[1] if self.has_attention else None)
+
+
+class TfliteBackend:
+    """A LiteRT interpreter (batch 1); calls are serialised with a lock, interpreters are not thread-safe."""
+
+    name = "tflite"
+    batch_size = 1
+
+    def __init__(self, path: str, entry: dict, threads: int, n_labels: int):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self._interpreter = Interpreter(model_path=path, num_threads=threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise BundleError(f"{entry['file']}: LiteRT cannot load the model: {e}") from e
+        inputs = self._interpreter.get_input_details()
+        if len(inputs) != 1:
+            raise BundleError(f"{entry['file']}: {len(inputs)} inputs, expected exactly one")
+        _check_dims(entry["file"], "input", list(inputs[0]["shape"]), entry["input_shape"])
+        if inputs[0]["shape"][0] != 1:
+            raise BundleError(f"{entry['file']}: input batch must be 1, found {list(inputs[0]['shape'])}")
+        self._input = inputs[0]["index"]
+        outputs = self._interpreter.get_output_details()
+        logits = [o for o in outputs if list(o["shape"]) == [1, n_labels]]
+        if len(logits) != 1 or len(outputs) > 2:
+            raise BundleError(f"{entry['file']}: cannot identify the logits output by shape [1, {n_labels}] "
+                              f"among {[list(o['shape']) for o in outputs]}")
+        others = [o for o in outputs if o is not logits[0]]
+        self._logits = logits[0]["index"]
+        self._attention = others[0]["index"] if others else None
+        self.has_attention = bool(others)
+        self._lock = threading.Lock()
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Embedded batch → (logits, attention or None), one invoke per row."""
+        logits, attention = [], []
+        with self._lock:
+            for row in x:
+                self._interpreter.set_tensor(self._input, np.ascontiguousarray(row[None]))
+                self._interpreter.invoke()
+                logits.append(self._interpreter.get_tensor(self._logits).copy())
+                if self.has_attention:
+                    attention.append(self._interpreter.get_tensor(self._attention).copy())
+        return np.concatenate(logits), (np.concatenate(attention) if self.has_attention else None)
+
+
+def _check_dims(file: str, what: str, actual, declared) -> None:
+    """Compare a model's tensor shape with the manifest's (None/symbolic dims match anything)."""
+    ok = len(actual) == len(declared) and all(
+        not isinstance(a, (int, np.integer)) or d is None or int(a) == d for a, d in zip(actual, declared))
+    if not ok:
+        raise BundleError(f"{file}: model {what} shape {[_dim(a) for a in actual]} does not match "
+                          f"manifest input_shape {declared}")
+
+
+def _dim(a):
+    return int(a) if isinstance(a, (int, np.integer)) else None
+
+
+def available(fmt: str) -> bool:
+    """Whether the runtime library for a model format can be imported."""
+    return importlib.util.find_spec(_MODULES[fmt]) is not None
+
+
+def open_backend(bundle: Bundle, backend: str | None = None, threads: int = 1):
+    """Open the bundle's model with `backend` ("onnx"/"tflite"), or the best available one."""
+    models = bundle.models()
+    if backend is None:
+        usable = [f for f in ("onnx", "tflite") if f in models and available(f)]
+        if not usable:
+            raise BundleError(f"{bundle.path}: no usable model: bundle has {sorted(models)}; "
+                              f"install onnxruntime or ai-edge-litert")
+        backend = usable[0]
+    elif backend not in _MODULES:
+        raise BundleError(f"unknown backend {backend!r} (expected 'onnx' or 'tflite')")
+    elif backend not in models:
+        raise BundleError(f"{bundle.path}: bundle has no {backend} model (it has {sorted(models)})")
+    elif not available(backend):
+        raise BundleError(f"{models[backend]['file']}: {_MODULES[backend]} is not installed "
+                          f"({_INSTALL[backend]})")
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    entry = models[backend]
+    path = str(bundle.path / entry["file"])
+    n_labels = len(bundle.labels)
+    impl = OnnxBackend(path, entry, threads) if backend == "onnx" else TfliteBackend(path, entry, threads, n_labels)
+    _probe(impl, bundle, entry)
+    return impl
+
+
+def _probe(impl, bundle: Bundle, entry: dict) -> None:
+    """Run one all-padding input to check the output shapes against the manifest."""
+    shape = input_shape(bundle.input_spec)
+    x = np.zeros((1, *shape, bundle.manifest["embeddings"]["dim"]), dtype=np.float32)
+    try:
+        logits, attention = impl.run(x)
+    except Exception as e:  # a runtime failure here means the model does not fit the manifest
+        raise BundleError(f"{entry['file']}: test inference failed: {e}") from e
+    n = len(bundle.labels)
+    if logits.shape != (1, n):
+        raise BundleError(f"{entry['file']}: logits shape {list(logits.shape)}, expected [1, {n}] "
+                          f"(one per label)")
+    if attention is not None and attention.shape != (1, *shape):
+        raise BundleError(f"{entry['file']}: attention shape {list(attention.shape)}, expected "
+                          f"{[1, *shape]}")
