@@ -86,7 +86,7 @@ def predict(ctx, texts, input_file, model, backend, threads, fmt, top_k, thresho
         raise click.UsageError(f"--explain needs a model with an attention output (gru_att or han); "
                                f"{clf.path} has none")
     items = ((n, None, t, None) for n, t in enumerate(texts, 1)) if texts else _read_lines(input_file)
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer
     total = failed = 0
     while batch := list(islice(items, BATCH)):
         results = iter(_predict_batch(clf, [item[2] for item in batch if item[3] is None], top_k, threshold))

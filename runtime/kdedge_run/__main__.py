@@ -1,0 +1,4 @@
+"""`python -m kdedge_run` runs the kdedge-run command line."""
+from .cli import main
+
+main()

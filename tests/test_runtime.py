@@ -1,0 +1,407 @@
+"""kdedge-run against real bundles: tiny TF models converted to ONNX and TFLite (runtime_bundle_factory)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import kdedge_run
+from kdedge_run import BundleError
+from kdedge_run.cli import main as cli
+from runtime_bundle_factory import CORPUS, LABELS, THRESHOLDS, build_bundle, read_manifest, write_manifest
+
+BUNDLES = {  # name → build_bundle arguments
+    "gru_att": {},
+    "textcnn_f16": {"arch": "textcnn", "dtype": "float16"},
+    "int8": {"dtype": "int8"},
+    "jieba_t2s": {"segmenter": "jieba", "t2s": True},
+    "han": {"arch": "han", "segmenter": "jieba", "dtype": "int8"},
+}
+BACKENDS = ("onnx", "tflite")
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundles")
+    return {name: build_bundle(root / name, **kwargs) for name, kwargs in BUNDLES.items()}
+
+
+@pytest.fixture(scope="session")
+def classifiers(built):
+    cache = {}
+
+    def get(name: str, backend: str = "onnx"):
+        if (name, backend) not in cache:
+            cache[name, backend] = kdedge_run.load(built[name].path, backend=backend)
+        return cache[name, backend]
+
+    return get
+
+
+@pytest.fixture
+def copy_of(built, tmp_path):
+    """A writable copy of a built bundle."""
+    def make(name: str = "gru_att") -> Path:
+        return Path(shutil.copytree(built[name].path, tmp_path / name, symlinks=True))
+    return make
+
+
+def _matrix(predictions) -> np.ndarray:
+    return np.array([[p.probabilities[label] for label in LABELS] for p in predictions])
+
+
+# --- predictions -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", BUNDLES)
+def test_probabilities_match_numpy_reference(built, classifiers, name, backend):
+    clf = classifiers(name, backend)
+    predictions = clf.predict(CORPUS)
+    expected = built[name].reference(CORPUS)
+    np.testing.assert_allclose(_matrix(predictions), expected, atol=2e-6)
+    for p, row in zip(predictions, expected):
+        passing = sorted((i for i in range(len(LABELS)) if row[i] >= THRESHOLDS[i]), key=lambda i: -row[i])
+        assert p.labels == [LABELS[i] for i in passing]
+
+
+def test_single_text_gives_one_prediction(classifiers):
+    clf = classifiers("gru_att")
+    short, long = clf.predict("股市大涨"), clf.predict("股市大涨" * 10)
+    assert isinstance(short, kdedge_run.Prediction)
+    assert (short.tokens, short.truncated) == (4, False)
+    assert (long.tokens, long.truncated) == (40, True)
+    assert clf.predict(["股市大涨"])[0] == short
+    assert clf.labels == LABELS and clf.backend == "onnx"
+
+
+def test_batches_larger_than_64_keep_order(built, classifiers):
+    texts = [CORPUS[i % len(CORPUS)][: 3 + i % 11] for i in range(150)]
+    np.testing.assert_allclose(_matrix(classifiers("gru_att").predict(texts)),
+                               built["gru_att"].reference(texts), atol=2e-6)
+
+
+def test_thresholds_k_and_global_threshold(built, classifiers):
+    clf = classifiers("gru_att")
+    text = CORPUS[0]
+    probs = built["gru_att"].reference([text])[0]
+    by_prob = [LABELS[i] for i in np.argsort(-probs)]
+    tuned = [lab for lab in by_prob if probs[LABELS.index(lab)] >= THRESHOLDS[LABELS.index(lab)]]
+    assert clf.predict(text).labels == tuned
+    assert clf.predict(text, k=1).labels == tuned[:1]
+    assert clf.predict(text, threshold=0.0).labels == by_prob
+    assert clf.predict(text, threshold=0.0, k=2).labels == by_prob[:2]
+    assert clf.predict(text, threshold=1.0).labels == []
+    cut = float(np.sort(probs)[1])  # exactly the second-lowest probability passes (>=)
+    assert clf.predict(text, threshold=cut).labels == by_prob[:3]
+    for bad in ({"k": 0}, {"threshold": 1.5}):
+        with pytest.raises(ValueError):
+            clf.predict(text, **bad)
+
+
+def test_empty_text_is_refused(classifiers):
+    clf = classifiers("gru_att")
+    for text in ("", "   \n\t", "\u3000\x00"):
+        with pytest.raises(ValueError, match="empty text"):
+            clf.predict(text)
+    with pytest.raises(ValueError, match="text 1: empty text"):
+        clf.predict(["股市", " "])
+    with pytest.raises(TypeError):
+        clf.predict([b"bytes"])
+
+
+def test_char_segmenter_and_normalisation(classifiers):
+    clf = classifiers("gru_att")
+    assert clf.tokenize("股市 大涨！ＡＢ") == ["股", "市", "大", "涨", "!", "a", "b"]
+
+
+def test_jieba_segmenter_with_bundled_dictionary_and_t2s(classifiers):
+    clf = classifiers("jieba_t2s")
+    assert clf.tokenize("今天股市大涨") == ["今天", "股市", "大涨"]
+    assert "餐厅" in clf.tokenize("這家餐廳的服務很好")  # converted to simplified, then segmented
+    assert "app" in clf.tokenize("ＡＰＰ更新")
+
+
+def test_han_hierarchical_input_and_explain(built, classifiers):
+    for backend in BACKENDS:
+        clf = classifiers("han", backend)
+        assert clf.info()["input"]["kind"] == "hierarchical"
+        text = "今天股市大涨。投资者信心十足！央行宣布降息。球队赢得冠军。"
+        weights = clf.explain(text, n=3)
+        attention = built["han"].reference_attention(text)
+        assert len(weights) == 3
+        assert weights[0][0] in clf.tokenize(text)
+        assert weights[0][1] == pytest.approx(attention.max(), abs=1e-6)
+        assert clf.predict(text).truncated  # 4 sentences > max_sentences 3
+
+
+def test_explain_sequence_model(built, classifiers):
+    clf = classifiers("gru_att", "tflite")
+    text = "股市大涨"
+    weights = clf.explain(text, n=10)
+    attention = built["gru_att"].reference_attention(text)[:4]
+    assert [t for t, _ in weights] == [clf.tokenize(text)[i] for i in np.argsort(-attention)]
+    np.testing.assert_allclose([w for _, w in weights], np.sort(attention)[::-1], atol=1e-6)
+
+
+def test_explain_without_attention_is_a_clear_error(classifiers):
+    with pytest.raises(BundleError, match="model.onnx: model has no attention output"):
+        classifiers("textcnn_f16").explain("股市大涨")
+
+
+def test_backend_choice(built, copy_of):
+    assert kdedge_run.load(built["gru_att"].path).backend == "onnx"
+    path = copy_of()
+    manifest = read_manifest(path)
+    manifest["models"] = [m for m in manifest["models"] if m["format"] == "tflite"]
+    (path / "model.onnx").unlink()
+    write_manifest(path, manifest)
+    assert kdedge_run.load(path).backend == "tflite"
+    with pytest.raises(BundleError, match="no onnx model"):
+        kdedge_run.load(path, backend="onnx")
+
+
+def test_default_bundle_missing_is_a_clear_error():
+    if (Path(kdedge_run.__file__).parent / "default_model" / "manifest.json").exists():
+        pytest.skip("a default bundle is installed")
+    with pytest.raises(BundleError, match="no default bundle installed; pass a model directory"):
+        kdedge_run.load()
+
+
+def test_thread_safety(classifiers):
+    texts = [CORPUS[i % len(CORPUS)][: 2 + i % 13] for i in range(200)]
+    for backend in BACKENDS:
+        clf = classifiers("jieba_t2s", backend)
+        sequential = [clf.predict(t) for t in texts]
+        results = [None] * 8
+
+        def work(slot):
+            results[slot] = [clf.predict(t) for t in texts]
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(r == sequential for r in results), backend
+
+
+def test_runtime_never_imports_tensorflow(built):
+    code = (
+        "import sys, kdedge_run\n"
+        "light = {'numpy', 'onnxruntime', 'jieba', 'ai_edge_litert'} & set(sys.modules)\n"
+        "assert not light, light\n"
+        "for backend in ('onnx', 'tflite'):\n"
+        f"    clf = kdedge_run.load({str(built['jieba_t2s'].path)!r}, backend=backend)\n"
+        "    assert clf.predict('今天股市大涨').probabilities\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras',\n"
+        "         'torch', 'gensim', 'sklearn')]\n"
+        "assert not heavy, heavy[:5]\n"
+        "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+# --- bundle verification ---------------------------------------------------------------------------
+
+def _flip_byte(path: Path):
+    data = bytearray((path / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (path / "model.onnx").write_bytes(bytes(data))
+
+
+def _edit_manifest(path: Path, change, refresh: bool = True):
+    manifest = read_manifest(path)
+    change(manifest)
+    if refresh:
+        write_manifest(path, {k: v for k, v in manifest.items() if k != "files"})
+    else:
+        (path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def _newer_version(m):
+    m["format_version"] = 2
+
+
+def _five_labels(m):
+    m["labels"] = LABELS + ["extra"]
+    m["thresholds"] = THRESHOLDS + [0.5]
+    m["calibration"]["temperatures"] = m["calibration"]["temperatures"] + [1.0]
+
+
+def _longer_input(m):
+    m["input"]["max_len"] = 20
+    for model in m["models"]:
+        model["input_shape"][1] = 20
+
+
+def _vocab_size(m):
+    m["vocab"]["size"] += 1
+
+
+def _threshold_count(m):
+    m["thresholds"] = m["thresholds"][:-1]
+
+
+def _path_escape(m):
+    m["files"]["../outside.txt"] = {"sha256": "0" * 64, "bytes": 1}
+
+
+def _absolute_path(m):
+    m["files"]["/etc/passwd"] = {"sha256": "0" * 64, "bytes": 1}
+
+
+TAMPERINGS = {
+    "flipped byte": (_flip_byte, "model.onnx: SHA-256 mismatch"),
+    "missing file": (lambda p: (p / "vocab.txt").unlink(), "vocab.txt: missing"),
+    "extra file": (lambda p: (p / "notes.txt").write_text("hi"), "notes.txt: unlisted file"),
+    "symlink": (lambda p: (p / "link.txt").symlink_to(p / "vocab.txt"), "link.txt: is a symlink"),
+    "truncated file": (lambda p: (p / "vectors.npy").write_bytes((p / "vectors.npy").read_bytes()[:-4]),
+                       "vectors.npy: size"),
+    "newer format": (lambda p: _edit_manifest(p, _newer_version, refresh=False),
+                     "format_version 2 is newer than this kdedge-run reads"),
+    "label count vs model": (lambda p: _edit_manifest(p, _five_labels), r"logits shape \[1, 4\], expected \[1, 5\]"),
+    "input shape vs model": (lambda p: _edit_manifest(p, _longer_input), "model.onnx: model input shape"),
+    "vocab size": (lambda p: _edit_manifest(p, _vocab_size), "vocab.txt: .* manifest vocab.size says"),
+    "thresholds count": (lambda p: _edit_manifest(p, _threshold_count), "'thresholds' must list one number per label"),
+    "path leaving dir": (lambda p: _edit_manifest(p, _path_escape, refresh=False), r"\.\./outside.txt: path leaves"),
+    "absolute path": (lambda p: _edit_manifest(p, _absolute_path, refresh=False), "/etc/passwd: path leaves"),
+    "not json": (lambda p: (p / "manifest.json").write_text("{nope"), "manifest.json: not valid UTF-8 JSON"),
+}
+
+
+@pytest.mark.parametrize("case", TAMPERINGS)
+def test_bad_bundle_is_refused(copy_of, case):
+    tamper, message = TAMPERINGS[case]
+    path = copy_of()
+    tamper(path)
+    with pytest.raises(BundleError, match=message):
+        kdedge_run.load(path)
+    result = CliRunner().invoke(cli, ["predict", "--model", str(path), "股市"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("kdedge-run: error: ")
+    assert "Traceback" not in result.output and result.stdout == ""
+
+
+def test_bad_npy_and_vocab_are_refused(copy_of):
+    path = copy_of()
+    np.save(path / "vectors.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    _edit_manifest(path, lambda m: None)
+    with pytest.raises(BundleError, match="vectors.npy: cannot read"):
+        kdedge_run.load(path)
+    path = copy_of("int8")
+    np.save(path / "vectors.scales.npy", np.ones(3, dtype=np.float32))
+    _edit_manifest(path, lambda m: None)
+    with pytest.raises(BundleError, match=r"vectors.scales.npy: expected float32 \["):
+        kdedge_run.load(path)
+
+
+def test_cli_error_from_real_process_has_no_traceback(copy_of):
+    path = copy_of()
+    _flip_byte(path)
+    result = subprocess.run([sys.executable, "-m", "kdedge_run", "info", "--model", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == "kdedge-run: error: model.onnx: SHA-256 mismatch (file changed or corrupt)\n"
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+def _json_lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines()]
+
+
+def test_cli_predict_arguments(built, classifiers):
+    path = str(built["gru_att"].path)
+    result = CliRunner().invoke(cli, ["predict", "--model", path, CORPUS[0], CORPUS[1]])
+    assert result.exit_code == 0, result.stderr
+    records = _json_lines(result.stdout)
+    expected = classifiers("gru_att").predict(CORPUS[:2])
+    assert [r["labels"] for r in records] == [p.labels for p in expected]
+    assert records[0]["probabilities"] == pytest.approx(expected[0].probabilities)
+    assert set(records[0]) == {"labels", "probabilities", "truncated"}
+
+    result = CliRunner().invoke(cli, ["predict", "--model", path, "--backend", "tflite", "--format", "text",
+                                      "--top-k", "1", "--threshold", "0", CORPUS[0]])
+    assert result.exit_code == 0, result.stderr
+    top = max(expected[0].probabilities, key=expected[0].probabilities.get)
+    assert result.stdout == f"{top}\t{CORPUS[0]}\n"
+
+    result = CliRunner().invoke(cli, ["predict", "--model", path, "--explain", "股市大涨"])
+    explanation = _json_lines(result.stdout)[0]["explanation"]
+    assert [e["token"] for e in explanation] == [t for t, _ in classifiers("gru_att").explain("股市大涨")]
+
+
+def test_cli_predict_input_file_with_bad_lines(built, classifiers, tmp_path):
+    lines = [
+        json.dumps({"id": "a", "text": CORPUS[0]}, ensure_ascii=False).encode(),
+        CORPUS[1].encode(),
+        b'{"id": 3, "text": ',                        # invalid JSON
+        b"",                                          # empty text
+        b"\xff\xfe bad utf-8",                        # invalid UTF-8
+        json.dumps({"id": "no-text"}).encode(),       # no "text"
+        json.dumps({"text": "   "}).encode(),         # whitespace only
+        CORPUS[2].encode() + b"\r",                   # CRLF line end
+    ] + [f"第{i}条新闻：股市上涨".encode() for i in range(70)]  # spans two batches
+    (tmp_path / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    path = str(built["gru_att"].path)
+    clf = classifiers("gru_att")
+    for source, stdin in ((str(tmp_path / "in.jsonl"), None), ("-", b"\n".join(lines) + b"\n")):
+        result = CliRunner().invoke(cli, ["predict", "--model", path, "--input", source], input=stdin)
+        assert result.exit_code == 2
+        assert result.stderr == "kdedge-run: error: 5 of 78 inputs failed\n"
+        records = _json_lines(result.stdout)
+        assert len(records) == len(lines)
+        assert records[0]["id"] == "a" and records[0]["labels"] == clf.predict(CORPUS[0]).labels
+        assert records[1]["labels"] == clf.predict(CORPUS[1]).labels and "id" not in records[1]
+        assert records[2]["line"] == 3 and records[2]["error"].startswith("invalid JSON")
+        assert records[3] == {"line": 4, "error": "empty text"}
+        assert records[4]["line"] == 5 and records[4]["error"].startswith("invalid UTF-8")
+        assert records[5] == {"line": 6, "id": "no-text", "error": 'JSON line needs a string "text" field'}
+        assert records[6] == {"line": 7, "error": "empty text"}
+        assert records[7]["probabilities"] == pytest.approx(clf.predict(CORPUS[2]).probabilities)
+        assert [r["probabilities"] for r in records[8:]] == [
+            pytest.approx(p.probabilities) for p in clf.predict([ln.decode() for ln in lines[8:]])]
+
+
+def test_cli_text_format_errors_keep_line_alignment(built):
+    result = CliRunner().invoke(cli, ["predict", "--model", str(built["gru_att"].path), "--format", "text",
+                                      "--input", "-"], input="股市\n\n{bad\n球队\n".encode())
+    assert result.exit_code == 2
+    out = result.stdout.split("\n")
+    assert out[0].endswith("\t股市") and out[1] == "" and out[2] == "" and out[3].endswith("\t球队")
+    assert "line 2: empty text" in result.stderr and "line 3: invalid JSON" in result.stderr
+
+
+def test_cli_usage_errors(built):
+    path = str(built["textcnn_f16"].path)
+    for args, message in ((["predict", "--model", path], "give TEXT arguments or --input"),
+                          (["predict", "--model", path, "--explain", "股市"], "--explain needs a model"),
+                          (["predict", "--model", path, "--top-k", "0", "股市"], "--top-k"),
+                          (["predict", "--model", path, "--input", "/nonexistent"], "/nonexistent"),
+                          (["info", "--model", "/nonexistent"], "/nonexistent: not a bundle directory")):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, args
+        assert result.stderr.startswith("kdedge-run: error: ") and message in result.stderr, result.stderr
+
+
+def test_cli_info(built):
+    path = str(built["han"].path)
+    result = CliRunner().invoke(cli, ["info", "--model", path])
+    assert result.exit_code == 0, result.stderr
+    for needle in ("han (kd), backend onnx", "sports", "0.3500", "2.0000", "vectors.int8.npy",
+                   "segmenter/dict.txt", "type=\"jieba\"", "macro_f1", "max_abs_dp", "token_f1"):
+        assert needle in result.stdout, needle
+    data = json.loads(CliRunner().invoke(cli, ["info", "--model", path, "--format", "json"]).stdout)
+    assert data["labels"] == LABELS and data["thresholds"] == THRESHOLDS
+    assert {m["format"] for m in data["models"]} == {"onnx", "tflite"}
+    assert data["files"]["vocab.txt"] == os.path.getsize(Path(path) / "vocab.txt")
+    assert data["parity"]["reference"] == "keras"
