@@ -405,3 +405,8 @@ def test_cli_info(built):
     assert {m["format"] for m in data["models"]} == {"onnx", "tflite"}
     assert data["files"]["vocab.txt"] == os.path.getsize(Path(path) / "vocab.txt")
     assert data["parity"]["reference"] == "keras"
+
+
+def test_cli_without_command_prints_help():
+    result = CliRunner().invoke(cli, [])
+    assert result.exit_code == 0 and "predict" in result.stdout and "info" in result.stdout

@@ -51,10 +51,13 @@ _threads_option = click.option("--threads", type=click.IntRange(min=1), default=
                                help="Intra-op threads of the backend.")
 
 
-@click.group(cls=_Cli)
+@click.group(cls=_Cli, invoke_without_command=True)
 @click.version_option(__version__, prog_name="kdedge-run")
-def main():
+@click.pass_context
+def main(ctx):
     """Classify Chinese text with a kdedge bundle (no TensorFlow needed)."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
 
 
 @main.command()
