@@ -1,0 +1,132 @@
+"""The `kdedge` command: data stats, embed, train, cv, export."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+
+import click
+
+from kdedge.config import ConfigError, make_config, read_config_file
+from kdedge.data import DataError
+
+USER_ERRORS = (DataError, ConfigError, FileExistsError, FileNotFoundError, ValueError, ImportError, OSError)
+
+
+def user_errors(func):
+    """Report expected failures as `kdedge: error: …` with exit code 2, never a traceback."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except USER_ERRORS as exc:
+            click.echo(f"kdedge: error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("kdedge: interrupted; nothing was written under the final name", err=True)
+            sys.exit(130)
+    return wrapper
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@click.group()
+@click.version_option(package_name="kdedge")
+def main():
+    """Train compact multi-label Chinese text classifiers by knowledge distillation; export them to the edge."""
+
+
+@main.group()
+def data():
+    """Inspect labelled data files."""
+
+
+@data.command("stats")
+@click.argument("file", type=click.Path())
+@click.option("--labels", "labels_file", type=click.Path(), help="File with one label per line.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--skip-invalid", is_flag=True, help="Skip invalid rows (and count them) instead of failing.")
+@user_errors
+def data_stats(file, labels_file, as_json, skip_invalid):
+    """Text count, label frequencies, cardinality, imbalance ratio and length distribution of FILE."""
+    from kdedge.data import describe, load_dataset
+
+    stats = describe(load_dataset(file, labels_file, skip_invalid=skip_invalid))
+    if as_json:
+        click.echo(json.dumps(stats, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"{file}: {stats['texts']} texts, {stats['labels']} labels, cardinality {stats['cardinality']:.2f}, "
+               f"imbalance ratio {stats['imbalance_ratio']:.1f}, {stats['texts_without_label']} without label"
+               + (f", {stats['skipped_rows']} invalid rows skipped" if stats["skipped_rows"] else ""))
+    total = stats["texts"]
+    for name, count in stats["label_frequency"].items():
+        click.echo(f"  {name:<20} {count:>7}  {100 * count / total:5.1f}%")
+    lc = stats["length_chars"]
+    click.echo(f"length (chars): min {lc['min']}, p50 {lc['p50']:.0f}, mean {lc['mean']:.1f}, p90 {lc['p90']:.0f}, "
+               f"p99 {lc['p99']:.0f}, max {lc['max']}")
+
+
+def training_options(func):
+    """Options shared by `train` and `cv`: each is also a config-file key (CLI overrides the file)."""
+    options = [
+        click.option("--config", "config_file", help="TOML/YAML/JSON file of option defaults, or a named config (paper)."),
+        click.option("--seed", type=int), click.option("--val-split", type=float),
+        click.option("--segmenter", type=click.Choice(["jieba", "ckip", "char"])),
+        click.option("--ckip-model", type=click.Path(), help="Local CKIP model directory (segmenter ckip)."),
+        click.option("--convert", type=click.Choice(["auto", "t2s", "none"]),
+                     help="Script conversion before segmentation (auto: t2s for Traditional text)."),
+        click.option("--vectors", type=click.Path(), help="word2vec text/binary file of pre-trained vectors."),
+        click.option("--epochs", type=int), click.option("--patience", type=int),
+        click.option("--batch-size", type=int), click.option("--learning-rate", type=float),
+        click.option("--max-len", type=int), click.option("--dropout", type=float),
+        click.option("--monitor", type=click.Choice(["val_loss", "val_macro_f1"])),
+        click.option("--kd-alpha", type=float), click.option("--kd-temperature", type=float),
+        click.option("--trainable-embeddings/--frozen-embeddings", default=None),
+        click.option("--labels", "labels_file", type=click.Path(), help="File with one label per line."),
+        click.option("--skip-invalid", is_flag=True, help="Skip invalid rows (counted) instead of failing."),
+        click.option("--force", is_flag=True, help="Replace an existing output directory."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_config(config_file, **cli):
+    """Config file values overridden by the CLI values that were given; returns (config, run options)."""
+    file_values = read_config_file(config_file) if config_file else {}
+    run = {k: file_values.pop(k, None) for k in ("data", "out", "labels_file")}
+    return make_config(file_values, **cli), run
+
+
+@main.command()
+@click.option("--data", type=click.Path(), help="Labelled texts (.jsonl, .csv, .tsv).")
+@click.option("--arch", type=click.Choice(["textcnn", "textrnn", "han", "gru_att"]))
+@click.option("--mode", type=click.Choice(["teacher", "student", "kd", "all"]))
+@click.option("--out", type=click.Path(), help="Run directory to create.")
+@training_options
+@user_errors
+def train(data, out, config_file, labels_file, skip_invalid, force, quiet, **cli):
+    """Train a teacher (binary relevance), a plain student and a distilled student."""
+    _quiet_tensorflow()
+    from kdedge.train import train_run
+
+    cfg, run = build_config(config_file, **cli)
+    data, out = data or run["data"], out or run["out"]
+    if not data or not out:
+        raise click.UsageError("--data and --out are required (on the command line or in --config)")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    metrics = train_run(cfg, data, out, labels_file or run["labels_file"], force, skip_invalid, not quiet)
+    click.echo(f"run written to {out}")
+    click.echo(f"{'mode':<9} {'micro':>6} {'macro':>6} {'wtd':>6} {'subset':>6}   (validation; at 0.5 | tuned)")
+    for mode, m in metrics["modes"].items():
+        a, t = m["at_0.5"], m["tuned"]
+        click.echo(f"{mode:<9} " + " ".join(f"{100 * a[k]:6.1f}" for k in ("micro_f1", "macro_f1", "weighted_f1",
+                                                                             "subset_accuracy"))
+                   + " | " + " ".join(f"{100 * t[k]:5.1f}" for k in ("micro_f1", "macro_f1")) + f"   {m['seconds']:.0f}s")
+if __name__ == "__main__":
+    main()

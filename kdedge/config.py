@@ -1,0 +1,100 @@
+"""Training configuration: one documented dataclass; config files use the CLI option names as keys."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run. Defaults are kdedge's; `--config paper` restores the paper's."""
+
+    arch: str = "textcnn"                 # textcnn | textrnn | han | gru_att
+    mode: str = "all"                     # teacher | student | kd | all
+    seed: int = 0
+    val_split: float = 0.1                # share of the training texts held out for early stopping/thresholds
+    # segmentation
+    segmenter: str = "jieba"              # jieba | ckip | char
+    ckip_model: str | None = None         # local directory of a CKIP (BERT token-classification) model
+    convert: str = "auto"                 # auto | t2s | none: script conversion before segmentation
+    jieba_hmm: bool = True
+    # vocabulary and vectors
+    vectors: str | None = None            # word2vec text/binary file; None trains Word2Vec on the training texts
+    embedding_dim: int = 300
+    w2v_epochs: int = 10
+    min_count: int = 1                    # vocabulary minimum token count (training texts)
+    max_vocab: int = 30000
+    trainable_embeddings: bool = False
+    # input shape
+    max_len: int = 128                    # tokens per text (sequence models)
+    max_sentences: int = 8                # HAN
+    max_sentence_len: int = 40            # HAN
+    # optimisation (paper: Adam 1e-3, BCE, 30 epochs, patience 10, batch 32 / 128 for gru_att)
+    batch_size: int | None = None         # None: the architecture's default
+    epochs: int = 30
+    patience: int = 10
+    learning_rate: float = 1e-3
+    dropout: float = 0.5
+    monitor: str = "val_loss"             # val_loss (paper) | val_macro_f1 (macro-F1 at tuned thresholds)
+    # distillation: loss = alpha*BCE(y, s) + (1-alpha)*T^2*BCE(sigmoid(z_t/T), sigmoid(z_s/T))
+    kd_alpha: float = 0.5
+    kd_temperature: float = 2.0
+    # thresholds
+    threshold_min_support: int = 3        # labels with fewer validation positives keep 0.5
+    arch_params: dict = field(default_factory=dict)  # per-architecture overrides (see kdedge.models)
+
+    def resolved_batch_size(self) -> int:
+        """The batch size in force (paper: 32, gru_att 128)."""
+        if self.batch_size:
+            return self.batch_size
+        return 128 if self.arch == "gru_att" else 32
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form, as written to a run's config.json."""
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+class ConfigError(ValueError):
+    """An unreadable config file or an unknown key."""
+
+
+def read_config_file(name_or_path: str) -> dict:
+    """Read a named config (`paper`, `default`) or a TOML/YAML/JSON file into option values."""
+    path = Path(name_or_path)
+    if not path.exists() and (CONFIG_DIR / f"{name_or_path}.toml").exists():
+        path = CONFIG_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise ConfigError(f"{name_or_path}: no such config file or named config "
+                          f"({', '.join(sorted(p.stem for p in CONFIG_DIR.glob('*.toml')))})")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            values = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
+    except Exception as exc:  # every parser's error type: report it as a config error
+        raise ConfigError(f"{path}: cannot parse: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: must be a table of option = value")
+    return {k.replace("-", "_"): v for k, v in values.items()}
+
+
+def make_config(file_values: dict | None = None, **cli_values) -> TrainConfig:
+    """Defaults, overridden by a config file's values, overridden by CLI values that are not None."""
+    merged = dict(file_values or {})
+    merged.update({k: v for k, v in cli_values.items() if v is not None})
+    unknown = sorted(set(merged) - FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+    return TrainConfig(**merged)

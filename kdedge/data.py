@@ -1,0 +1,218 @@
+"""Labelled data: load JSON Lines or CSV/TSV, validate with file:line:field errors, binarise, describe."""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """A problem in an input file, located by file, line and field."""
+
+    def __init__(self, path, line: int | None, field_name: str | None, problem: str):
+        where = str(path) + (f":{line}" if line is not None else "")
+        what = f"field '{field_name}' " if field_name else ""
+        super().__init__(f"{where}: {what}{problem}")
+        self.path, self.line, self.field, self.problem = path, line, field_name, problem
+
+
+@dataclass
+class Dataset:
+    """Texts with their label sets, in file order, and the label space (ordered)."""
+
+    texts: list[str]
+    labels: list[list[str]]
+    label_names: list[str]
+    ids: list[str]
+    extra: list[dict] = field(default_factory=list)
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def targets(self) -> np.ndarray:
+        """The binary label matrix `[n_texts, n_labels]` (float32)."""
+        index = {name: i for i, name in enumerate(self.label_names)}
+        y = np.zeros((len(self.texts), len(self.label_names)), dtype=np.float32)
+        for row, labels in enumerate(self.labels):
+            for label in labels:
+                y[row, index[label]] = 1.0
+        return y
+
+    def subset(self, rows) -> "Dataset":
+        """The texts at the given row indices, with the same label space."""
+        rows = [int(r) for r in rows]
+        return Dataset([self.texts[r] for r in rows], [self.labels[r] for r in rows], self.label_names,
+                       [self.ids[r] for r in rows], [self.extra[r] for r in rows] if self.extra else [])
+
+
+def read_label_file(path) -> list[str]:
+    """One label per line; blank lines ignored; duplicates are an error."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(path, None, None, f"cannot read label file: {exc}") from None
+    names: list[str] = []
+    for n, line in enumerate(lines, 1):
+        name = line.strip()
+        if not name:
+            continue
+        if name in names:
+            raise DataError(path, n, None, f"duplicate label '{name}'")
+        names.append(name)
+    if not names:
+        raise DataError(path, None, None, "label file is empty")
+    return names
+
+
+def _check_record(path, line: int, text, labels, allowed: set[str] | None) -> tuple[str, list[str]]:
+    if text is None:
+        raise DataError(path, line, "text", "missing")
+    if not isinstance(text, str):
+        raise DataError(path, line, "text", f"must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise DataError(path, line, "text", "is empty")
+    if labels is None:
+        raise DataError(path, line, "labels", "missing")
+    if not isinstance(labels, list) or not all(isinstance(x, str) and x.strip() for x in labels):
+        raise DataError(path, line, "labels", "must be a list of non-empty strings")
+    labels = list(dict.fromkeys(x.strip() for x in labels))
+    if allowed is not None:
+        unknown = [x for x in labels if x not in allowed]
+        if unknown:
+            raise DataError(path, line, "labels", f"unknown label '{unknown[0]}' (not in the label file)")
+    return text, labels
+
+
+def _jsonl_records(path: Path, text_field: str, label_field: str):
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield line_no, DataError(path, line_no, None, f"invalid UTF-8 ({exc.reason} at byte {exc.start})")
+                continue
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield line_no, DataError(path, line_no, None, f"malformed JSON ({exc.msg}, column {exc.colno})")
+                continue
+            if not isinstance(obj, dict):
+                yield line_no, DataError(path, line_no, None, "each line must be a JSON object")
+                continue
+            yield line_no, (obj.get(text_field), obj.get(label_field), obj)
+
+
+def _csv_records(path: Path, text_field: str, label_field: str, label_sep: str, delimiter: str):
+    try:
+        handle = open(path, encoding="utf-8", newline="")
+        header_line = handle.readline()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(path, None, None, f"cannot read: {exc}") from None
+    with handle:
+        header = next(csv.reader([header_line], delimiter=delimiter))
+        for name in (text_field, label_field):
+            if name not in header:
+                raise DataError(path, 1, name, f"column not in header {header}")
+        reader = csv.reader(handle, delimiter=delimiter)
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except (csv.Error, UnicodeDecodeError) as exc:
+                yield reader.line_num + 1, DataError(path, reader.line_num + 1, None, f"unreadable row: {exc}")
+                continue
+            line_no = reader.line_num + 1
+            if not row:
+                continue
+            if len(row) != len(header):
+                yield line_no, DataError(path, line_no, None,
+                                         f"expected {len(header)} columns, got {len(row)} (stray delimiter?)")
+                continue
+            obj = dict(zip(header, row))
+            raw = obj[label_field].strip()
+            labels = [x for x in raw.split(label_sep)] if raw else []
+            yield line_no, (obj[text_field], labels, obj)
+
+
+def load_dataset(path, labels_file=None, text_field: str = "text", label_field: str = "labels",
+                 label_sep: str = ",", skip_invalid: bool = False, allow_empty_labels: bool = True) -> Dataset:
+    """Load a .jsonl, .csv or .tsv file; raise DataError (file:line field problem) on bad input.
+
+    With `skip_invalid`, bad rows are skipped and counted in `Dataset.skipped` instead.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, None, "file not found")
+    allowed_list = read_label_file(labels_file) if labels_file else None
+    allowed = set(allowed_list) if allowed_list else None
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        records = _csv_records(path, text_field, label_field, label_sep, "\t" if suffix == ".tsv" else ",")
+    else:
+        records = _jsonl_records(path, text_field, label_field)
+    texts, labels, ids, extra = [], [], [], []
+    seen_ids: dict[str, int] = {}
+    skipped = 0
+    for line_no, rec in records:
+        try:
+            if isinstance(rec, DataError):
+                raise rec
+            text, labs, obj = rec
+            text, labs = _check_record(path, line_no, text, labs, allowed)
+            if not labs and not allow_empty_labels:
+                raise DataError(path, line_no, "labels", "is empty")
+            rid = obj.get("id")
+            rid = str(rid) if rid is not None and rid != "" else f"line{line_no}"
+            if rid in seen_ids:
+                raise DataError(path, line_no, "id", f"duplicate id '{rid}' (first on line {seen_ids[rid]})")
+        except DataError:
+            if not skip_invalid:
+                raise
+            skipped += 1
+            continue
+        seen_ids[rid] = line_no
+        texts.append(text)
+        labels.append(labs)
+        ids.append(rid)
+        extra.append({k: v for k, v in obj.items() if k not in (text_field, label_field, "id")})
+    if not texts:
+        raise DataError(path, None, None, "no valid texts")
+    if allowed_list is not None:
+        names = allowed_list
+    else:
+        counts: dict[str, int] = {}
+        for labs in labels:
+            for x in labs:
+                counts[x] = counts.get(x, 0) + 1
+        names = sorted(counts, key=lambda k: (-counts[k], k))
+    return Dataset(texts, labels, names, ids, extra, skipped)
+
+
+def describe(ds: Dataset) -> dict:
+    """Text count, label frequencies, cardinality, imbalance ratio and length distribution."""
+    y = ds.targets()
+    freq = {name: int(c) for name, c in zip(ds.label_names, y.sum(axis=0))}
+    nonzero = [c for c in freq.values() if c > 0]
+    lengths = np.array([len(t) for t in ds.texts])
+    return {
+        "texts": len(ds),
+        "labels": len(ds.label_names),
+        "label_frequency": freq,
+        "cardinality": float(y.sum(axis=1).mean()),
+        "density": float(y.mean()),
+        "texts_without_label": int((y.sum(axis=1) == 0).sum()),
+        "distinct_label_sets": len({tuple(sorted(x)) for x in ds.labels}),
+        "imbalance_ratio": float(max(nonzero) / min(nonzero)) if nonzero else 0.0,
+        "length_chars": {"min": int(lengths.min()), "mean": float(lengths.mean()),
+                          "p50": float(np.percentile(lengths, 50)), "p90": float(np.percentile(lengths, 90)),
+                          "p99": float(np.percentile(lengths, 99)), "max": int(lengths.max())},
+        "skipped_rows": ds.skipped,
+    }

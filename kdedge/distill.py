@@ -1,0 +1,141 @@
+"""Teacher (binary relevance), plain student and distilled student: losses, epoch selection, fitting.
+
+Losses are small pure functions of tensors. `EpochSelector` keeps, for each group of labels (all
+labels for a student, one label per teacher tower), the weights of the epoch with the best validation
+criterion, and stops when every group has gone `patience` epochs without improving.
+"""
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+from keras import ops
+
+from kdedge.evaluate import bce, f1_per_label, sigmoid, tune_thresholds
+
+
+def bce_with_logits(targets, logits):
+    """Element-wise binary cross-entropy of sigmoid(logits) against (soft) targets in [0, 1]."""
+    return ops.maximum(logits, 0.0) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits)))
+
+
+def kd_loss(y_true, teacher_soft, student_logits, alpha: float, temperature: float):
+    """α·BCE(y, σ(z_s)) + (1−α)·T²·BCE(σ(z_t/T), σ(z_s/T)), averaged over labels and texts.
+
+    `teacher_soft` is σ(z_t/T), computed once from the teacher's logits.
+    """
+    hard = bce_with_logits(y_true, student_logits)
+    soft = bce_with_logits(teacher_soft, student_logits / temperature)
+    return ops.mean(alpha * hard + (1.0 - alpha) * temperature ** 2 * soft)
+
+
+def make_kd_loss(n_labels: int, alpha: float, temperature: float):
+    """A Keras loss over packed targets `[y | σ(z_t/T)]` (2·n_labels columns)."""
+    def loss(packed, logits):
+        return kd_loss(packed[:, :n_labels], packed[:, n_labels:], logits, alpha, temperature)
+    return loss
+
+
+def hard_loss(y_true, logits):
+    """Mean binary cross-entropy with logits (the plain student's and the teacher's loss)."""
+    return ops.mean(bce_with_logits(y_true, logits))
+
+
+def teacher_loss(y_true, logits):
+    """Sum over towers of each tower's mean BCE: disjoint towers get exactly their own gradient."""
+    return ops.sum(ops.mean(bce_with_logits(y_true, logits), axis=0))
+
+
+def group_criterion(monitor: str, y_val: np.ndarray, logits: np.ndarray, cols: list[int],
+                    min_support: int) -> float:
+    """Lower-is-better criterion of one label group: validation BCE, or −macro-F1 at tuned thresholds."""
+    probs = sigmoid(logits[:, cols])
+    if monitor == "val_loss":
+        return float(bce(y_val[:, cols], probs).mean())
+    if monitor == "val_macro_f1":
+        thresholds = tune_thresholds(y_val[:, cols], probs, min_support)
+        return -float(f1_per_label(y_val[:, cols], (probs >= thresholds).astype(float)).mean())
+    raise ValueError(f"monitor must be val_loss or val_macro_f1, not {monitor!r}")
+
+
+class EpochSelector(keras.callbacks.Callback):
+    """Per-group best-epoch selection and early stopping on validation data.
+
+    groups: list of (label columns, layers whose weights belong to that group).
+    """
+
+    def __init__(self, x_val, y_val, groups, monitor: str = "val_loss", patience: int = 10,
+                 min_support: int = 3, batch_size: int = 256, progress=None):
+        super().__init__()
+        self.x_val, self.y_val, self.groups = x_val, y_val, groups
+        self.monitor, self.patience, self.min_support = monitor, patience, min_support
+        self.batch_size, self.progress = batch_size, progress
+        self.best = [np.inf] * len(groups)
+        self.best_epoch = [-1] * len(groups)
+        self.best_weights = [None] * len(groups)
+        self.history: list[dict] = []
+        self.eval_seconds = 0.0
+        self._epoch_start = 0.0
+        self.train_seconds = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        start = time.perf_counter()
+        self.train_seconds += start - self._epoch_start
+        logits = predict_logits(self.model, self.x_val, self.batch_size)
+        values = []
+        for g, (cols, layers) in enumerate(self.groups):
+            value = group_criterion(self.monitor, self.y_val, logits, cols, self.min_support)
+            values.append(value)
+            if value < self.best[g] - 1e-7:
+                self.best[g], self.best_epoch[g] = value, epoch
+                self.best_weights[g] = [layer.get_weights() for layer in layers]
+        self.history.append({"epoch": epoch + 1, "train_loss": float((logs or {}).get("loss", np.nan)),
+                             self.monitor: values})
+        self.eval_seconds += time.perf_counter() - start
+        if self.progress is not None:
+            self.progress.update(1)
+            self.progress.set_postfix(loss=f"{(logs or {}).get('loss', float('nan')):.4f}",
+                                      val=f"{np.mean(values):.4f}")
+        if all(epoch - b >= self.patience for b in self.best_epoch):
+            self.model.stop_training = True
+
+    def restore(self) -> None:
+        """Put every group's best-epoch weights back."""
+        for (cols, layers), weights in zip(self.groups, self.best_weights):
+            if weights is not None:
+                for layer, w in zip(layers, weights):
+                    layer.set_weights(w)
+
+
+def predict_logits(model, x, batch_size: int = 256) -> np.ndarray:
+    """Logits for all rows, in inference mode, without Keras' per-call `predict` overhead."""
+    out = [np.asarray(model(x[i:i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+
+
+def fit(model, x_train, targets, x_val, y_val, loss, groups, cfg, progress=None) -> dict:
+    """Train with Adam, select the best epoch per group, restore it; returns timings and history."""
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss, jit_compile=False)
+    selector = EpochSelector(x_val, y_val, groups, cfg.monitor, cfg.patience, cfg.threshold_min_support,
+                             progress=progress)
+    start = time.perf_counter()
+    model.fit(x_train, targets, batch_size=cfg.resolved_batch_size(), epochs=cfg.epochs, shuffle=True,
+              callbacks=[selector], verbose=0)
+    selector.restore()
+    return {"seconds": time.perf_counter() - start, "train_seconds": selector.train_seconds,
+            "validation_seconds": selector.eval_seconds, "epochs_run": len(selector.history),
+            "best_epoch": [b + 1 for b in selector.best_epoch], "history": selector.history}
+
+
+def student_groups(model, n_labels: int):
+    """One group: all labels, all of the model's weights."""
+    return [(list(range(n_labels)), [model])]
+
+
+def teacher_groups(model, n_labels: int):
+    """One group per label: that label's column and its tower's weights."""
+    return [([i], [model.get_layer(f"tower{i}")]) for i in range(n_labels)]

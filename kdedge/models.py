@@ -1,0 +1,187 @@
+"""The four architectures of the paper, by name, as Keras models: ids → embedding → body → logits.
+
+Every model is `ids → Embedding("embedding") → body` where the body takes the *embedded* tensor and
+outputs per-label logits (and, for attention models, the attention over tokens). The exported bundle
+ships the body and the embedding table separately (docs/bundle.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+from keras import layers, ops
+
+ARCH_DEFAULTS = {
+    "textcnn": {"kernel_sizes": [2, 3, 4], "filters": 100},
+    "textrnn": {"units": 128},
+    "gru_att": {"units": 128, "attention_units": 100},
+    "han": {"units": 50, "attention_units": 100},
+}
+
+
+@keras.saving.register_keras_serializable("kdedge")
+class PadMask(layers.Layer):
+    """1.0 where the embedded token (or, with `axes=2`, the sentence) is not padding, else 0.0.
+
+    Padding rows of the embedding table are all zeros, so the mask is derived from the input itself.
+    """
+
+    def __init__(self, axes: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.axes = axes
+
+    def call(self, x):
+        return ops.cast(ops.max(ops.abs(x), axis=tuple(range(-self.axes, 0))) > 0.0, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "axes": self.axes}
+
+
+@keras.saving.register_keras_serializable("kdedge")
+class AttentionPool(layers.Layer):
+    """Additive attention over time: score = v·tanh(W h + b), masked softmax, weighted sum."""
+
+    def __init__(self, units: int = 100, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        dim = input_shape[0][-1]
+        self.w = self.add_weight(name="w", shape=(dim, self.units), initializer="glorot_uniform")
+        self.b = self.add_weight(name="b", shape=(self.units,), initializer="zeros")
+        self.v = self.add_weight(name="v", shape=(self.units, 1), initializer="glorot_uniform")
+
+    def call(self, inputs):
+        h, mask = inputs
+        score = ops.squeeze(ops.matmul(ops.tanh(ops.matmul(h, self.w) + self.b), self.v), axis=-1)
+        score = score + (1.0 - mask) * -1e9
+        weights = ops.softmax(score, axis=-1)
+        return ops.sum(h * ops.expand_dims(weights, -1), axis=1), weights
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable("kdedge")
+class FoldSentences(layers.Layer):
+    """[batch, sentences, ...] ↔ [batch·sentences, ...]: `fold=True` merges, `fold=False` splits."""
+
+    def __init__(self, sentences: int, fold: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.sentences, self.fold = sentences, fold
+
+    def call(self, x):
+        shape = tuple(x.shape)
+        if self.fold:
+            return ops.reshape(x, (-1, *shape[2:]))
+        return ops.reshape(x, (-1, self.sentences, *shape[1:]))
+
+    def get_config(self):
+        return {**super().get_config(), "sentences": self.sentences, "fold": self.fold}
+
+
+@dataclass
+class BodySpec:
+    """How to build a body: embedded input shape (no batch), labels, arch params, export options."""
+
+    input_shape: tuple
+    n_labels: int
+    params: dict
+    dropout: float = 0.5
+    unroll: bool = False
+    batch_size: int | None = None
+
+
+def _rnn(cell: str, units: int, spec: BodySpec, name: str):
+    cls = layers.LSTM if cell == "lstm" else layers.GRU
+    return layers.Bidirectional(cls(units, return_sequences=True, unroll=spec.unroll), name=name)
+
+
+def _textcnn(x, spec: BodySpec):
+    pooled = [layers.GlobalMaxPooling1D(name=f"pool{k}")(
+        layers.Conv1D(spec.params["filters"], k, activation="relu", name=f"conv{k}")(x))
+        for k in spec.params["kernel_sizes"]]
+    h = layers.Concatenate(name="concat")(pooled) if len(pooled) > 1 else pooled[0]
+    return h, None
+
+
+def _textrnn(x, spec: BodySpec):
+    h = _rnn("lstm", spec.params["units"], spec, "bilstm")(x)
+    return layers.GlobalMaxPooling1D(name="pool")(h), None
+
+
+def _gru_att(x, spec: BodySpec):
+    mask = PadMask(name="mask")(x)
+    h = _rnn("gru", spec.params["units"], spec, "bigru")(x)
+    return AttentionPool(spec.params["attention_units"], name="attention")([h, mask])
+
+
+def _han(x, spec: BodySpec):
+    sentences, words = spec.input_shape[0], spec.input_shape[1]
+    flat = FoldSentences(sentences, name="fold")(x)                           # [B·S, W, D]
+    word_mask = PadMask(name="word_mask")(flat)                               # [B·S, W]
+    word_h = _rnn("gru", spec.params["units"], spec, "word_bigru")(flat)
+    sent_vec, word_att = AttentionPool(spec.params["attention_units"], name="word_attention")([word_h, word_mask])
+    sent_seq = FoldSentences(sentences, fold=False, name="unfold")(sent_vec)  # [B, S, 2u]
+    sent_mask = PadMask(axes=2, name="sentence_mask")(x)                      # [B, S]
+    sent_h = _rnn("gru", spec.params["units"], spec, "sentence_bigru")(sent_seq)
+    doc, sent_att = AttentionPool(spec.params["attention_units"], name="sentence_attention")([sent_h, sent_mask])
+    word_att = FoldSentences(sentences, fold=False, name="unfold_attention")(word_att)
+    sent_att = layers.Reshape((sentences, 1), name="sentence_attention_column")(sent_att)
+    return doc, layers.Multiply(name="han_attention")([word_att, sent_att])
+
+
+ARCHITECTURES: dict[str, Callable] = {"textcnn": _textcnn, "textrnn": _textrnn, "gru_att": _gru_att,
+                                       "han": _han}
+
+
+def arch_params(arch: str, overrides: dict | None = None) -> dict:
+    """The architecture's default hyper-parameters with overrides applied."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+    unknown = set(overrides or {}) - set(ARCH_DEFAULTS[arch])
+    if unknown:
+        raise ValueError(f"{arch} has no parameter(s) {', '.join(sorted(unknown))}")
+    return {**ARCH_DEFAULTS[arch], **(overrides or {})}
+
+
+def build_body(arch: str, spec: BodySpec, name: str = "body") -> keras.Model:
+    """Embedded tokens → logits `[batch, n_labels]` (+ attention for gru_att and han)."""
+    inputs = keras.Input(shape=spec.input_shape, batch_size=spec.batch_size, name="embedded")
+    features, attention = ARCHITECTURES[arch](inputs, spec)
+    features = layers.Dropout(spec.dropout, name="dropout")(features)
+    logits = layers.Dense(spec.n_labels, name="logits")(features)
+    outputs = {"logits": logits} if attention is None else {"logits": logits, "attention": attention}
+    return keras.Model(inputs, outputs, name=name)
+
+
+def is_hierarchical(arch: str) -> bool:
+    """Whether the architecture takes [sentences, words] ids (HAN) instead of a flat sequence."""
+    return arch == "han"
+
+
+def build_classifier(arch: str, id_shape: tuple, table, n_labels: int, params: dict, dropout: float = 0.5,
+                     trainable_embeddings: bool = False, towers: int = 0) -> keras.Model:
+    """ids → embedding → body(s) → logits `[batch, n_labels]`.
+
+    `towers=0` builds one multi-label body (the student). `towers=n` builds n single-label bodies
+    (`tower0`…) sharing only the embedding table, for binary relevance (the teacher): they have no
+    trainable parameter in common, so training them together under a summed loss equals training
+    them apart on the same batches. Keep `trainable_embeddings=False` for the teacher.
+    """
+    if towers and trainable_embeddings:
+        raise ValueError("teacher towers share the embedding table, which must then be frozen")
+    ids = keras.Input(shape=id_shape, dtype="int32", name="ids")
+    embedding = layers.Embedding(table.shape[0], table.shape[1], trainable=trainable_embeddings,
+                                 embeddings_initializer=keras.initializers.Constant(table), name="embedding")
+    embedded = embedding(ids)
+    body_shape = (*id_shape, table.shape[1])
+    if not towers:
+        body = build_body(arch, BodySpec(body_shape, n_labels, params, dropout), "body")
+        logits = body(embedded)["logits"]
+    else:
+        tower_logits = [build_body(arch, BodySpec(body_shape, 1, params, dropout), f"tower{i}")(embedded)["logits"]
+                        for i in range(towers)]
+        logits = layers.Concatenate(name="tower_logits")(tower_logits) if towers > 1 else tower_logits[0]
+    return keras.Model(ids, logits, name=f"{arch}_{'teacher' if towers else 'student'}")
