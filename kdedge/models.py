@@ -173,9 +173,9 @@ def build_classifier(arch: str, id_shape: tuple, table, n_labels: int, params: d
     if towers and trainable_embeddings:
         raise ValueError("teacher towers share the embedding table, which must then be frozen")
     ids = keras.Input(shape=id_shape, dtype="int32", name="ids")
-    embedding = layers.Embedding(table.shape[0], table.shape[1], trainable=trainable_embeddings,
-                                 embeddings_initializer=keras.initializers.Constant(table), name="embedding")
+    embedding = layers.Embedding(table.shape[0], table.shape[1], trainable=trainable_embeddings, name="embedding")
     embedded = embedding(ids)
+    embedding.set_weights([table])  # not an initializer: that would copy the table into the saved config
     body_shape = (*id_shape, table.shape[1])
     if not towers:
         body = build_body(arch, BodySpec(body_shape, n_labels, params, dropout), "body")
