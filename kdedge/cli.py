@@ -128,5 +128,42 @@ def train(data, out, config_file, labels_file, skip_invalid, force, quiet, **cli
         click.echo(f"{mode:<9} " + " ".join(f"{100 * a[k]:6.1f}" for k in ("micro_f1", "macro_f1", "weighted_f1",
                                                                              "subset_accuracy"))
                    + " | " + " ".join(f"{100 * t[k]:5.1f}" for k in ("micro_f1", "macro_f1")) + f"   {m['seconds']:.0f}s")
+@main.command()
+@click.option("--corpus", "corpus", multiple=True, required=True, type=click.Path(),
+              help="Plain UTF-8 text files (one sentence or paragraph a line); repeat or pass a directory.")
+@click.option("--out", required=True, type=click.Path(), help="vectors.txt (text) or vectors.bin (binary).")
+@click.option("--segmenter", type=click.Choice(["jieba", "char", "ckip"]), default="jieba", show_default=True)
+@click.option("--ckip-model", type=click.Path())
+@click.option("--convert", type=click.Choice(["t2s", "none"]), default="t2s", show_default=True,
+              help="Script conversion before segmentation; use what the classifier will use (auto picks t2s "
+                   "for Traditional training data).")
+@click.option("--dim", type=int, default=300, show_default=True)
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--min-count", type=int, default=3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="1 makes the result reproducible.")
+@user_errors
+def embed(corpus, out, segmenter, ckip_model, convert, dim, epochs, min_count, seed, workers):
+    """Pre-train Word2Vec (skip-gram) on unlabeled text with the classifier's segmentation."""
+    from pathlib import Path
+
+    from kdedge.embed import save_vectors, train_word2vec
+    from kdedge.segment import Segmenter
+
+    files = [p for c in corpus for p in (sorted(Path(c).glob("*.txt")) if Path(c).is_dir() else [Path(c)])]
+    lines = []
+    for path in files:
+        try:
+            lines += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read as UTF-8 text ({exc})") from None
+    click.echo(f"segmenting {len(lines)} lines from {len(files)} files", err=True)
+    sentences = Segmenter(segmenter, convert, ckip_model=ckip_model).segment(lines)["tokens"]
+    click.echo(f"training {dim}-d Word2Vec on {sum(map(len, sentences))} tokens", err=True)
+    wv = train_word2vec(sentences, dim, epochs, seed, min_count, workers)
+    save_vectors(wv, out)
+    click.echo(f"{out}: {len(wv.key_to_index)} words x {dim}")
+
+
 if __name__ == "__main__":
     main()

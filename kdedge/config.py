@@ -40,7 +40,7 @@ class TrainConfig:
     patience: int = 10
     learning_rate: float = 1e-3
     dropout: float = 0.5
-    monitor: str = "val_loss"             # val_loss (paper) | val_macro_f1 (macro-F1 at tuned thresholds)
+    monitor: str = "val_macro_f1"         # val_macro_f1 (macro-F1 at tuned thresholds) | val_loss (paper: BCE)
     # distillation: loss = alpha*BCE(y, s) + (1-alpha)*T^2*BCE(sigmoid(z_t/T), sigmoid(z_s/T))
     kd_alpha: float = 0.5
     kd_temperature: float = 2.0
