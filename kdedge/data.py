@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,13 +110,20 @@ def _jsonl_records(path: Path, text_field: str, label_field: str):
             yield line_no, (obj.get(text_field), obj.get(label_field), obj)
 
 
+_BAD_BYTES = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, under errors="surrogateescape"
+
+
 def _csv_records(path: Path, text_field: str, label_field: str, label_sep: str, delimiter: str):
     try:
-        handle = open(path, encoding="utf-8", newline="")
+        # surrogateescape: undecodable bytes survive as lone surrogates, reported below with their line
+        # (a strict decoder fails on the whole first read-ahead chunk, with no line number).
+        handle = open(path, encoding="utf-8", errors="surrogateescape", newline="")
         header_line = handle.readline()
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise DataError(path, None, None, f"cannot read: {exc}") from None
     with handle:
+        if _BAD_BYTES.search(header_line):
+            raise DataError(path, 1, None, "invalid UTF-8")
         header = next(csv.reader([header_line], delimiter=delimiter))
         for name in (text_field, label_field):
             if name not in header:
@@ -131,6 +139,9 @@ def _csv_records(path: Path, text_field: str, label_field: str, label_sep: str, 
                 continue
             line_no = reader.line_num + 1
             if not row:
+                continue
+            if any(_BAD_BYTES.search(cell) for cell in row):
+                yield line_no, DataError(path, line_no, None, "invalid UTF-8")
                 continue
             if len(row) != len(header):
                 yield line_no, DataError(path, line_no, None,

@@ -1,0 +1,50 @@
+"""Shared test setup: a private segmentation cache and a tiny keyword-labelled Chinese corpus."""
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# label → keywords; a text carries a label exactly when it contains one of the label's keywords
+KEYWORDS = {"体育": ["足球", "篮球", "比赛"], "经济": ["股票", "银行", "市场"], "健康": ["医院", "感冒", "医生"]}
+FILLERS = ["今天", "我们", "看到", "一条", "新闻", "关于", "昨天", "大家", "讨论", "城市", "朋友", "说"]
+
+
+def make_corpus(n: int = 90, seed: int = 0) -> list[dict]:
+    """`n` short Chinese texts whose labels are learnable from keywords (every text has ≥1 label)."""
+    rng = random.Random(seed)
+    names = list(KEYWORDS)
+    rows = []
+    for i in range(n):
+        labels = [name for name in names if rng.random() < 0.4] or [names[i % len(names)]]
+        words = rng.sample(FILLERS, 4) + [rng.choice(KEYWORDS[name]) for name in labels]
+        rng.shuffle(words)
+        rows.append({"id": f"t{i}", "text": "".join(words) + "。", "labels": labels})
+    return rows
+
+
+def write_jsonl(path, rows) -> str:
+    """Write dicts as JSON Lines (UTF-8); returns the path as a string."""
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kdedge_cache(tmp_path_factory):
+    """Every test's segmentation cache lives in a temporary directory, never ~/.cache."""
+    cache = tmp_path_factory.mktemp("kdedge_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KDEDGE_CACHE", str(cache))
+        yield cache
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory) -> str:
+    """The keyword corpus as a .jsonl file (90 texts, 3 labels)."""
+    return write_jsonl(tmp_path_factory.mktemp("corpus") / "corpus.jsonl", make_corpus())
