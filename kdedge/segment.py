@@ -130,7 +130,9 @@ class Segmenter:
         path = _cache_dir() / f"{digest}.json"
         if path.is_file():
             try:
-                return json.loads(path.read_text(encoding="utf-8"))
+                cached = json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(cached, dict) and len(cached.get("tokens") or ()) == len(texts):
+                    return cached
             except (OSError, ValueError):
                 pass  # a damaged cache entry is recomputed
         result = self._segment_uncached(texts)
