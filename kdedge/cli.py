@@ -30,6 +30,11 @@ def user_errors(func):
     return wrapper
 
 
+def _log_to_stderr() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("gensim").setLevel(logging.WARNING)
+
+
 def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -119,7 +124,7 @@ def train(data, out, config_file, labels_file, skip_invalid, force, quiet, **cli
     data, out = data or run["data"], out or run["out"]
     if not data or not out:
         raise click.UsageError("--data and --out are required (on the command line or in --config)")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    _log_to_stderr()
     metrics = train_run(cfg, data, out, labels_file or run["labels_file"], force, skip_invalid, not quiet)
     click.echo(f"run written to {out}")
     click.echo(f"{'mode':<9} {'micro':>6} {'macro':>6} {'wtd':>6} {'subset':>6}   (validation; at 0.5 | tuned)")
@@ -128,6 +133,33 @@ def train(data, out, config_file, labels_file, skip_invalid, force, quiet, **cli
         click.echo(f"{mode:<9} " + " ".join(f"{100 * a[k]:6.1f}" for k in ("micro_f1", "macro_f1", "weighted_f1",
                                                                              "subset_accuracy"))
                    + " | " + " ".join(f"{100 * t[k]:5.1f}" for k in ("micro_f1", "macro_f1")) + f"   {m['seconds']:.0f}s")
+@main.command()
+@click.option("--data", type=click.Path(), help="Labelled texts (.jsonl, .csv, .tsv).")
+@click.option("--folds", type=int, default=5, show_default=True)
+@click.option("--archs", default="textcnn", show_default=True, help="Comma-separated: textrnn,textcnn,han,gru_att.")
+@click.option("--group-by", help="Keep texts sharing this JSON field (e.g. doc) in one fold.")
+@click.option("--only-fold", "only_folds", type=int, multiple=True, help="Run just these folds (resumable pieces).")
+@click.option("--no-baselines", is_flag=True, help="Skip the TF-IDF+LR and fastText baselines.")
+@click.option("--out", type=click.Path(), help="Directory for fold results and the report (resumes if present).")
+@training_options
+@user_errors
+def cv(data, folds, archs, group_by, only_folds, no_baselines, out, config_file, labels_file, skip_invalid, force,
+       quiet, **cli):
+    """Cross-validate teacher / student / KD per architecture (+ baselines); resumes finished folds."""
+    _quiet_tensorflow()
+    from kdedge.cv import run_cv
+
+    cfg, run = build_config(config_file, **cli)
+    data, out = data or run["data"], out or run["out"]
+    if not data or not out:
+        raise click.UsageError("--data and --out are required (on the command line or in --config)")
+    _log_to_stderr()
+    arch_list = [a.strip() for a in archs.split(",") if a.strip()]
+    results = run_cv(cfg, data, out, folds, arch_list, group_by, labels_file or run["labels_file"],
+                     not no_baselines, not quiet, list(only_folds) or None)
+    click.echo(f"report: {out}/results.md ({len(results['architectures'])} architectures)")
+
+
 @main.command()
 @click.option("--corpus", "corpus", multiple=True, required=True, type=click.Path(),
               help="Plain UTF-8 text files (one sentence or paragraph a line); repeat or pass a directory.")

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import platform
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,7 @@ from kdedge.config import TrainConfig
 from kdedge.data import Dataset, load_dataset
 from kdedge.embed import Vocabulary, embedding_matrix, file_sha256, load_vectors, train_word2vec
 from kdedge.evaluate import evaluate_logits, sigmoid
+from kdedge.files import commit_dir, staging_dir, write_json
 from kdedge.folds import stratified_split
 from kdedge.segment import Segmenter, resolve_convert, write_dictionary
 from kdedge_run.text import SENTENCE_END_TOKENS, tokens_to_ids
@@ -39,6 +38,7 @@ class Features:
     x: dict = field(default_factory=dict)          # split → id arrays
     y: dict = field(default_factory=dict)          # split → 0/1 targets
     report: dict = field(default_factory=dict)     # coverage, vectors, segmentation facts
+    wv: object = None                              # the word vectors used (gensim KeyedVectors)
 
 
 def input_spec_for(cfg: TrainConfig) -> dict:
@@ -77,7 +77,7 @@ def featurize(cfg: TrainConfig, splits: dict[str, Dataset], wv=None) -> Features
         wv = train_word2vec(tokens["train"], cfg.embedding_dim, cfg.w2v_epochs, cfg.seed)
     table, table_report = embedding_matrix(vocab, wv, cfg.embedding_dim, cfg.seed)
     spec = input_spec_for(cfg)
-    feats = Features(splits["train"].label_names, segmenter, seg["dictionary"], vocab, table, spec, tokens)
+    feats = Features(splits["train"].label_names, segmenter, seg["dictionary"], vocab, table, spec, tokens, wv=wv)
     for name, ds in splits.items():
         ids = [tokens_to_ids(toks, vocab.index, spec) for toks in tokens[name]]
         feats.x[name] = np.stack([i for i, _ in ids]).astype(np.int32)
@@ -137,35 +137,6 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
     return out
 
 
-def _atomic_dir(out: Path, force: bool) -> Path:
-    if out.exists() and not force:
-        raise FileExistsError(f"{out}: already exists (use --force to replace it)")
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _commit_dir(tmp: Path, out: Path) -> None:
-    for path in tmp.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    if out.exists():
-        old = out.with_name(f".{out.name}.old{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
-
-
-def write_json(path: Path, obj) -> None:
-    """Write pretty JSON (UTF-8)."""
-    Path(path).write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-
-
 def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = None, force: bool = False,
               skip_invalid: bool = False, progress: bool = True) -> dict:
     """Train the configured modes and write the run directory atomically; returns metrics.json."""
@@ -181,7 +152,7 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
     splits = {"train": ds.subset(train_rows), "val": ds.subset(val_rows)}
     feats = featurize(cfg, splits)
     results = train_modes(cfg, feats, modes, progress)
-    tmp = _atomic_dir(out_path, force)
+    tmp = staging_dir(out_path, force)
     logging_handler = logging.FileHandler(tmp / "train.log", encoding="utf-8")
     log.addHandler(logging_handler)
     try:
@@ -230,5 +201,5 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
     finally:
         log.removeHandler(logging_handler)
         logging_handler.close()
-    _commit_dir(tmp, out_path)
+    commit_dir(tmp, out_path)
     return metrics

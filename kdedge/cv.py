@@ -1,0 +1,128 @@
+"""`kdedge cv`: k-fold cross-validation of teacher / student / KD (and baselines), resumable per fold."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kdedge.config import TrainConfig
+from kdedge.data import load_dataset
+from kdedge.files import write_json_atomic
+from kdedge.evaluate import decide, scores, sigmoid, tune_thresholds
+from kdedge.folds import kfold, stratified_split
+
+log = logging.getLogger("kdedge")
+ROWS = ("teacher", "student", "student_same_budget", "kd")
+BASELINES = ("tfidf_lr", "fasttext")
+
+
+def test_scores(probs_val, y_val, probs_test, y_test, label_names, min_support, global_threshold=False) -> dict:
+    """Test-fold scores at 0.5 and at thresholds tuned on the validation split (never on the test fold)."""
+    if global_threshold:
+        grid = np.linspace(0.05, 0.95, 91)
+        best = max(grid, key=lambda t: scores(y_val, decide(probs_val, t), label_names)["micro_f1"])
+        thresholds = np.full(probs_val.shape[1], best)
+    else:
+        thresholds = tune_thresholds(y_val, probs_val, min_support)
+    return {"at_0.5": scores(y_test, decide(probs_test, 0.5), label_names),
+            "tuned": scores(y_test, decide(probs_test, thresholds), label_names),
+            "thresholds": thresholds.tolist(), "test_probs": np.round(probs_test, 5).tolist()}
+
+
+def _fold_splits(ds, folds, seed, group_by, k, val_split):
+    groups = [e.get(group_by) for e in ds.extra] if group_by else None
+    if groups is not None and any(g is None for g in groups):
+        missing = groups.index(None)
+        raise ValueError(f"--group-by {group_by}: text '{ds.ids[missing]}' has no field '{group_by}'")
+    fold_of = kfold(ds.targets(), folds, seed, groups)
+    rest = np.flatnonzero(fold_of != k)
+    rest_groups = [groups[i] for i in rest] if groups else None
+    train_i, val_i = stratified_split(ds.targets()[rest], val_split, seed, rest_groups)
+    return fold_of, rest[train_i], rest[val_i], np.flatnonzero(fold_of == k)
+
+
+def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Path, baselines, progress) -> None:
+    """Train every architecture (and the baselines) on fold `k`; write one JSON per result."""
+    from kdedge.distill import predict_logits
+    from kdedge.train import featurize, train_modes
+
+    _, train_i, val_i, test_i = _fold_splits(ds, folds, cfg.seed, group_by, k, cfg.val_split)
+    splits = {"train": ds.subset(train_i), "val": ds.subset(val_i), "test": ds.subset(test_i)}
+    wv = None
+    for arch in archs:
+        path = out / "folds" / f"fold{k}_{arch}.json"
+        if path.exists():
+            continue
+        acfg = dataclasses.replace(cfg, arch=arch)
+        feats = featurize(acfg, splits, wv)
+        wv = feats.wv  # one Word2Vec per fold, shared by the architectures
+        start = time.perf_counter()
+        results = train_modes(acfg, feats, ("teacher", "student", "kd"), progress)
+        kd_epochs = results["kd"]["fit"]["epochs_run"]
+        budget_cfg = dataclasses.replace(acfg, epochs=kd_epochs, patience=kd_epochs)
+        results["student_same_budget"] = train_modes(budget_cfg, feats, ("student",), progress)["student"]
+        record = {"fold": k, "arch": arch, "seconds": time.perf_counter() - start, "modes": {},
+                  "sizes": {s: len(v) for s, v in splits.items()}, "test_ids": splits["test"].ids}
+        for mode in ROWS:
+            res = results[mode]
+            probs_test = sigmoid(predict_logits(res["model"], feats.x["test"]))
+            record["modes"][mode] = {
+                **test_scores(sigmoid(res["val_logits"]), feats.y["val"], probs_test, feats.y["test"],
+                              ds.label_names, cfg.threshold_min_support),
+                "epochs_run": res["fit"]["epochs_run"], "best_epoch": res["fit"]["best_epoch"],
+                "seconds": res["fit"]["seconds"], "history": res["fit"]["history"]}
+        record["test_truth"] = feats.y["test"].astype(int).tolist()
+        write_json_atomic(path, record)
+        log.info("fold %d %s done in %.0f s", k, arch, record["seconds"])
+    path = out / "folds" / f"fold{k}_baselines.json"
+    if baselines and not path.exists():
+        from kdedge.baselines import fasttext_ova, tfidf_lr
+        from kdedge.segment import Segmenter, resolve_convert
+
+        convert = resolve_convert(cfg.convert, splits["train"].texts)
+        seg = Segmenter(cfg.segmenter, convert, cfg.jieba_hmm, cfg.ckip_model)
+        toks = {name: seg.segment(s.texts)["tokens"] for name, s in splits.items()}
+        record = {"fold": k, "modes": {}}
+        y = {name: s.targets() for name, s in splits.items()}
+        for name in BASELINES:
+            start = time.perf_counter()
+            if name == "tfidf_lr":
+                probs = tfidf_lr(toks["train"], y["train"], {"val": toks["val"], "test": toks["test"]}, seed=cfg.seed)
+            else:
+                try:
+                    probs = fasttext_ova(toks["train"], y["train"], ds.label_names,
+                                         {"val": toks["val"], "test": toks["test"]}, seed=cfg.seed)
+                except ImportError:
+                    log.warning("fastText baseline skipped: pip install 'kdedge[baselines]'")
+                    continue
+            record["modes"][name] = {**test_scores(probs["val"], y["val"], probs["test"], y["test"], ds.label_names,
+                                                   cfg.threshold_min_support, global_threshold=name == "fasttext"),
+                                     "seconds": time.perf_counter() - start}
+        write_json_atomic(path, record)
+
+
+def run_cv(cfg: TrainConfig, data: str, out: str, folds: int = 5, archs=("textcnn",), group_by=None,
+           labels_file=None, baselines: bool = True, progress: bool = True, only_folds=None) -> dict:
+    """Run (or resume) every fold; finished fold files are kept, so a killed run continues where it stopped."""
+    from kdedge.report import write_report
+
+    out_path = Path(out)
+    (out_path / "folds").mkdir(parents=True, exist_ok=True)
+    ds = load_dataset(data, labels_file)
+    settings = {"data": str(data), "folds": folds, "archs": list(archs), "group_by": group_by,
+                "config": cfg.to_dict(), "labels": ds.label_names}
+    settings_path = out_path / "cv.json"
+    if settings_path.exists():
+        previous = json.loads(settings_path.read_text(encoding="utf-8"))
+        same = {k: v for k, v in previous.items() if k != "archs"} == {k: v for k, v in settings.items() if k != "archs"}
+        if not same:
+            raise ValueError(f"{settings_path}: this directory holds a run with other settings; use another --out")
+        settings["archs"] = list(dict.fromkeys(previous["archs"] + list(archs)))
+    write_json_atomic(settings_path, settings)
+    for k in (only_folds if only_folds is not None else range(folds)):
+        run_fold(cfg, ds, k, folds, archs, group_by, out_path, baselines, progress)
+    return write_report(out_path)

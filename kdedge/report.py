@@ -1,0 +1,181 @@
+"""Cross-validation report: paper-layout table (mean ± std), KD deltas with p-values, per-label F1 plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kdedge.evaluate import METRICS, decide, scores
+
+ROW_NAMES = {"teacher": "Binary Optimization (Teacher)",
+             "student": "Standalone Multi-label Classifier (Student)",
+             "student_same_budget": "Standalone, same budget as KD",
+             "kd": "Knowledge Distillation (Teacher + Student)",
+             "tfidf_lr": "TF-IDF + one-vs-rest LR", "fasttext": "fastText (ova)"}
+
+
+def paired_p_value(a, b) -> float:
+    """Two-sided paired t-test over folds (p = 1 when the differences are all zero)."""
+    from scipy.stats import ttest_rel
+
+    diff = np.asarray(a) - np.asarray(b)
+    if len(diff) < 2 or np.allclose(diff, 0):
+        return 1.0
+    p = float(ttest_rel(a, b).pvalue)
+    return p if np.isfinite(p) else 1.0
+
+
+def randomization_p_value(y_true, pred_a, pred_b, metric: str, label_names, rounds: int = 2000,
+                          seed: int = 0) -> float:
+    """Approximate randomisation over pooled texts: swap the two systems' predictions per text at random."""
+    rng = np.random.default_rng(seed)
+    observed = abs(scores(y_true, pred_a, label_names)[metric] - scores(y_true, pred_b, label_names)[metric])
+    if observed == 0:
+        return 1.0
+    hits = 0
+    for _ in range(rounds):
+        swap = rng.random(len(y_true)) < 0.5
+        a = np.where(swap[:, None], pred_b, pred_a)
+        b = np.where(swap[:, None], pred_a, pred_b)
+        hits += abs(scores(y_true, a, label_names)[metric] - scores(y_true, b, label_names)[metric]) >= observed
+    return (hits + 1) / (rounds + 1)
+
+
+def _mean_std(values) -> dict:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "folds": [float(v) for v in values]}
+
+
+def summarise(out: Path) -> dict:
+    """Aggregate every finished fold file of a cv directory into results.json's structure."""
+    settings = json.loads((out / "cv.json").read_text(encoding="utf-8"))
+    labels = settings["labels"]
+    results = {"settings": settings, "architectures": {}, "baselines": {}}
+    files = sorted((out / "folds").glob("fold*_*.json"))
+    by_arch: dict[str, list] = {}
+    for path in files:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        by_arch.setdefault(path.stem.split("_", 1)[1], []).append(record)
+    for arch, records in by_arch.items():
+        records.sort(key=lambda r: r["fold"])
+        target = results["baselines"] if arch == "baselines" else results["architectures"].setdefault(arch, {})
+        entry = {} if arch == "baselines" else target
+        for mode in records[0]["modes"]:
+            entry[mode] = {view: {m: _mean_std([r["modes"][mode][view][m] for r in records]) for m in METRICS}
+                           for view in ("at_0.5", "tuned")}
+            entry[mode]["per_label_f1"] = {lab: float(np.mean([r["modes"][mode]["tuned"]["per_label_f1"][lab]
+                                                               for r in records])) for lab in labels}
+            entry[mode]["folds"] = [r["fold"] for r in records]
+        if arch == "baselines":
+            results["baselines"] = entry
+            continue
+        entry["seconds"] = float(sum(r["seconds"] for r in records))
+        entry["kd_vs_student"] = _kd_deltas(records, labels)
+    return results
+
+
+def _kd_deltas(records, labels) -> dict:
+    """KD − the stronger plain student (by mean tuned macro-F1), per view, with p-values."""
+    out = {}
+    for view in ("at_0.5", "tuned"):
+        candidates = [m for m in ("student", "student_same_budget") if m in records[0]["modes"]]
+        best = max(candidates, key=lambda m: np.mean([r["modes"][m][view]["macro_f1"] for r in records]))
+        y = np.concatenate([np.asarray(r["test_truth"]) for r in records])
+        preds = {}
+        for mode in (best, "kd"):
+            preds[mode] = np.concatenate([decide(np.asarray(r["modes"][mode]["test_probs"]),
+                                                 0.5 if view == "at_0.5" else r["modes"][mode]["thresholds"])
+                                          for r in records])
+        out[view] = {"against": best, "metrics": {}}
+        for m in METRICS:
+            kd = [r["modes"]["kd"][view][m] for r in records]
+            st = [r["modes"][best][view][m] for r in records]
+            out[view]["metrics"][m] = {
+                "delta": float(np.mean(kd) - np.mean(st)), "p_fold_paired_t": paired_p_value(kd, st),
+                "p_randomization": randomization_p_value(y, preds["kd"], preds[best], m, labels, rounds=1000)}
+    return out
+
+
+def _fmt(cell) -> str:
+    return f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f}"
+
+
+def render_markdown(results: dict) -> str:
+    """results.md: the paper's layout (rows arch × mode) for both decision rules, then deltas and baselines."""
+    lines = [f"# Cross-validation: {results['settings']['data']}", "",
+             f"{results['settings']['folds']} folds (iterative stratification, seed "
+             f"{results['settings']['config']['seed']}"
+             + (f", grouped by `{results['settings']['group_by']}`" if results['settings']['group_by'] else "")
+             + "). Test-fold scores, mean ± std over the finished folds, in %. "
+             f"Early stopping / epoch selection: `{results['settings']['config']['monitor']}` on the validation "
+             "split of each training fold, patience " + str(results['settings']['config']['patience'])
+             + "; 'same budget' = the plain student trained for exactly the KD student's number of epochs, "
+             "best epoch picked by the same rule. Tuned = per-label thresholds chosen on the validation split.", ""]
+    for view, title in (("at_0.5", "Threshold 0.5 (the paper's rule)"), ("tuned", "Tuned thresholds")):
+        lines += [f"## {title}", "", "| architecture | model | micro-F1 | macro-F1 | weighted-F1 | subset acc | folds |",
+                  "|---|---|---|---|---|---|---|"]
+        for arch, entry in results["architectures"].items():
+            for mode in ("teacher", "student", "student_same_budget", "kd"):
+                if mode in entry:
+                    cells = " | ".join(_fmt(entry[mode][view][m]) for m in METRICS)
+                    lines.append(f"| {arch} | {ROW_NAMES[mode]} | {cells} | {len(entry[mode]['folds'])} |")
+        for mode, entry in results["baselines"].items():
+            cells = " | ".join(_fmt(entry[view][m]) for m in METRICS)
+            lines.append(f"| baseline | {ROW_NAMES[mode]} | {cells} | {len(entry['folds'])} |")
+        lines += ["", "KD − stronger plain student (points; p: fold-paired t-test / approximate randomisation "
+                  "over pooled test texts):", "", "| architecture | vs | " + " | ".join(METRICS) + " |",
+                  "|---|---|" + "---|" * len(METRICS)]
+        for arch, entry in results["architectures"].items():
+            d = entry["kd_vs_student"][view]
+            cells = " | ".join(f"{100 * d['metrics'][m]['delta']:+.1f} (p={d['metrics'][m]['p_fold_paired_t']:.3f}"
+                               f"/{d['metrics'][m]['p_randomization']:.3f})" for m in METRICS)
+            lines.append(f"| {arch} | {d['against']} | {cells} |")
+        lines.append("")
+    lines += ["## Wall time", "", "| architecture | seconds (all folds, 4 models each) |", "|---|---|"]
+    lines += [f"| {a} | {e['seconds']:.0f} |" for a, e in results["architectures"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot_per_label(results: dict, out: Path) -> list[str]:
+    """One PNG per architecture: per-label F1 (tuned) of teacher, student and KD (the paper's Figure 2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    labels = results["settings"]["labels"]
+    for arch, entry in results["architectures"].items():
+        fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(labels)), 3.5))
+        modes = [m for m in ("teacher", "student", "kd") if m in entry]
+        width = 0.8 / len(modes)
+        x = np.arange(len(labels))
+        for i, mode in enumerate(modes):
+            ax.bar(x + i * width, [entry[mode]["per_label_f1"][lab] for lab in labels], width, label=mode)
+        ax.set_xticks(x + width * (len(modes) - 1) / 2, [lab if lab.isascii() else f"L{j}" for j, lab in enumerate(labels)],
+                      rotation=45, ha="right")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("F1 (tuned thresholds)")
+        ax.set_title(f"{arch}: per-label F1")
+        ax.legend()
+        fig.tight_layout()
+        name = f"per_label_f1_{arch}.png"
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+def write_report(out: Path) -> dict:
+    """Write results.json, results.md and the PNGs for a cv directory; return the results."""
+    from kdedge.cv import write_json_atomic
+
+    results = summarise(out)
+    write_json_atomic(out / "results.json", results)
+    md = render_markdown(results)
+    tmp = out / ".results.md.tmp"
+    tmp.write_text(md, encoding="utf-8")
+    tmp.replace(out / "results.md")
+    results["plots"] = plot_per_label(results, out)
+    return results
