@@ -88,6 +88,7 @@ def training_options(func):
         click.option("--epochs", type=int), click.option("--patience", type=int),
         click.option("--batch-size", type=int), click.option("--learning-rate", type=float),
         click.option("--max-len", type=int), click.option("--dropout", type=float),
+        click.option("--max-vocab", type=int), click.option("--min-count", type=int),
         click.option("--monitor", type=click.Choice(["val_loss", "val_macro_f1"])),
         click.option("--kd-alpha", type=float), click.option("--kd-temperature", type=float),
         click.option("--trainable-embeddings/--frozen-embeddings", default=None),

@@ -126,6 +126,9 @@ def fit(model, x_train, targets, x_val, y_val, loss, groups, cfg, progress=None)
     model.fit(x_train, targets, batch_size=cfg.resolved_batch_size(), epochs=cfg.epochs, shuffle=True,
               callbacks=[selector], verbose=0)
     selector.restore()
+    # Saved models are architecture + weights: the training loss (a kdedge function or closure) is not
+    # serialisable, and its compile config would make keras.models.load_model fail.
+    model.compiled = False
     return {"seconds": time.perf_counter() - start, "train_seconds": selector.train_seconds,
             "validation_seconds": selector.eval_seconds, "epochs_run": len(selector.history),
             "best_epoch": [b + 1 for b in selector.best_epoch], "history": selector.history}
