@@ -1,0 +1,118 @@
+"""Write a bundle directory: files, checksummed manifest, atomic publication under the final name."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ExportError
+
+MANIFEST = "manifest.json"
+FORMAT = "kdedge-bundle"
+FORMAT_VERSION = 1
+# manifest keys in the order of docs/bundle.md
+KEY_ORDER = ("format", "format_version", "kdedge_version", "created", "architecture", "model_kind", "labels",
+             "thresholds", "calibration", "input", "vocab", "embeddings", "segmenter", "models", "files",
+             "metrics", "calibration_report", "segmentation_agreement", "parity", "notes")
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse an existing output unless `force` (and never replace a non-bundle file)."""
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise ExportError(f"{out}: already exists (use --force to replace it)")
+        if not out.is_dir() or out.is_symlink():
+            raise ExportError(f"{out}: exists and is not a directory; refusing to replace it")
+
+
+class Staging:
+    """A temporary directory to fill; `commit` renames it to the final name, `discard` removes it.
+
+    With `out` the directory is a hidden sibling of `out` (same filesystem, so the rename is atomic);
+    without, a scratch directory under the system temp dir.
+    """
+
+    def __init__(self, out: Path | None = None):
+        self.out = Path(out) if out is not None else None
+        if self.out is not None:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
+        else:
+            self.path = Path(tempfile.mkdtemp(prefix="kdedge-bundle-"))
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        path = self.path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def write_text(self, rel: str, text: str) -> None:
+        self.write_bytes(rel, text.encode("utf-8"))
+
+    def copy(self, rel: str, src: Path) -> None:
+        path = self.path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, path)
+
+    def save_npy(self, rel: str, array: np.ndarray) -> None:
+        path = self.path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+
+    def remove(self, rel: str) -> None:
+        (self.path / rel).unlink(missing_ok=True)
+
+    def files(self) -> dict:
+        """{relative path: {"sha256", "bytes"}} of every file except the manifest, sorted."""
+        out = {}
+        for path in sorted(p for p in self.path.rglob("*") if p.is_file()):
+            rel = path.relative_to(self.path).as_posix()
+            if rel == MANIFEST:
+                continue
+            with open(path, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            out[rel] = {"sha256": digest, "bytes": path.stat().st_size}
+        return out
+
+    def write_manifest(self, manifest: dict) -> dict:
+        """Set `files` from the directory's contents and write manifest.json; returns the manifest."""
+        manifest = {**manifest, "files": self.files()}
+        ordered = {k: manifest[k] for k in KEY_ORDER if k in manifest}
+        ordered.update({k: v for k, v in manifest.items() if k not in ordered})
+        (self.path / MANIFEST).write_text(json.dumps(ordered, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        return ordered
+
+    def commit(self, force: bool) -> Path:
+        """fsync every file and directory, then rename to the final name (replacing it with `force`)."""
+        assert self.out is not None
+        for path in sorted(self.path.rglob("*"), key=lambda p: -len(p.parts)):
+            _fsync(path)
+        _fsync(self.path)
+        check_out(self.out, force)
+        if self.out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
+            os.replace(self.out, old / "bundle")
+            os.replace(self.path, self.out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.path, self.out)
+        _fsync(self.out.parent)
+        return self.out
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,78 @@
+"""Per-label temperatures and thresholds from the run's validation split, and what they change."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kdedge.evaluate import (decide, expected_calibration_error, fit_temperatures, scores, sigmoid,
+                             tune_thresholds)
+
+from .errors import ExportError
+
+ECE_BINS = 10
+
+
+@dataclass
+class Calibration:
+    temperatures: np.ndarray
+    thresholds: np.ndarray
+    threshold_source: list[str]     # per label: "tuned" or "file"
+    metrics: dict                   # manifest `metrics`
+    report: dict                    # manifest `calibration_report`
+
+
+def read_thresholds_file(path, labels: list[str]) -> dict[str, float]:
+    """A JSON object {label: threshold in [0, 1]}; labels not in the file keep their tuned threshold."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ExportError(f"{path}: thresholds file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExportError(f"{path}: not a readable JSON file: {e}") from None
+    if not isinstance(data, dict):
+        raise ExportError(f'{path}: must be a JSON object {{"label": threshold, ...}}')
+    unknown = sorted(set(data) - set(labels))
+    if unknown:
+        raise ExportError(f"{path}: unknown label(s) {', '.join(unknown)} (the run's labels: {', '.join(labels)})")
+    out = {}
+    for label, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not 0.0 <= value <= 1.0:
+            raise ExportError(f"{path}: threshold for {label!r} must be a number in [0, 1], got {value!r}")
+        out[label] = float(value)
+    return out
+
+
+def calibrate(logits: np.ndarray, y: np.ndarray, labels: list[str], min_support: int = 3,
+              overrides: dict[str, float] | None = None) -> Calibration:
+    """Fit one temperature per label on the validation logits, then tune thresholds on the calibrated
+    probabilities (so thresholds and the runtime's scores agree); `overrides` replace tuned thresholds."""
+    logits = np.asarray(logits, dtype=np.float64)
+    temperatures = fit_temperatures(logits, y)
+    raw = sigmoid(logits)
+    calibrated = sigmoid(logits / temperatures)
+    tuned = tune_thresholds(y, calibrated, min_support)
+    overrides = overrides or {}
+    thresholds = np.array([overrides.get(lab, t) for lab, t in zip(labels, tuned)], dtype=np.float64)
+    source = ["file" if lab in overrides else "tuned" for lab in labels]
+    at_05 = scores(y, decide(calibrated, 0.5), labels)
+    at_tuned = scores(y, decide(calibrated, thresholds), labels)
+    metrics = {"texts": int(len(y)), "probabilities": "calibrated", "at_0.5": at_05, "tuned": at_tuned,
+               "thresholds": {lab: float(t) for lab, t in zip(labels, thresholds)},
+               "threshold_source": dict(zip(labels, source)),
+               "note": "validation split of the run; thresholds and temperatures were fitted on it too"}
+    before = {lab: expected_calibration_error(raw[:, j], y[:, j], ECE_BINS) for j, lab in enumerate(labels)}
+    after = {lab: expected_calibration_error(calibrated[:, j], y[:, j], ECE_BINS) for j, lab in enumerate(labels)}
+    report = {"method": "temperature", "bins": ECE_BINS, "texts": int(len(y)),
+              "temperatures": {lab: float(t) for lab, t in zip(labels, temperatures)},
+              "positives": {lab: int(y[:, j].sum()) for j, lab in enumerate(labels)},
+              "ece_before": before, "ece_after": after,
+              "mean_ece_before": float(np.mean(list(before.values()))),
+              "mean_ece_after": float(np.mean(list(after.values()))),
+              "macro_f1_at_0.5": at_05["macro_f1"], "macro_f1_tuned": at_tuned["macro_f1"]}
+    return Calibration(temperatures, thresholds, source, metrics, report)

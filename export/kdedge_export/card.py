@@ -1,0 +1,134 @@
+"""The bundle's model card (README.md) and per-label F1 chart (label_f1.png)."""
+from __future__ import annotations
+
+import io
+import warnings
+
+LIMITS = (
+    "**Not a diagnosis.** This is a text classifier trained on health-related questions and articles. "
+    "Its labels describe what a text talks about; they are not a medical diagnosis, triage or advice, "
+    "and the model must not be used for clinical decisions or to replace a qualified professional."
+)
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def label_f1_png(labels: list[str], f1_05: dict, f1_tuned: dict, title: str) -> bytes:
+    """A horizontal bar chart of per-label F1 at 0.5 and at the tuned thresholds, as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    height = 1.2 + 0.45 * len(labels)
+    fig = Figure(figsize=(7, height), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    pos = list(range(len(labels)))
+    ax.barh([p + 0.2 for p in pos], [f1_05[lab] for lab in labels], height=0.4, label="threshold 0.5", color="#9aa7b8")
+    ax.barh([p - 0.2 for p in pos], [f1_tuned[lab] for lab in labels], height=0.4, label="tuned thresholds",
+            color="#2a6fb0")
+    ax.set_yticks(pos)
+    ax.set_yticklabels(labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("F1 (validation)")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():  # labels in scripts the default font lacks: boxes, not errors
+        warnings.simplefilter("ignore")
+        fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def model_card(manifest: dict, run_info: dict) -> str:
+    """README.md for the bundle, from the final manifest (except `files`) and facts about the run."""
+    m = manifest
+    labels = m["labels"]
+    metrics, cal = m["metrics"], m["calibration_report"]
+    at05, tuned = metrics["at_0.5"], metrics["tuned"]
+    seg, agree = m["segmenter"], m["segmentation_agreement"]
+    parity = m["parity"]
+    out = [f"# kdedge model: {m['architecture']} ({m['model_kind']})", ""]
+    out += [f"Multi-label Chinese text classifier with {len(labels)} labels, distilled from a larger teacher "
+            f"model by kdedge {m['kdedge_version']} and exported on {m['created']} as a kdedge bundle "
+            "(format version 1, see docs/bundle.md). Run it with `kdedge-run predict --model <this directory> "
+            "\"文本\"` or `kdedge_run.load(path).predict(text)`.", ""]
+    out += ["## Intended use and limits", "", LIMITS, "",
+            "- Intended use: tagging and routing of short Chinese health texts (what topics a text mentions), "
+            "with a human reviewing anything that matters.",
+            "- The scores are calibrated probabilities on the validation split of the training data; on text "
+            "from another source, time or register they may be miscalibrated and labels may be missed.",
+            f"- Texts longer than the model input ({_input_desc(m['input'])}) are truncated; only the beginning "
+            "is classified.",
+            "- Thresholds and temperatures were fitted on the same validation split the metrics below are "
+            "measured on, so those metrics are optimistic; judge the model on your own held-out data.",
+            "- Words not seen in training map to one out-of-vocabulary id; rare labels (few validation "
+            "positives) have unreliable thresholds (they keep 0.5).", ""]
+    out += ["## Data", ""]
+    data = run_info.get("data") or {}
+    texts = run_info.get("texts") or {}
+    out += [f"- Training data: `{data.get('path', '?')}` (sha256 `{str(data.get('sha256', '?'))[:16]}…`, "
+            f"{data.get('texts', '?')} texts)",
+            f"- Split: {texts.get('train', '?')} training texts, {texts.get('val', metrics['texts'])} validation texts "
+            "(validation: epoch selection, calibration, thresholds, metrics and parity)",
+            f"- Training configuration: architecture `{m['architecture']}`, input {_input_desc(m['input'])}, "
+            f"vectors {m['embeddings']['dim']}-d ({m['embeddings']['dtype']} in the bundle), "
+            f"vocabulary {m['vocab']['size']} tokens", ""]
+    out += ["## Labels, thresholds and validation F1", "",
+            "| label | positives | threshold | temperature | F1 @0.5 | F1 tuned | ECE before | ECE after |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for j, lab in enumerate(labels):
+        src = " (file)" if metrics["threshold_source"].get(lab) == "file" else ""
+        out.append(f"| {lab} | {cal['positives'][lab]} | {m['thresholds'][j]:.3f}{src} | "
+                   f"{m['calibration']['temperatures'][j]:.3f} | {_pct(at05['per_label_f1'][lab])} | "
+                   f"{_pct(tuned['per_label_f1'][lab])} | {cal['ece_before'][lab]:.3f} | {cal['ece_after'][lab]:.3f} |")
+    out += ["", "![per-label F1](label_f1.png)", "",
+            "| validation (%) | micro-F1 | macro-F1 | weighted-F1 | subset accuracy |", "|---|---:|---:|---:|---:|",
+            f"| at 0.5 | {_pct(at05['micro_f1'])} | {_pct(at05['macro_f1'])} | {_pct(at05['weighted_f1'])} | "
+            f"{_pct(at05['subset_accuracy'])} |",
+            f"| tuned thresholds | {_pct(tuned['micro_f1'])} | {_pct(tuned['macro_f1'])} | {_pct(tuned['weighted_f1'])} | "
+            f"{_pct(tuned['subset_accuracy'])} |", ""]
+    out += ["## Calibration", "",
+            f"One temperature per label (p = sigmoid(logit / T)), fitted on the validation logits by log-loss; "
+            f"thresholds were tuned on the calibrated probabilities. Mean expected calibration error "
+            f"({cal['bins']} bins): {cal['mean_ece_before']:.4f} before, {cal['mean_ece_after']:.4f} after.", ""]
+    out += ["## Parity (export-time check)", "",
+            f"{parity['texts']} validation texts end to end through kdedge-run (segmentation → ids → vectors → "
+            f"model file → calibrated probabilities) against the trained Keras model. fp32 models with fp32 "
+            f"vectors must agree within {parity['fp32_tolerance']:g}; quantised rows show the expected drift.", "",
+            "| format | precision | vectors | size | max abs Δp | flipped decisions | macro-F1 | Δ macro-F1 | shipped |",
+            "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in parity["results"]:
+        out.append(f"| {r['format']} | {r['precision']} | {r['vectors']} | {_size(r['bytes'])} | {r['max_abs_dp']:.2e} | "
+                   f"{r['flipped_decisions']} | {_pct(r['macro_f1'])} | {100 * r['macro_f1_change']:+.2f} | "
+                   f"{'yes' if r['shipped'] else 'no'} |")
+    out += ["", "## Segmentation", ""]
+    if seg["type"] == "jieba":
+        out.append(f"jieba {seg.get('jieba_version')} (accurate mode, HMM {'on' if seg.get('hmm') else 'off'}) with the "
+                   f"pinned dictionary `{seg['dictionary']}` built from the training segmentation "
+                   f"(trained with: {seg.get('trained_with')}"
+                   + (f", model {seg['trained_with_model']}" if seg.get("trained_with_model") else "") + ").")
+    else:
+        out.append("One token per non-whitespace character.")
+    if seg.get("convert"):
+        out.append("Traditional characters are converted to Simplified (`segmenter/t2s.json`) before segmenting.")
+    out += ["", f"Agreement with the training segmentation on the validation texts: token F1 "
+            f"{agree['token_f1']:.4f}, {agree['identical_texts']} of {agree['texts']} texts identical.", ""]
+    if m.get("notes"):
+        out += ["## Export notes", ""] + [f"- {n}" for n in m["notes"]] + [""]
+    return "\n".join(out)
+
+
+def _input_desc(spec: dict) -> str:
+    if spec["kind"] == "hierarchical":
+        return f"{spec['max_sentences']} sentences × {spec['max_sentence_len']} tokens"
+    return f"{spec['max_len']} tokens"

@@ -1,0 +1,239 @@
+"""Keras body → ONNX (tf2onnx, opset 17) and TFLite (builtin ops, batch 1); int8 / fp16 variants.
+
+The body takes the *embedded* float32 tensor and returns {"logits"[, "attention"]}; the runtime
+embeds the ids itself (docs/bundle.md, "Models").
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from .errors import ExportError
+
+OPSET = 17
+INPUT_NAME = "embedded"
+LOGITS = "logits"
+ATTENTION = "attention"
+PRECISIONS = ("fp32", "int8", "fp16")
+
+
+@dataclass
+class Converted:
+    """One model file in memory, with what its manifest entry says about it."""
+
+    format: str                     # onnx | tflite
+    precision: str                  # fp32 | int8 | fp16
+    data: bytes
+    input_shape: list
+    input_name: str
+    logits_name: str
+    attention_name: str | None
+
+    @property
+    def file(self) -> str:
+        return f"model.{self.format}"
+
+    def entry(self) -> dict:
+        """The manifest `models` entry."""
+        return {"format": self.format, "file": self.file, "precision": self.precision,
+                "input_shape": list(self.input_shape), "input_name": self.input_name,
+                "logits_name": self.logits_name, "attention_name": self.attention_name}
+
+
+def _quiet() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name in ("tf2onnx", "tensorflow", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def body_input_shape(body) -> tuple:
+    """The embedded input shape without the batch axis, e.g. (128, 300) or (8, 40, 300)."""
+    return tuple(int(d) for d in body.inputs[0].shape[1:])
+
+
+def _output_keys(body) -> list[str]:
+    keys = list(body.output) if isinstance(body.output, dict) else []
+    if LOGITS not in keys:
+        raise ExportError(f"the model body must output a dict with '{LOGITS}' (kdedge.models), got {body.output!r}")
+    return keys
+
+
+# --- ONNX ------------------------------------------------------------------------------------------
+
+def to_onnx(body, log: Callable[[str], None]) -> Converted:
+    """fp32 ONNX of the body with a dynamic batch; outputs named "logits" (and "attention")."""
+    _quiet()
+    import tensorflow as tf
+    import tf2onnx
+
+    shape = body_input_shape(body)
+    keys = _output_keys(body)
+    spec = (tf.TensorSpec([None, *shape], tf.float32, name=INPUT_NAME),)
+    try:
+        proto, _ = tf2onnx.convert.from_keras(body, input_signature=spec, opset=OPSET)
+        names = _keras_output_names(body, keys)
+    except Exception as e:  # tf2onnx's Keras 3 support breaks in version-specific ways
+        log(f"tf2onnx.convert.from_keras failed ({type(e).__name__}: {e}); FALLBACK: converting an "
+            "exported SavedModel with tf2onnx.convert.from_function instead")
+        proto = _onnx_via_saved_model(body, spec)
+        names = {k: k for k in keys}
+    _name_outputs(proto, names, keys)
+    inputs = [i.name for i in proto.graph.input if i.name not in {x.name for x in proto.graph.initializer}]
+    if inputs != [INPUT_NAME]:
+        raise ExportError(f"ONNX conversion produced inputs {inputs}, expected ['{INPUT_NAME}']")
+    return Converted("onnx", "fp32", proto.SerializeToString(), [None, *shape], INPUT_NAME, LOGITS,
+                     ATTENTION if ATTENTION in keys else None)
+
+
+def _keras_output_names(body, keys: list[str]) -> dict[str, str]:
+    """Dict key → the name from_keras gives that output (the producing layer's name)."""
+    return {k: body.output[k]._keras_history.operation.name for k in keys}
+
+
+def _onnx_via_saved_model(body, spec):
+    import tensorflow as tf
+    import tf2onnx
+
+    with tempfile.TemporaryDirectory(prefix="kdedge-savedmodel-") as tmp:
+        try:
+            body.export(tmp, format="tf_saved_model", verbose=False, input_signature=list(spec))
+        except TypeError:  # older Keras without verbose/input_signature
+            body.export(tmp)
+        loaded = tf.saved_model.load(tmp)
+        serve = loaded.signatures.get("serving_default") or loaded.serve
+
+        @tf.function(input_signature=spec)
+        def forward(x):
+            out = serve(x)
+            return {k: tf.identity(v, name=k) for k, v in out.items()}
+
+        try:
+            proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=OPSET)
+        except Exception as e:
+            raise ExportError(f"ONNX conversion failed with from_keras and with the SavedModel fallback: {e}") from e
+    return proto
+
+
+def _name_outputs(proto, names: dict[str, str], keys: list[str]) -> None:
+    """Rename graph outputs to the dict keys ("logits", "attention"), everywhere they are referenced."""
+    outputs = [o.name for o in proto.graph.output]
+    mapping = {}
+    for key in keys:
+        old = names.get(key)
+        if old not in outputs:
+            matches = [o for o in outputs if o == key or o.startswith(key) or o.endswith(key)]
+            if len(matches) != 1:
+                raise ExportError(f"cannot tell which ONNX output is '{key}' among {outputs}")
+            old = matches[0]
+        if old != key:
+            mapping[old] = key
+    if not mapping:
+        return
+    used = _all_names(proto.graph)
+    clash = [new for new in mapping.values() if new in used and new not in mapping]
+    if clash:
+        raise ExportError(f"cannot rename ONNX outputs to {clash}: the names are taken inside the graph")
+    _rename(proto.graph, mapping)
+
+
+def _all_names(graph) -> set[str]:
+    names = {i.name for i in graph.input} | {o.name for o in graph.output} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+        for attr in node.attribute:
+            for g in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                names |= _all_names(g)
+    return names
+
+
+def _rename(graph, mapping: dict[str, str]) -> None:
+    for o in graph.output:
+        if o.name in mapping:
+            o.name = mapping[o.name]
+    for v in graph.value_info:
+        if v.name in mapping:
+            v.name = mapping[v.name]
+    for node in graph.node:
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]
+        for attr in node.attribute:  # subgraphs may read outer-scope tensors by name
+            for g in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                _rename(g, mapping)
+
+
+def onnx_converter_common_available() -> bool:
+    return importlib.util.find_spec("onnxconverter_common") is not None
+
+
+def quantize_onnx(model: Converted, precision: str) -> tuple[Converted, str | None]:
+    """int8: onnxruntime dynamic quantisation (QInt8 weights); fp16: onnxconverter-common if installed.
+
+    Returns the model and a note when the precision could not be applied (fp16 without the package).
+    """
+    if precision == "fp32":
+        return model, None
+    import onnx
+
+    if precision == "fp16":
+        if not onnx_converter_common_available():
+            return model, ("ONNX model kept in fp32: fp16 conversion needs onnxconverter-common, which is "
+                           "not installed (pip install onnxconverter-common)")
+        from onnxconverter_common import float16
+
+        proto = float16.convert_float_to_float16(onnx.load_from_string(model.data), keep_io_types=True)
+        return replace(model, precision="fp16", data=proto.SerializeToString()), None
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="kdedge-quant-") as tmp:
+        src, dst = Path(tmp, "fp32.onnx"), Path(tmp, "int8.onnx")
+        src.write_bytes(model.data)
+        try:
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        except Exception as e:  # onnxruntime's quantiser raises plain exceptions
+            raise ExportError(f"ONNX int8 quantisation failed: {e}") from e
+        return replace(model, precision="int8", data=dst.read_bytes()), None
+
+
+# --- TFLite ----------------------------------------------------------------------------------------
+
+def to_tflite(body, arch: str, params: dict, dropout: float, precision: str = "fp32") -> Converted:
+    """Rebuild the body with static shapes (batch 1, unrolled RNNs), copy the weights, convert with
+    builtin ops only (no Flex). int8: dynamic-range weights; fp16: float16 weights."""
+    _quiet()
+    import tensorflow as tf
+
+    from kdedge.models import BodySpec, build_body
+
+    if precision not in PRECISIONS:
+        raise ExportError(f"unknown precision {precision!r}")
+    shape = body_input_shape(body)
+    keys = _output_keys(body)
+    n_labels = int(body.output[LOGITS].shape[-1])
+    static = build_body(arch, BodySpec(shape, n_labels, params, dropout, unroll=True, batch_size=1), name="body")
+    try:
+        static.set_weights(body.get_weights())
+    except ValueError as e:
+        raise ExportError(f"the {arch} body rebuilt for TFLite does not take the trained weights "
+                          f"(architecture parameters changed?): {e}") from e
+    forward = tf.function(lambda x: static(x, training=False))
+    concrete = forward.get_concrete_function(tf.TensorSpec([1, *shape], tf.float32, name=INPUT_NAME))
+    # the tf.function is the trackable object: passing the Keras model leaves its variables
+    # uninitialised in the flatbuffer (NaN outputs with TF 2.21 / Keras 3)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], forward)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if precision in ("int8", "fp16"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    try:
+        data = converter.convert()
+    except Exception as e:  # the converter raises ConverterError and others
+        raise ExportError(f"TFLite conversion of {arch} ({precision}, builtin ops only) failed: {e}") from e
+    return Converted("tflite", precision, bytes(data), [1, *shape], INPUT_NAME, LOGITS,
+                     ATTENTION if ATTENTION in keys else None)

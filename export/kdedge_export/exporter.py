@@ -1,0 +1,228 @@
+"""`export_run`: a training run directory → a verified kdedge bundle (docs/bundle.md)."""
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import parity as par
+from .bundle import FORMAT, FORMAT_VERSION, Staging, check_out
+from .calibrate import calibrate, read_thresholds_file
+from .card import label_f1_png, model_card
+from .convert import onnx_converter_common_available, quantize_onnx, to_onnx, to_tflite
+from .errors import ExportError
+from .run import load_keras, load_run
+from .segmentation import agreement, segmenter_spec
+from .vectors import DEFAULT_FOR_QUANTIZE, DTYPES, encode
+
+FORMATS = ("onnx", "tflite")
+QUANTIZE = ("none", "int8", "fp16")
+PRECISION = {"none": "fp32", "int8": "int8", "fp16": "fp16"}
+
+
+def _stderr(message: str) -> None:
+    print(f"kdedge export: {message}", file=sys.stderr, flush=True)
+
+
+def _formats(formats) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = (formats,)
+    wanted = []
+    for f in formats:
+        for name in (FORMATS if f == "all" else (f,)):
+            if name not in FORMATS:
+                raise ExportError(f"unknown format {name!r}; choose from onnx, tflite, all")
+            if name not in wanted:
+                wanted.append(name)
+    if not wanted:
+        raise ExportError("no model format asked for (onnx, tflite or all)")
+    return tuple(f for f in FORMATS if f in wanted)
+
+
+def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", model: str = "kd",
+               vectors_dtype: str | None = None, force: bool = False, thresholds_file=None,
+               log: Callable[[str], None] | None = None) -> dict:
+    """Export the `model` ("kd" or "student") of the run at `run_dir` as a bundle at `out_dir`.
+
+    `formats`: "onnx", "tflite" or "all" (or a sequence of them). `quantize`: "none", "int8" (ONNX
+    dynamic int8, TFLite dynamic-range) or "fp16" (TFLite float16; ONNX only with onnxconverter-common).
+    `vectors_dtype` overrides the vectors' storage (default float32 / int8 / float16 after `quantize`).
+    `thresholds_file`: JSON {label: threshold} replacing tuned thresholds. The bundle is staged next to
+    `out_dir`, checked end to end through kdedge_run, and renamed into place; an existing `out_dir` is
+    replaced only with `force`. Returns the manifest. Raises ExportError (a ValueError).
+    """
+    log = log or _stderr
+    formats = _formats(formats)
+    if quantize not in QUANTIZE:
+        raise ExportError(f"--quantize must be one of {', '.join(QUANTIZE)}, not {quantize!r}")
+    vectors_dtype = vectors_dtype or DEFAULT_FOR_QUANTIZE[quantize]
+    if vectors_dtype not in DTYPES:
+        raise ExportError(f"--vectors-dtype must be one of {', '.join(DTYPES)}, not {vectors_dtype!r}")
+    out = Path(out_dir)
+    check_out(out, force)
+    run = load_run(run_dir, model)
+    if out.resolve() == run.path.resolve() or run.path.resolve() in out.resolve().parents:
+        raise ExportError(f"{out}: the bundle must not be written inside the run directory")
+    overrides = read_thresholds_file(thresholds_file, run.labels) if thresholds_file else None
+    notes: list[str] = []
+
+    def note(message: str) -> None:
+        notes.append(message)
+        log(message)
+
+    seg_spec, seg_files = segmenter_spec(run)
+    cfg = run.train_config
+    cal = calibrate(run.val_logits, run.val_y, run.labels, int(cfg.get("threshold_min_support", 3)), overrides)
+    keras_model, body, table = load_keras(run)
+    _check_table(run, table, note)
+
+    from kdedge import __version__
+    from kdedge.models import arch_params
+
+    params = arch_params(run.arch, cfg.get("arch_params") or {})
+    dropout = float(cfg.get("dropout", 0.5))
+    precision = PRECISION[quantize]
+
+    def convert(fmt: str, prec: str, fp32=None):
+        if fmt == "tflite":
+            return to_tflite(body, run.arch, params, dropout, prec)
+        model_ = fp32 or to_onnx(body, log)
+        quantised, why = quantize_onnx(model_, prec)
+        if why:
+            note(why)
+        return quantised
+
+    fp32_models = {fmt: convert(fmt, "fp32") for fmt in formats}
+    shipped = {fmt: (fp32_models[fmt] if precision == "fp32" else convert(fmt, precision, fp32_models[fmt]))
+               for fmt in formats}
+    if quantize == "int8" and run.arch == "textcnn" and "onnx" in formats:
+        note("hint: ONNX Runtime runs int8 TextCNN convolutions as ConvInteger, which was about 4x slower "
+             "than fp32 on our CPUs; the int8 ONNX file is smaller but prefer --quantize none for ONNX "
+             "speed (TFLite int8 is not affected)")
+    if quantize == "fp16" and "onnx" in formats and not onnx_converter_common_available():
+        pass  # noted by quantize_onnx
+    needs_reference = any(m.precision != "fp32" for m in shipped.values()) or vectors_dtype != "float32"
+
+    base = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "kdedge_version": __version__,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "architecture": run.arch, "model_kind": run.model_kind, "labels": run.labels,
+        "thresholds": [float(t) for t in cal.thresholds],
+        "calibration": {"method": "temperature", "temperatures": [float(t) for t in cal.temperatures]},
+        "input": run.input_spec, "vocab": {"file": "vocab.txt", "size": int(table.shape[0])},
+        "segmenter": seg_spec, "metrics": cal.metrics, "calibration_report": cal.report,
+    }
+    stage = Staging(out)
+    scratch = Staging() if needs_reference else None
+    try:
+        manifest = _write(stage, run, base, seg_files, table, vectors_dtype, shipped)
+        if scratch is not None:
+            _write(scratch, run, base, seg_files, table, "float32", fp32_models)
+        manifest = _check_end_to_end(stage, scratch, manifest, run, keras_model, cal, formats, vectors_dtype,
+                                     note)
+        manifest["notes"] = notes
+        info = {"data": run.config.get("data"), "texts": run.metrics.get("texts")}
+        stage.write_bytes("label_f1.png", label_f1_png(
+            run.labels, cal.metrics["at_0.5"]["per_label_f1"], cal.metrics["tuned"]["per_label_f1"],
+            f"{run.arch} ({run.model_kind}): per-label F1 on the validation split"))
+        stage.write_text("README.md", model_card(manifest, info))
+        manifest = stage.write_manifest(manifest)
+        import kdedge_run
+        from kdedge_run.bundle import BundleError
+
+        try:
+            kdedge_run.load(stage.path, backend=formats[0])
+        except BundleError as e:
+            raise ExportError(f"the finished bundle does not verify: {e}") from e
+        stage.commit(force)
+    except BaseException:
+        stage.discard()
+        raise
+    finally:
+        if scratch is not None:
+            scratch.discard()
+    return manifest
+
+
+def _check_table(run, table: np.ndarray, note) -> None:
+    vocab_size = sum(1 for _ in open(run.path / "vocab.txt", encoding="utf-8"))
+    if table.shape[0] != vocab_size:
+        raise ExportError(f"{run.path}: vocab.txt has {vocab_size} tokens but the model's embedding table "
+                          f"{table.shape[0]} rows")
+    saved = run.path / "vectors.npy"
+    if saved.is_file():
+        vectors = np.load(saved, allow_pickle=False, mmap_mode="r")
+        if vectors.shape != table.shape or not np.array_equal(np.asarray(vectors, dtype=np.float32), table):
+            note("the model's embedding table differs from the run's vectors.npy (trainable embeddings?); "
+                 "the bundle ships the model's table")
+    if np.any(table[0] != 0):
+        note("row 0 (<pad>) of the embedding table is not all zeros; shipped as trained")
+
+
+def _write(stage: Staging, run, base: dict, seg_files: dict, table, vectors_dtype: str, models: dict) -> dict:
+    """Write vocab, vectors, segmenter files and model files; write a manifest; return it."""
+    stage.copy("vocab.txt", run.path / "vocab.txt")
+    for rel, src in seg_files.items():
+        stage.copy(rel, src)
+    vectors = encode(table, vectors_dtype)
+    for rel, array in vectors.arrays.items():
+        stage.save_npy(rel, array)
+    for m in models.values():
+        stage.write_bytes(m.file, m.data)
+    manifest = {**base, "embeddings": vectors.spec, "models": [m.entry() for m in models.values()]}
+    return stage.write_manifest(manifest)
+
+
+def _check_end_to_end(stage: Staging, scratch, manifest: dict, run, keras_model, cal, formats, vectors_dtype,
+                      note) -> dict:
+    """Segmentation agreement and parity through kdedge_run; raises ExportError on an fp32 mismatch."""
+    import kdedge_run
+    from kdedge_run.bundle import BundleError
+    from kdedge_run.text import tokens_to_ids
+
+    try:
+        clf = kdedge_run.load(stage.path, backend=formats[0])
+    except BundleError as e:
+        raise ExportError(f"the staged bundle does not load in kdedge_run: {e}") from e
+    seg = agreement(clf.tokenize, run.val_texts, run.val_tokens)
+    ids, keep = par.runtime_inputs(stage.path, run.val_texts)
+    texts = [run.val_texts[i] for i in keep]
+    y = run.val_y[keep]
+    vocab = {t: i for i, t in enumerate((run.path / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1])}
+    training_ids = np.stack([tokens_to_ids(run.val_tokens[i], vocab, run.input_spec)[0] for i in keep]) \
+        if keep else ids
+    seg["identical_ids"] = int(sum(np.array_equal(a, b) for a, b in zip(ids, training_ids)))
+    if seg["token_f1"] < 1.0:
+        note(f"the runtime segments the validation texts differently from training (token F1 "
+             f"{seg['token_f1']:.4f}); parity compares both on the runtime's ids")
+    logits, reference = par.keras_probabilities(keras_model, ids, cal.temperatures)
+    rows = []
+    sizes = {}
+    for s, is_shipped, vdtype in ((scratch, False, "float32"), (stage, True, vectors_dtype)):
+        if s is None:
+            continue
+        files = s.files()
+        for entry in [e for e in _read_models(s)]:
+            probs = par.runtime_probabilities(s.path, entry["format"], texts)
+            sizes[(entry["format"], entry["precision"])] = files[entry["file"]]["bytes"]
+            rows.append(par.compare(entry, files[entry["file"]]["bytes"], vdtype, probs, reference, y,
+                                    cal.thresholds, run.labels, is_shipped))
+    par.check(rows)
+    keras_macro = float(__import__("kdedge.evaluate", fromlist=["scores"]).scores(
+        y, (reference >= cal.thresholds).astype(float), run.labels)["macro_f1"])
+    parity = {"texts": len(texts), "reference": "keras", "fp32_tolerance": par.FP32_TOLERANCE,
+              "keras_macro_f1": keras_macro,
+              "keras_vs_training_logits": float(np.abs(logits - run.val_logits[keep]).max()) if keep else 0.0,
+              "results": rows}
+    if len(keep) < len(run.val_texts):
+        parity["skipped_texts"] = len(run.val_texts) - len(keep)
+    return {**manifest, "segmentation_agreement": seg, "parity": parity}
+
+
+def _read_models(stage: Staging) -> list[dict]:
+    import json
+
+    return json.loads((stage.path / "manifest.json").read_text(encoding="utf-8"))["models"]

@@ -1,0 +1,76 @@
+"""Export-time parity: validation texts through the runtime itself vs the trained Keras model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kdedge.evaluate import decide, scores, sigmoid
+
+from .errors import ExportError
+
+FP32_TOLERANCE = 1e-4
+
+
+def runtime_inputs(bundle_dir: Path, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+    """Ids the runtime's own preprocessing gives `texts`, and the indices of texts with ≥ 1 token."""
+    from kdedge_run.bundle import BundleError, load_bundle
+
+    try:
+        bundle = load_bundle(bundle_dir)
+    except BundleError as e:
+        raise ExportError(f"the staged bundle does not load in kdedge_run: {e}") from e
+    pre = bundle.preprocessor
+    keep = [i for i, t in enumerate(texts) if pre.tokens(t)]
+    ids, _ = pre.encode([texts[i] for i in keep])
+    return ids, keep
+
+
+def keras_probabilities(model, ids: np.ndarray, temperatures: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, calibrated probabilities) of the Keras model (ids → logits) on `ids`."""
+    from kdedge.distill import predict_logits
+
+    logits = predict_logits(model, ids.astype(np.int32)).astype(np.float64)
+    return logits, sigmoid(logits / temperatures)
+
+
+def runtime_probabilities(bundle_dir: Path, backend: str, texts: list[str]) -> np.ndarray:
+    """Calibrated probabilities `[n, labels]` from `kdedge_run.load(bundle_dir, backend).predict`."""
+    import kdedge_run
+    from kdedge_run.bundle import BundleError
+
+    try:
+        clf = kdedge_run.load(bundle_dir, backend=backend)
+    except BundleError as e:
+        raise ExportError(f"kdedge_run cannot load the exported {backend} model: {e}") from e
+    predictions = clf.predict(texts)
+    return np.array([[p.probabilities[lab] for lab in clf.labels] for p in predictions], dtype=np.float64)
+
+
+def compare(entry: dict, size: int, vectors: str, probs: np.ndarray, reference: np.ndarray, y: np.ndarray,
+            thresholds: np.ndarray, labels: list[str], shipped: bool) -> dict:
+    """One `parity.results` row: runtime vs Keras probabilities and decisions at the bundle's thresholds."""
+    ours = decide(probs, thresholds)
+    theirs = decide(reference, thresholds)
+    macro = scores(y, ours, labels)["macro_f1"]
+    keras_macro = scores(y, theirs, labels)["macro_f1"]
+    dp = np.abs(probs - reference)
+    return {"format": entry["format"], "precision": entry["precision"], "vectors": vectors, "bytes": int(size),
+            "max_abs_dp": float(dp.max()) if dp.size else 0.0,
+            "mean_abs_dp": float(dp.mean()) if dp.size else 0.0,
+            "flipped_decisions": int((ours != theirs).sum()),
+            "macro_f1": float(macro), "macro_f1_change": float(macro - keras_macro), "shipped": shipped}
+
+
+def strict(row: dict) -> bool:
+    """Whether the fp32 tolerance applies: fp32 weights and float32 vectors (nothing quantised)."""
+    return row["precision"] == "fp32" and row["vectors"] == "float32"
+
+
+def check(rows: list[dict]) -> None:
+    """Raise ExportError when an fp32 model with fp32 vectors differs from Keras by more than 1e-4."""
+    bad = [r for r in rows if strict(r) and not r["max_abs_dp"] <= FP32_TOLERANCE]
+    if bad:
+        detail = "; ".join(f"{r['format']}: max |Δp| = {r['max_abs_dp']:.3g}" for r in bad)
+        raise ExportError(f"parity check failed: fp32 model probabilities differ from the Keras model's by more "
+                          f"than {FP32_TOLERANCE:g} ({detail}); the conversion is wrong, nothing was written")
