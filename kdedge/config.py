@@ -97,4 +97,28 @@ def make_config(file_values: dict | None = None, **cli_values) -> TrainConfig:
     unknown = sorted(set(merged) - FIELDS)
     if unknown:
         raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
-    return TrainConfig(**merged)
+    return TrainConfig(**{k: _checked(k, v) for k, v in merged.items()})
+
+
+_KINDS = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict}
+
+
+def _checked(name: str, value):
+    """`value` as the field's declared type (numbers may be given as numeric strings, e.g. YAML's 1e-3)."""
+    kinds = [k.strip() for k in str(TrainConfig.__dataclass_fields__[name].type).split("|")]
+    if value is None and "None" in kinds:
+        return value
+    for kind in kinds:
+        cls = _KINDS.get(kind)
+        if cls is None:
+            continue
+        if isinstance(value, cls) and not (cls is not bool and isinstance(value, bool)):
+            return value
+        if cls is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if cls in (int, float) and isinstance(value, str):
+            try:
+                return cls(value)
+            except ValueError:
+                pass
+    raise ConfigError(f"option {name} must be {' or '.join(kinds)}, not {value!r}")

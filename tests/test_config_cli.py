@@ -1,0 +1,190 @@
+"""kdedge.config (files, named configs, CLI overrides, validation) and the `kdedge train` command."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kdedge.cli import build_config
+from kdedge.cli import main as cli
+from kdedge.config import CONFIG_DIR, ConfigError, TrainConfig, make_config, read_config_file
+
+TOML = """
+epochs = 7
+seed = 3
+kd-alpha = 0.2
+monitor = "val_loss"
+arch_params = { filters = 4 }
+"""
+YAML = """
+epochs: 7
+seed: 3
+kd-alpha: 0.2
+monitor: val_loss
+learning_rate: 1e-3   # YAML 1.1 reads this as a string
+arch_params:
+  filters: 4
+"""
+
+
+@pytest.mark.parametrize("suffix,text", [(".toml", TOML), (".yaml", YAML), (".json", json.dumps(
+    {"epochs": 7, "seed": 3, "kd_alpha": 0.2, "monitor": "val_loss", "arch_params": {"filters": 4}}))])
+def test_file_values_overridden_by_cli_values(tmp_path, suffix, text):
+    path = tmp_path / f"cfg{suffix}"
+    path.write_text(text, encoding="utf-8")
+    values = read_config_file(str(path))
+    assert values["kd_alpha"] == 0.2  # option names with dashes become field names
+    cfg = make_config(values, epochs=2, seed=None, monitor="val_macro_f1", dropout=0.0)
+    assert cfg.epochs == 2 and cfg.monitor == "val_macro_f1" and cfg.dropout == 0.0  # CLI wins
+    assert cfg.seed == 3 and cfg.kd_alpha == 0.2 and cfg.arch_params == {"filters": 4}  # None: the file's value
+    assert cfg.learning_rate == pytest.approx(1e-3)
+    assert make_config(values).epochs == 7
+    assert make_config().epochs == TrainConfig().epochs  # no file, no CLI: defaults
+
+
+def test_unknown_keys_are_config_errors(tmp_path):
+    path = tmp_path / "cfg.toml"
+    path.write_text("epochs = 3\nepochz = 4\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown option.*epochz"):
+        make_config(read_config_file(str(path)))
+    with pytest.raises(ConfigError, match="unknown option.*colour"):
+        make_config({}, colour="red")
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"epochs": "three"}, "epochs must be int"),
+    ({"epochs": 2.5}, "epochs must be int"),
+    ({"epochs": True}, "epochs must be int"),
+    ({"kd_alpha": "half"}, "kd_alpha must be float"),
+    ({"trainable_embeddings": "yes"}, "trainable_embeddings must be bool"),
+    ({"arch": 3}, "arch must be str"),
+    ({"arch_params": [4]}, "arch_params must be dict"),
+])
+def test_values_of_the_wrong_type_are_config_errors(values, message):
+    with pytest.raises(ConfigError, match=message):
+        make_config(values)
+
+
+def test_numbers_are_coerced_to_the_field_type():
+    cfg = make_config({"learning_rate": 1, "epochs": "4", "kd_temperature": "3", "vectors": None, "batch_size": None})
+    assert cfg.learning_rate == 1.0 and isinstance(cfg.learning_rate, float)
+    assert cfg.epochs == 4 and cfg.kd_temperature == 3.0 and cfg.vectors is None
+
+
+def test_named_config_paper_loads():
+    values = read_config_file("paper")
+    expected = {k.replace("-", "_"): v for k, v in tomllib.loads((CONFIG_DIR / "paper.toml").read_text("utf-8")).items()}
+    assert values == expected
+    cfg = make_config(values)
+    assert cfg.monitor == "val_loss" and cfg.embedding_dim == 300 and cfg.convert == "none"
+    assert cfg.epochs == 30 and cfg.patience == 10 and cfg.kd_alpha == 0.5 and cfg.kd_temperature == 2.0
+    assert make_config(values, epochs=3).epochs == 3
+
+
+def test_unreadable_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file or named config.*paper"):
+        read_config_file(str(tmp_path / "nope.toml"))
+    broken = tmp_path / "broken.toml"
+    broken.write_text("epochs = = 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        read_config_file(str(broken))
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- epochs\n- 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="table"):
+        read_config_file(str(listing))
+
+
+def test_build_config_takes_run_options_from_the_file(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('data = "d.jsonl"\nout = "runs/x"\nlabels-file = "labels.txt"\nepochs = 5\n', encoding="utf-8")
+    cfg, run = build_config(str(path), epochs=None, seed=4)
+    assert run == {"data": "d.jsonl", "out": "runs/x", "labels_file": "labels.txt"}
+    assert cfg.epochs == 5 and cfg.seed == 4
+
+
+# ------------------------------------------------------------------------------------------ kdedge train
+
+def _kdedge():
+    exe = Path(sys.executable).parent / "kdedge"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "kdedge.cli"]
+
+
+def test_cli_train_with_a_config_file(tmp_path, corpus_file):
+    out = tmp_path / "run"
+    config = tmp_path / "small.toml"
+    config.write_text(f"""
+data = "{corpus_file}"
+out = "{out}"
+mode = "student"
+epochs = 3
+embedding_dim = 16
+max_len = 16
+w2v_epochs = 1
+batch_size = 16
+val_split = 0.2
+arch_params = {{ filters = 4 }}
+""", encoding="utf-8")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(_kdedge() + ["train", "--config", str(config), "--epochs", "2", "-q"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"run written to {out}" in proc.stdout and "student" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    saved = json.loads((out / "config.json").read_text(encoding="utf-8"))["config"]
+    assert saved["epochs"] == 2  # the CLI overrides the file
+    assert saved["embedding_dim"] == 16 and saved["mode"] == "student" and saved["arch_params"] == {"filters": 4}
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert list(metrics["modes"]) == ["student"] and metrics["modes"]["student"]["epochs_run"] <= 2
+    # the same command again refuses to overwrite the run
+    proc = subprocess.run(_kdedge() + ["train", "--config", str(config), "-q"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "already exists" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _invoke(args):
+    result = CliRunner().invoke(cli, args)
+    assert "Traceback" not in result.output
+    assert not result.exception or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "three"], "Invalid value for '--epochs'"),
+    (["--arch", "bert"], "Invalid value for '--arch'"),
+    (["--monitor", "accuracy"], "Invalid value for '--monitor'"),
+])
+def test_cli_train_bad_option_value_exits_2(tmp_path, corpus_file, args, message):
+    result = _invoke(["train", "--data", corpus_file, "--out", str(tmp_path / "run")] + args)
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("content,message", [
+    ("epochs = 2\nbogus = 1\n", "unknown option(s): bogus"),
+    ('epochs = "two"\n', "option epochs must be int"),
+    ("epochs = = 2\n", "cannot parse"),
+])
+def test_cli_train_bad_config_file_exits_2(tmp_path, corpus_file, content, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(content, encoding="utf-8")
+    result = _invoke(["train", "--config", str(config), "--data", corpus_file, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("kdedge: error: ") and message in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_train_needs_data_and_out(tmp_path):
+    result = _invoke(["train", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "--data and --out are required" in result.output
+
+
+def test_cli_train_bad_validation_share_exits_2(tmp_path, corpus_file):
+    result = _invoke(["train", "--data", corpus_file, "--out", str(tmp_path / "run"), "--val-split", "1.5", "-q"])
+    assert result.exit_code == 2 and "kdedge: error: " in result.stderr and "between 0 and 1" in result.stderr
+    assert not (tmp_path / "run").exists()
