@@ -157,7 +157,7 @@ def cv(data, folds, archs, group_by, only_folds, no_baselines, out, config_file,
     _log_to_stderr()
     arch_list = [a.strip() for a in archs.split(",") if a.strip()]
     results = run_cv(cfg, data, out, folds, arch_list, group_by, labels_file or run["labels_file"],
-                     not no_baselines, not quiet, list(only_folds) or None)
+                     not no_baselines, not quiet, list(only_folds) or None, skip_invalid)
     click.echo(f"report: {out}/results.md ({len(results['architectures'])} architectures)")
 
 
@@ -196,6 +196,44 @@ def embed(corpus, out, segmenter, ckip_model, convert, dim, epochs, min_count, s
     wv = train_word2vec(sentences, dim, epochs, seed, min_count, workers)
     save_vectors(wv, out)
     click.echo(f"{out}: {len(wv.key_to_index)} words x {dim}")
+
+
+@main.command("export")
+@click.argument("run_dir", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["onnx", "tflite", "all"]), default="onnx", show_default=True,
+              help="Model file format(s) in the bundle.")
+@click.option("--quantize", type=click.Choice(["none", "int8", "fp16"]), default="none", show_default=True,
+              help="int8: ONNX dynamic int8 / TFLite dynamic range; fp16: TFLite float16 (ONNX needs "
+                   "onnxconverter-common). Sets the vectors' default dtype too.")
+@click.option("--model", "model_kind", type=click.Choice(["kd", "student"]), default="kd", show_default=True,
+              help="Which student of the run to export.")
+@click.option("--thresholds", "thresholds_file", type=click.Path(),
+              help='JSON {"label": threshold} replacing the tuned thresholds.')
+@click.option("--vectors-dtype", type=click.Choice(["float32", "float16", "int8"]),
+              help="Storage of the vectors table (default: float32, or int8/float16 with --quantize).")
+@click.option("--out", required=True, type=click.Path(), help="Bundle directory to create.")
+@click.option("--force", is_flag=True, help="Replace an existing bundle directory.")
+@user_errors
+def export(run_dir, fmt, quantize, model_kind, thresholds_file, vectors_dtype, out, force):
+    """Export a run's distilled student as a kdedge bundle (docs/bundle.md), checked through kdedge-run."""
+    _quiet_tensorflow()
+    from kdedge_export import export_run
+
+    manifest = export_run(run_dir, out, formats=fmt, quantize=quantize, model=model_kind,
+                          vectors_dtype=vectors_dtype, force=force, thresholds_file=thresholds_file,
+                          log=lambda msg: click.echo(f"kdedge export: {msg}", err=True))
+    parity = manifest["parity"]
+    seg = manifest["segmentation_agreement"]
+    click.echo(f"bundle written to {out}: {manifest['architecture']} ({manifest['model_kind']}), "
+               f"{len(manifest['labels'])} labels, vectors {manifest['embeddings']['dtype']}, "
+               f"segmentation agreement {seg['token_f1']:.4f}")
+    click.echo(f"parity on {parity['texts']} validation texts vs Keras (macro-F1 {100 * parity['keras_macro_f1']:.1f}):")
+    click.echo(f"  {'format':<7} {'prec':<5} {'vectors':<8} {'bytes':>11} {'max|dp|':>9} {'flips':>6} "
+               f"{'macroF1':>8} {'change':>7}  shipped")
+    for r in parity["results"]:
+        click.echo(f"  {r['format']:<7} {r['precision']:<5} {r['vectors']:<8} {r['bytes']:>11,} {r['max_abs_dp']:>9.2e} "
+                   f"{r['flipped_decisions']:>6} {100 * r['macro_f1']:>8.1f} {100 * r['macro_f1_change']:>+7.2f}  "
+                   f"{'yes' if r['shipped'] else 'no'}")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ class Staging:
             self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
         else:
             self.path = Path(tempfile.mkdtemp(prefix="kdedge-bundle-"))
+        os.chmod(self.path, 0o777 & ~_umask())  # mkdtemp makes 0700; a bundle is an ordinary directory
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         path = self.path / rel
@@ -106,6 +107,12 @@ class Staging:
 
     def discard(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: Path) -> None:

@@ -193,10 +193,13 @@ def quantize_onnx(model: Converted, precision: str) -> tuple[Converted, str | No
     with tempfile.TemporaryDirectory(prefix="kdedge-quant-") as tmp:
         src, dst = Path(tmp, "fp32.onnx"), Path(tmp, "int8.onnx")
         src.write_bytes(model.data)
+        logging.disable(logging.WARNING)  # its "consider pre-processing" advice goes to the root logger
         try:
             quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
         except Exception as e:  # onnxruntime's quantiser raises plain exceptions
             raise ExportError(f"ONNX int8 quantisation failed: {e}") from e
+        finally:
+            logging.disable(logging.NOTSET)
         return replace(model, precision="int8", data=dst.read_bytes()), None
 
 

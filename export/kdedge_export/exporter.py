@@ -12,7 +12,7 @@ from . import parity as par
 from .bundle import FORMAT, FORMAT_VERSION, Staging, check_out
 from .calibrate import calibrate, read_thresholds_file
 from .card import label_f1_png, model_card
-from .convert import onnx_converter_common_available, quantize_onnx, to_onnx, to_tflite
+from .convert import quantize_onnx, to_onnx, to_tflite
 from .errors import ExportError
 from .run import load_keras, load_run
 from .segmentation import agreement, segmenter_spec
@@ -89,7 +89,7 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
     def convert(fmt: str, prec: str, fp32=None):
         if fmt == "tflite":
             return to_tflite(body, run.arch, params, dropout, prec)
-        model_ = fp32 or to_onnx(body, log)
+        model_ = fp32 or to_onnx(body, note)
         quantised, why = quantize_onnx(model_, prec)
         if why:
             note(why)
@@ -102,8 +102,6 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
         note("hint: ONNX Runtime runs int8 TextCNN convolutions as ConvInteger, which was about 4x slower "
              "than fp32 on our CPUs; the int8 ONNX file is smaller but prefer --quantize none for ONNX "
              "speed (TFLite int8 is not affected)")
-    if quantize == "fp16" and "onnx" in formats and not onnx_converter_common_available():
-        pass  # noted by quantize_onnx
     needs_reference = any(m.precision != "fp32" for m in shipped.values()) or vectors_dtype != "float32"
 
     base = {
@@ -183,6 +181,8 @@ def _check_end_to_end(stage: Staging, scratch, manifest: dict, run, keras_model,
     from kdedge_run.bundle import BundleError
     from kdedge_run.text import tokens_to_ids
 
+    from kdedge.evaluate import decide, scores
+
     try:
         clf = kdedge_run.load(stage.path, backend=formats[0])
     except BundleError as e:
@@ -200,19 +200,16 @@ def _check_end_to_end(stage: Staging, scratch, manifest: dict, run, keras_model,
              f"{seg['token_f1']:.4f}); parity compares both on the runtime's ids")
     logits, reference = par.keras_probabilities(keras_model, ids, cal.temperatures)
     rows = []
-    sizes = {}
     for s, is_shipped, vdtype in ((scratch, False, "float32"), (stage, True, vectors_dtype)):
         if s is None:
             continue
         files = s.files()
-        for entry in [e for e in _read_models(s)]:
+        for entry in _read_models(s):
             probs = par.runtime_probabilities(s.path, entry["format"], texts)
-            sizes[(entry["format"], entry["precision"])] = files[entry["file"]]["bytes"]
             rows.append(par.compare(entry, files[entry["file"]]["bytes"], vdtype, probs, reference, y,
                                     cal.thresholds, run.labels, is_shipped))
     par.check(rows)
-    keras_macro = float(__import__("kdedge.evaluate", fromlist=["scores"]).scores(
-        y, (reference >= cal.thresholds).astype(float), run.labels)["macro_f1"])
+    keras_macro = float(scores(y, decide(reference, cal.thresholds), run.labels)["macro_f1"])
     parity = {"texts": len(texts), "reference": "keras", "fp32_tolerance": par.FP32_TOLERANCE,
               "keras_macro_f1": keras_macro,
               "keras_vs_training_logits": float(np.abs(logits - run.val_logits[keep]).max()) if keep else 0.0,
