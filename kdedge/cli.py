@@ -157,7 +157,7 @@ def cv(data, folds, archs, group_by, only_folds, no_baselines, out, config_file,
     _log_to_stderr()
     arch_list = [a.strip() for a in archs.split(",") if a.strip()]
     results = run_cv(cfg, data, out, folds, arch_list, group_by, labels_file or run["labels_file"],
-                     not no_baselines, not quiet, list(only_folds) or None)
+                     not no_baselines, not quiet, list(only_folds) or None, skip_invalid)
     click.echo(f"report: {out}/results.md ({len(results['architectures'])} architectures)")
 
 

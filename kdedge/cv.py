@@ -106,13 +106,14 @@ def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Pat
 
 
 def run_cv(cfg: TrainConfig, data: str, out: str, folds: int = 5, archs=("textcnn",), group_by=None,
-           labels_file=None, baselines: bool = True, progress: bool = True, only_folds=None) -> dict:
+           labels_file=None, baselines: bool = True, progress: bool = True, only_folds=None,
+           skip_invalid: bool = False) -> dict:
     """Run (or resume) every fold; finished fold files are kept, so a killed run continues where it stopped."""
     from kdedge.report import write_report
 
     out_path = Path(out)
     (out_path / "folds").mkdir(parents=True, exist_ok=True)
-    ds = load_dataset(data, labels_file)
+    ds = load_dataset(data, labels_file, skip_invalid=skip_invalid)
     settings = {"data": str(data), "folds": folds, "archs": list(archs), "group_by": group_by,
                 "config": cfg.to_dict(), "labels": ds.label_names}
     settings_path = out_path / "cv.json"

@@ -94,6 +94,8 @@ def _jsonl_records(path: Path, text_field: str, label_field: str):
         for line_no, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
+                if line_no == 1:
+                    line = line.removeprefix("\ufeff")  # a byte order mark (Notepad, Excel)
             except UnicodeDecodeError as exc:
                 yield line_no, DataError(path, line_no, None, f"invalid UTF-8 ({exc.reason} at byte {exc.start})")
                 continue
@@ -117,7 +119,7 @@ def _csv_records(path: Path, text_field: str, label_field: str, label_sep: str, 
     try:
         # surrogateescape: undecodable bytes survive as lone surrogates, reported below with their line
         # (a strict decoder fails on the whole first read-ahead chunk, with no line number).
-        handle = open(path, encoding="utf-8", errors="surrogateescape", newline="")
+        handle = open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")  # -sig: Excel's BOM
         header_line = handle.readline()
     except OSError as exc:
         raise DataError(path, None, None, f"cannot read: {exc}") from None

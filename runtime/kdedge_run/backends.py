@@ -159,6 +159,8 @@ def _probe(impl, bundle: Bundle, entry: dict) -> None:
     if logits.shape != (1, n):
         raise BundleError(f"{entry['file']}: logits shape {list(logits.shape)}, expected [1, {n}] "
                           f"(one per label)")
+    if not np.isfinite(logits).all():
+        raise BundleError(f"{entry['file']}: test inference gave NaN or infinite logits")
     if attention is not None and attention.shape != (1, *shape):
         raise BundleError(f"{entry['file']}: attention shape {list(attention.shape)}, expected "
                           f"{[1, *shape]}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -188,8 +189,10 @@ def _check_manifest(m: dict) -> None:
             raise BundleError(f"{MANIFEST}: '{key}' must list one number per label ({n})")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             raise BundleError(f"{MANIFEST}: '{key}' must hold numbers")
-    if not all(t > 0 for t in calibration["temperatures"]):
-        raise BundleError(f"{MANIFEST}: temperatures must be > 0")
+    if not all(math.isfinite(t) and t > 0 for t in calibration["temperatures"]):
+        raise BundleError(f"{MANIFEST}: temperatures must be finite and > 0")
+    if not all(0.0 <= t <= 1.0 for t in m["thresholds"]):  # also refuses NaN (json reads NaN/Infinity)
+        raise BundleError(f"{MANIFEST}: thresholds must be within [0, 1]")
     spec = m["input"]
     if spec.get("kind") == "sequence":
         dims = ("max_len",)
@@ -265,6 +268,8 @@ def _read_vectors(root: Path, m: dict, vocab_size: int) -> tuple[np.ndarray, np.
     if table.shape != (vocab_size, spec["dim"]):
         raise BundleError(f"{rel}: shape {list(table.shape)}, expected [vocab.size, dim] = "
                           f"[{vocab_size}, {spec['dim']}]")
+    if not np.isfinite(table).all():
+        raise BundleError(f"{rel}: holds NaN or infinite values")
     if dtype != "int8":
         return table, None
     srel = _require_listed(m, spec.get("scales"), "embeddings.scales")
@@ -272,6 +277,8 @@ def _read_vectors(root: Path, m: dict, vocab_size: int) -> tuple[np.ndarray, np.
     if scales.dtype != np.float32 or scales.shape != (vocab_size,):
         raise BundleError(f"{srel}: expected float32 [{vocab_size}], found {scales.dtype} "
                           f"{list(scales.shape)}")
+    if not np.isfinite(scales).all():
+        raise BundleError(f"{srel}: holds NaN or infinite values")
     return table, scales
 
 

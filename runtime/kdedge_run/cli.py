@@ -149,7 +149,7 @@ def _predict_batch(clf, texts, k, threshold) -> list:
 
 def _result_line(fmt, rid, text, prediction, weights) -> str:
     if fmt == "text":
-        cols = [",".join(prediction.labels), " ".join(text.splitlines())]
+        cols = [",".join(prediction.labels), " ".join(text.replace("\t", " ").splitlines())]  # one line, 2 columns
         if weights is not None:
             cols.append(" ".join(f"{tok}:{w:.4f}" for tok, w in weights))
         return "\t".join(cols)
