@@ -218,6 +218,11 @@ def to_tflite(body, arch: str, params: dict, dropout: float, precision: str = "f
     shape = body_input_shape(body)
     keys = _output_keys(body)
     n_labels = int(body.output[LOGITS].shape[-1])
+    if ATTENTION in keys and tuple(body.output[ATTENTION].shape[1:]) == (n_labels,):
+        raise ExportError(f"cannot export {arch} to TFLite: readers tell its outputs apart by shape "
+                          f"(docs/bundle.md) and the attention [1, {n_labels}] has the shape of the logits "
+                          f"[1, {n_labels}] (max_len equals the number of labels); export ONNX only, or "
+                          "retrain with another --max-len")
     static = build_body(arch, BodySpec(shape, n_labels, params, dropout, unroll=True, batch_size=1), name="body")
     try:
         static.set_weights(body.get_weights())

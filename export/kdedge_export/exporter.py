@@ -14,7 +14,7 @@ from .calibrate import calibrate, read_thresholds_file
 from .card import label_f1_png, model_card
 from .convert import quantize_onnx, to_onnx, to_tflite
 from .errors import ExportError
-from .run import load_keras, load_run
+from .run import load_keras, load_run, read_vocab
 from .segmentation import agreement, segmenter_spec
 from .vectors import DEFAULT_FOR_QUANTIZE, DTYPES, encode
 
@@ -82,7 +82,10 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
     from kdedge import __version__
     from kdedge.models import arch_params
 
-    params = arch_params(run.arch, cfg.get("arch_params") or {})
+    try:
+        params = arch_params(run.arch, cfg.get("arch_params") or {})
+    except ValueError as e:
+        raise ExportError(f"{run.path / 'config.json'}: {e}") from None
     dropout = float(cfg.get("dropout", 0.5))
     precision = PRECISION[quantize]
 
@@ -146,7 +149,7 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
 
 
 def _check_table(run, table: np.ndarray, note) -> None:
-    vocab_size = sum(1 for _ in open(run.path / "vocab.txt", encoding="utf-8"))
+    vocab_size = len(read_vocab(run))
     if table.shape[0] != vocab_size:
         raise ExportError(f"{run.path}: vocab.txt has {vocab_size} tokens but the model's embedding table "
                           f"{table.shape[0]} rows")
@@ -191,7 +194,7 @@ def _check_end_to_end(stage: Staging, scratch, manifest: dict, run, keras_model,
     ids, keep = par.runtime_inputs(stage.path, run.val_texts)
     texts = [run.val_texts[i] for i in keep]
     y = run.val_y[keep]
-    vocab = {t: i for i, t in enumerate((run.path / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1])}
+    vocab = {t: i for i, t in enumerate(read_vocab(run))}
     training_ids = np.stack([tokens_to_ids(run.val_tokens[i], vocab, run.input_spec)[0] for i in keep]) \
         if keep else ids
     seg["identical_ids"] = int(sum(np.array_equal(a, b) for a, b in zip(ids, training_ids)))

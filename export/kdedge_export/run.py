@@ -105,6 +105,11 @@ def load_run(run_dir, model_kind: str = "kd") -> Run:
     return Run(root, config, model_kind, labels, texts, tokens, np.stack(rows), logits.astype(np.float64), metrics)
 
 
+def read_vocab(run: Run) -> list[str]:
+    """The run's vocab.txt: token of id i on line i ("\\n" line ends, as the runtime reads it)."""
+    return (run.path / "vocab.txt").read_bytes().decode("utf-8").split("\n")[:-1]
+
+
 def load_keras(run: Run):
     """The run's Keras model (ids → logits), its body (embedded → dict) and its embedding table."""
     import keras
