@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,14 +149,19 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
         raise FileExistsError(f"{out_path}: already exists (use --force to replace it)")
     start = time.perf_counter()
     ds = load_dataset(data, labels_file, skip_invalid=skip_invalid)
-    train_rows, val_rows = stratified_split(ds.targets(), cfg.val_split, cfg.seed)
-    splits = {"train": ds.subset(train_rows), "val": ds.subset(val_rows)}
-    feats = featurize(cfg, splits)
-    results = train_modes(cfg, feats, modes, progress)
     tmp = staging_dir(out_path, force)
     logging_handler = logging.FileHandler(tmp / "train.log", encoding="utf-8")
     log.addHandler(logging_handler)
+    log.setLevel(logging.INFO)
     try:
+        train_rows, val_rows = stratified_split(ds.targets(), cfg.val_split, cfg.seed)
+        splits = {"train": ds.subset(train_rows), "val": ds.subset(val_rows)}
+        log.info("%s: %d texts (%d skipped), %d labels; train %d, validation %d", data, len(ds), ds.skipped,
+                 len(ds.label_names), len(train_rows), len(val_rows))
+        feats = featurize(cfg, splits)
+        log.info("segmenter %s; vocabulary %d; vectors %s", feats.segmenter.spec(), len(feats.vocab),
+                 feats.report["vectors"])
+        results = train_modes(cfg, feats, modes, progress)
         metrics = {"data": str(data), "texts": {"train": len(train_rows), "val": len(val_rows)},
                    "labels": feats.label_names, "modes": {}}
         (tmp / "segmenter").mkdir()
@@ -198,8 +204,12 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
             "data": {"path": str(data), "sha256": file_sha256(data), "texts": len(ds), "skipped": ds.skipped},
             "features": feats.report, "modes": list(results),
             "platform": {"python": platform.python_version(), "machine": platform.machine()}})
-    finally:
         log.removeHandler(logging_handler)
         logging_handler.close()
-    commit_dir(tmp, out_path)
+        commit_dir(tmp, out_path)
+    except BaseException:
+        log.removeHandler(logging_handler)
+        logging_handler.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return metrics
