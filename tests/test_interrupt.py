@@ -1,0 +1,322 @@
+"""Interrupted work: `kill -9` in the middle of kdedge train / cv / export, then the state left behind.
+
+Guarantees proved here (docs/reliability.md):
+- a killed `kdedge train` or `kdedge export` leaves nothing under the final --out name (only
+  dot-prefixed temporary siblings), and the same command then runs to completion;
+- the commit step (staging dir → final name) leaves the final name absent, old or new — never partial;
+- a killed `kdedge cv` keeps its finished fold files; re-running it resumes and gives the same
+  results.json numbers as a run that was never killed (here also: --skip-invalid, and a label with
+  only 2 texts in 3 folds, absent from one test fold, scores F1 0 there instead of crashing).
+
+Real subprocesses with tiny settings; both cv runs (the never-killed reference and the one killed)
+start in the background and run while the train/export tests do, to keep the file's wall time down.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_corpus, write_jsonl
+
+KDEDGE = [sys.executable, "-m", "kdedge.cli"]
+TINY = 'embedding_dim = 16\nw2v_epochs = 1\nsegmenter = "char"\nbatch_size = 16\narch_params = {filters = 8}\n'
+RARE = "罕见"
+CV_ARGS = ["--folds", "3", "--no-baselines", "--epochs", "2", "--patience", "2", "--max-len", "16",
+           "--config", "tiny.toml", "--skip-invalid", "-q"]
+TIMEOUT = 240
+
+
+class Proc:
+    """A subprocess whose stderr is collected in the background (tqdm writes \\r, not lines)."""
+
+    def __init__(self, args, cwd: Path):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+        self.popen = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        self.err = bytearray()
+        self.out = bytearray()
+        self._threads = [threading.Thread(target=self._pump, args=(s, b), daemon=True)
+                         for s, b in ((self.popen.stderr, self.err), (self.popen.stdout, self.out))]
+        for t in self._threads:
+            t.start()
+        self.started = time.monotonic()
+
+    def _pump(self, stream, buf):
+        while chunk := os.read(stream.fileno(), 65536):
+            buf.extend(chunk)
+
+    def wait_until(self, condition, what: str, timeout: float = TIMEOUT) -> float:
+        """Poll `condition()` until true (→ seconds since start); fail if the process ends first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                if self.popen.poll() is not None:
+                    pytest.fail(f"process finished before it could be killed ({what}): {self.text()[-2000:]}")
+                return time.monotonic() - self.started
+            if self.popen.poll() is not None:
+                pytest.fail(f"process ended (exit {self.popen.returncode}) before {what}: {self.text()[-2000:]}")
+            time.sleep(0.02)
+        self.kill()
+        pytest.fail(f"timed out waiting for {what}")
+
+    def kill(self) -> None:
+        os.kill(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=60)
+        assert self.popen.returncode == -signal.SIGKILL
+
+    def finish(self, timeout: float = TIMEOUT) -> int:
+        code = self.popen.wait(timeout=timeout)
+        for t in self._threads:
+            t.join(timeout=10)
+        return code
+
+    def text(self) -> str:
+        return self.err.decode("utf-8", "replace")
+
+
+def run(args, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    return proc
+
+
+def visible(directory: Path) -> set[str]:
+    """Entries of `directory` that are not dot-prefixed temporaries."""
+    return {p.name for p in directory.iterdir() if not p.name.startswith(".")}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """data.jsonl (60 keyword texts + 2 texts of a rare label + 1 invalid line) and tiny.toml."""
+    root = tmp_path_factory.mktemp("interrupt")
+    rows = make_corpus(60, seed=1)
+    rows += [{"id": "rare1", "text": "今天罕见的彗星出现了。", "labels": [RARE]},
+             {"id": "rare2", "text": "朋友说罕见彗星很美。", "labels": [RARE, "体育"]}]
+    write_jsonl(root / "data.jsonl", rows)
+    with open(root / "data.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"id": "bad", "text": 5, "labels": []}\n')  # skipped by --skip-invalid
+    (root / "tiny.toml").write_text(TINY, encoding="utf-8")
+    return root
+
+
+def _cv_folds(work: Path) -> tuple[int, int]:
+    """(fold whose test part has no text of the rare label, another fold), as `kdedge cv` will split."""
+    from kdedge.data import load_dataset
+    from kdedge.folds import kfold
+
+    ds = load_dataset(work / "data.jsonl", skip_invalid=True)
+    fold_of = kfold(ds.targets(), 3, 0)
+    rare = ds.targets()[:, ds.label_names.index(RARE)] > 0
+    empty = [k for k in range(3) if not rare[fold_of == k].any()]
+    assert empty, "the rare label reached every test fold"
+    return empty[0], next(k for k in range(3) if k != empty[0])
+
+
+class KilledCv:
+    """`kdedge cv` started in the background and killed (by a watcher thread) once its first fold
+    is written and the second fold's teacher is trained; the kill-time state is recorded."""
+
+    def __init__(self, work: Path, args):
+        self.work, self.args = work, args
+        self.first = int(args[args.index("--only-fold") + 1])
+        self.folds = work / "cv_int" / "folds"
+        self.proc = Proc(args, work)
+        self.error: str | None = None
+        self.at_kill: dict = {}
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self):
+        done = f"fold {self.first} textcnn done".encode()
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            err = bytes(self.proc.err)
+            if done in err and b"textcnn teacher:" in err.split(done, 1)[1]:
+                break
+            if self.proc.popen.poll() is not None:
+                self.error = f"cv ended (exit {self.proc.popen.returncode}) before the kill: {err[-2000:]!r}"
+                return
+            time.sleep(0.02)
+        else:
+            self.error = "timed out waiting for the second fold"
+        if self.proc.popen.poll() is not None:
+            self.error = "cv finished before it could be killed"
+            return
+        self.proc.kill()
+        kept = self.folds / f"fold{self.first}_textcnn.json"
+        self.at_kill = {"visible": visible(self.folds), "results": (self.work / "cv_int" / "results.json").exists(),
+                        "kept": (kept.read_bytes(), kept.stat().st_mtime_ns, kept.stat().st_ino)
+                        if kept.exists() else None}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cv_runs(work):
+    """Both cv runs start at once, in the background, while the train/export tests run:
+    the never-killed reference and the one that gets killed mid-run."""
+    folds = _cv_folds(work)
+    only = [a for k in folds for a in ("--only-fold", str(k))]
+    ref = Proc(KDEDGE + ["cv", "--data", "data.jsonl", "--out", "cv_ref", *CV_ARGS, *only], work)
+    killed = KilledCv(work, KDEDGE + ["cv", "--data", "data.jsonl", "--out", "cv_int", *CV_ARGS, *only])
+    yield {"ref": ref, "killed": killed, "folds": folds}
+    for proc in (ref, killed.proc):
+        if proc.popen.poll() is None:
+            proc.kill()
+
+
+# ------------------------------------------------------------------------------------------- train
+
+def test_train_killed_mid_training_leaves_no_final_directory(work):
+    train = work / "train"
+    train.mkdir()
+    args = KDEDGE + ["train", "--data", "../data.jsonl", "--out", "run", "--epochs", "30", "--max-len", "16",
+                     "--config", "../tiny.toml", "--skip-invalid"]
+    proc = Proc(args, train)
+    epochs = re.compile(rb"teacher:[^\r\n]*?\b(\d+)/30")
+    seconds = proc.wait_until(lambda: any(int(n) >= 1 for n in epochs.findall(bytes(proc.err))),
+                              "a teacher epoch")
+    proc.kill()
+    assert not (train / "run").exists(), f"killed after {seconds:.1f} s"
+    assert visible(train) == set()  # only dot-prefixed temporaries may remain
+
+    # the same command with --mode kd runs to completion afterwards (nothing left blocks it)
+    run(KDEDGE + ["train", "--data", "../data.jsonl", "--out", "run", "--epochs", "2", "--max-len", "16",
+                  "--config", "../tiny.toml", "--skip-invalid", "--mode", "kd", "-q"], train)
+    assert {"config.json", "metrics.json", "kd.keras", "teacher.keras"} <= visible(train / "run")
+    assert json.loads((train / "run" / "config.json").read_text(encoding="utf-8"))["data"]["skipped"] == 1
+
+
+COMMIT_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    from kdedge import files
+
+    out, fn, nth = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    real = {"replace": os.replace, "fsync": os.fsync}
+    calls = {"replace": 0, "fsync": 0}
+
+    def patched(name):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            if name == fn and calls[name] == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real[name](*args, **kwargs)
+        return call
+
+    tmp = files.staging_dir(out, force=True)
+    (tmp / "sub").mkdir()
+    for rel in ("metrics.json", "sub/model.bin", "vocab.txt"):
+        (tmp / rel).write_text("new " + rel)
+    os.replace, os.fsync = patched("replace"), patched("fsync")
+    files.commit_dir(tmp, out)
+    files.write_json_atomic(out.parent / "state.json", {"version": "new"})
+""")
+
+
+def _tree(path: Path) -> dict:
+    return {p.relative_to(path).as_posix(): p.read_text() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["fresh", "force-replace"])
+@pytest.mark.parametrize("point", ["fsync 1", "fsync 3", "replace 1", "replace 2", "replace 3", "none"])
+def test_commit_killed_at_every_step_never_leaves_a_partial_directory(tmp_path, existing, point):
+    out = tmp_path / "run"
+    old = {"metrics.json": "old", "vocab.txt": "old"}
+    if existing:
+        out.mkdir()
+        for rel, text in old.items():
+            (out / rel).write_text(text)
+    (tmp_path / "state.json").write_text('{"version": "old"}')
+    fn, nth = point.split() if point != "none" else ("none", "0")
+    script = tmp_path / "commit.py"
+    script.write_text(COMMIT_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), str(out), fn, nth], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode in (0, -signal.SIGKILL), proc.stderr
+    new = {rel: "new " + rel for rel in ("metrics.json", "sub/model.bin", "vocab.txt")}
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["version"] in ("old", "new")  # write_json_atomic: old or new, never half
+    assert visible(tmp_path) <= {"run", "commit.py", "state.json"}
+    if out.exists():
+        assert _tree(out) in (old, new)
+    elif existing:  # only when killed between moving the old run aside and moving the new one in
+        assert point == "replace 2"
+        aside = [p for p in tmp_path.iterdir() if p.name.startswith(".run.old")]
+        assert len(aside) == 1 and _tree(aside[0]) == old  # the previous run is recoverable
+    if point == "none":
+        assert proc.returncode == 0 and _tree(out) == new and state["version"] == "new"
+
+
+# ------------------------------------------------------------------------------------------ export
+
+def test_export_killed_mid_run_leaves_no_final_bundle(work):
+    run_dir = work / "train" / "run"
+    if not (run_dir / "kd.keras").exists():
+        pytest.skip("needs the run of test_train_killed_mid_training_leaves_no_final_directory")
+    help_ = subprocess.run(KDEDGE + ["export", "--help"], capture_output=True, text=True, timeout=120)
+    if help_.returncode != 0:
+        pytest.skip("kdedge export does not exist")
+    exports = work / "exports"
+    exports.mkdir()
+    proc = Proc(KDEDGE + ["export", str(run_dir), "--out", "bundle", "--format", "onnx"], exports)
+    proc.wait_until(lambda: any(p.name.startswith(".bundle.tmp") for p in exports.iterdir()),
+                    "the export's staging directory")
+    proc.kill()
+    assert not (exports / "bundle").exists()
+    assert visible(exports) == set()
+    assert any(p.name.startswith(".bundle.tmp") for p in exports.iterdir())
+
+
+# -------------------------------------------------------------------------------------------- cv
+
+def _numbers(obj):
+    """A results/fold JSON without wall-clock timings."""
+    if isinstance(obj, dict):
+        return {k: _numbers(v) for k, v in obj.items() if "seconds" not in k}
+    if isinstance(obj, list):
+        return [_numbers(v) for v in obj]
+    return obj
+
+
+def test_cv_killed_then_resumed_equals_an_uninterrupted_run(work, cv_runs):
+    first, second = cv_runs["folds"]
+    killed = cv_runs["killed"]
+    killed.thread.join(timeout=TIMEOUT)
+    assert killed.error is None, killed.error
+    assert killed.at_kill["visible"] == {f"fold{first}_textcnn.json"}  # fold `second` was under way
+    assert killed.at_kill["results"] is False
+    kept = killed.folds / f"fold{first}_textcnn.json"
+
+    resumed = Proc(killed.args, work)
+    assert resumed.finish() == 0, resumed.text()[-3000:]
+    assert f"fold {first} textcnn done" not in resumed.text()  # the finished fold was not redone
+    assert (kept.read_bytes(), kept.stat().st_mtime_ns, kept.stat().st_ino) == killed.at_kill["kept"]
+
+    ref = cv_runs["ref"]
+    assert ref.finish() == 0, ref.text()[-3000:]
+    ref_dir, int_dir = work / "cv_ref", work / "cv_int"
+    for k in (first, second):
+        a = json.loads((ref_dir / "folds" / f"fold{k}_textcnn.json").read_text(encoding="utf-8"))
+        b = json.loads((int_dir / "folds" / f"fold{k}_textcnn.json").read_text(encoding="utf-8"))
+        assert _numbers(a) == _numbers(b), f"fold {k}"
+    results = [json.loads((d / "results.json").read_text(encoding="utf-8")) for d in (ref_dir, int_dir)]
+    results[1]["settings"]["data"] = results[0]["settings"]["data"]
+    assert _numbers(results[0]) == _numbers(results[1])
+
+    # the rare label (2 texts) has no text in fold `first`'s test part: F1 0 there, no crash
+    record = json.loads(kept.read_text(encoding="utf-8"))
+    assert sum(row[results[0]["settings"]["labels"].index(RARE)] for row in record["test_truth"]) == 0
+    for mode in record["modes"].values():
+        assert mode["tuned"]["per_label_f1"][RARE] == 0.0 and np.isfinite(mode["tuned"]["macro_f1"])
+    assert RARE in results[0]["architectures"]["textcnn"]["kd"]["per_label_f1"]
