@@ -236,6 +236,8 @@ def test_segmentation_agreement_is_exact_with_jieba(exported, arch):
     agreement = m["segmentation_agreement"]
     assert agreement["token_f1"] == 1.0
     assert agreement["identical_texts"] == agreement["texts"] == m["parity"]["texts"]
+    assert agreement["identical_ids"] == agreement["texts"]  # runtime ids == training ids
+    assert m["parity"]["keras_vs_training_logits"] < 1e-4
 
 
 def test_char_segmenter_run(workdir, run_dir):
@@ -245,6 +247,21 @@ def test_char_segmenter_run(workdir, run_dir):
     assert not (out / "segmenter").exists()
     assert m["segmentation_agreement"]["token_f1"] == 1.0
     assert kdedge_run.load(out).tokenize("发烧 咳嗽") == ["发", "烧", "咳", "嗽"]
+
+
+def test_ckip_run_ships_jieba_with_its_pinned_dictionary(tmp_path):
+    from kdedge_export.run import Run
+    from kdedge_export.segmentation import jieba_version, segmenter_spec
+
+    (tmp_path / "segmenter").mkdir()
+    (tmp_path / "segmenter" / "dict.txt").write_text("发烧 3\n", encoding="utf-8")
+    seg = {"type": "ckip", "convert": "none", "hmm": False, "ckip_model": "/models/bert-tiny-ws/",
+           "dictionary": "segmenter/dict.txt", "char_map": None}
+    run = Run(tmp_path, {"segmenter": seg}, "kd", LABELS, [], [], np.zeros((0, 3)), np.zeros((0, 3)))
+    spec, files = segmenter_spec(run)
+    assert spec == {"type": "jieba", "dictionary": "segmenter/dict.txt", "hmm": False, "convert": None,
+                    "jieba_version": jieba_version(), "trained_with": "ckip", "trained_with_model": "bert-tiny-ws"}
+    assert files == {"segmenter/dict.txt": tmp_path / "segmenter" / "dict.txt"}
 
 
 # --- the bundle as files ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import io
 import warnings
 
 LIMITS = (
-    "**Not a diagnosis.** This is a text classifier trained on health-related questions and articles. "
+    "**Not a diagnosis.** This is a text classifier for health-related Chinese texts. "
     "Its labels describe what a text talks about; they are not a medical diagnosis, triage or advice, "
     "and the model must not be used for clinical decisions or to replace a qualified professional."
 )
@@ -72,7 +72,16 @@ def model_card(manifest: dict, run_info: dict) -> str:
             "- Thresholds and temperatures were fitted on the same validation split the metrics below are "
             "measured on, so those metrics are optimistic; judge the model on your own held-out data.",
             "- Words not seen in training map to one out-of-vocabulary id; rare labels (few validation "
-            "positives) have unreliable thresholds (they keep 0.5).", ""]
+            "positives) have unreliable thresholds (below the run's minimum support they keep 0.5)."]
+    weak = [lab for lab in labels if tuned["per_label_f1"][lab] < 0.5]
+    low = [f"{lab} ({t:.2f})" for lab, t in zip(labels, m["thresholds"]) if t < 0.15]
+    if weak:
+        out.append(f"- Weak labels (validation F1 below 50% at the tuned thresholds): {', '.join(weak)}; treat "
+                   "their predictions as hints only.")
+    if low:
+        out.append(f"- Very low thresholds, so these labels are predicted often and with many false positives: "
+                   f"{', '.join(low)}.")
+    out.append("")
     out += ["## Data", ""]
     data = run_info.get("data") or {}
     texts = run_info.get("texts") or {}
@@ -84,7 +93,7 @@ def model_card(manifest: dict, run_info: dict) -> str:
             f"vectors {m['embeddings']['dim']}-d ({m['embeddings']['dtype']} in the bundle), "
             f"vocabulary {m['vocab']['size']} tokens", ""]
     out += ["## Labels, thresholds and validation F1", "",
-            "| label | positives | threshold | temperature | F1 @0.5 | F1 tuned | ECE before | ECE after |",
+            "| label | validation positives | threshold | temperature | F1 @0.5 | F1 tuned | ECE before | ECE after |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for j, lab in enumerate(labels):
         src = " (file)" if metrics["threshold_source"].get(lab) == "file" else ""

@@ -102,7 +102,7 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
     shipped = {fmt: (fp32_models[fmt] if precision == "fp32" else convert(fmt, precision, fp32_models[fmt]))
                for fmt in formats}
     if quantize == "int8" and run.arch == "textcnn" and "onnx" in formats:
-        note("hint: ONNX Runtime runs int8 TextCNN convolutions as ConvInteger, which was about 4x slower "
+        note("hint: ONNX Runtime runs int8 TextCNN convolutions as ConvInteger, which was 3-4x slower "
              "than fp32 on our CPUs; the int8 ONNX file is smaller but prefer --quantize none for ONNX "
              "speed (TFLite int8 is not affected)")
     needs_reference = any(m.precision != "fp32" for m in shipped.values()) or vectors_dtype != "float32"
