@@ -15,8 +15,8 @@ __all__ = ["load", "Classifier", "Prediction", "BundleError"]
 def load(path=None, backend: str | None = None, threads: int = 1):
     """Load and verify a bundle directory (default: the bundle shipped in the package) → Classifier.
 
-    `backend` is "onnx" or "tflite" (default: onnx when the bundle has it and onnxruntime is
-    installed, else tflite); `threads` sets the backend's intra-op threads.
+    `backend` is "onnx" or "tflite" (default: the first model of the manifest whose library is
+    installed — the exporter lists the faster one first); `threads` sets the backend's intra-op threads.
     """
     from .classifier import Classifier
 

@@ -125,7 +125,7 @@ def open_backend(bundle: Bundle, backend: str | None = None, threads: int = 1):
     """Open the bundle's model with `backend` ("onnx"/"tflite"), or the best available one."""
     models = bundle.models()
     if backend is None:
-        usable = [f for f in ("onnx", "tflite") if f in models and available(f)]
+        usable = [f for f in models if available(f)]  # the manifest lists models in preference order
         if not usable:
             raise BundleError(f"{bundle.path}: no usable model: bundle has {sorted(models)}; "
                               f"install onnxruntime or ai-edge-litert")

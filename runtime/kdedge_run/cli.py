@@ -46,7 +46,7 @@ def _fail(message: str) -> None:
 _model_option = click.option("--model", "model", metavar="DIR", default=None,
                              help="Bundle directory (default: the bundle installed with kdedge-run).")
 _backend_option = click.option("--backend", type=click.Choice(["onnx", "tflite"]), default=None,
-                               help="Model format to run (default: onnx if available, else tflite).")
+                               help="Model format to run (default: the bundle's first listed model whose library is installed).")
 _threads_option = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
                                help="Intra-op threads of the backend.")
 
