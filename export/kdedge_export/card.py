@@ -104,8 +104,8 @@ def model_card(manifest: dict, run_info: dict) -> str:
             "| validation (%) | micro-F1 | macro-F1 | weighted-F1 | subset accuracy |", "|---|---:|---:|---:|---:|",
             f"| at 0.5 | {_pct(at05['micro_f1'])} | {_pct(at05['macro_f1'])} | {_pct(at05['weighted_f1'])} | "
             f"{_pct(at05['subset_accuracy'])} |",
-            f"| tuned thresholds | {_pct(tuned['micro_f1'])} | {_pct(tuned['macro_f1'])} | {_pct(tuned['weighted_f1'])} | "
-            f"{_pct(tuned['subset_accuracy'])} |", ""]
+            f"| tuned thresholds | {_pct(tuned['micro_f1'])} | {_pct(tuned['macro_f1'])} | "
+            f"{_pct(tuned['weighted_f1'])} | {_pct(tuned['subset_accuracy'])} |", ""]
     out += ["## Calibration", "",
             f"One temperature per label (p = sigmoid(logit / T)), fitted on the validation logits by log-loss; "
             f"thresholds were tuned on the calibrated probabilities. Mean expected calibration error "
@@ -114,16 +114,17 @@ def model_card(manifest: dict, run_info: dict) -> str:
             f"{parity['texts']} validation texts end to end through kdedge-run (segmentation → ids → vectors → "
             f"model file → calibrated probabilities) against the trained Keras model. fp32 models with fp32 "
             f"vectors must agree within {parity['fp32_tolerance']:g}; quantised rows show the expected drift.", "",
-            "| format | precision | vectors | size | max abs Δp | flipped decisions | macro-F1 | Δ macro-F1 | shipped |",
+            "| format | precision | vectors | size | max abs Δp | flipped decisions | macro-F1 | Δ macro-F1 "
+            "| shipped |",
             "|---|---|---|---:|---:|---:|---:|---:|---|"]
     for r in parity["results"]:
-        out.append(f"| {r['format']} | {r['precision']} | {r['vectors']} | {_size(r['bytes'])} | {r['max_abs_dp']:.2e} | "
-                   f"{r['flipped_decisions']} | {_pct(r['macro_f1'])} | {100 * r['macro_f1_change']:+.2f} | "
-                   f"{'yes' if r['shipped'] else 'no'} |")
+        out.append(f"| {r['format']} | {r['precision']} | {r['vectors']} | {_size(r['bytes'])} | "
+                   f"{r['max_abs_dp']:.2e} | {r['flipped_decisions']} | {_pct(r['macro_f1'])} | "
+                   f"{100 * r['macro_f1_change']:+.2f} | {'yes' if r['shipped'] else 'no'} |")
     out += ["", "## Segmentation", ""]
     if seg["type"] == "jieba":
-        out.append(f"jieba {seg.get('jieba_version')} (accurate mode, HMM {'on' if seg.get('hmm') else 'off'}) with the "
-                   f"pinned dictionary `{seg['dictionary']}` built from the training segmentation "
+        out.append(f"jieba {seg.get('jieba_version')} (accurate mode, HMM {'on' if seg.get('hmm') else 'off'}) "
+                   f"with the pinned dictionary `{seg['dictionary']}` built from the training segmentation "
                    f"(trained with: {seg.get('trained_with')}"
                    + (f", model {seg['trained_with_model']}" if seg.get("trained_with_model") else "") + ").")
     else:
