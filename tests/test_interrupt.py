@@ -190,10 +190,10 @@ def test_train_killed_mid_training_leaves_no_final_directory(work):
     assert not (train / "run").exists(), f"killed after {seconds:.1f} s"
     assert visible(train) == set()  # only dot-prefixed temporaries may remain
 
-    # the same command with --mode kd runs to completion afterwards (nothing left blocks it)
+    # the same command (cut to one mode and 2 epochs) runs to completion afterwards: nothing left blocks it
     run(KDEDGE + ["train", "--data", "../data.jsonl", "--out", "run", "--epochs", "2", "--max-len", "16",
-                  "--config", "../tiny.toml", "--skip-invalid", "--mode", "kd", "-q"], train)
-    assert {"config.json", "metrics.json", "kd.keras", "teacher.keras"} <= visible(train / "run")
+                  "--config", "../tiny.toml", "--skip-invalid", "--mode", "student", "-q"], train)
+    assert {"config.json", "metrics.json", "student.keras", "vocab.txt"} <= visible(train / "run")
     assert json.loads((train / "run" / "config.json").read_text(encoding="utf-8"))["data"]["skipped"] == 1
 
 
@@ -262,14 +262,14 @@ def test_commit_killed_at_every_step_never_leaves_a_partial_directory(tmp_path, 
 
 def test_export_killed_mid_run_leaves_no_final_bundle(work):
     run_dir = work / "train" / "run"
-    if not (run_dir / "kd.keras").exists():
+    if not (run_dir / "student.keras").exists():
         pytest.skip("needs the run of test_train_killed_mid_training_leaves_no_final_directory")
     help_ = subprocess.run(KDEDGE + ["export", "--help"], capture_output=True, text=True, timeout=120)
     if help_.returncode != 0:
         pytest.skip("kdedge export does not exist")
     exports = work / "exports"
     exports.mkdir()
-    proc = Proc(KDEDGE + ["export", str(run_dir), "--out", "bundle", "--format", "onnx"], exports)
+    proc = Proc(KDEDGE + ["export", str(run_dir), "--out", "bundle", "--format", "onnx", "--model", "student"], exports)
     proc.wait_until(lambda: any(p.name.startswith(".bundle.tmp") for p in exports.iterdir()),
                     "the export's staging directory")
     proc.kill()
