@@ -225,15 +225,19 @@ def export(run_dir, fmt, quantize, model_kind, thresholds_file, vectors_dtype, o
     parity = manifest["parity"]
     seg = manifest["segmentation_agreement"]
     click.echo(f"bundle written to {out}: {manifest['architecture']} ({manifest['model_kind']}), "
+               f"models {', '.join(e['format'] + ' ' + e['precision'] for e in manifest['models'])} "
+               "(preferred first), "
                f"{len(manifest['labels'])} labels, vectors {manifest['embeddings']['dtype']}, "
                f"segmentation agreement {seg['token_f1']:.4f}")
-    click.echo(f"parity on {parity['texts']} validation texts vs Keras (macro-F1 {100 * parity['keras_macro_f1']:.1f}):")
+    click.echo(f"parity on {parity['texts']} validation texts vs Keras "
+               f"(macro-F1 {100 * parity['keras_macro_f1']:.1f}):")
     click.echo(f"  {'format':<7} {'prec':<5} {'vectors':<8} {'bytes':>11} {'max|dp|':>9} {'flips':>6} "
-               f"{'macroF1':>8} {'change':>7}  shipped")
+               f"{'macroF1':>8} {'change':>7} {'ms/text':>8}  shipped")
     for r in parity["results"]:
-        click.echo(f"  {r['format']:<7} {r['precision']:<5} {r['vectors']:<8} {r['bytes']:>11,} {r['max_abs_dp']:>9.2e} "
-                   f"{r['flipped_decisions']:>6} {100 * r['macro_f1']:>8.1f} {100 * r['macro_f1_change']:>+7.2f}  "
-                   f"{'yes' if r['shipped'] else 'no'}")
+        click.echo(f"  {r['format']:<7} {r['precision']:<5} {r['vectors']:<8} {r['bytes']:>11,} "
+                   f"{r['max_abs_dp']:>9.2e} {r['flipped_decisions']:>6} {100 * r['macro_f1']:>8.1f} "
+                   f"{100 * r['macro_f1_change']:>+7.2f} "
+                   f"{r.get('latency_ms', 0):>8.2f}  {'yes' if r['shipped'] else 'no'}")
 
 
 if __name__ == "__main__":

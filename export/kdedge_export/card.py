@@ -113,14 +113,17 @@ def model_card(manifest: dict, run_info: dict) -> str:
     out += ["## Parity (export-time check)", "",
             f"{parity['texts']} validation texts end to end through kdedge-run (segmentation → ids → vectors → "
             f"model file → calibrated probabilities) against the trained Keras model. fp32 models with fp32 "
-            f"vectors must agree within {parity['fp32_tolerance']:g}; quantised rows show the expected drift.", "",
+            f"vectors must agree within {parity['fp32_tolerance']:g}; quantised rows show the expected drift. "
+            "ms/text: median single-text latency at export (1 thread, machine-dependent); the manifest lists "
+            "the faster shipped model first.", "",
             "| format | precision | vectors | size | max abs Δp | flipped decisions | macro-F1 | Δ macro-F1 "
-            "| shipped |",
-            "|---|---|---|---:|---:|---:|---:|---:|---|"]
+            "| ms/text | shipped |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in parity["results"]:
         out.append(f"| {r['format']} | {r['precision']} | {r['vectors']} | {_size(r['bytes'])} | "
                    f"{r['max_abs_dp']:.2e} | {r['flipped_decisions']} | {_pct(r['macro_f1'])} | "
-                   f"{100 * r['macro_f1_change']:+.2f} | {'yes' if r['shipped'] else 'no'} |")
+                   f"{100 * r['macro_f1_change']:+.2f} | {r.get('latency_ms', 0):.2f} | "
+                   f"{'yes' if r['shipped'] else 'no'} |")
     out += ["", "## Segmentation", ""]
     if seg["type"] == "jieba":
         out.append(f"jieba {seg.get('jieba_version')} (accurate mode, HMM {'on' if seg.get('hmm') else 'off'}) "

@@ -212,6 +212,9 @@ def _check_end_to_end(stage: Staging, scratch, manifest: dict, run, keras_model,
             rows.append(par.compare(entry, files[entry["file"]]["bytes"], vdtype, probs, reference, y,
                                     cal.thresholds, run.labels, is_shipped))
     par.check(rows)
+    for row in rows:  # only after the check: a failing export should fail fast
+        row["latency_ms"] = round(par.latency_ms(scratch.path if not row["shipped"] else stage.path,
+                                                 row["format"], texts), 4)
     keras_macro = float(scores(y, decide(reference, cal.thresholds), run.labels)["macro_f1"])
     parity = {"texts": len(texts), "reference": "keras", "fp32_tolerance": par.FP32_TOLERANCE,
               "keras_macro_f1": keras_macro,
@@ -219,7 +222,12 @@ def _check_end_to_end(stage: Staging, scratch, manifest: dict, run, keras_model,
               "results": rows}
     if len(keep) < len(run.val_texts):
         parity["skipped_texts"] = len(run.val_texts) - len(keep)
-    return {**manifest, "segmentation_agreement": seg, "parity": parity}
+    latency = {r["format"]: r["latency_ms"] for r in rows if r["shipped"]}
+    models = sorted(manifest["models"], key=lambda e: latency[e["format"]])  # faster first (docs/bundle.md)
+    if len(models) > 1:
+        log_order = ", ".join(f"{e['format']} {latency[e['format']]:.2f} ms" for e in models)
+        note(f"models listed fastest first (median single-text latency at export, 1 thread): {log_order}")
+    return {**manifest, "models": models, "segmentation_agreement": seg, "parity": parity}
 
 
 def _read_models(stage: Staging) -> list[dict]:

@@ -1,6 +1,7 @@
 """Export-time parity: validation texts through the runtime itself vs the trained Keras model."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,21 @@ def runtime_probabilities(bundle_dir: Path, backend: str, texts: list[str]) -> n
         raise ExportError(f"kdedge_run cannot load the exported {backend} model: {e}") from e
     predictions = clf.predict(texts)
     return np.array([[p.probabilities[lab] for lab in clf.labels] for p in predictions], dtype=np.float64)
+
+
+def latency_ms(bundle_dir: Path, backend: str, texts: list[str], n: int = 40, warmup: int = 3) -> float:
+    """Median wall time (ms) of `predict(text)` for one text at a time, 1 thread, end to end."""
+    import kdedge_run
+
+    clf = kdedge_run.load(bundle_dir, backend=backend, threads=1)
+    sample = (texts * (1 + (n + warmup) // max(len(texts), 1)))[:n + warmup]
+    times = []
+    for i, text in enumerate(sample):
+        start = time.perf_counter()
+        clf.predict(text)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000) if times else 0.0
 
 
 def compare(entry: dict, size: int, vectors: str, probs: np.ndarray, reference: np.ndarray, y: np.ndarray,
