@@ -109,6 +109,17 @@ def build_config(config_file, **cli):
     return make_config(file_values, **cli), run
 
 
+def _command_setup(config_file, data, out, labels_file, cli: dict):
+    """Merge config file and CLI; check data/out are known; quiet TensorFlow; log to stderr."""
+    _quiet_tensorflow()
+    cfg, run = build_config(config_file, **cli)
+    data, out = data or run["data"], out or run["out"]
+    if not data or not out:
+        raise click.UsageError("--data and --out are required (on the command line or in --config)")
+    _log_to_stderr()
+    return cfg, data, out, labels_file or run["labels_file"]
+
+
 @main.command()
 @click.option("--data", type=click.Path(), help="Labelled texts (.jsonl, .csv, .tsv).")
 @click.option("--arch", type=click.Choice(["textcnn", "textrnn", "han", "gru_att"]))
@@ -118,15 +129,10 @@ def build_config(config_file, **cli):
 @user_errors
 def train(data, out, config_file, labels_file, skip_invalid, force, quiet, **cli):
     """Train a teacher (binary relevance), a plain student and a distilled student."""
-    _quiet_tensorflow()
+    cfg, data, out, labels_file = _command_setup(config_file, data, out, labels_file, cli)
     from kdedge.train import train_run
 
-    cfg, run = build_config(config_file, **cli)
-    data, out = data or run["data"], out or run["out"]
-    if not data or not out:
-        raise click.UsageError("--data and --out are required (on the command line or in --config)")
-    _log_to_stderr()
-    metrics = train_run(cfg, data, out, labels_file or run["labels_file"], force, skip_invalid, not quiet)
+    metrics = train_run(cfg, data, out, labels_file, force, skip_invalid, not quiet)
     click.echo(f"run written to {out}")
     click.echo(f"{'mode':<9} {'micro':>6} {'macro':>6} {'wtd':>6} {'subset':>6}   (validation; at 0.5 | tuned)")
     for mode, m in metrics["modes"].items():
@@ -134,6 +140,8 @@ def train(data, out, config_file, labels_file, skip_invalid, force, quiet, **cli
         click.echo(f"{mode:<9} " + " ".join(f"{100 * a[k]:6.1f}" for k in ("micro_f1", "macro_f1", "weighted_f1",
                                                                              "subset_accuracy"))
                    + " | " + " ".join(f"{100 * t[k]:5.1f}" for k in ("micro_f1", "macro_f1")) + f"   {m['seconds']:.0f}s")
+
+
 @main.command()
 @click.option("--data", type=click.Path(), help="Labelled texts (.jsonl, .csv, .tsv).")
 @click.option("--folds", type=int, default=5, show_default=True)
@@ -147,16 +155,11 @@ def train(data, out, config_file, labels_file, skip_invalid, force, quiet, **cli
 def cv(data, folds, archs, group_by, only_folds, no_baselines, out, config_file, labels_file, skip_invalid, force,
        quiet, **cli):
     """Cross-validate teacher / student / KD per architecture (+ baselines); resumes finished folds."""
-    _quiet_tensorflow()
+    cfg, data, out, labels_file = _command_setup(config_file, data, out, labels_file, cli)
     from kdedge.cv import run_cv
 
-    cfg, run = build_config(config_file, **cli)
-    data, out = data or run["data"], out or run["out"]
-    if not data or not out:
-        raise click.UsageError("--data and --out are required (on the command line or in --config)")
-    _log_to_stderr()
     arch_list = [a.strip() for a in archs.split(",") if a.strip()]
-    results = run_cv(cfg, data, out, folds, arch_list, group_by, labels_file or run["labels_file"],
+    results = run_cv(cfg, data, out, folds, arch_list, group_by, labels_file,
                      not no_baselines, not quiet, list(only_folds) or None, skip_invalid)
     click.echo(f"report: {out}/results.md ({len(results['architectures'])} architectures)")
 
