@@ -607,10 +607,10 @@ def build_tables(R: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
     seg = R["segmentation"]
     rows.append(["kdedge_run segmentation only", "text", fmt_ms(seg["p50_ms"]), fmt_ms(seg["p99_ms"]), "", ""])
     if keras:
-        rows.append([f"Keras model.predict", "ids", fmt_ms(keras["predict"]["p50_ms"]),
+        rows.append(["Keras model.predict", "ids", fmt_ms(keras["predict"]["p50_ms"]),
                      fmt_ms(keras["predict"]["p99_ms"]), f"{keras['predict_b1_throughput']:,.0f}",
                      f"{keras['predict_b64_throughput']:,.0f}"])
-        rows.append([f"Keras tf.function(model(x, training=False))", "ids", fmt_ms(keras["tf_function"]["p50_ms"]),
+        rows.append(["Keras tf.function(model(x, training=False))", "ids", fmt_ms(keras["tf_function"]["p50_ms"]),
                      fmt_ms(keras["tf_function"]["p99_ms"]), f"{keras['tf_function_b1_throughput']:,.0f}",
                      f"{keras['tf_function_b64_throughput']:,.0f}"])
     if ft:
@@ -749,7 +749,7 @@ def markdown(R: dict, T: dict, note: str | None) -> str:
            "- packages: " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()), "",
            "## Setup", "",
            f"- bundle: `{R['bundle']}` — {R['bundle_desc']}",
-           f"- Keras reference: " + (f"`{R['keras']['model_file']}`" if R.get("keras") else "not measured (no --run)"),
+           "- Keras reference: " + (f"`{R['keras']['model_file']}`" if R.get("keras") else "not measured (no --run)"),
            f"- texts: first {R['n_texts']} of `{R['texts_file']}` (mean {R['mean_chars']:.0f} characters; "
            f"{R['runtime'][next(iter(R['runtime']))]['truncated']} longer than the model input)",
            f"- warm-up: {R['warmup']} predictions per backend before timing; every backend and Keras at 1 thread", ""]

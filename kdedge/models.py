@@ -118,7 +118,7 @@ def _gru_att(x, spec: BodySpec):
 
 
 def _han(x, spec: BodySpec):
-    sentences, words = spec.input_shape[0], spec.input_shape[1]
+    sentences = spec.input_shape[0]
     flat = FoldSentences(sentences, name="fold")(x)                           # [B·S, W, D]
     word_mask = PadMask(name="word_mask")(flat)                               # [B·S, W]
     word_h = _rnn("gru", spec.params["units"], spec, "word_bigru")(flat)

@@ -243,3 +243,25 @@ def write_manifest(dest: Path, manifest: dict) -> None:
 
 def read_manifest(dest: Path) -> dict:
     return json.loads((Path(dest) / "manifest.json").read_text(encoding="utf-8"))
+
+
+def classifier_cache(built: dict):
+    """`get(name, backend)` → a loaded kdedge_run classifier for `built[name]`, loaded once per pair."""
+    import kdedge_run
+
+    cache = {}
+
+    def get(name: str, backend: str = "onnx"):
+        if (name, backend) not in cache:
+            cache[name, backend] = kdedge_run.load(built[name].path, backend=backend)
+        return cache[name, backend]
+
+    return get
+
+
+def copy_built(built: dict, name: str, dest: Path) -> Path:
+    """A writable copy of a built bundle at `dest` (symlinks kept as links)."""
+    import shutil
+
+    return Path(shutil.copytree(built[name].path, dest, symlinks=True))
+

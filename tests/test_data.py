@@ -143,7 +143,7 @@ def test_unknown_label_with_label_file(tmp_path):
 def test_empty_labels_can_be_refused(tmp_path):
     path = _jsonl(tmp_path / "d.jsonl", _good_lines() + ['{"text": "医院", "labels": []}'])
     assert load_dataset(path).labels[2] == []
-    with pytest.raises(DataError, match=rf"d\.jsonl:3: field 'labels' is empty"):
+    with pytest.raises(DataError, match=r"d\.jsonl:3: field 'labels' is empty"):
         load_dataset(path, allow_empty_labels=False)
 
 
@@ -161,7 +161,7 @@ def test_csv_stray_delimiter(tmp_path):
 def test_csv_line_numbers_count_multiline_fields(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text('id,text,labels\n1,"足球\n比赛",体育\n2,,经济\n', encoding="utf-8")
-    with pytest.raises(DataError, match=rf"d\.csv:4: field 'text' is empty"):
+    with pytest.raises(DataError, match=r"d\.csv:4: field 'text' is empty"):
         load_dataset(path)
 
 
@@ -185,7 +185,7 @@ def test_csv_invalid_utf8_after_the_first_read_chunk(tmp_path):
     lines[1500] = b"\xff\xfe,\xe4\xbd\x93"
     path = tmp_path / "d.csv"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    with pytest.raises(DataError, match=rf"d\.csv:1501: invalid UTF-8"):
+    with pytest.raises(DataError, match=r"d\.csv:1501: invalid UTF-8"):
         load_dataset(path)
     assert load_dataset(path, skip_invalid=True).skipped == 1
 

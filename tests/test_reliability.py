@@ -25,7 +25,8 @@ import kdedge_run
 from kdedge_run import BundleError
 from kdedge_run.cli import main as run_cli
 from kdedge_run.text import normalise
-from runtime_bundle_factory import CORPUS, LABELS, build_bundle, read_manifest, write_manifest
+from runtime_bundle_factory import (CORPUS, LABELS, build_bundle, classifier_cache, copy_built, read_manifest,
+                                    write_manifest)
 
 BUNDLES = {  # name → build_bundle arguments (ONNX + TFLite each)
     "gru": {},                                                               # char segmenter, sequence
@@ -44,20 +45,14 @@ def built(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clf(built):
-    cache = {}
-
-    def get(name: str = "gru", backend: str = "onnx"):
-        if (name, backend) not in cache:
-            cache[name, backend] = kdedge_run.load(built[name].path, backend=backend)
-        return cache[name, backend]
-
-    return get
+    get = classifier_cache(built)
+    return lambda name="gru", backend="onnx": get(name, backend)
 
 
 @pytest.fixture
 def copy_of(built, tmp_path):
     def make(name: str = "gru") -> Path:
-        return Path(shutil.copytree(built[name].path, tmp_path / "bundle", symlinks=True))
+        return copy_built(built, name, tmp_path / "bundle")
     return make
 
 

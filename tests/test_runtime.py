@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -16,7 +15,8 @@ from click.testing import CliRunner
 import kdedge_run
 from kdedge_run import BundleError
 from kdedge_run.cli import main as cli
-from runtime_bundle_factory import CORPUS, LABELS, THRESHOLDS, build_bundle, read_manifest, write_manifest
+from runtime_bundle_factory import (CORPUS, LABELS, THRESHOLDS, build_bundle, classifier_cache, copy_built,
+                                    read_manifest, write_manifest)
 
 BUNDLES = {  # name → build_bundle arguments
     "gru_att": {},
@@ -36,21 +36,14 @@ def built(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def classifiers(built):
-    cache = {}
-
-    def get(name: str, backend: str = "onnx"):
-        if (name, backend) not in cache:
-            cache[name, backend] = kdedge_run.load(built[name].path, backend=backend)
-        return cache[name, backend]
-
-    return get
+    return classifier_cache(built)
 
 
 @pytest.fixture
 def copy_of(built, tmp_path):
     """A writable copy of a built bundle."""
     def make(name: str = "gru_att") -> Path:
-        return Path(shutil.copytree(built[name].path, tmp_path / name, symlinks=True))
+        return copy_built(built, name, tmp_path / name)
     return make
 
 
