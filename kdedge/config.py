@@ -29,7 +29,7 @@ class TrainConfig:
     w2v_epochs: int = 10
     min_count: int = 1                    # vocabulary minimum token count (training texts)
     max_vocab: int = 30000
-    trainable_embeddings: bool = False
+    trainable_embeddings: bool = False    # True: the students fine-tune the table (teacher towers share it frozen)
     # input shape
     max_len: int = 80                     # tokens per text (sequence models; p99 of healthner9 is 83)
     max_sentences: int = 8                # HAN

@@ -81,6 +81,14 @@ class FoldSentences(layers.Layer):
         return {**super().get_config(), "sentences": self.sentences, "fold": self.fold}
 
 
+@keras.saving.register_keras_serializable("kdedge")
+class ZeroPaddingRow(keras.constraints.Constraint):
+    """Keeps row 0 (the padding id) of a trainable embedding table at zero after every update."""
+
+    def __call__(self, w):
+        return ops.concatenate([ops.zeros_like(w[:1]), w[1:]], axis=0)
+
+
 @dataclass
 class BodySpec:
     """How to build a body: embedded input shape (no batch), labels, arch params, export options."""
@@ -173,7 +181,8 @@ def build_classifier(arch: str, id_shape: tuple, table, n_labels: int, params: d
     if towers and trainable_embeddings:
         raise ValueError("teacher towers share the embedding table, which must then be frozen")
     ids = keras.Input(shape=id_shape, dtype="int32", name="ids")
-    embedding = layers.Embedding(table.shape[0], table.shape[1], trainable=trainable_embeddings, name="embedding")
+    embedding = layers.Embedding(table.shape[0], table.shape[1], trainable=trainable_embeddings, name="embedding",
+                                 embeddings_constraint=ZeroPaddingRow() if trainable_embeddings else None)
     embedded = embedding(ids)
     embedding.set_weights([table])  # not an initializer: that would copy the table into the saved config
     body_shape = (*id_shape, table.shape[1])

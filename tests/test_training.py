@@ -461,3 +461,18 @@ def test_bad_mode_is_refused_before_any_work(corpus_file, tmp_path):
     with pytest.raises(ValueError, match="--mode"):
         train_run(TrainConfig(**{**E2E_CONFIG, "mode": "both"}), corpus_file, str(tmp_path / "x"), progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_trainable_embedding_keeps_padding_row_zero():
+    """Fine-tuning the table must not move the padding row: masks and the bundle rely on it being zero."""
+    from kdedge.models import arch_params, build_classifier
+
+    table = np.random.default_rng(0).random((20, 8)).astype("float32")
+    table[0] = 0.0
+    model = build_classifier("gru_att", (6,), table, 3, arch_params("gru_att"), trainable_embeddings=True)
+    model.compile("adam", "binary_crossentropy")
+    x = np.array([[3, 4, 0, 0, 0, 0]] * 8)
+    model.fit(x, np.ones((8, 3)), epochs=2, verbose=0)
+    trained = model.get_layer("embedding").get_weights()[0]
+    assert not trained[0].any()
+    assert np.abs(trained[3] - table[3]).max() > 0  # the table did train
