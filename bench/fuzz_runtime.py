@@ -309,6 +309,15 @@ def machine() -> str:
             f"numpy {numpy.__version__}, onnxruntime {onnxruntime.__version__}, {platform.system()} {platform.release()}")
 
 
+def _report(total: "Tally", tally: "Tally", line: str) -> None:
+    """Print one target's line and crash examples; add its counts to the total."""
+    print(line)
+    for example in tally.examples:
+        print("   ", example)
+    total.inputs += tally.inputs
+    total.crashes += tally.crashes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=40_000, help="texts per bundle (default 40,000; 3 bundles)")
@@ -332,22 +341,15 @@ def main() -> int:
         start = time.perf_counter()
         tally = fuzz_bundle(name, args.bundles_dir / name, BUNDLES[name][1], args.n, args.seed, args.long_max)
         seconds = time.perf_counter() - start
-        print(f"{name:<26} {tally.inputs:>8,} inputs in {seconds:7.1f} s = {tally.inputs / seconds:8,.0f}/s; "
-              f"empty-text errors {tally.empty:,}, truncated {tally.truncated:,}, crashes {tally.crashes}")
-        for example in tally.examples:
-            print("   ", example)
-        total.inputs += tally.inputs
-        total.crashes += tally.crashes
+        _report(total, tally, f"{name:<26} {tally.inputs:>8,} inputs in {seconds:7.1f} s = "
+                f"{tally.inputs / seconds:8,.0f}/s; empty-text errors {tally.empty:,}, "
+                f"truncated {tally.truncated:,}, crashes {tally.crashes}")
     if args.cli_lines:
         start = time.perf_counter()
         tally = fuzz_cli(args.bundles_dir / "gru_char_onnx", args.cli_lines, args.seed)
         seconds = time.perf_counter() - start
-        print(f"{'cli predict --input -':<26} {tally.inputs:>8,} lines  in {seconds:7.1f} s = "
-              f"{tally.inputs / seconds:8,.0f}/s; error records {tally.empty:,}, crashes {tally.crashes}")
-        for example in tally.examples:
-            print("   ", example)
-        total.inputs += tally.inputs
-        total.crashes += tally.crashes
+        _report(total, tally, f"{'cli predict --input -':<26} {tally.inputs:>8,} lines  in {seconds:7.1f} s = "
+                f"{tally.inputs / seconds:8,.0f}/s; error records {tally.empty:,}, crashes {tally.crashes}")
     seconds = time.perf_counter() - start_all
     print(f"TOTAL {total.inputs:,} inputs in {seconds:.1f} s ({total.inputs / seconds:,.0f}/s), "
           f"crashes: {total.crashes}")
