@@ -1,7 +1,6 @@
 """Vocabulary and Word2Vec: build ids from segmented texts, train or load 300-d vectors, report coverage."""
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from pathlib import Path
@@ -111,11 +110,3 @@ def embedding_matrix(vocab: Vocabulary, wv, dim: int, seed: int = 0) -> tuple[np
     return table, {"vocab_with_vector": found, "vocab_size": len(vocab),
                    "vector_coverage": found / max(len(vocab) - 2, 1)}
 
-
-def file_sha256(path) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

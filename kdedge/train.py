@@ -14,11 +14,12 @@ import numpy as np
 from kdedge import __version__
 from kdedge.config import TrainConfig
 from kdedge.data import Dataset, load_dataset
-from kdedge.embed import Vocabulary, embedding_matrix, file_sha256, load_vectors, train_word2vec
+from kdedge.embed import Vocabulary, embedding_matrix, load_vectors, train_word2vec
 from kdedge.evaluate import evaluate_logits, sigmoid
 from kdedge.files import commit_dir, staging_dir, write_json
 from kdedge.folds import stratified_split
 from kdedge.segment import Segmenter, resolve_convert, write_dictionary
+from kdedge_run.bundle import file_sha256
 from kdedge_run.text import SENTENCE_END_TOKENS, tokens_to_ids
 
 MODES = ("teacher", "student", "kd")

@@ -1,7 +1,6 @@
 """Write a bundle directory: files, checksummed manifest, atomic publication under the final name."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -9,6 +8,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from kdedge_run.bundle import file_sha256
 
 from .errors import ExportError
 
@@ -75,9 +76,7 @@ class Staging:
             rel = path.relative_to(self.path).as_posix()
             if rel == MANIFEST:
                 continue
-            with open(path, "rb") as f:
-                digest = hashlib.file_digest(f, "sha256").hexdigest()
-            out[rel] = {"sha256": digest, "bytes": path.stat().st_size}
+            out[rel] = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
         return out
 
     def write_manifest(self, manifest: dict) -> dict:

@@ -131,7 +131,8 @@ def _check_path(rel: str) -> None:
         raise BundleError(f"{MANIFEST}: must not list itself in 'files'")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path) -> str:
+    """Hex SHA-256 of a file (the checksum the manifest records)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -165,7 +166,7 @@ def _check_files(root: Path, files: dict) -> None:
         size = full.stat().st_size
         if size != meta["bytes"]:
             raise BundleError(f"{rel}: size {size} bytes, manifest says {meta['bytes']}")
-        if _sha256(full) != meta["sha256"].lower():
+        if file_sha256(full) != meta["sha256"].lower():
             raise BundleError(f"{rel}: SHA-256 mismatch (file changed or corrupt)")
 
 
