@@ -90,7 +90,9 @@ def training_options(func):
         click.option("--max-len", type=int), click.option("--dropout", type=float),
         click.option("--max-vocab", type=int), click.option("--min-count", type=int),
         click.option("--monitor", type=click.Choice(["val_loss", "val_macro_f1"])),
-        click.option("--kd-alpha", type=float), click.option("--kd-temperature", type=float),
+        click.option("--kd-alpha", help="Weight of the true labels in the KD loss; a list (0.25,0.5,0.75) is "
+                     "searched on the validation split."),
+        click.option("--kd-temperature", help="KD temperature; a list (1,2,4) is searched on the validation split."),
         click.option("--trainable-embeddings/--frozen-embeddings", default=None),
         click.option("--labels", "labels_file", type=click.Path(), help="File with one label per line."),
         click.option("--skip-invalid", is_flag=True, help="Skip invalid rows (counted) instead of failing."),

@@ -41,9 +41,10 @@ class TrainConfig:
     learning_rate: float = 1e-3
     dropout: float = 0.5
     monitor: str = "val_macro_f1"         # val_macro_f1 (macro-F1 at tuned thresholds) | val_loss (paper: BCE)
-    # distillation: loss = alpha*BCE(y, s) + (1-alpha)*T^2*BCE(sigmoid(z_t/T), sigmoid(z_s/T))
-    kd_alpha: float = 0.5
-    kd_temperature: float = 2.0
+    # distillation: loss = alpha*BCE(y, s) + (1-alpha)*T^2*BCE(sigmoid(z_t/T), sigmoid(z_s/T)).
+    # A list (CLI: "0.25,0.5,0.75") is a search: one KD student per (alpha, T) pair, the best on validation kept.
+    kd_alpha: float | list = 0.5
+    kd_temperature: float | list = 2.0
     # thresholds
     threshold_min_support: int = 3        # labels with fewer validation positives keep 0.5
     arch_params: dict = field(default_factory=dict)  # per-architecture overrides (see kdedge.models)
@@ -53,6 +54,16 @@ class TrainConfig:
         if self.batch_size:
             return self.batch_size
         return 128 if self.arch == "gru_att" else 32
+
+    def kd_grid(self) -> list[tuple[float, float]]:
+        """Every (alpha, temperature) pair to try for the KD student (one pair unless a list is given)."""
+        alphas = self.kd_alpha if isinstance(self.kd_alpha, list) else [self.kd_alpha]
+        temperatures = self.kd_temperature if isinstance(self.kd_temperature, list) else [self.kd_temperature]
+        if not alphas or not temperatures:
+            raise ConfigError("kd_alpha and kd_temperature need at least one value")
+        if any(not 0.0 <= a <= 1.0 for a in alphas) or any(t <= 0.0 for t in temperatures):
+            raise ConfigError(f"kd_alpha must be within [0, 1] and kd_temperature > 0, not {alphas} / {temperatures}")
+        return [(float(a), float(t)) for a in alphas for t in temperatures]
 
     def to_dict(self) -> dict:
         """Plain-JSON form, as written to a run's config.json."""
@@ -100,7 +111,7 @@ def make_config(file_values: dict | None = None, **cli_values) -> TrainConfig:
     return TrainConfig(**{k: _checked(k, v) for k, v in merged.items()})
 
 
-_KINDS = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict}
+_KINDS = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict, "list": list}
 
 
 def _checked(name: str, value):
@@ -111,6 +122,14 @@ def _checked(name: str, value):
     for kind in kinds:
         cls = _KINDS.get(kind)
         if cls is None:
+            continue
+        if cls is list:  # a non-empty list of numbers: [0.2, 0.5] or "0.2,0.5"
+            items = value.split(",") if isinstance(value, str) else value
+            if isinstance(items, list) and items and not any(isinstance(v, bool) for v in items):
+                try:
+                    return [float(v) for v in items]
+                except (TypeError, ValueError):
+                    pass
             continue
         if isinstance(value, cls) and not (cls is not bool and isinstance(value, bool)):
             return value

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -11,13 +13,53 @@ import numpy as np
 
 from kdedge.config import TrainConfig
 from kdedge.data import load_dataset
-from kdedge.files import write_json_atomic
+from kdedge.files import cache_dir, write_json_atomic
 from kdedge.evaluate import decide, scores, sigmoid, tune_thresholds
 from kdedge.folds import kfold, stratified_split
 
 log = logging.getLogger("kdedge")
 ROWS = ("teacher", "student", "student_same_budget", "kd")
 BASELINES = ("tfidf_lr", "fasttext")
+STUDENT_ONLY_SETTINGS = ("mode", "trainable_embeddings", "kd_alpha", "kd_temperature")
+TEACHER_CACHE_VERSION = 1  # bump when the teacher's model or training changes
+
+
+def teacher_cache_key(cfg: TrainConfig, feats) -> str:
+    """Content hash of everything the teacher depends on: its settings and the exact arrays it sees.
+
+    Student-only settings (trainable embeddings, KD alpha/T) are left out, so runs that vary only the
+    student reuse one teacher per fold.
+    """
+    digest = hashlib.sha256()
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in STUDENT_ONLY_SETTINGS}
+    digest.update(json.dumps({"version": TEACHER_CACHE_VERSION, "config": settings,
+                              "batch_size": cfg.resolved_batch_size()}, sort_keys=True).encode())
+    for array in (feats.table, *(feats.x[s] for s in ("train", "val", "test")),
+                  *(feats.y[s] for s in ("train", "val", "test"))):
+        digest.update(str(array.shape).encode() + np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def load_cached_teacher(key: str) -> dict | None:
+    """A cached teacher result ({train,val,test}_logits and fit info), or None (missing or damaged)."""
+    base = cache_dir("teachers") / key
+    try:
+        with np.load(f"{base}.npz", allow_pickle=False) as arrays:
+            result = {name: arrays[name] for name in ("train_logits", "val_logits", "test_logits")}
+        result["fit"] = json.loads(Path(f"{base}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError):
+        return None
+    return {**result, "cached": True}
+
+
+def save_cached_teacher(key: str, result: dict) -> None:
+    """Store a teacher's logits (.npz) and fit info (.json) atomically under the cache key."""
+    base = cache_dir("teachers") / key
+    base.parent.mkdir(parents=True, exist_ok=True)
+    tmp = base.with_name(f".{key}.tmp{os.getpid()}.npz")
+    np.savez(tmp, **{name: result[name] for name in ("train_logits", "val_logits", "test_logits")})
+    os.replace(tmp, f"{base}.npz")
+    write_json_atomic(Path(f"{base}.json"), result["fit"])
 
 
 def test_scores(probs_val, y_val, probs_test, y_test, label_names, min_support, global_threshold=False) -> dict:
@@ -61,20 +103,29 @@ def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Pat
         feats = featurize(acfg, splits, wv)
         wv = feats.wv  # one Word2Vec per fold, shared by the architectures
         start = time.perf_counter()
-        results = train_modes(acfg, feats, ("teacher", "student", "kd"), progress)
+        key = teacher_cache_key(acfg, feats)
+        teacher = load_cached_teacher(key)
+        results = train_modes(acfg, feats, ("teacher", "student", "kd"), progress, teacher)
+        for res in results.values():
+            if "test_logits" not in res:
+                res["test_logits"] = predict_logits(res["model"], feats.x["test"])
+        if teacher is None:
+            save_cached_teacher(key, results["teacher"])
         kd_epochs = results["kd"]["fit"]["epochs_run"]
         budget_cfg = dataclasses.replace(acfg, epochs=kd_epochs, patience=kd_epochs)
-        results["student_same_budget"] = train_modes(budget_cfg, feats, ("student",), progress)["student"]
+        budget = train_modes(budget_cfg, feats, ("student",), progress)["student"]
+        results["student_same_budget"] = {**budget, "test_logits": predict_logits(budget["model"], feats.x["test"])}
         record = {"fold": k, "arch": arch, "seconds": time.perf_counter() - start, "modes": {},
+                  "teacher_cached": teacher is not None,
                   "sizes": {s: len(v) for s, v in splits.items()}, "test_ids": splits["test"].ids}
         for mode in ROWS:
             res = results[mode]
-            probs_test = sigmoid(predict_logits(res["model"], feats.x["test"]))
             record["modes"][mode] = {
-                **test_scores(sigmoid(res["val_logits"]), feats.y["val"], probs_test, feats.y["test"],
-                              ds.label_names, cfg.threshold_min_support),
+                **test_scores(sigmoid(res["val_logits"]), feats.y["val"], sigmoid(res["test_logits"]),
+                              feats.y["test"], ds.label_names, cfg.threshold_min_support),
                 "epochs_run": res["fit"]["epochs_run"], "best_epoch": res["fit"]["best_epoch"],
                 "seconds": res["fit"]["seconds"], "history": res["fit"]["history"]}
+        record["modes"]["kd"].update({k: results["kd"][k] for k in ("alpha", "temperature", "search")})
         record["test_truth"] = feats.y["test"].astype(int).tolist()
         write_json_atomic(path, record)
         log.info("fold %d %s done in %.0f s", k, arch, record["seconds"])

@@ -131,6 +131,7 @@ def fit(model, x_train, targets, x_val, y_val, loss, groups, cfg, progress=None)
     model.compiled = False
     return {"seconds": time.perf_counter() - start, "train_seconds": selector.train_seconds,
             "validation_seconds": selector.eval_seconds, "epochs_run": len(selector.history),
+            "best_value": [float(v) for v in selector.best],
             "best_epoch": [b + 1 for b in selector.best_epoch], "history": selector.history}
 
 

@@ -7,6 +7,11 @@ import shutil
 from pathlib import Path
 
 
+def cache_dir(kind: str) -> Path:
+    """kdedge's cache directory for one kind of result: $KDEDGE_CACHE/kind (default ~/.cache/kdedge/kind)."""
+    return Path(os.environ.get("KDEDGE_CACHE", Path.home() / ".cache" / "kdedge")) / kind
+
+
 def write_json(path: Path, obj) -> None:
     """Write pretty JSON (UTF-8) inside a directory that is itself committed atomically."""
     Path(path).write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -71,6 +71,10 @@ def summarise(out: Path) -> dict:
             results["baselines"] = entry
             continue
         entry["seconds"] = float(sum(r["seconds"] for r in records))
+        entry["teachers_cached"] = sum(bool(r.get("teacher_cached")) for r in records)
+        entry["kd_settings"] = [{"fold": r["fold"], "alpha": r["modes"]["kd"].get("alpha"),
+                                 "temperature": r["modes"]["kd"].get("temperature"),
+                                 "searched": len(r["modes"]["kd"].get("search") or [None])} for r in records]
         entry["kd_vs_student"] = _kd_deltas(records, labels)
     return results
 
@@ -132,8 +136,14 @@ def render_markdown(results: dict) -> str:
                                f"/{d['metrics'][m]['p_randomization']:.3f})" for m in METRICS)
             lines.append(f"| {arch} | {d['against']} | {cells} |")
         lines.append("")
-    lines += ["## Wall time", "", "| architecture | seconds (all folds, 4 models each) |", "|---|---|"]
-    lines += [f"| {a} | {e['seconds']:.0f} |" for a, e in results["architectures"].items()]
+    lines += ["## KD settings", "", "| architecture | (alpha, T) chosen on validation, by fold |", "|---|---|"]
+    lines += [f"| {a} | " + ", ".join(f"fold {k['fold']}: ({k['alpha']:g}, {k['temperature']:g}) of {k['searched']}"
+                                     if k["alpha"] is not None else f"fold {k['fold']}: config"
+                                     for k in e["kd_settings"]) + " |" for a, e in results["architectures"].items()]
+    lines += ["", "## Wall time", "",
+              "| architecture | seconds (all folds, 4 models each) | folds whose teacher came from the cache |",
+              "|---|---|---|"]
+    lines += [f"| {a} | {e['seconds']:.0f} | {e['teachers_cached']} |" for a, e in results["architectures"].items()]
     return "\n".join(lines) + "\n"
 
 

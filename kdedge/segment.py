@@ -12,6 +12,7 @@ from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
+from kdedge.files import cache_dir
 from kdedge_run.text import CharMap, CharTokenizer, JiebaTokenizer, Preprocessor, normalise, read_dictionary
 
 SEGMENTERS = ("jieba", "ckip", "char")
@@ -60,10 +61,6 @@ def jieba_default_freqs() -> dict[str, int]:
     import jieba
 
     return read_dictionary(Path(jieba.__file__).parent / "dict.txt")
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("KDEDGE_CACHE", Path.home() / ".cache" / "kdedge")) / "segmentation"
 
 
 class Segmenter:
@@ -127,7 +124,7 @@ class Segmenter:
         Results are cached by the hash of the spec and the texts.
         """
         digest = hashlib.sha256(json.dumps([self.spec(), texts], ensure_ascii=False).encode()).hexdigest()
-        path = _cache_dir() / f"{digest}.json"
+        path = cache_dir("segmentation") / f"{digest}.json"
         if path.is_file():
             try:
                 cached = json.loads(path.read_text(encoding="utf-8"))

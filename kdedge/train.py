@@ -99,10 +99,12 @@ def _seed(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False) -> dict:
+def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False, teacher: dict | None = None) -> dict:
     """Train the requested modes on `feats.x["train"]`, selecting epochs on `feats.x["val"]`.
 
-    Returns {mode: {"model", "val_logits", "fit"}}; `kd` trains the teacher first if needed.
+    Returns {mode: {"model", "val_logits", "fit"}}; `kd` trains the teacher first unless `teacher` (a
+    previous result with "train_logits") is given. With several (alpha, T) pairs in `cfg.kd_grid()` one KD
+    student is trained per pair and the best on the validation criterion is kept (`kd["search"]` lists all).
     """
     from tqdm.auto import tqdm
 
@@ -113,29 +115,41 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
     params = arch_params(cfg.arch, cfg.arch_params)
     n = len(feats.label_names)
     id_shape = feats.x["train"].shape[1:]
-    wanted = [m for m in MODES if m in modes or (m == "teacher" and "kd" in modes)]
-    out: dict = {}
+    out: dict = {"teacher": teacher} if teacher is not None else {}
+    wanted = [m for m in MODES if (m in modes or (m == "teacher" and "kd" in modes)) and m not in out]
     for mode in wanted:
-        _seed(cfg.seed)
-        towers = n if mode == "teacher" else 0
-        model = build_classifier(cfg.arch, id_shape, feats.table, n, params, cfg.dropout,
-                                 cfg.trainable_embeddings and not towers, towers)
-        if mode == "teacher":
-            loss, groups, targets = teacher_loss, teacher_groups(model, n), feats.y["train"]
-        elif mode == "student":
-            loss, groups, targets = hard_loss, student_groups(model, n), feats.y["train"]
-        else:
-            soft = sigmoid(out["teacher"]["train_logits"] / cfg.kd_temperature).astype(np.float32)
-            loss = make_kd_loss(n, cfg.kd_alpha, cfg.kd_temperature)
-            groups, targets = student_groups(model, n), np.concatenate([feats.y["train"], soft], axis=1)
-        bar = tqdm(total=cfg.epochs, desc=f"{cfg.arch} {mode}", leave=False, disable=not progress)
-        info = fit(model, feats.x["train"], targets, feats.x["val"], feats.y["val"], loss, groups, cfg, bar)
-        bar.close()
-        result = {"model": model, "fit": info, "val_logits": predict_logits(model, feats.x["val"])}
-        if mode == "teacher":
-            result["train_logits"] = predict_logits(model, feats.x["train"])
-        out[mode] = result
-        log.info("%s %s: %d epochs, %.1f s", cfg.arch, mode, info["epochs_run"], info["seconds"])
+        for alpha, temperature in (cfg.kd_grid() if mode == "kd" else [(None, None)]):
+            _seed(cfg.seed)
+            towers = n if mode == "teacher" else 0
+            model = build_classifier(cfg.arch, id_shape, feats.table, n, params, cfg.dropout,
+                                     cfg.trainable_embeddings and not towers, towers)
+            if mode == "teacher":
+                loss, groups, targets = teacher_loss, teacher_groups(model, n), feats.y["train"]
+            elif mode == "student":
+                loss, groups, targets = hard_loss, student_groups(model, n), feats.y["train"]
+            else:
+                soft = sigmoid(out["teacher"]["train_logits"] / temperature).astype(np.float32)
+                loss = make_kd_loss(n, alpha, temperature)
+                groups, targets = student_groups(model, n), np.concatenate([feats.y["train"], soft], axis=1)
+            desc = f"{cfg.arch} {mode}" + (f" a={alpha:g} T={temperature:g}" if mode == "kd" else "")
+            bar = tqdm(total=cfg.epochs, desc=desc, leave=False, disable=not progress)
+            info = fit(model, feats.x["train"], targets, feats.x["val"], feats.y["val"], loss, groups, cfg, bar)
+            bar.close()
+            log.info("%s: %d epochs, %.1f s, best validation %s %.4f", desc, info["epochs_run"], info["seconds"],
+                     cfg.monitor, info["best_value"][0])
+            if mode == "kd":
+                trial = {"alpha": alpha, "temperature": temperature, "criterion": info["best_value"][0],
+                         "epochs_run": info["epochs_run"], "seconds": info["seconds"]}
+                search = out.get("kd", {}).get("search", []) + [trial]
+                if "kd" in out and out["kd"]["criterion"] <= trial["criterion"]:
+                    out["kd"]["search"] = search
+                    continue
+            result = {"model": model, "fit": info, "val_logits": predict_logits(model, feats.x["val"])}
+            if mode == "teacher":
+                result["train_logits"] = predict_logits(model, feats.x["train"])
+            if mode == "kd":
+                result.update(search=search, alpha=alpha, temperature=temperature, criterion=trial["criterion"])
+            out[mode] = result
     return out
 
 
@@ -183,6 +197,8 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
                 "epochs_run": res["fit"]["epochs_run"], "best_epoch": res["fit"]["best_epoch"],
                 "seconds": round(res["fit"]["seconds"], 2), "train_seconds": round(res["fit"]["train_seconds"], 2),
                 "validation_seconds": round(res["fit"]["validation_seconds"], 2)}
+            if mode == "kd":
+                metrics["modes"]["kd"].update({k: res[k] for k in ("alpha", "temperature", "search")})
             history[mode] = res["fit"]["history"]
             log.info("%s: %s", mode, {k: round(v, 4) for k, v in metrics["modes"][mode]["at_0.5"].items()
                                       if isinstance(v, float)})

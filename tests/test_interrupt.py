@@ -126,7 +126,8 @@ def _cv_folds(work: Path) -> tuple[int, int]:
 
 class KilledCv:
     """`kdedge cv` started in the background and killed (by a watcher thread) once its first fold
-    is written and the second fold's teacher is trained; the kill-time state is recorded."""
+    is written and the second fold's student is trained (its teacher may come from the cache, which the
+    reference run shares); the kill-time state is recorded."""
 
     def __init__(self, work: Path, args):
         self.work, self.args = work, args
@@ -143,7 +144,7 @@ class KilledCv:
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
             err = bytes(self.proc.err)
-            if done in err and b"textcnn teacher:" in err.split(done, 1)[1]:
+            if done in err and b"textcnn student:" in err.split(done, 1)[1]:
                 break
             if self.proc.popen.poll() is not None:
                 self.error = f"cv ended (exit {self.proc.popen.returncode}) before the kill: {err[-2000:]!r}"
@@ -281,9 +282,9 @@ def test_export_killed_mid_run_leaves_no_final_bundle(work):
 # -------------------------------------------------------------------------------------------- cv
 
 def _numbers(obj):
-    """A results/fold JSON without wall-clock timings."""
+    """A results/fold JSON without wall-clock timings and teacher-cache facts (which run trained it)."""
     if isinstance(obj, dict):
-        return {k: _numbers(v) for k, v in obj.items() if "seconds" not in k}
+        return {k: _numbers(v) for k, v in obj.items() if "seconds" not in k and "cached" not in k}
     if isinstance(obj, list):
         return [_numbers(v) for v in obj]
     return obj

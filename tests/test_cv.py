@@ -1,0 +1,81 @@
+"""`kdedge cv`: the teacher cache (student-only settings reuse a fold's teacher) and the KD (alpha, T) search."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from kdedge.config import make_config
+from kdedge.cv import run_cv
+
+TINY = {"embedding_dim": 16, "w2v_epochs": 1, "segmenter": "char", "batch_size": 16, "epochs": 2, "patience": 2,
+        "max_len": 16, "arch_params": {"filters": 8}}
+
+
+def _fold(out, k=0) -> dict:
+    return json.loads((out / "folds" / f"fold{k}_textcnn.json").read_text(encoding="utf-8"))
+
+
+def _cv(corpus_file, out, **settings):
+    run_cv(make_config({**TINY, **settings}), corpus_file, str(out), folds=3, baselines=False, progress=False,
+           only_folds=[0])
+    return _fold(out)
+
+
+@pytest.fixture(scope="module")
+def first(corpus_file, tmp_path_factory, kdedge_cache):
+    """One fold with a fresh teacher cache: the teacher is trained and stored."""
+    for path in (kdedge_cache / "teachers").glob("*"):
+        path.unlink()
+    return _cv(corpus_file, tmp_path_factory.mktemp("cv") / "a")
+
+
+def test_first_run_trains_and_caches_its_teacher(first, kdedge_cache):
+    assert first["teacher_cached"] is False
+    assert len(list((kdedge_cache / "teachers").glob("*.npz"))) == 1
+    with np.load(next((kdedge_cache / "teachers").glob("*.npz")), allow_pickle=False) as arrays:
+        assert set(arrays.files) == {"train_logits", "val_logits", "test_logits"}
+
+
+def test_student_only_settings_reuse_the_teacher(first, corpus_file, tmp_path):
+    record = _cv(corpus_file, tmp_path / "b", kd_alpha=0.3, trainable_embeddings=True)
+    assert record["teacher_cached"] is True
+    assert record["modes"]["teacher"] == first["modes"]["teacher"]  # same scores, probabilities, history
+    assert record["modes"]["kd"]["alpha"] == 0.3
+    assert record["modes"]["kd"]["test_probs"] != first["modes"]["kd"]["test_probs"]
+
+
+def test_teacher_settings_retrain_the_teacher(first, corpus_file, tmp_path):
+    record = _cv(corpus_file, tmp_path / "c", dropout=0.2)
+    assert record["teacher_cached"] is False
+
+
+def test_a_damaged_cache_entry_is_retrained(first, corpus_file, tmp_path, kdedge_cache):
+    for path in (kdedge_cache / "teachers").glob("*.npz"):
+        path.write_bytes(b"not an npz")
+    record = _cv(corpus_file, tmp_path / "d")
+    assert record["teacher_cached"] is False
+    assert record["modes"]["teacher"]["tuned"] == first["modes"]["teacher"]["tuned"]  # same seed, same teacher
+
+
+def test_kd_search_keeps_the_best_pair_on_validation(first, corpus_file, tmp_path):
+    record = _cv(corpus_file, tmp_path / "e", kd_alpha=[0.2, 0.8], kd_temperature=[1, 3])
+    kd = record["modes"]["kd"]
+    assert [(t["alpha"], t["temperature"]) for t in kd["search"]] == [(0.2, 1.0), (0.2, 3.0), (0.8, 1.0), (0.8, 3.0)]
+    best = min(kd["search"], key=lambda t: t["criterion"])  # first of equals wins
+    assert (kd["alpha"], kd["temperature"]) == (best["alpha"], best["temperature"])
+    assert kd["epochs_run"] == best["epochs_run"]
+    report = (tmp_path / "e" / "results.md").read_text(encoding="utf-8")
+    assert f"fold 0: ({best['alpha']:g}, {best['temperature']:g}) of 4" in report
+
+
+@pytest.mark.parametrize("value, expected", [("0.25,0.5", [0.25, 0.5]), ([1, 2], [1.0, 2.0]), ("0.5", 0.5)])
+def test_kd_alpha_accepts_a_number_or_a_list(value, expected):
+    assert make_config(kd_alpha=value).kd_alpha == expected
+
+
+@pytest.mark.parametrize("settings", [{"kd_alpha": [1.5]}, {"kd_temperature": "0,2"}])
+def test_kd_grid_rejects_values_out_of_range(settings):
+    with pytest.raises(ValueError, match="kd_alpha must be within"):
+        make_config(settings).kd_grid()
