@@ -93,6 +93,8 @@ def training_options(func):
         click.option("--kd-alpha", help="Weight of the true labels in the KD loss; a list (0.25,0.5,0.75) is "
                      "searched on the validation split."),
         click.option("--kd-temperature", help="KD temperature; a list (1,2,4) is searched on the validation split."),
+        click.option("--pos-weight", type=click.Choice(["none", "sqrt", "balanced"]),
+                     help="Weight of positive labels in the students' BCE (sqrt: √(negatives/positives))."),
         click.option("--trainable-embeddings/--frozen-embeddings", default=None),
         click.option("--labels", "labels_file", type=click.Path(), help="File with one label per line."),
         click.option("--skip-invalid", is_flag=True, help="Skip invalid rows (counted) instead of failing."),

@@ -45,6 +45,7 @@ class TrainConfig:
     # A list (CLI: "0.25,0.5,0.75") is a search: one KD student per (alpha, T) pair, the best on validation kept.
     kd_alpha: float | list = 0.5
     kd_temperature: float | list = 2.0
+    pos_weight: str = "none"              # none | sqrt | balanced: per-label weight of positives in the students' BCE
     # thresholds
     threshold_min_support: int = 3        # labels with fewer validation positives keep 0.5
     arch_params: dict = field(default_factory=dict)  # per-architecture overrides (see kdedge.models)

@@ -20,7 +20,7 @@ from kdedge.folds import kfold, stratified_split
 log = logging.getLogger("kdedge")
 ROWS = ("teacher", "student", "student_same_budget", "kd")
 BASELINES = ("tfidf_lr", "fasttext")
-STUDENT_ONLY_SETTINGS = ("mode", "trainable_embeddings", "kd_alpha", "kd_temperature")
+STUDENT_ONLY_SETTINGS = ("mode", "trainable_embeddings", "kd_alpha", "kd_temperature", "pos_weight")
 TEACHER_CACHE_VERSION = 1  # bump when the teacher's model or training changes
 
 
@@ -170,6 +170,8 @@ def run_cv(cfg: TrainConfig, data: str, out: str, folds: int = 5, archs=("textcn
     settings_path = out_path / "cv.json"
     if settings_path.exists():
         previous = json.loads(settings_path.read_text(encoding="utf-8"))
+        # settings added to kdedge after that run started count as their defaults
+        previous["config"] = {**TrainConfig().to_dict(), **previous.get("config", {})}
         same = {k: v for k, v in previous.items() if k != "archs"} == {k: v for k, v in settings.items() if k != "archs"}
         if not same:
             raise ValueError(f"{settings_path}: this directory holds a run with other settings; use another --out")

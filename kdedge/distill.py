@@ -15,31 +15,55 @@ from keras import ops
 from kdedge.evaluate import bce, f1_per_label, sigmoid, tune_thresholds
 
 
-def bce_with_logits(targets, logits):
-    """Element-wise binary cross-entropy of sigmoid(logits) against (soft) targets in [0, 1]."""
-    return ops.maximum(logits, 0.0) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits)))
+def bce_with_logits(targets, logits, pos_weight=1.0):
+    """Element-wise binary cross-entropy of sigmoid(logits) against (soft) targets in [0, 1].
 
-
-def kd_loss(y_true, teacher_soft, student_logits, alpha: float, temperature: float):
-    """α·BCE(y, σ(z_s)) + (1−α)·T²·BCE(σ(z_t/T), σ(z_s/T)), averaged over labels and texts.
-
-    `teacher_soft` is σ(z_t/T), computed once from the teacher's logits.
+    `pos_weight` (a scalar or one weight per label) multiplies the positive term: w·y·softplus(−z) +
+    (1−y)·softplus(z).
     """
-    hard = bce_with_logits(y_true, student_logits)
+    softplus = ops.maximum(logits, 0.0) + ops.log1p(ops.exp(-ops.abs(logits)))
+    return softplus * (1.0 + (pos_weight - 1.0) * targets) - pos_weight * targets * logits
+
+
+def positive_weights(y: np.ndarray, kind: str) -> np.ndarray:
+    """Per-label weight of positive targets: none → 1, sqrt → √(neg/pos), balanced → neg/pos (pos ≥ 1)."""
+    positives = np.maximum(y.sum(axis=0), 1.0)
+    ratio = (len(y) - positives) / positives
+    if kind == "none":
+        return np.ones(y.shape[1], dtype=np.float32)
+    if kind in ("sqrt", "balanced"):
+        return np.maximum(np.sqrt(ratio) if kind == "sqrt" else ratio, 1.0).astype(np.float32)
+    raise ValueError(f"pos_weight must be none, sqrt or balanced, not {kind!r}")
+
+
+def kd_loss(y_true, teacher_soft, student_logits, alpha: float, temperature: float, pos_weight=1.0):
+    """α·BCE_w(y, σ(z_s)) + (1−α)·T²·BCE(σ(z_t/T), σ(z_s/T)), averaged over labels and texts.
+
+    `teacher_soft` is σ(z_t/T), computed once from the teacher's logits; `pos_weight` weights the
+    positive true labels only.
+    """
+    hard = bce_with_logits(y_true, student_logits, pos_weight)
     soft = bce_with_logits(teacher_soft, student_logits / temperature)
     return ops.mean(alpha * hard + (1.0 - alpha) * temperature ** 2 * soft)
 
 
-def make_kd_loss(n_labels: int, alpha: float, temperature: float):
+def make_kd_loss(n_labels: int, alpha: float, temperature: float, pos_weight=1.0):
     """A Keras loss over packed targets `[y | σ(z_t/T)]` (2·n_labels columns)."""
     def loss(packed, logits):
-        return kd_loss(packed[:, :n_labels], packed[:, n_labels:], logits, alpha, temperature)
+        return kd_loss(packed[:, :n_labels], packed[:, n_labels:], logits, alpha, temperature, pos_weight)
     return loss
 
 
 def hard_loss(y_true, logits):
     """Mean binary cross-entropy with logits (the plain student's and the teacher's loss)."""
     return ops.mean(bce_with_logits(y_true, logits))
+
+
+def make_hard_loss(pos_weight):
+    """The plain student's loss with per-label positive weights (see `positive_weights`)."""
+    def loss(y_true, logits):
+        return ops.mean(bce_with_logits(y_true, logits, pos_weight))
+    return loss
 
 
 def teacher_loss(y_true, logits):

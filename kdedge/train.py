@@ -108,13 +108,14 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
     """
     from tqdm.auto import tqdm
 
-    from kdedge.distill import (fit, hard_loss, make_kd_loss, predict_logits, student_groups, teacher_groups,
-                                teacher_loss)
+    from kdedge.distill import (fit, make_hard_loss, make_kd_loss, positive_weights, predict_logits, student_groups,
+                                teacher_groups, teacher_loss)
     from kdedge.models import arch_params, build_classifier
 
     params = arch_params(cfg.arch, cfg.arch_params)
     n = len(feats.label_names)
     id_shape = feats.x["train"].shape[1:]
+    pos_weight = positive_weights(feats.y["train"], cfg.pos_weight)  # students only
     out: dict = {"teacher": teacher} if teacher is not None else {}
     wanted = [m for m in MODES if (m in modes or (m == "teacher" and "kd" in modes)) and m not in out]
     for mode in wanted:
@@ -126,10 +127,10 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
             if mode == "teacher":
                 loss, groups, targets = teacher_loss, teacher_groups(model, n), feats.y["train"]
             elif mode == "student":
-                loss, groups, targets = hard_loss, student_groups(model, n), feats.y["train"]
+                loss, groups, targets = make_hard_loss(pos_weight), student_groups(model, n), feats.y["train"]
             else:
                 soft = sigmoid(out["teacher"]["train_logits"] / temperature).astype(np.float32)
-                loss = make_kd_loss(n, alpha, temperature)
+                loss = make_kd_loss(n, alpha, temperature, pos_weight)
                 groups, targets = student_groups(model, n), np.concatenate([feats.y["train"], soft], axis=1)
             desc = f"{cfg.arch} {mode}" + (f" a={alpha:g} T={temperature:g}" if mode == "kd" else "")
             bar = tqdm(total=cfg.epochs, desc=desc, leave=False, disable=not progress)

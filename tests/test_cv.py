@@ -79,3 +79,20 @@ def test_kd_alpha_accepts_a_number_or_a_list(value, expected):
 def test_kd_grid_rejects_values_out_of_range(settings):
     with pytest.raises(ValueError, match="kd_alpha must be within"):
         make_config(settings).kd_grid()
+
+
+def test_resume_accepts_a_run_made_before_a_setting_existed(first, corpus_file, tmp_path):
+    out = tmp_path / "f"
+    _cv(corpus_file, out)
+    settings = json.loads((out / "cv.json").read_text(encoding="utf-8"))
+    del settings["config"]["pos_weight"]  # as written by a version without that option
+    (out / "cv.json").write_text(json.dumps(settings), encoding="utf-8")
+    assert _cv(corpus_file, out) == _fold(out)  # resumes (nothing to redo) instead of refusing
+    with pytest.raises(ValueError, match="other settings"):
+        _cv(corpus_file, out, pos_weight="sqrt")
+
+
+def test_pos_weight_changes_only_the_students(first, corpus_file, tmp_path):
+    record = _cv(corpus_file, tmp_path / "g", pos_weight="balanced")
+    assert record["teacher_cached"] is True
+    assert record["modes"]["student"]["test_probs"] != first["modes"]["student"]["test_probs"]

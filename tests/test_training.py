@@ -476,3 +476,20 @@ def test_trainable_embedding_keeps_padding_row_zero():
     trained = model.get_layer("embedding").get_weights()[0]
     assert not trained[0].any()
     assert np.abs(trained[3] - table[3]).max() > 0  # the table did train
+
+
+def test_positive_weights_and_weighted_bce():
+    from kdedge.distill import make_hard_loss, positive_weights
+
+    y = np.array([[1, 0], [0, 0], [0, 0], [0, 1], [0, 1]], dtype=np.float32)   # label 0: 1 of 5, label 1: 2 of 5
+    np.testing.assert_allclose(positive_weights(y, "balanced"), [4.0, 1.5])
+    np.testing.assert_allclose(positive_weights(y, "sqrt"), [2.0, np.sqrt(1.5)], rtol=1e-6)
+    np.testing.assert_allclose(positive_weights(y, "none"), [1.0, 1.0])
+    with pytest.raises(ValueError, match="pos_weight"):
+        positive_weights(y, "focal")
+    z = np.array([[0.3, -1.2], [2.0, 0.1], [-0.5, 0.0], [1.0, -3.0], [0.2, 0.7]], dtype=np.float32)
+    w = np.array([4.0, 1.5], dtype=np.float32)
+    p = np_sigmoid(z)
+    expected = np.mean(-(w * y * np.log(p) + (1 - y) * np.log(1 - p)))
+    assert float(make_hard_loss(w)(y, z)) == pytest.approx(expected, rel=1e-5)
+    assert float(make_hard_loss(np.ones(2, np.float32))(y, z)) == pytest.approx(float(hard_loss(y, z)), rel=1e-6)
