@@ -135,7 +135,8 @@ def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Pat
         from kdedge.segment import Segmenter, resolve_convert
 
         convert = resolve_convert(cfg.convert, splits["train"].texts)
-        seg = Segmenter(cfg.segmenter, convert, cfg.jieba_hmm, cfg.ckip_model)
+        # the baselines' definition is word + character n-grams: a char-level run still gives them words
+        seg = Segmenter("jieba" if cfg.segmenter == "char" else cfg.segmenter, convert, cfg.jieba_hmm, cfg.ckip_model)
         toks = {name: seg.segment(s.texts)["tokens"] for name, s in splits.items()}
         record = {"fold": k, "modes": {}}
         y = {name: s.targets() for name, s in splits.items()}

@@ -96,3 +96,13 @@ def test_pos_weight_changes_only_the_students(first, corpus_file, tmp_path):
     record = _cv(corpus_file, tmp_path / "g", pos_weight="balanced")
     assert record["teacher_cached"] is True
     assert record["modes"]["student"]["test_probs"] != first["modes"]["student"]["test_probs"]
+
+
+def test_baselines_keep_word_tokens_in_a_char_level_run(corpus_file, tmp_path):
+    runs = {}
+    for segmenter in ("char", "jieba"):
+        out = tmp_path / segmenter
+        run_cv(make_config({**TINY, "segmenter": segmenter, "epochs": 1}), corpus_file, str(out), folds=3,
+               progress=False, only_folds=[0])
+        runs[segmenter] = json.loads((out / "folds" / "fold0_baselines.json").read_text(encoding="utf-8"))
+    assert runs["char"]["modes"]["tfidf_lr"]["test_probs"] == runs["jieba"]["modes"]["tfidf_lr"]["test_probs"]
