@@ -30,10 +30,14 @@ def teacher_cache_key(cfg: TrainConfig, feats) -> str:
     Student-only settings (trainable embeddings, KD alpha/T) are left out, so runs that vary only the
     student reuse one teacher per fold.
     """
+    from kdedge.towers import TOWERED
+
     digest = hashlib.sha256()
     settings = {k: v for k, v in cfg.to_dict().items() if k not in STUDENT_ONLY_SETTINGS}
-    digest.update(json.dumps({"version": TEACHER_CACHE_VERSION, "config": settings,
-                              "batch_size": cfg.resolved_batch_size()}, sort_keys=True).encode())
+    identity = {"version": TEACHER_CACHE_VERSION, "config": settings, "batch_size": cfg.resolved_batch_size()}
+    if cfg.arch in TOWERED:
+        identity["implementation"] = "tower-batched"
+    digest.update(json.dumps(identity, sort_keys=True).encode())
     for array in (feats.table, *(feats.x[s] for s in ("train", "val", "test")),
                   *(feats.y[s] for s in ("train", "val", "test"))):
         digest.update(str(array.shape).encode() + np.ascontiguousarray(array).tobytes())
@@ -108,7 +112,7 @@ def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Pat
         results = train_modes(acfg, feats, ("teacher", "student", "kd"), progress, teacher)
         for res in results.values():
             if "test_logits" not in res:
-                res["test_logits"] = predict_logits(res["model"], feats.x["test"])
+                res["test_logits"] = predict_logits(res["model"], feats.x["test"], trim=res["trim"])
         if teacher is None:
             save_cached_teacher(key, results["teacher"])
         kd_epochs = results["kd"]["fit"]["epochs_run"]

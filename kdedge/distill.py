@@ -13,6 +13,7 @@ import numpy as np
 from keras import ops
 
 from kdedge.evaluate import bce, f1_per_label, sigmoid, tune_thresholds
+from kdedge.towers import bucketed_dataset, text_lengths, trim_padding
 
 
 def bce_with_logits(targets, logits, pos_weight=1.0):
@@ -86,13 +87,14 @@ def group_criterion(monitor: str, y_val: np.ndarray, logits: np.ndarray, cols: l
 class EpochSelector(keras.callbacks.Callback):
     """Per-group best-epoch selection and early stopping on validation data.
 
-    groups: list of (label columns, layers whose weights belong to that group).
+    groups: list of (label columns, layers whose weights belong to that group). `trim=True` predicts the
+    validation texts in trimmed batches (see `predict_logits`).
     """
 
     def __init__(self, x_val, y_val, groups, monitor: str = "val_loss", patience: int = 10,
-                 min_support: int = 3, batch_size: int = 256, progress=None):
+                 min_support: int = 3, batch_size: int = 256, progress=None, trim: bool = False):
         super().__init__()
-        self.x_val, self.y_val, self.groups = x_val, y_val, groups
+        self.x_val, self.y_val, self.groups, self.trim = x_val, y_val, groups, trim
         self.monitor, self.patience, self.min_support = monitor, patience, min_support
         self.batch_size, self.progress = batch_size, progress
         self.best = [np.inf] * len(groups)
@@ -109,7 +111,7 @@ class EpochSelector(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         start = time.perf_counter()
         self.train_seconds += start - self._epoch_start
-        logits = predict_logits(self.model, self.x_val, self.batch_size)
+        logits = predict_logits(self.model, self.x_val, self.batch_size, self.trim)
         values = []
         for g, (cols, layers) in enumerate(self.groups):
             value = group_criterion(self.monitor, self.y_val, logits, cols, self.min_support)
@@ -135,20 +137,41 @@ class EpochSelector(keras.callbacks.Callback):
                     layer.set_weights(w)
 
 
-def predict_logits(model, x, batch_size: int = 256) -> np.ndarray:
-    """Logits for all rows, in inference mode, without Keras' per-call `predict` overhead."""
-    out = [np.asarray(model(x[i:i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+def predict_logits(model, x, batch_size: int = 256, trim: bool = False) -> np.ndarray:
+    """Logits for all rows, in inference mode, without Keras' per-call `predict` overhead.
+
+    `trim=True` (models whose input takes any length) runs the rows in length order, each batch cut to
+    its longest text, and returns the logits in the original row order.
+    """
+    order = np.argsort(text_lengths(x), kind="stable") if trim else slice(None)
+    rows = x[order]
+    out = [np.asarray(model(trim_padding(rows[i:i + batch_size]) if trim else rows[i:i + batch_size],
+                            training=False)) for i in range(0, len(x), batch_size)]
+    if not out:
+        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+    logits = np.concatenate(out)
+    if trim:
+        logits[order] = logits.copy()
+    return logits
 
 
-def fit(model, x_train, targets, x_val, y_val, loss, groups, cfg, progress=None) -> dict:
-    """Train with Adam, select the best epoch per group, restore it; returns timings and history."""
+def fit(model, x_train, targets, x_val, y_val, loss, groups, cfg, progress=None, bucket: bool = False) -> dict:
+    """Train with Adam, select the best epoch per group, restore it; returns timings and history.
+
+    `bucket=True` (models whose input takes any length, e.g. the towered flat teachers) trains on
+    length-bucketed batches trimmed to their longest text (`towers.bucketed_dataset`, seeded by
+    `cfg.seed`) and predicts the validation texts in trimmed batches.
+    """
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss, jit_compile=False)
     selector = EpochSelector(x_val, y_val, groups, cfg.monitor, cfg.patience, cfg.threshold_min_support,
-                             progress=progress)
+                             progress=progress, trim=bucket)
     start = time.perf_counter()
-    model.fit(x_train, targets, batch_size=cfg.resolved_batch_size(), epochs=cfg.epochs, shuffle=True,
-              callbacks=[selector], verbose=0)
+    if bucket:
+        model.fit(bucketed_dataset(x_train, targets, cfg.resolved_batch_size(), cfg.seed), epochs=cfg.epochs,
+                  shuffle=False, callbacks=[selector], verbose=0)
+    else:
+        model.fit(x_train, targets, batch_size=cfg.resolved_batch_size(), epochs=cfg.epochs, shuffle=True,
+                  callbacks=[selector], verbose=0)
     selector.restore()
     # Saved models are architecture + weights: the training loss (a kdedge function or closure) is not
     # serialisable, and its compile config would make keras.models.load_model fail.

@@ -169,6 +169,16 @@ def is_hierarchical(arch: str) -> bool:
     return arch == "han"
 
 
+def embed_ids(ids, table, trainable: bool = False):
+    """The symbolic ids through an Embedding layer ("embedding") holding `table` (its padding row kept at
+    zero when trainable)."""
+    embedding = layers.Embedding(table.shape[0], table.shape[1], trainable=trainable, name="embedding",
+                                 embeddings_constraint=ZeroPaddingRow() if trainable else None)
+    embedded = embedding(ids)
+    embedding.set_weights([table])  # not an initializer: that would copy the table into the saved config
+    return embedded
+
+
 def build_classifier(arch: str, id_shape: tuple, table, n_labels: int, params: dict, dropout: float = 0.5,
                      trainable_embeddings: bool = False, towers: int = 0) -> keras.Model:
     """ids → embedding → body(s) → logits `[batch, n_labels]`.
@@ -181,10 +191,7 @@ def build_classifier(arch: str, id_shape: tuple, table, n_labels: int, params: d
     if towers and trainable_embeddings:
         raise ValueError("teacher towers share the embedding table, which must then be frozen")
     ids = keras.Input(shape=id_shape, dtype="int32", name="ids")
-    embedding = layers.Embedding(table.shape[0], table.shape[1], trainable=trainable_embeddings, name="embedding",
-                                 embeddings_constraint=ZeroPaddingRow() if trainable_embeddings else None)
-    embedded = embedding(ids)
-    embedding.set_weights([table])  # not an initializer: that would copy the table into the saved config
+    embedded = embed_ids(ids, table, trainable_embeddings)
     body_shape = (*id_shape, table.shape[1])
     if not towers:
         body = build_body(arch, BodySpec(body_shape, n_labels, params, dropout), "body")

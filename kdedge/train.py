@@ -110,7 +110,8 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
 
     from kdedge.distill import (fit, make_hard_loss, make_kd_loss, positive_weights, predict_logits, student_groups,
                                 teacher_groups, teacher_loss)
-    from kdedge.models import arch_params, build_classifier
+    from kdedge.models import arch_params, build_classifier, is_hierarchical
+    from kdedge.towers import TOWERED, build_teacher, tower_groups
 
     params = arch_params(cfg.arch, cfg.arch_params)
     n = len(feats.label_names)
@@ -122,10 +123,14 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
         for alpha, temperature in (cfg.kd_grid() if mode == "kd" else [(None, None)]):
             _seed(cfg.seed)
             towers = n if mode == "teacher" else 0
-            model = build_classifier(cfg.arch, id_shape, feats.table, n, params, cfg.dropout,
-                                     cfg.trainable_embeddings and not towers, towers)
+            towered = mode == "teacher" and cfg.arch in TOWERED  # tower-batched teacher (textcnn: separate towers)
+            bucket = towered and not is_hierarchical(cfg.arch)   # any-length input: trimmed, length-bucketed batches
+            model = (build_teacher(cfg.arch, id_shape, feats.table, n, params, cfg.dropout) if towered else
+                     build_classifier(cfg.arch, id_shape, feats.table, n, params, cfg.dropout,
+                                      cfg.trainable_embeddings and not towers, towers))
             if mode == "teacher":
-                loss, groups, targets = teacher_loss, teacher_groups(model, n), feats.y["train"]
+                groups = tower_groups(model, n) if towered else teacher_groups(model, n)
+                loss, targets = teacher_loss, feats.y["train"]
             elif mode == "student":
                 loss, groups, targets = make_hard_loss(pos_weight), student_groups(model, n), feats.y["train"]
             else:
@@ -134,7 +139,7 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
                 groups, targets = student_groups(model, n), np.concatenate([feats.y["train"], soft], axis=1)
             desc = f"{cfg.arch} {mode}" + (f" a={alpha:g} T={temperature:g}" if mode == "kd" else "")
             bar = tqdm(total=cfg.epochs, desc=desc, leave=False, disable=not progress)
-            info = fit(model, feats.x["train"], targets, feats.x["val"], feats.y["val"], loss, groups, cfg, bar)
+            info = fit(model, feats.x["train"], targets, feats.x["val"], feats.y["val"], loss, groups, cfg, bar, bucket)
             bar.close()
             log.info("%s: %d epochs, %.1f s, best validation %s %.4f", desc, info["epochs_run"], info["seconds"],
                      cfg.monitor, info["best_value"][0])
@@ -145,9 +150,10 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
                 if "kd" in out and out["kd"]["criterion"] <= trial["criterion"]:
                     out["kd"]["search"] = search
                     continue
-            result = {"model": model, "fit": info, "val_logits": predict_logits(model, feats.x["val"])}
+            result = {"model": model, "fit": info, "trim": bucket,  # trim: the model takes trimmed batches
+                      "val_logits": predict_logits(model, feats.x["val"], trim=bucket)}
             if mode == "teacher":
-                result["train_logits"] = predict_logits(model, feats.x["train"])
+                result["train_logits"] = predict_logits(model, feats.x["train"], trim=bucket)
             if mode == "kd":
                 result.update(search=search, alpha=alpha, temperature=temperature, criterion=trial["criterion"])
             out[mode] = result

@@ -35,6 +35,15 @@ def write_jsonl(path, rows) -> str:
     return str(path)
 
 
+def without_timings(obj):
+    """A JSON-like result without wall-clock timings and teacher-cache facts (which vary from run to run)."""
+    if isinstance(obj, dict):
+        return {k: without_timings(v) for k, v in obj.items() if "seconds" not in k and "cached" not in k}
+    if isinstance(obj, list):
+        return [without_timings(v) for v in obj]
+    return obj
+
+
 @pytest.fixture(scope="session", autouse=True)
 def kdedge_cache(tmp_path_factory):
     """Every test's segmentation cache lives in a temporary directory, never ~/.cache."""

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_corpus, write_jsonl
+from conftest import make_corpus, without_timings, write_jsonl
 
 KDEDGE = [sys.executable, "-m", "kdedge.cli"]
 TINY = 'embedding_dim = 16\nw2v_epochs = 1\nsegmenter = "char"\nbatch_size = 16\narch_params = {filters = 8}\n'
@@ -281,15 +281,6 @@ def test_export_killed_mid_run_leaves_no_final_bundle(work):
 
 # -------------------------------------------------------------------------------------------- cv
 
-def _numbers(obj):
-    """A results/fold JSON without wall-clock timings and teacher-cache facts (which run trained it)."""
-    if isinstance(obj, dict):
-        return {k: _numbers(v) for k, v in obj.items() if "seconds" not in k and "cached" not in k}
-    if isinstance(obj, list):
-        return [_numbers(v) for v in obj]
-    return obj
-
-
 def test_cv_killed_then_resumed_equals_an_uninterrupted_run(work, cv_runs):
     first, second = cv_runs["folds"]
     killed = cv_runs["killed"]
@@ -310,10 +301,10 @@ def test_cv_killed_then_resumed_equals_an_uninterrupted_run(work, cv_runs):
     for k in (first, second):
         a = json.loads((ref_dir / "folds" / f"fold{k}_textcnn.json").read_text(encoding="utf-8"))
         b = json.loads((int_dir / "folds" / f"fold{k}_textcnn.json").read_text(encoding="utf-8"))
-        assert _numbers(a) == _numbers(b), f"fold {k}"
+        assert without_timings(a) == without_timings(b), f"fold {k}"
     results = [json.loads((d / "results.json").read_text(encoding="utf-8")) for d in (ref_dir, int_dir)]
     results[1]["settings"]["data"] = results[0]["settings"]["data"]
-    assert _numbers(results[0]) == _numbers(results[1])
+    assert without_timings(results[0]) == without_timings(results[1])
 
     # the rare label (2 texts) has no text in fold `first`'s test part: F1 0 there, no crash
     record = json.loads(kept.read_text(encoding="utf-8"))

@@ -1,0 +1,351 @@
+"""Tower-batched binary-relevance teachers for the recurrent architectures (textrnn, gru_att, han).
+
+`models.build_classifier(towers=n)` builds n separate Keras bodies. Here the n single-label towers are
+one body whose every trainable variable has a leading towers axis (tower i's logit depends only on
+slice i of each), so the input projection of all towers is one matrix product and the recurrence is
+one loop whose step is a batched matrix product over towers (and both directions). Padding is masked
+inside the recurrence (state carried over, output zero), so a text's logits do not depend on how much
+padding follows it: textrnn and gru_att take ids of any length and train on length-bucketed batches,
+each trimmed to its longest text (`bucketed_dataset`, `trim_padding`).
+
+Epoch selection per label uses `TowerSlice` (slice i of every variable) in place of a tower layer.
+"""
+from __future__ import annotations
+
+import itertools
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from kdedge.models import FoldSentences, embed_ids, is_hierarchical
+
+TOWERED = ("textrnn", "gru_att", "han")
+
+
+def _per_slice(make):
+    """An initializer filling every trailing 2-D slice with a fresh `make()` initializer (own seed, own fans)."""
+    def initialize(shape, dtype=None):
+        slices = [make()(shape[-2:], dtype) for _ in range(int(np.prod(shape[:-2])))]
+        return ops.reshape(ops.stack(slices), shape)
+    return initialize
+
+
+@keras.saving.register_keras_serializable("kdedge")
+class IdMask(layers.Layer):
+    """1.0 where the id is not padding (0); with `sentences=True`, where the sentence has any such id."""
+
+    def __init__(self, sentences: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.sentences = sentences
+
+    def call(self, ids):
+        mask = ops.not_equal(ids, 0)
+        return ops.cast(ops.any(mask, axis=-1) if self.sentences else mask, "float32")
+
+    def get_config(self):
+        return {**super().get_config(), "sentences": self.sentences}
+
+
+class _TowerBiRNN(layers.Layer):
+    """Bidirectional recurrent layer for `towers` towers at once: [x, mask] → `[towers, batch, time, 2·units]`.
+
+    x is `[batch, time, dim]` (shared by the towers) or `[batch, time, towers, dim]` (one input per
+    tower); mask is `[batch, time]`. Weights: kernel `[towers, 2, dim, gates·units]`, recurrent kernel
+    `[towers, 2, units, gates·units]` (direction 0 forward, 1 backward; gate order as Keras). Masked
+    steps keep the state and output zeros, as Keras' Bidirectional(return_sequences=True) with a mask;
+    rows without any unmasked step, and the steps after the last unmasked one, are not computed at all.
+
+    The input projection of every step, tower and direction is computed before the loop (time-major,
+    the backward direction on time-reversed input); one loop step then advances both directions of all
+    towers, state `[batch, 2·towers, units]` (direction-major). Subclasses give `gates`, `_bias_shape()`,
+    `_biases()` (input and recurrent bias, `[towers, 2, gates·units]`, the latter or None) and
+    `_cell(state, x, inner)`: the new state tuple (h first) from the projected input and h·recurrent kernel.
+    """
+
+    gates = 0
+    states = 1
+
+    def __init__(self, units: int, towers: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.towers = units, towers
+
+    def build(self, input_shape):
+        n, width = self.towers, self.gates * self.units
+        self.kernel = self.add_weight(name="kernel", shape=(n, 2, input_shape[0][-1], width),
+                                      initializer=_per_slice(keras.initializers.GlorotUniform))
+        self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=(n, 2, self.units, width),
+                                                initializer=_per_slice(keras.initializers.Orthogonal))
+        self.bias = self.add_weight(name="bias", shape=self._bias_shape(), initializer=self._bias_init)
+
+    def _bias_init(self, shape, dtype=None):
+        return ops.zeros(shape, dtype)
+
+    def _directions_first(self, w):
+        """`[towers, 2, ...]` → `[2·towers, ...]` (direction-major, the state's order)."""
+        w = tf.transpose(w, (1, 0, *range(2, len(w.shape))))
+        return tf.reshape(w, (2 * self.towers, *w.shape[2:]))
+
+    def call(self, inputs):
+        x, mask = inputs
+        present = tf.cast(mask, "bool")
+        nonempty = tf.reduce_any(present, axis=1)
+        rows = tf.where(nonempty)[:, 0]
+        # Only rows with a token, and only up to the last step any of them uses, enter the loop.
+        time = tf.shape(x)[1]
+        used = tf.maximum(tf.reduce_max(tf.where(present, tf.range(1, time + 1)[None, :], 0)), 1)
+        h = self._run(tf.gather(x, rows)[:, :used], tf.gather(present, rows)[:, :used])
+        # back to every row (empty ones read an appended zero row) and every step, tower-major
+        source = tf.where(nonempty, tf.cumsum(tf.cast(nonempty, "int32")) - 1, tf.shape(rows)[0])
+        h = tf.gather(tf.pad(h, [[0, 0], [0, 1], [0, 0], [0, 0]]), source, axis=1)
+        h = tf.pad(h, [[0, time - used], [0, 0], [0, 0], [0, 0]])
+        return tf.transpose(h, (2, 1, 0, 3)) * tf.cast(mask, h.dtype)[None, :, :, None]
+
+    def _run(self, x, present):
+        """The recurrence over x `[rows, time, ...]` with mask `present` (bool): `[time, rows, towers, 2u]`."""
+        n = self.towers
+        x = tf.transpose(x, (1, 0, *range(2, len(x.shape))))                  # time-major
+        equation = "tbnd,ndk->tbnk" if len(x.shape) == 4 else "tbd,ndk->tbnk"
+        forward = tf.einsum(equation, x, self.kernel[:, 0])                    # [time, batch, towers, g·u]
+        backward = tf.einsum(equation, tf.reverse(x, [0]), self.kernel[:, 1])  # step s reads time T-1-s
+        steps = tf.transpose(present)                                          # [time, batch]
+        step_mask = tf.repeat(tf.stack([steps, tf.reverse(steps, [0])], axis=2), n, axis=2)[..., None]
+        input_bias, recurrent_bias = self._biases()
+        input_bias = self._directions_first(input_bias)
+        recurrent_bias = 0.0 if recurrent_bias is None else self._directions_first(recurrent_bias)
+        recurrent = self._directions_first(self.recurrent_kernel)              # [2·towers, u, g·u]
+
+        def step(state, inputs):
+            x_forward, x_backward, keep = inputs
+            inner = tf.einsum("bju,juk->bjk", state[0], recurrent) + recurrent_bias
+            new = self._cell(state, tf.concat([x_forward, x_backward], axis=1) + input_bias, inner)
+            return tuple(tf.where(keep, a, b) for a, b in zip(new, state))
+
+        zeros = tf.zeros((tf.shape(x)[1], 2 * n, self.units), x.dtype)
+        h = tf.scan(step, (forward, backward, step_mask), initializer=(zeros,) * self.states)[0]
+        return tf.concat([h[:, :, :n], tf.reverse(h[:, :, n:], [0])], axis=-1)  # masked steps: see call
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape[0]
+        return (self.towers, shape[0], shape[1], 2 * self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "towers": self.towers}
+
+
+@keras.saving.register_keras_serializable("kdedge")
+class TowerBiGRU(_TowerBiRNN):
+    """Towered bidirectional GRU (Keras equations, reset_after=True; bias `[towers, 2, 2, 3·units]`)."""
+
+    gates = 3
+
+    def _bias_shape(self):
+        return (self.towers, 2, 2, self.gates * self.units)
+
+    def _biases(self):
+        return self.bias[:, :, 0], self.bias[:, :, 1]
+
+    def _cell(self, state, x, inner):
+        x_z, x_r, x_h = tf.split(x, 3, axis=-1)
+        i_z, i_r, i_h = tf.split(inner, 3, axis=-1)
+        z = tf.sigmoid(x_z + i_z)
+        r = tf.sigmoid(x_r + i_r)
+        return (z * state[0] + (1.0 - z) * tf.tanh(x_h + r * i_h),)
+
+
+@keras.saving.register_keras_serializable("kdedge")
+class TowerBiLSTM(_TowerBiRNN):
+    """Towered bidirectional LSTM (Keras equations, unit_forget_bias=True; bias `[towers, 2, 4·units]`)."""
+
+    gates, states = 4, 2
+
+    def _bias_shape(self):
+        return (self.towers, 2, self.gates * self.units)
+
+    def _bias_init(self, shape, dtype=None):
+        u = self.units
+        return ops.concatenate([ops.zeros((*shape[:-1], u)), ops.ones((*shape[:-1], u)),
+                                ops.zeros((*shape[:-1], 2 * u))], axis=-1)
+
+    def _biases(self):
+        return self.bias, None
+
+    def _cell(self, state, x, inner):
+        i, f, g, o = tf.split(x + inner, 4, axis=-1)
+        c = tf.sigmoid(f) * state[1] + tf.sigmoid(i) * tf.tanh(g)
+        return tf.sigmoid(o) * tf.tanh(c), c
+
+
+@keras.saving.register_keras_serializable("kdedge")
+class TowerAttentionPool(layers.Layer):
+    """`models.AttentionPool` per tower (masked softmax over time).
+
+    [h `[towers, batch, time, dim]`, mask `[batch, time]`] → `[batch, towers, dim]`.
+    """
+
+    def __init__(self, units: int, towers: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.towers = units, towers
+
+    def build(self, input_shape):
+        n, dim = self.towers, input_shape[0][-1]
+        self.w = self.add_weight(name="w", shape=(n, dim, self.units),
+                                 initializer=_per_slice(keras.initializers.GlorotUniform))
+        self.b = self.add_weight(name="b", shape=(n, self.units), initializer="zeros")
+        self.v = self.add_weight(name="v", shape=(n, self.units, 1),
+                                 initializer=_per_slice(keras.initializers.GlorotUniform))
+
+    def call(self, inputs):
+        h, mask = inputs
+        hidden = ops.tanh(ops.matmul(h, self.w[:, None]) + self.b[:, None, None, :])     # [towers, batch, time, a]
+        score = ops.squeeze(ops.matmul(hidden, self.v[:, None]), -1) + (1.0 - mask) * -1e9
+        pooled = ops.squeeze(ops.matmul(ops.softmax(score, axis=-1)[..., None, :], h), -2)   # [towers, batch, dim]
+        return ops.transpose(pooled, (1, 0, 2))
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape[0]
+        return (shape[1], shape[0], shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "towers": self.towers}
+
+
+@keras.saving.register_keras_serializable("kdedge")
+class TowerMaxPool(layers.Layer):
+    """Max over unmasked time steps per tower: [h `[towers, batch, time, dim]`, mask `[batch, time]`] →
+    `[batch, towers, dim]` (zeros for a text without tokens)."""
+
+    def call(self, inputs):
+        h, mask = inputs
+        present = (mask > 0.0)[None, :, :, None]
+        pooled = ops.max(ops.where(present, h, ops.full_like(h, -np.inf)), axis=2)
+        pooled = ops.where(ops.any(present, axis=2), pooled, ops.zeros_like(pooled))
+        return ops.transpose(pooled, (1, 0, 2))
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape[0]
+        return (shape[1], shape[0], shape[3])
+
+
+@keras.saving.register_keras_serializable("kdedge")
+class TowerDense(layers.Layer):
+    """One logit per tower from that tower's features: `[batch, towers, dim]` → `[batch, towers]`."""
+
+    def __init__(self, towers: int, **kwargs):
+        super().__init__(**kwargs)
+        self.towers = towers
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(self.towers, input_shape[-1], 1),
+                                      initializer=_per_slice(keras.initializers.GlorotUniform))
+        self.bias = self.add_weight(name="bias", shape=(self.towers,), initializer="zeros")
+
+    def call(self, features):
+        return ops.einsum("bnd,nd->bn", features, self.kernel[..., 0]) + self.bias
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.towers)
+
+    def get_config(self):
+        return {**super().get_config(), "towers": self.towers}
+
+
+def build_teacher(arch: str, id_shape: tuple, table, n_labels: int, params: dict, dropout: float = 0.5) -> keras.Model:
+    """The towered binary-relevance teacher: ids → frozen embedding → n_labels towers → logits `[batch, n_labels]`
+    (float32), one tower per label with no trainable slice in common.
+
+    textrnn and gru_att take ids of any length (`id_shape` only says they are flat); han takes
+    `id_shape` = (max_sentences, max_sentence_len) and masks padding words and empty sentences.
+    """
+    if arch not in TOWERED:
+        raise ValueError(f"no towered teacher for {arch!r}; towered architectures: {', '.join(TOWERED)}")
+    n, units = n_labels, params["units"]
+    ids = keras.Input(shape=tuple(id_shape) if is_hierarchical(arch) else (None,), dtype="int32", name="ids")
+    embedded = embed_ids(ids, table, trainable=False)
+    if arch == "han":
+        sentences = id_shape[0]
+        flat_ids = FoldSentences(sentences, name="fold_ids")(ids)                              # [B·S, W]
+        word_mask = IdMask(name="word_mask")(flat_ids)
+        word_h = TowerBiGRU(units, n, name="word_bigru")([FoldSentences(sentences, name="fold")(embedded),
+                                                          word_mask])
+        sentence_vectors = TowerAttentionPool(params["attention_units"], n, name="word_attention")([word_h, word_mask])
+        sentence_seq = FoldSentences(sentences, fold=False, name="unfold")(sentence_vectors)   # [B, S, n, 2u]
+        sentence_mask = IdMask(sentences=True, name="sentence_mask")(ids)
+        sentence_h = TowerBiGRU(units, n, name="sentence_bigru")([sentence_seq, sentence_mask])
+        features = TowerAttentionPool(params["attention_units"], n, name="sentence_attention")(
+            [sentence_h, sentence_mask])
+    else:
+        mask = IdMask(name="mask")(ids)
+        if arch == "textrnn":
+            features = TowerMaxPool(name="pool")([TowerBiLSTM(units, n, name="bilstm")([embedded, mask]), mask])
+        else:
+            h = TowerBiGRU(units, n, name="bigru")([embedded, mask])
+            features = TowerAttentionPool(params["attention_units"], n, name="attention")([h, mask])
+    logits = TowerDense(n, name="logits")(layers.Dropout(dropout, name="dropout")(features))
+    return keras.Model(ids, logits, name=f"{arch}_teacher")
+
+
+class TowerSlice:
+    """Tower `index`'s slice of every trainable variable of a `build_teacher` model, read and written
+    with a layer's get_weights()/set_weights() (what `distill.EpochSelector` keeps and restores)."""
+
+    def __init__(self, model: keras.Model, index: int):
+        self.variables, self.index = model.trainable_weights, index
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of slice `index` of each variable."""
+        return [np.array(v.numpy()[self.index]) for v in self.variables]
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        """Write slice `index` of each variable; the other towers' slices are left as they are."""
+        for variable, value in zip(self.variables, weights, strict=True):
+            full = variable.numpy().copy()
+            full[self.index] = value
+            variable.assign(full)
+
+
+def tower_groups(model: keras.Model, n_labels: int):
+    """`distill.teacher_groups` for a towered teacher: label i's column and tower i's slice."""
+    return [([i], [TowerSlice(model, i)]) for i in range(n_labels)]
+
+
+def text_lengths(x: np.ndarray) -> np.ndarray:
+    """Per row of post-padded ids: index of the last non-padding id + 1 (0 for an empty row)."""
+    present = x != 0
+    return np.where(present.any(axis=1), x.shape[1] - np.argmax(present[:, ::-1], axis=1), 0)
+
+
+def trim_padding(x: np.ndarray) -> np.ndarray:
+    """The ids without the trailing columns that are padding in every row (at least one column kept)."""
+    return x[:, :max(1, int(text_lengths(x).max(initial=0)))]
+
+
+def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, chunk_batches: int = 50):
+    """Row indices of batches of similar length: shuffle, sort by length inside chunks of
+    `chunk_batches` batches, cut into batches, shuffle the batch order."""
+    order = rng.permutation(len(lengths))
+    batches = []
+    for start in range(0, len(order), chunk_batches * batch_size):
+        chunk = order[start:start + chunk_batches * batch_size]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def bucketed_dataset(x: np.ndarray, targets: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+    """A tf.data dataset of length-bucketed, trimmed (ids, targets) batches for `model.fit`.
+
+    Each pass (epoch) draws a new batch order from (`seed`, pass number). The ids' length dimension is
+    None in the element spec, so Keras traces its training step once for all batch lengths.
+    """
+    lengths, passes = text_lengths(x), itertools.count()
+    targets = targets.astype(np.float32)
+
+    def batches():
+        for rows in bucket_batches(lengths, batch_size, np.random.default_rng([seed, next(passes)])):
+            yield trim_padding(x[rows]).astype(np.int32), targets[rows]
+
+    spec = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, targets.shape[1]), tf.float32))
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=spec)
+    return dataset.apply(tf.data.experimental.assert_cardinality(-(-len(x) // batch_size)))
