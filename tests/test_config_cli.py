@@ -87,6 +87,12 @@ def test_named_config_paper_loads():
     assert make_config(values, epochs=3).epochs == 3
 
 
+def test_named_config_char_loads():
+    cfg = make_config(read_config_file("char"), kd_alpha="0.3")
+    assert cfg.segmenter == "char" and cfg.trainable_embeddings and cfg.max_len == 128
+    assert cfg.kd_grid() == [(0.3, 2.0), (0.3, 4.0)]  # the CLI value overrides the file; the list is kept
+
+
 def test_unreadable_config_files(tmp_path):
     with pytest.raises(ConfigError, match="no such config file or named config.*paper"):
         read_config_file(str(tmp_path / "nope.toml"))
