@@ -76,7 +76,23 @@ def summarise(out: Path) -> dict:
                                  "temperature": r["modes"]["kd"].get("temperature"),
                                  "searched": len(r["modes"]["kd"].get("search") or [None])} for r in records]
         entry["kd_vs_student"] = _kd_deltas(records, labels)
+    for arch, entry in results["architectures"].items():
+        entry["kd_vs_baselines"] = _kd_vs_baselines(by_arch[arch], by_arch.get("baselines", []))
     return results
+
+
+def _kd_vs_baselines(records, baseline_records) -> dict:
+    """KD − each baseline on the folds both finished (tuned thresholds), with fold-paired p-values."""
+    base = {r["fold"]: r for r in baseline_records}
+    shared = [r for r in records if r["fold"] in base]
+    out = {}
+    for name in (base[shared[0]["fold"]]["modes"] if shared else ()):
+        kd = {m: [r["modes"]["kd"]["tuned"][m] for r in shared] for m in METRICS}
+        other = {m: [base[r["fold"]]["modes"][name]["tuned"][m] for r in shared] for m in METRICS}
+        out[name] = {"folds": [r["fold"] for r in shared],
+                     "metrics": {m: {"delta": float(np.mean(kd[m]) - np.mean(other[m])),
+                                     "p_fold_paired_t": paired_p_value(kd[m], other[m])} for m in METRICS}}
+    return out
 
 
 def _kd_deltas(records, labels) -> dict:
@@ -136,7 +152,14 @@ def render_markdown(results: dict) -> str:
                                f"/{d['metrics'][m]['p_randomization']:.3f})" for m in METRICS)
             lines.append(f"| {arch} | {d['against']} | {cells} |")
         lines.append("")
-    lines += ["## KD settings", "", "| architecture | (alpha, T) chosen on validation, by fold |", "|---|---|"]
+    lines += ["## KD student − baselines (tuned thresholds, same folds)", "",
+              "| architecture | baseline | " + " | ".join(METRICS) + " | folds |", "|---|---|" + "---|" * (len(METRICS) + 1)]
+    for arch, entry in results["architectures"].items():
+        for name, d in entry["kd_vs_baselines"].items():
+            cells = " | ".join(f"{100 * d['metrics'][m]['delta']:+.1f} (p={d['metrics'][m]['p_fold_paired_t']:.3f})"
+                               for m in METRICS)
+            lines.append(f"| {arch} | {ROW_NAMES[name]} | {cells} | {len(d['folds'])} |")
+    lines += ["", "## KD settings", "", "| architecture | (alpha, T) chosen on validation, by fold |", "|---|---|"]
     lines += [f"| {a} | " + ", ".join(f"fold {k['fold']}: ({k['alpha']:g}, {k['temperature']:g}) of {k['searched']}"
                                      if k["alpha"] is not None else f"fold {k['fold']}: config"
                                      for k in e["kd_settings"]) + " |" for a, e in results["architectures"].items()]

@@ -106,3 +106,9 @@ def test_baselines_keep_word_tokens_in_a_char_level_run(corpus_file, tmp_path):
                progress=False, only_folds=[0])
         runs[segmenter] = json.loads((out / "folds" / "fold0_baselines.json").read_text(encoding="utf-8"))
     assert runs["char"]["modes"]["tfidf_lr"]["test_probs"] == runs["jieba"]["modes"]["tfidf_lr"]["test_probs"]
+    results = json.loads((tmp_path / "char" / "results.json").read_text(encoding="utf-8"))
+    versus = results["architectures"]["textcnn"]["kd_vs_baselines"]["tfidf_lr"]
+    kd, tfidf = _fold(tmp_path / "char")["modes"]["kd"], runs["char"]["modes"]["tfidf_lr"]
+    assert versus["folds"] == [0]
+    assert versus["metrics"]["macro_f1"]["delta"] == pytest.approx(kd["tuned"]["macro_f1"] - tfidf["tuned"]["macro_f1"])
+    assert "| textcnn | TF-IDF + one-vs-rest LR |" in (tmp_path / "char" / "results.md").read_text(encoding="utf-8")
