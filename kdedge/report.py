@@ -15,12 +15,14 @@ ROW_NAMES = {"teacher": "Binary Optimization (Teacher)",
              "tfidf_lr": "TF-IDF + one-vs-rest LR", "fasttext": "fastText (ova)"}
 
 
-def paired_p_value(a, b) -> float:
-    """Two-sided paired t-test over folds (p = 1 when the differences are all zero)."""
+def paired_p_value(a, b) -> float | None:
+    """Two-sided paired t-test over folds (p = 1 when the differences are all zero; None for one fold)."""
     from scipy.stats import ttest_rel
 
     diff = np.asarray(a) - np.asarray(b)
-    if len(diff) < 2 or np.allclose(diff, 0):
+    if len(diff) < 2:
+        return None
+    if np.allclose(diff, 0):
         return 1.0
     p = float(ttest_rel(a, b).pvalue)
     return p if np.isfinite(p) else 1.0
@@ -117,6 +119,10 @@ def _kd_deltas(records, labels) -> dict:
     return out
 
 
+def _p(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _fmt(cell) -> str:
     return f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f}"
 
@@ -148,7 +154,7 @@ def render_markdown(results: dict) -> str:
                   "|---|---|" + "---|" * len(METRICS)]
         for arch, entry in results["architectures"].items():
             d = entry["kd_vs_student"][view]
-            cells = " | ".join(f"{100 * d['metrics'][m]['delta']:+.1f} (p={d['metrics'][m]['p_fold_paired_t']:.3f}"
+            cells = " | ".join(f"{100 * d['metrics'][m]['delta']:+.1f} (p={_p(d['metrics'][m]['p_fold_paired_t'])}"
                                f"/{d['metrics'][m]['p_randomization']:.3f})" for m in METRICS)
             lines.append(f"| {arch} | {d['against']} | {cells} |")
         lines.append("")
@@ -156,7 +162,7 @@ def render_markdown(results: dict) -> str:
               "| architecture | baseline | " + " | ".join(METRICS) + " | folds |", "|---|---|" + "---|" * (len(METRICS) + 1)]
     for arch, entry in results["architectures"].items():
         for name, d in entry["kd_vs_baselines"].items():
-            cells = " | ".join(f"{100 * d['metrics'][m]['delta']:+.1f} (p={d['metrics'][m]['p_fold_paired_t']:.3f})"
+            cells = " | ".join(f"{100 * d['metrics'][m]['delta']:+.1f} (p={_p(d['metrics'][m]['p_fold_paired_t'])})"
                                for m in METRICS)
             lines.append(f"| {arch} | {ROW_NAMES[name]} | {cells} | {len(d['folds'])} |")
     lines += ["", "## KD settings", "", "| architecture | (alpha, T) chosen on validation, by fold |", "|---|---|"]

@@ -112,3 +112,17 @@ def test_baselines_keep_word_tokens_in_a_char_level_run(corpus_file, tmp_path):
     assert versus["folds"] == [0]
     assert versus["metrics"]["macro_f1"]["delta"] == pytest.approx(kd["tuned"]["macro_f1"] - tfidf["tuned"]["macro_f1"])
     assert "| textcnn | TF-IDF + one-vs-rest LR |" in (tmp_path / "char" / "results.md").read_text(encoding="utf-8")
+
+
+def test_significance_tests():
+    from kdedge.report import paired_p_value, randomization_p_value
+
+    assert paired_p_value([0.7, 0.6, 0.8], [0.7, 0.6, 0.8]) == 1.0
+    assert paired_p_value([0.7], [0.6]) is None  # one fold: no test
+    assert paired_p_value([0.80, 0.81, 0.79, 0.82, 0.80], [0.70, 0.70, 0.69, 0.71, 0.70]) < 0.001
+    rng = np.random.default_rng(0)
+    y = (rng.random((300, 3)) < 0.4).astype(int)
+    noisy = np.where(rng.random(y.shape) < 0.4, 1 - y, y)
+    labels = ["a", "b", "c"]
+    assert randomization_p_value(y, noisy, noisy.copy(), "macro_f1", labels, rounds=200) == 1.0
+    assert randomization_p_value(y, y, noisy, "macro_f1", labels, rounds=200) < 0.01
