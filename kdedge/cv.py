@@ -106,22 +106,24 @@ def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Pat
         acfg = dataclasses.replace(cfg, arch=arch)
         feats = featurize(acfg, splits, wv)
         wv = feats.wv  # one Word2Vec per fold, shared by the architectures
+
+        def test_logits(res):
+            return predict_logits(res["model"], feats.x["test"], trim=res["trim"])
+
         start = time.perf_counter()
         key = teacher_cache_key(acfg, feats)
         teacher = load_cached_teacher(key)
         if teacher is None:  # cached at once: a run killed while the students train keeps its teacher
             teacher = train_modes(acfg, feats, ("teacher",), progress)["teacher"]
-            teacher["test_logits"] = predict_logits(teacher["model"], feats.x["test"], trim=teacher["trim"])
+            teacher.update(test_logits=test_logits(teacher), cached=False)
             save_cached_teacher(key, teacher)
-            teacher["cached"] = False
         results = train_modes(acfg, feats, ("student", "kd"), progress, teacher)
-        for res in results.values():
-            if "test_logits" not in res:
-                res["test_logits"] = predict_logits(res["model"], feats.x["test"], trim=res["trim"])
         kd_epochs = results["kd"]["fit"]["epochs_run"]
         budget_cfg = dataclasses.replace(acfg, epochs=kd_epochs, patience=kd_epochs)
-        budget = train_modes(budget_cfg, feats, ("student",), progress)["student"]
-        results["student_same_budget"] = {**budget, "test_logits": predict_logits(budget["model"], feats.x["test"])}
+        results["student_same_budget"] = train_modes(budget_cfg, feats, ("student",), progress)["student"]
+        for res in results.values():
+            if "test_logits" not in res:  # the teacher's is computed (or cached) already
+                res["test_logits"] = test_logits(res)
         record = {"fold": k, "arch": arch, "seconds": time.perf_counter() - start, "modes": {},
                   "teacher_cached": teacher.get("cached", False),
                   "sizes": {s: len(v) for s, v in splits.items()}, "test_ids": splits["test"].ids}
