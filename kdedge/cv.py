@@ -91,6 +91,15 @@ def _fold_splits(ds, folds, seed, group_by, k, val_split):
     return fold_of, rest[train_i], rest[val_i], np.flatnonzero(fold_of == k)
 
 
+def same_budget_config(cfg: TrainConfig, kd_epochs: int) -> TrainConfig:
+    """The fair control: the plain student trained exactly `kd_epochs` epochs, best epoch by the same rule.
+
+    When the plain student itself ran `kd_epochs` epochs, this is the same training (patience only stops
+    a run; it never changes the epochs that do run), so `kdedge cv` reuses it instead of training again.
+    """
+    return dataclasses.replace(cfg, epochs=kd_epochs, patience=kd_epochs)
+
+
 def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Path, baselines, progress) -> None:
     """Train every architecture (and the baselines) on fold `k`; write one JSON per result."""
     from kdedge.distill import predict_logits
@@ -119,8 +128,12 @@ def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Pat
             save_cached_teacher(key, teacher)
         results = train_modes(acfg, feats, ("student", "kd"), progress, teacher)
         kd_epochs = results["kd"]["fit"]["epochs_run"]
-        budget_cfg = dataclasses.replace(acfg, epochs=kd_epochs, patience=kd_epochs)
-        results["student_same_budget"] = train_modes(budget_cfg, feats, ("student",), progress)["student"]
+        same_budget_is_student = results["student"]["fit"]["epochs_run"] == kd_epochs
+        if same_budget_is_student:  # retraining would repeat the plain student's epochs step for step
+            results["student_same_budget"] = results["student"]
+        else:
+            budget_cfg = same_budget_config(acfg, kd_epochs)
+            results["student_same_budget"] = train_modes(budget_cfg, feats, ("student",), progress)["student"]
         for res in results.values():
             if "test_logits" not in res:  # the teacher's is computed (or cached) already
                 res["test_logits"] = test_logits(res)
@@ -135,6 +148,7 @@ def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Pat
                 "epochs_run": res["fit"]["epochs_run"], "best_epoch": res["fit"]["best_epoch"],
                 "seconds": res["fit"]["seconds"], "history": res["fit"]["history"]}
         record["modes"]["kd"].update({k: results["kd"][k] for k in ("alpha", "temperature", "search")})
+        record["modes"]["student_same_budget"]["is_plain_student"] = same_budget_is_student
         record["test_truth"] = feats.y["test"].astype(int).tolist()
         write_json_atomic(path, record)
         log.info("fold %d %s done in %.0f s", k, arch, record["seconds"])

@@ -137,7 +137,8 @@ def render_markdown(results: dict) -> str:
              f"Early stopping / epoch selection: `{results['settings']['config']['monitor']}` on the validation "
              "split of each training fold, patience " + str(results['settings']['config']['patience'])
              + "; 'same budget' = the plain student trained for exactly the KD student's number of epochs, "
-             "best epoch picked by the same rule. Tuned = per-label thresholds chosen on the validation split.", ""]
+             "best epoch picked by the same rule (when the plain student ran that many epochs itself, it is that "
+             "student: patience only stops a run, so training again would repeat it). Tuned = per-label thresholds chosen on the validation split.", ""]
     for view, title in (("at_0.5", "Threshold 0.5 (the paper's rule)"), ("tuned", "Tuned thresholds")):
         lines += [f"## {title}", "", "| architecture | model | micro-F1 | macro-F1 | weighted-F1 | subset acc | folds |",
                   "|---|---|---|---|---|---|---|"]

@@ -59,6 +59,27 @@ def test_a_damaged_cache_entry_is_retrained(first, corpus_file, tmp_path, kdedge
     assert record["modes"]["teacher"]["tuned"] == first["modes"]["teacher"]["tuned"]  # same seed, same teacher
 
 
+def test_same_budget_control_reuses_the_plain_student_that_ran_as_long_as_kd(first, corpus_file):
+    from kdedge.cv import _fold_splits, same_budget_config
+    from kdedge.data import load_dataset
+    from kdedge.distill import predict_logits
+    from kdedge.evaluate import sigmoid
+    from kdedge.train import featurize, train_modes
+
+    modes = first["modes"]
+    assert modes["student"]["epochs_run"] == modes["kd"]["epochs_run"] == TINY["epochs"]
+    assert modes["student_same_budget"]["is_plain_student"] is True
+    assert modes["student_same_budget"]["test_probs"] == modes["student"]["test_probs"]
+    # the premise of the reuse: training the control anew gives that very student
+    cfg = make_config(TINY)
+    ds = load_dataset(corpus_file)
+    _, train_i, val_i, test_i = _fold_splits(ds, 3, cfg.seed, None, 0, cfg.val_split)
+    feats = featurize(cfg, {"train": ds.subset(train_i), "val": ds.subset(val_i), "test": ds.subset(test_i)}, None)
+    control = train_modes(same_budget_config(cfg, modes["kd"]["epochs_run"]), feats, ("student",), None)["student"]
+    probs = sigmoid(predict_logits(control["model"], feats.x["test"], trim=control["trim"]))
+    np.testing.assert_allclose(probs, np.array(modes["student"]["test_probs"]), atol=1e-5)
+
+
 def test_kd_search_keeps_the_best_pair_on_validation(first, corpus_file, tmp_path):
     record = _cv(corpus_file, tmp_path / "e", kd_alpha=[0.2, 0.8], kd_temperature=[1, 3])
     kd = record["modes"]["kd"]
