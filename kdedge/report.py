@@ -69,6 +69,9 @@ def summarise(out: Path) -> dict:
             entry[mode]["per_label_f1"] = {lab: float(np.mean([r["modes"][mode]["tuned"]["per_label_f1"][lab]
                                                                for r in records])) for lab in labels}
             entry[mode]["folds"] = [r["fold"] for r in records]
+            if arch != "baselines":
+                entry[mode]["learning_curve"] = learning_curve([r["modes"][mode]["history"] for r in records],
+                                                               settings["config"]["monitor"])
         if arch == "baselines":
             results["baselines"] = entry
             continue
@@ -81,6 +84,19 @@ def summarise(out: Path) -> dict:
     for arch, entry in results["architectures"].items():
         entry["kd_vs_baselines"] = _kd_vs_baselines(by_arch[arch], by_arch.get("baselines", []))
     return results
+
+
+def learning_curve(histories, monitor: str) -> list[float]:
+    """Validation criterion per epoch as a score (F1 up, loss down): mean over a teacher's towers, then over folds.
+
+    Epoch e averages the folds that ran at least e epochs.
+    """
+    sign = -1.0 if monitor.endswith("f1") else 1.0  # F1 criteria are stored negated (they are minimised)
+    per_epoch: dict[int, list[float]] = {}
+    for history in histories:
+        for row in history:
+            per_epoch.setdefault(row["epoch"], []).append(sign * float(np.mean(row[monitor])))
+    return [float(np.mean(per_epoch[e])) for e in sorted(per_epoch)]
 
 
 def _kd_vs_baselines(records, baseline_records) -> dict:
@@ -177,8 +193,12 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_per_label(results: dict, out: Path) -> list[str]:
-    """One PNG per architecture: per-label F1 (tuned) of teacher, student and KD (the paper's Figure 2)."""
+CURVE_NAMES = {"teacher": "teacher (mean over its towers)", "student": "plain student", "kd": "KD student"}
+
+
+def plot_figures(results: dict, out: Path) -> list[str]:
+    """Two PNGs per architecture: per-label F1 (tuned) of teacher, student and KD (the paper's Figure 2),
+    and their learning curves (validation criterion per epoch)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,6 +206,7 @@ def plot_per_label(results: dict, out: Path) -> list[str]:
 
     names = []
     labels = results["settings"]["labels"]
+    monitor = results["settings"]["config"]["monitor"]
     for arch, entry in results["architectures"].items():
         fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(labels)), 3.5))
         modes = [m for m in ("teacher", "student", "kd") if m in entry]
@@ -199,12 +220,30 @@ def plot_per_label(results: dict, out: Path) -> list[str]:
         ax.set_ylabel("F1 (tuned thresholds)")
         ax.set_title(f"{arch}: per-label F1")
         ax.legend()
-        fig.tight_layout()
-        name = f"per_label_f1_{arch}.png"
-        fig.savefig(out / name, dpi=100)
-        plt.close(fig)
-        names.append(name)
+        names.append(_save_figure(fig, out, f"per_label_f1_{arch}.png"))
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for mode in ("teacher", "student", "kd"):
+            if mode in entry:
+                curve = entry[mode]["learning_curve"]
+                ax.plot(range(1, len(curve) + 1), curve, label=CURVE_NAMES[mode])
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"validation {monitor}")
+        ax.set_title(f"{arch}: learning curves, mean over {len(entry['kd']['folds'])} fold(s)")
+        ax.legend(fontsize=8)
+        names.append(_save_figure(fig, out, f"learning_curve_{arch}.png"))
     return names
+
+
+def _save_figure(fig, out: Path, name: str) -> str:
+    """Write a matplotlib figure atomically (temp file, then rename) and close it; returns its file name."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = out / f".{name}.tmp"
+    fig.savefig(tmp, dpi=100, format="png")
+    tmp.replace(out / name)
+    plt.close(fig)
+    return name
 
 
 def write_report(out: Path) -> dict:
@@ -217,5 +256,5 @@ def write_report(out: Path) -> dict:
     tmp = out / ".results.md.tmp"
     tmp.write_text(md, encoding="utf-8")
     tmp.replace(out / "results.md")
-    results["plots"] = plot_per_label(results, out)
+    results["plots"] = plot_figures(results, out)
     return results

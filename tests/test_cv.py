@@ -88,6 +88,10 @@ def test_kd_search_keeps_the_best_pair_on_validation(first, corpus_file, tmp_pat
     assert (kd["alpha"], kd["temperature"]) == (best["alpha"], best["temperature"])
     assert kd["epochs_run"] == best["epochs_run"]
     report = (tmp_path / "e" / "results.md").read_text(encoding="utf-8")
+    for figure in ("per_label_f1_textcnn.png", "learning_curve_textcnn.png"):
+        assert (tmp_path / "e" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((tmp_path / "e" / "results.json").read_text(encoding="utf-8"))
+    assert len(results["architectures"]["textcnn"]["kd"]["learning_curve"]) == kd["epochs_run"]
     assert f"fold 0: ({best['alpha']:g}, {best['temperature']:g}) of 4" in report
 
 
@@ -133,6 +137,15 @@ def test_baselines_keep_word_tokens_in_a_char_level_run(corpus_file, tmp_path):
     assert versus["folds"] == [0]
     assert versus["metrics"]["macro_f1"]["delta"] == pytest.approx(kd["tuned"]["macro_f1"] - tfidf["tuned"]["macro_f1"])
     assert "| textcnn | TF-IDF + one-vs-rest LR |" in (tmp_path / "char" / "results.md").read_text(encoding="utf-8")
+
+
+def test_learning_curve_averages_towers_then_folds_and_shows_f1_as_a_score():
+    from kdedge.report import learning_curve
+
+    fold_a = [{"epoch": 1, "val_macro_f1": [-0.2, -0.4]}, {"epoch": 2, "val_macro_f1": [-0.6, -0.8]}]
+    fold_b = [{"epoch": 1, "val_macro_f1": [-0.5, -0.5]}]  # stopped after one epoch
+    assert learning_curve([fold_a, fold_b], "val_macro_f1") == pytest.approx([0.4, 0.7])
+    assert learning_curve([[{"epoch": 1, "val_loss": [0.3]}]], "val_loss") == pytest.approx([0.3])
 
 
 def test_significance_tests():
