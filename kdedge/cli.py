@@ -153,18 +153,20 @@ def train(data, out, config_file, labels_file, skip_invalid, force, quiet, **cli
 @click.option("--group-by", help="Keep texts sharing this JSON field (e.g. doc) in one fold.")
 @click.option("--only-fold", "only_folds", type=int, multiple=True, help="Run just these folds (resumable pieces).")
 @click.option("--no-baselines", is_flag=True, help="Skip the TF-IDF+LR and fastText baselines.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Folds run at once, each in its own process pinned to its share of the CPU cores.")
 @click.option("--out", type=click.Path(), help="Directory for fold results and the report (resumes if present).")
 @training_options
 @user_errors
-def cv(data, folds, archs, group_by, only_folds, no_baselines, out, config_file, labels_file, skip_invalid, force,
-       quiet, **cli):
+def cv(data, folds, archs, group_by, only_folds, no_baselines, jobs, out, config_file, labels_file, skip_invalid,
+       force, quiet, **cli):
     """Cross-validate teacher / student / KD per architecture (+ baselines); resumes finished folds."""
     cfg, data, out, labels_file = _command_setup(config_file, data, out, labels_file, cli)
     from kdedge.cv import run_cv
 
     arch_list = [a.strip() for a in archs.split(",") if a.strip()]
     results = run_cv(cfg, data, out, folds, arch_list, group_by, labels_file,
-                     not no_baselines, not quiet, list(only_folds) or None, skip_invalid)
+                     not no_baselines, not quiet, list(only_folds) or None, skip_invalid, jobs)
     click.echo(f"report: {out}/results.md ({len(results['architectures'])} architectures)")
 
 

@@ -180,10 +180,62 @@ def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Pat
         write_json_atomic(path, record)
 
 
+def _start_fold_worker(core_sets, log_level: int) -> None:
+    """Process-pool initializer: take one disjoint set of cores, pin to it and size TensorFlow's threads to it."""
+    cores = core_sets.get()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)
+    logging.basicConfig(level=log_level, format="%(message)s")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(len(cores))
+    tf.config.threading.set_inter_op_parallelism_threads(len(cores))
+
+
+def _run_fold_in_worker(cfg: TrainConfig, data, labels_file, skip_invalid, k, folds, archs, group_by, out,
+                        baselines) -> int:
+    ds = load_dataset(data, labels_file, skip_invalid=skip_invalid)
+    run_fold(cfg, ds, k, folds, archs, group_by, out, baselines, False)
+    return k
+
+
+def split_cores(jobs: int) -> list[set[int]]:
+    """This process's CPUs dealt into `jobs` disjoint, non-empty sets (round robin)."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if jobs > len(cores):
+        raise ValueError(f"--jobs {jobs}: only {len(cores)} CPU cores are available to this process")
+    return [set(cores[i::jobs]) for i in range(jobs)]
+
+
+def _run_folds_in_parallel(cfg, data, labels_file, skip_invalid, fold_ids, folds, archs, group_by, out, baselines,
+                           jobs: int) -> None:
+    """Run folds in `jobs` worker processes, each pinned to its own cores; the first failure stops the rest."""
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: TensorFlow is not fork-safe
+    core_sets = ctx.Queue()
+    for cores in split_cores(jobs):
+        core_sets.put(cores)
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_start_fold_worker,
+                             initargs=(core_sets, log.getEffectiveLevel())) as pool:
+        futures = [pool.submit(_run_fold_in_worker, cfg, data, labels_file, skip_invalid, k, folds, archs,
+                               group_by, out, baselines) for k in fold_ids]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+        for future in done:
+            future.result()  # re-raises a worker's error; finished folds stay on disk for a resume
+
+
 def run_cv(cfg: TrainConfig, data: str, out: str, folds: int = 5, archs=("textcnn",), group_by=None,
            labels_file=None, baselines: bool = True, progress: bool = True, only_folds=None,
-           skip_invalid: bool = False) -> dict:
-    """Run (or resume) every fold; finished fold files are kept, so a killed run continues where it stopped."""
+           skip_invalid: bool = False, jobs: int = 1) -> dict:
+    """Run (or resume) every fold; finished fold files are kept, so a killed run continues where it stopped.
+
+    `jobs` > 1 runs that many folds at once in worker processes, each pinned to its share of the CPU cores
+    (small models use many cores poorly: two one-core folds beat one two-core fold here).
+    """
     from kdedge.report import write_report
 
     out_path = Path(out)
@@ -201,6 +253,11 @@ def run_cv(cfg: TrainConfig, data: str, out: str, folds: int = 5, archs=("textcn
             raise ValueError(f"{settings_path}: this directory holds a run with other settings; use another --out")
         settings["archs"] = list(dict.fromkeys(previous["archs"] + list(archs)))
     write_json_atomic(settings_path, settings)
-    for k in (only_folds if only_folds is not None else range(folds)):
-        run_fold(cfg, ds, k, folds, archs, group_by, out_path, baselines, progress)
+    fold_ids = list(only_folds if only_folds is not None else range(folds))
+    if jobs > 1 and len(fold_ids) > 1:
+        _run_folds_in_parallel(cfg, data, labels_file, skip_invalid, fold_ids, folds, archs, group_by, out_path,
+                               baselines, min(jobs, len(fold_ids)))
+    else:
+        for k in fold_ids:
+            run_fold(cfg, ds, k, folds, archs, group_by, out_path, baselines, progress)
     return write_report(out_path)

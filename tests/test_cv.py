@@ -80,6 +80,30 @@ def test_same_budget_control_reuses_the_plain_student_that_ran_as_long_as_kd(fir
     np.testing.assert_allclose(probs, np.array(modes["student"]["test_probs"]), atol=1e-5)
 
 
+def test_parallel_folds_match_the_sequential_run(first, corpus_file, tmp_path):
+    out = tmp_path / "parallel"
+    run_cv(make_config(TINY), corpus_file, str(out), folds=3, baselines=False, progress=False, only_folds=[0, 1],
+           jobs=2)
+    assert sorted(p.name for p in (out / "folds").iterdir()) == ["fold0_textcnn.json", "fold1_textcnn.json"]
+    record = _fold(out, 0)
+    assert record["teacher_cached"] is True and _fold(out, 1)["teacher_cached"] is False
+    for mode in ("student", "kd"):  # a one-core worker trains the same students (up to float summation order)
+        np.testing.assert_allclose(record["modes"][mode]["test_probs"], first["modes"][mode]["test_probs"], atol=2e-3)
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["architectures"]["textcnn"]["kd"]["folds"] == [0, 1]
+
+
+def test_more_jobs_than_cores_is_a_clear_error():
+    import os
+
+    from kdedge.cv import split_cores
+
+    n = len(os.sched_getaffinity(0))
+    assert sorted(c for cores in split_cores(n) for c in cores) == sorted(os.sched_getaffinity(0))
+    with pytest.raises(ValueError, match=f"--jobs {n + 1}: only {n} CPU cores"):
+        split_cores(n + 1)
+
+
 def test_kd_search_keeps_the_best_pair_on_validation(first, corpus_file, tmp_path):
     record = _cv(corpus_file, tmp_path / "e", kd_alpha=[0.2, 0.8], kd_temperature=[1, 3])
     kd = record["modes"]["kd"]
