@@ -187,7 +187,9 @@ def render_markdown(results: dict) -> str:
                                      if k["alpha"] is not None else f"fold {k['fold']}: config"
                                      for k in e["kd_settings"]) + " |" for a, e in results["architectures"].items()]
     lines += ["", "## Wall time", "",
-              "| architecture | seconds (all folds, 4 models each) | folds whose teacher came from the cache |",
+              "Sum over folds of each fold's seconds (teacher and every student trained for it). Folds run "
+              "with `--jobs` overlap, so this can exceed the elapsed time.", "",
+              "| architecture | seconds (all folds) | folds whose teacher came from the cache |",
               "|---|---|---|"]
     lines += [f"| {a} | {e['seconds']:.0f} | {e['teachers_cached']} |" for a, e in results["architectures"].items()]
     return "\n".join(lines) + "\n"
