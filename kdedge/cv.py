@@ -180,9 +180,23 @@ def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Pat
         write_json_atomic(path, record)
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel send this worker SIGTERM when `kdedge cv` dies, so killing it stops every fold."""
+    import ctypes
+    import ctypes.util
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl(pr_set_pdeathsig,
+                                                                                       signal.SIGTERM)
+
+
 def _start_fold_worker(core_sets, log_level: int) -> None:
     """Process-pool initializer: take one disjoint set of cores, pin to it and size TensorFlow's threads to it."""
     cores = core_sets.get()
+    _die_with_parent()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
     logging.basicConfig(level=log_level, format="%(message)s")
