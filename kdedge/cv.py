@@ -206,13 +206,6 @@ def _start_fold_worker(core_sets, log_level: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(len(cores))
 
 
-def _run_fold_in_worker(cfg: TrainConfig, data, labels_file, skip_invalid, k, folds, archs, group_by, out,
-                        baselines) -> int:
-    ds = load_dataset(data, labels_file, skip_invalid=skip_invalid)
-    run_fold(cfg, ds, k, folds, archs, group_by, out, baselines, False)
-    return k
-
-
 def split_cores(jobs: int) -> list[set[int]]:
     """This process's CPUs dealt into `jobs` disjoint, non-empty sets (round robin)."""
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
@@ -221,8 +214,7 @@ def split_cores(jobs: int) -> list[set[int]]:
     return [set(cores[i::jobs]) for i in range(jobs)]
 
 
-def _run_folds_in_parallel(cfg, data, labels_file, skip_invalid, fold_ids, folds, archs, group_by, out, baselines,
-                           jobs: int) -> None:
+def _run_folds_in_parallel(cfg, ds, fold_ids, folds, archs, group_by, out, baselines, jobs: int) -> None:
     """Run folds in `jobs` worker processes, each pinned to its own cores; the first failure stops the rest."""
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -233,8 +225,7 @@ def _run_folds_in_parallel(cfg, data, labels_file, skip_invalid, fold_ids, folds
         core_sets.put(cores)
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_start_fold_worker,
                              initargs=(core_sets, log.getEffectiveLevel())) as pool:
-        futures = [pool.submit(_run_fold_in_worker, cfg, data, labels_file, skip_invalid, k, folds, archs,
-                               group_by, out, baselines) for k in fold_ids]
+        futures = [pool.submit(run_fold, cfg, ds, k, folds, archs, group_by, out, baselines, False) for k in fold_ids]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:
             future.cancel()
@@ -269,8 +260,7 @@ def run_cv(cfg: TrainConfig, data: str, out: str, folds: int = 5, archs=("textcn
     write_json_atomic(settings_path, settings)
     fold_ids = list(only_folds if only_folds is not None else range(folds))
     if jobs > 1 and len(fold_ids) > 1:
-        _run_folds_in_parallel(cfg, data, labels_file, skip_invalid, fold_ids, folds, archs, group_by, out_path,
-                               baselines, min(jobs, len(fold_ids)))
+        _run_folds_in_parallel(cfg, ds, fold_ids, folds, archs, group_by, out_path, baselines, min(jobs, len(fold_ids)))
     else:
         for k in fold_ids:
             run_fold(cfg, ds, k, folds, archs, group_by, out_path, baselines, progress)

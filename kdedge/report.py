@@ -69,12 +69,12 @@ def summarise(out: Path) -> dict:
             entry[mode]["per_label_f1"] = {lab: float(np.mean([r["modes"][mode]["tuned"]["per_label_f1"][lab]
                                                                for r in records])) for lab in labels}
             entry[mode]["folds"] = [r["fold"] for r in records]
-            if arch != "baselines":
-                entry[mode]["learning_curve"] = learning_curve([r["modes"][mode]["history"] for r in records],
-                                                               settings["config"]["monitor"])
         if arch == "baselines":
             results["baselines"] = entry
             continue
+        for mode in records[0]["modes"]:
+            entry[mode]["learning_curve"] = learning_curve([r["modes"][mode]["history"] for r in records],
+                                                           settings["config"]["monitor"])
         entry["seconds"] = float(sum(r["seconds"] for r in records))
         entry["teachers_cached"] = sum(bool(r.get("teacher_cached")) for r in records)
         entry["kd_settings"] = [{"fold": r["fold"], "alpha": r["modes"]["kd"].get("alpha"),
