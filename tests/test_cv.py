@@ -104,6 +104,62 @@ def test_more_jobs_than_cores_is_a_clear_error():
         split_cores(n + 1)
 
 
+WORKER_PARENT = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from kdedge.cv import _start_fold_worker, split_cores
+
+def report_pid_and_wait(path):
+    open(path, "w").write(str(os.getpid()))
+    time.sleep(120)
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("spawn")
+    cores = ctx.Queue()
+    cores.put(split_cores(1)[0])
+    with ProcessPoolExecutor(1, mp_context=ctx, initializer=_start_fold_worker, initargs=(cores, 30)) as pool:
+        pool.submit(report_pid_and_wait, sys.argv[1]).result()
+"""
+
+
+def _alive(pid: int) -> bool:
+    """A zombie (dead, not yet reaped by a container's init) counts as gone."""
+    from pathlib import Path
+
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_fold_workers_die_when_kdedge_cv_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script, pid_file = tmp_path / "parent.py", tmp_path / "worker.pid"
+    script.write_text(WORKER_PARENT, encoding="utf-8")
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)])
+    try:
+        deadline = time.monotonic() + 120
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            assert parent.poll() is None, "the pool parent exited before its worker started"
+            time.sleep(0.2)
+        worker = int(pid_file.read_text())
+        assert _alive(worker)
+        parent.send_signal(signal.SIGKILL)  # no chance to clean up: only the kernel can stop the worker now
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(worker), f"worker {worker} outlived its killed parent"
+    finally:
+        parent.kill()
+
+
 def test_kd_search_keeps_the_best_pair_on_validation(first, corpus_file, tmp_path):
     record = _cv(corpus_file, tmp_path / "e", kd_alpha=[0.2, 0.8], kd_temperature=[1, 3])
     kd = record["modes"]["kd"]
