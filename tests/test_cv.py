@@ -135,6 +135,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 def test_fold_workers_die_when_kdedge_cv_is_killed(tmp_path):
+    import os
     import signal
     import subprocess
     import sys
@@ -142,7 +143,7 @@ def test_fold_workers_die_when_kdedge_cv_is_killed(tmp_path):
 
     script, pid_file = tmp_path / "parent.py", tmp_path / "worker.pid"
     script.write_text(WORKER_PARENT, encoding="utf-8")
-    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)])
+    parent, worker = subprocess.Popen([sys.executable, str(script), str(pid_file)]), None
     try:
         deadline = time.monotonic() + 120
         while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
@@ -158,6 +159,8 @@ def test_fold_workers_die_when_kdedge_cv_is_killed(tmp_path):
         assert not _alive(worker), f"worker {worker} outlived its killed parent"
     finally:
         parent.kill()
+        if worker is not None and _alive(worker):
+            os.kill(worker, signal.SIGKILL)  # a failing run leaves no orphan behind
 
 
 def test_kd_search_keeps_the_best_pair_on_validation(first, corpus_file, tmp_path):
