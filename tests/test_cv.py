@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,8 +100,6 @@ def test_parallel_folds_match_the_sequential_run(first, corpus_file, tmp_path):
 
 
 def test_more_jobs_than_cores_is_a_clear_error():
-    import os
-
     from kdedge.cv import split_cores
 
     n = len(os.sched_getaffinity(0))
@@ -124,8 +128,6 @@ if __name__ == "__main__":
 
 def _alive(pid: int) -> bool:
     """A zombie (dead, not yet reaped by a container's init) counts as gone."""
-    from pathlib import Path
-
     stat = Path(f"/proc/{pid}/stat")
     try:
         return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -133,14 +135,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 def test_fold_workers_die_when_kdedge_cv_is_killed(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     script, pid_file = tmp_path / "parent.py", tmp_path / "worker.pid"
     script.write_text(WORKER_PARENT, encoding="utf-8")
     parent, worker = subprocess.Popen([sys.executable, str(script), str(pid_file)]), None
@@ -149,6 +145,7 @@ def test_fold_workers_die_when_kdedge_cv_is_killed(tmp_path):
         while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
             assert parent.poll() is None, "the pool parent exited before its worker started"
             time.sleep(0.2)
+        assert pid_file.exists(), "the fold worker did not start within 120 s"
         worker = int(pid_file.read_text())
         assert _alive(worker)
         parent.send_signal(signal.SIGKILL)  # no chance to clean up: only the kernel can stop the worker now
