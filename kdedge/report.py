@@ -81,6 +81,9 @@ def summarise(out: Path) -> dict:
                                  "temperature": r["modes"]["kd"].get("temperature"),
                                  "searched": len(r["modes"]["kd"].get("search") or [None])} for r in records]
         entry["kd_vs_student"] = _kd_deltas(records, labels)
+    truth = {r["fold"]: np.asarray(r["test_truth"]) for arch, records in by_arch.items() if arch != "baselines"
+             for r in records}  # the same test fold for every architecture
+    results["test_support"] = {lab: int(sum(y[:, j].sum() for y in truth.values())) for j, lab in enumerate(labels)}
     for arch, entry in results["architectures"].items():
         entry["kd_vs_baselines"] = _kd_vs_baselines(by_arch[arch], by_arch.get("baselines", []))
     return results
@@ -182,6 +185,7 @@ def render_markdown(results: dict) -> str:
             cells = " | ".join(f"{100 * d['metrics'][m]['delta']:+.1f} (p={_p(d['metrics'][m]['p_fold_paired_t'])})"
                                for m in METRICS)
             lines.append(f"| {arch} | {ROW_NAMES[name]} | {cells} | {len(d['folds'])} |")
+    lines += _per_label_table(results)
     lines += ["", "## KD settings", "", "| architecture | (alpha, T) chosen on validation, by fold |", "|---|---|"]
     lines += [f"| {a} | " + ", ".join(f"fold {k['fold']}: ({k['alpha']:g}, {k['temperature']:g}) of {k['searched']}"
                                      if k["alpha"] is not None else f"fold {k['fold']}: config"
@@ -195,6 +199,32 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_label_names(labels) -> list[str]:
+    """Label names as the plots print them: `L<j>` for a name the plot font may not render (non-ASCII)."""
+    return [lab if lab.isascii() else f"L{j}" for j, lab in enumerate(labels)]
+
+
+def _per_label_table(results: dict) -> list[str]:
+    """Per-label F1 (tuned, mean over folds) of teacher / student / KD per architecture, with test support."""
+    labels = results["settings"]["labels"]
+    plotted = plot_label_names(labels)
+    renamed = plotted != labels  # then a column maps each label to its name in the PNGs
+    columns = [(arch, mode) for arch, entry in results["architectures"].items()
+               for mode in ("teacher", "student", "kd") if mode in entry]
+    lines = ["", "## Per-label F1 (tuned thresholds, mean over folds)", "",
+             "Positives in the pooled test folds" + ("; `plot` is the label's name in the PNGs" if renamed else "")
+             + ". T = teacher, S = plain student, KD = KD student.", "",
+             "| label | " + ("plot | " if renamed else "") + "test positives | "
+             + " | ".join(f"{a} {SHORT_MODES[m]}" for a, m in columns) + " |",
+             "|---|---|" + ("---|" if renamed else "") + "---|" * len(columns)]
+    for lab, short in zip(labels, plotted):
+        cells = " | ".join(f"{100 * results['architectures'][a][m]['per_label_f1'][lab]:.1f}" for a, m in columns)
+        lines.append(f"| {lab} | " + (f"{short} | " if renamed else "")
+                     + f"{results['test_support'][lab]} | {cells} |")
+    return lines
+
+
+SHORT_MODES = {"teacher": "T", "student": "S", "kd": "KD"}
 CURVE_NAMES = {"teacher": "teacher (mean over its towers)", "student": "plain student", "kd": "KD student"}
 
 
@@ -216,7 +246,7 @@ def plot_figures(results: dict, out: Path) -> list[str]:
         x = np.arange(len(labels))
         for i, mode in enumerate(modes):
             ax.bar(x + i * width, [entry[mode]["per_label_f1"][lab] for lab in labels], width, label=mode)
-        ax.set_xticks(x + width * (len(modes) - 1) / 2, [lab if lab.isascii() else f"L{j}" for j, lab in enumerate(labels)],
+        ax.set_xticks(x + width * (len(modes) - 1) / 2, plot_label_names(labels),
                       rotation=45, ha="right")
         ax.set_ylim(0, 1)
         ax.set_ylabel("F1 (tuned thresholds)")

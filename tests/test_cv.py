@@ -173,6 +173,10 @@ def test_kd_search_keeps_the_best_pair_on_validation(first, corpus_file, tmp_pat
     results = json.loads((tmp_path / "e" / "results.json").read_text(encoding="utf-8"))
     assert len(results["architectures"]["textcnn"]["kd"]["learning_curve"]) == kd["epochs_run"]
     assert f"fold 0: ({best['alpha']:g}, {best['temperature']:g}) of 4" in report
+    positives = np.asarray(record["test_truth"]).sum(axis=0)
+    for j, label in enumerate(results["settings"]["labels"]):
+        f1 = [100 * record["modes"][m]["tuned"]["per_label_f1"][label] for m in ("teacher", "student", "kd")]
+        assert f"| {label} | L{j} | {positives[j]} | " + " | ".join(f"{v:.1f}" for v in f1) + " |" in report
 
 
 @pytest.mark.parametrize("value, expected", [("0.25,0.5", [0.25, 0.5]), ([1, 2], [1.0, 2.0]), ("0.5", 0.5)])
@@ -226,6 +230,19 @@ def test_learning_curve_averages_towers_then_folds_and_shows_f1_as_a_score():
     fold_b = [{"epoch": 1, "val_macro_f1": [-0.5, -0.5]}]  # stopped after one epoch
     assert learning_curve([fold_a, fold_b], "val_macro_f1") == pytest.approx([0.4, 0.7])
     assert learning_curve([[{"epoch": 1, "val_loss": [0.3]}]], "val_loss") == pytest.approx([0.3])
+
+
+def test_labels_the_plot_font_cannot_show_are_mapped_in_the_per_label_table():
+    from kdedge.report import _per_label_table, plot_label_names
+
+    labels = ["BODY", "婚后有子女"]
+    assert plot_label_names(labels) == ["BODY", "L1"]
+    entry = {"per_label_f1": {"BODY": 0.5, "婚后有子女": 0.25}}
+    results = {"settings": {"labels": labels}, "test_support": {"BODY": 7, "婚后有子女": 3},
+               "architectures": {"textcnn": {"teacher": entry, "kd": entry}}}
+    table = _per_label_table(results)
+    assert "| label | plot | test positives | textcnn T | textcnn KD |" in table
+    assert "| 婚后有子女 | L1 | 3 | 25.0 | 25.0 |" in table
 
 
 def test_significance_tests():
