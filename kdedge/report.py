@@ -13,6 +13,7 @@ ROW_NAMES = {"teacher": "Binary Optimization (Teacher)",
              "student_same_budget": "Standalone, same budget as KD",
              "kd": "Knowledge Distillation (Teacher + Student)",
              "tfidf_lr": "TF-IDF + one-vs-rest LR", "fasttext": "fastText (ova)"}
+SHORT_MODES = {"teacher": "T", "student": "S", "kd": "KD"}  # column heads of the per-label table
 
 
 def paired_p_value(a, b) -> float | None:
@@ -224,7 +225,6 @@ def _per_label_table(results: dict) -> list[str]:
     return lines
 
 
-SHORT_MODES = {"teacher": "T", "student": "S", "kd": "KD"}
 CURVE_NAMES = {"teacher": "teacher (mean over its towers)", "student": "plain student", "kd": "KD student"}
 
 
