@@ -44,26 +44,40 @@ def teacher_cache_key(cfg: TrainConfig, feats) -> str:
     return digest.hexdigest()[:32]
 
 
-def load_cached_teacher(key: str) -> dict | None:
-    """A cached teacher result ({train,val,test}_logits and fit info), or None (missing or damaged)."""
-    base = cache_dir("teachers") / key
-    try:
-        with np.load(f"{base}.npz", allow_pickle=False) as arrays:
-            result = {name: arrays[name] for name in ("train_logits", "val_logits", "test_logits")}
-        result["fit"] = json.loads(Path(f"{base}.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, KeyError):
-        return None
-    return {**result, "cached": True}
+def teacher_dirs(out: Path) -> list[Path]:
+    """Where a fold's teacher is looked up and stored, in that order.
+
+    The run directory's own `teachers/` travels with it (a run copied to another machine, or committed,
+    resumes without retraining a finished teacher); the shared cache lets other runs with the same
+    teacher settings reuse it.
+    """
+    return [out / "teachers", cache_dir("teachers")]
 
 
-def save_cached_teacher(key: str, result: dict) -> None:
-    """Store a teacher's logits (.npz) and fit info (.json) atomically under the cache key."""
-    base = cache_dir("teachers") / key
-    base.parent.mkdir(parents=True, exist_ok=True)
-    tmp = base.with_name(f".{key}.tmp{os.getpid()}.npz")
-    np.savez(tmp, **{name: result[name] for name in ("train_logits", "val_logits", "test_logits")})
-    os.replace(tmp, f"{base}.npz")
-    write_json_atomic(Path(f"{base}.json"), result["fit"])
+def load_cached_teacher(key: str, dirs) -> dict | None:
+    """A stored teacher result ({train,val,test}_logits and fit info) from the first of `dirs` holding an
+    intact copy (its index is "found_in"), or None (missing or damaged everywhere)."""
+    for index, directory in enumerate(dirs):
+        base = Path(directory) / key
+        try:
+            with np.load(f"{base}.npz", allow_pickle=False) as arrays:
+                result = {name: arrays[name] for name in ("train_logits", "val_logits", "test_logits")}
+            result["fit"] = json.loads(Path(f"{base}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError, KeyError):
+            continue
+        return {**result, "cached": True, "found_in": index}
+    return None
+
+
+def save_cached_teacher(key: str, result: dict, dirs) -> None:
+    """Store a teacher's logits (.npz) and fit info (.json) atomically under the key in each of `dirs`."""
+    for directory in dirs:
+        base = Path(directory) / key
+        base.parent.mkdir(parents=True, exist_ok=True)
+        tmp = base.with_name(f".{key}.tmp{os.getpid()}.npz")
+        np.savez(tmp, **{name: result[name] for name in ("train_logits", "val_logits", "test_logits")})
+        os.replace(tmp, f"{base}.npz")
+        write_json_atomic(Path(f"{base}.json"), result["fit"])
 
 
 def test_scores(probs_val, y_val, probs_test, y_test, label_names, min_support, global_threshold=False) -> dict:
@@ -121,11 +135,12 @@ def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Pat
 
         start = time.perf_counter()
         key = teacher_cache_key(acfg, feats)
-        teacher = load_cached_teacher(key)
-        if teacher is None:  # cached at once: a run killed while the students train keeps its teacher
+        dirs = teacher_dirs(out)
+        teacher = load_cached_teacher(key, dirs)
+        if teacher is None:  # stored at once: a run killed while the students train keeps its teacher
             teacher = train_modes(acfg, feats, ("teacher",), progress)["teacher"]
-            teacher.update(test_logits=test_logits(teacher), cached=False)
-            save_cached_teacher(key, teacher)
+            teacher.update(test_logits=test_logits(teacher), cached=False, found_in=len(dirs))
+        save_cached_teacher(key, teacher, dirs[:teacher["found_in"]])  # the places that lack it
         results = train_modes(acfg, feats, ("student", "kd"), progress, teacher)
         kd_epochs = results["kd"]["fit"]["epochs_run"]
         same_budget_is_student = results["student"]["fit"]["epochs_run"] == kd_epochs

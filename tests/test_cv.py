@@ -65,6 +65,17 @@ def test_a_damaged_cache_entry_is_retrained(first, corpus_file, tmp_path, kdedge
     assert record["modes"]["teacher"]["tuned"] == first["modes"]["teacher"]["tuned"]  # same seed, same teacher
 
 
+def test_a_run_directory_keeps_its_teachers_without_the_shared_cache(first, corpus_file, tmp_path, monkeypatch):
+    out = tmp_path / "e"
+    _cv(corpus_file, out, kd_alpha=0.3)
+    assert len(list((out / "teachers").glob("*.npz"))) == 1
+    monkeypatch.setenv("KDEDGE_CACHE", str(tmp_path / "empty"))  # another machine: only the run directory came
+    (out / "folds" / "fold0_textcnn.json").unlink()  # the fold was killed after its teacher was stored
+    record = _cv(corpus_file, out, kd_alpha=0.3)
+    assert record["teacher_cached"] is True
+    assert record["modes"]["teacher"]["test_probs"] == first["modes"]["teacher"]["test_probs"]
+
+
 def test_same_budget_control_reuses_the_plain_student_that_ran_as_long_as_kd(first, corpus_file):
     from kdedge.cv import _fold_splits, same_budget_config
     from kdedge.data import load_dataset
