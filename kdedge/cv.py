@@ -248,6 +248,19 @@ def _run_folds_in_parallel(cfg, ds, fold_ids, folds, archs, group_by, out, basel
             future.result()  # re-raises a worker's error; finished folds stay on disk for a resume
 
 
+def input_hashes(data, vectors) -> dict:
+    """SHA-256 of the files a run reads (data, and pre-trained vectors if any): a resume must see the same ones.
+
+    Paths alone cannot tell: Word2Vec trained with several workers differs from run to run.
+    """
+    from kdedge_run.bundle import file_sha256
+
+    hashes = {"data_sha256": file_sha256(data)}
+    if vectors:
+        hashes["vectors_sha256"] = file_sha256(vectors)
+    return hashes
+
+
 def run_cv(cfg: TrainConfig, data: str, out: str, folds: int = 5, archs=("textcnn",), group_by=None,
            labels_file=None, baselines: bool = True, progress: bool = True, only_folds=None,
            skip_invalid: bool = False, jobs: int = 1) -> dict:
@@ -262,13 +275,19 @@ def run_cv(cfg: TrainConfig, data: str, out: str, folds: int = 5, archs=("textcn
     (out_path / "folds").mkdir(parents=True, exist_ok=True)
     ds = load_dataset(data, labels_file, skip_invalid=skip_invalid)
     settings = {"data": str(data), "folds": folds, "archs": list(archs), "group_by": group_by,
-                "config": cfg.to_dict(), "labels": ds.label_names}
+                "config": cfg.to_dict(), "labels": ds.label_names, "inputs": input_hashes(data, cfg.vectors)}
     settings_path = out_path / "cv.json"
     if settings_path.exists():
         previous = json.loads(settings_path.read_text(encoding="utf-8"))
         # settings added to kdedge after that run started count as their defaults
         previous["config"] = {**TrainConfig().to_dict(), **previous.get("config", {})}
-        same = {k: v for k, v in previous.items() if k != "archs"} == {k: v for k, v in settings.items() if k != "archs"}
+        for name, digest in previous.get("inputs", {}).items():  # runs made before hashes were kept have none
+            if digest != settings["inputs"].get(name):
+                raise ValueError(f"{settings_path}: the {name.removesuffix('_sha256')} file differs from the one "
+                                 f"this run started with (sha256 {digest[:16]}…); use that file or another --out")
+        compared = ("archs", "inputs")
+        same = ({k: v for k, v in previous.items() if k not in compared} ==
+                {k: v for k, v in settings.items() if k not in compared})
         if not same:
             raise ValueError(f"{settings_path}: this directory holds a run with other settings; use another --out")
         settings["archs"] = list(dict.fromkeys(previous["archs"] + list(archs)))

@@ -206,10 +206,23 @@ def test_resume_accepts_a_run_made_before_a_setting_existed(first, corpus_file, 
     _cv(corpus_file, out)
     settings = json.loads((out / "cv.json").read_text(encoding="utf-8"))
     del settings["config"]["pos_weight"]  # as written by a version without that option
+    del settings["inputs"]  # ... and without input hashes
     (out / "cv.json").write_text(json.dumps(settings), encoding="utf-8")
     assert _cv(corpus_file, out) == _fold(out)  # resumes (nothing to redo) instead of refusing
     with pytest.raises(ValueError, match="other settings"):
         _cv(corpus_file, out, pos_weight="sqrt")
+
+
+def test_resume_refuses_a_changed_input_file(first, corpus_file, tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text(Path(corpus_file).read_text(encoding="utf-8"), encoding="utf-8")
+    out = tmp_path / "h"
+    _cv(str(data), out)
+    assert json.loads((out / "cv.json").read_text(encoding="utf-8"))["inputs"]["data_sha256"]
+    lines = data.read_text(encoding="utf-8").splitlines(keepends=True)
+    data.write_text("".join(lines[1:] + lines[:1]), encoding="utf-8")  # same texts, same path, other order
+    with pytest.raises(ValueError, match="data file differs from the one this run started with"):
+        _cv(str(data), out)
 
 
 def test_pos_weight_changes_only_the_students(first, corpus_file, tmp_path):
