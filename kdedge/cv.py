@@ -261,6 +261,14 @@ def input_hashes(data, vectors) -> dict:
     return hashes
 
 
+def _without_inputs(settings: dict, hashed: bool) -> dict:
+    """Settings as a resume compares them: not the architectures; where files are hashed, not their paths."""
+    out = {k: v for k, v in settings.items() if k not in ("archs", "inputs") and not (hashed and k == "data")}
+    if hashed:
+        out["config"] = {k: v for k, v in out["config"].items() if k != "vectors"}
+    return out
+
+
 def run_cv(cfg: TrainConfig, data: str, out: str, folds: int = 5, archs=("textcnn",), group_by=None,
            labels_file=None, baselines: bool = True, progress: bool = True, only_folds=None,
            skip_invalid: bool = False, jobs: int = 1) -> dict:
@@ -281,13 +289,14 @@ def run_cv(cfg: TrainConfig, data: str, out: str, folds: int = 5, archs=("textcn
         previous = json.loads(settings_path.read_text(encoding="utf-8"))
         # settings added to kdedge after that run started count as their defaults
         previous["config"] = {**TrainConfig().to_dict(), **previous.get("config", {})}
-        for name, digest in previous.get("inputs", {}).items():  # runs made before hashes were kept have none
-            if digest != settings["inputs"].get(name):
-                raise ValueError(f"{settings_path}: the {name.removesuffix('_sha256')} file differs from the one "
-                                 f"this run started with (sha256 {digest[:16]}…); use that file or another --out")
-        compared = ("archs", "inputs")
-        same = ({k: v for k, v in previous.items() if k not in compared} ==
-                {k: v for k, v in settings.items() if k not in compared})
+        inputs = previous.get("inputs")  # runs made before hashes were kept have none: their paths must match
+        if inputs is not None:
+            for name in sorted(set(inputs) | set(settings["inputs"])):
+                if inputs.get(name) != settings["inputs"].get(name):
+                    kind = name.removesuffix("_sha256")
+                    raise ValueError(f"{settings_path}: the {kind} file differs from the one this run started with "
+                                     f"(sha256 {str(inputs.get(name))[:16]}…); use that file or another --out")
+        same = _without_inputs(previous, inputs is not None) == _without_inputs(settings, inputs is not None)
         if not same:
             raise ValueError(f"{settings_path}: this directory holds a run with other settings; use another --out")
         settings["archs"] = list(dict.fromkeys(previous["archs"] + list(archs)))

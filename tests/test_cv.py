@@ -223,6 +223,11 @@ def test_resume_refuses_a_changed_input_file(first, corpus_file, tmp_path):
     data.write_text("".join(lines[1:] + lines[:1]), encoding="utf-8")  # same texts, same path, other order
     with pytest.raises(ValueError, match="data file differs from the one this run started with"):
         _cv(str(data), out)
+    moved = tmp_path / "moved.jsonl"  # the same content under another path resumes (nothing to redo)
+    moved.write_text("".join(lines), encoding="utf-8")
+    before = (out / "folds" / "fold0_textcnn.json").stat().st_mtime_ns
+    _cv(str(moved), out)
+    assert (out / "folds" / "fold0_textcnn.json").stat().st_mtime_ns == before
 
 
 def test_pos_weight_changes_only_the_students(first, corpus_file, tmp_path):
