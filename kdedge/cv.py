@@ -54,9 +54,9 @@ def teacher_dirs(out: Path) -> list[Path]:
     return [out / "teachers", cache_dir("teachers")]
 
 
-def load_cached_teacher(key: str, dirs) -> dict | None:
-    """A stored teacher result ({train,val,test}_logits and fit info) from the first of `dirs` holding an
-    intact copy (its index is "found_in"), or None (missing or damaged everywhere)."""
+def load_cached_teacher(key: str, dirs) -> tuple[dict | None, int]:
+    """A stored teacher result ({train,val,test}_logits and fit info) and the index of the first of `dirs`
+    holding an intact copy; (None, len(dirs)) when it is missing or damaged everywhere."""
     for index, directory in enumerate(dirs):
         base = Path(directory) / key
         try:
@@ -65,8 +65,8 @@ def load_cached_teacher(key: str, dirs) -> dict | None:
             result["fit"] = json.loads(Path(f"{base}.json").read_text(encoding="utf-8"))
         except (OSError, ValueError, KeyError):
             continue
-        return {**result, "cached": True, "found_in": index}
-    return None
+        return {**result, "cached": True}, index
+    return None, len(dirs)
 
 
 def save_cached_teacher(key: str, result: dict, dirs) -> None:
@@ -136,11 +136,11 @@ def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Pat
         start = time.perf_counter()
         key = teacher_cache_key(acfg, feats)
         dirs = teacher_dirs(out)
-        teacher = load_cached_teacher(key, dirs)
+        teacher, found_in = load_cached_teacher(key, dirs)
         if teacher is None:  # stored at once: a run killed while the students train keeps its teacher
             teacher = train_modes(acfg, feats, ("teacher",), progress)["teacher"]
-            teacher.update(test_logits=test_logits(teacher), cached=False, found_in=len(dirs))
-        save_cached_teacher(key, teacher, dirs[:teacher["found_in"]])  # the places that lack it
+            teacher.update(test_logits=test_logits(teacher), cached=False)
+        save_cached_teacher(key, teacher, dirs[:found_in])  # the places that lack it
         results = train_modes(acfg, feats, ("student", "kd"), progress, teacher)
         kd_epochs = results["kd"]["fit"]["epochs_run"]
         same_budget_is_student = results["student"]["fit"]["epochs_run"] == kd_epochs
