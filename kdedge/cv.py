@@ -221,9 +221,14 @@ def _start_fold_worker(core_sets, log_level: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(len(cores))
 
 
+def usable_cores() -> list[int]:
+    """The CPU cores this process may run on (its affinity where the OS has one), sorted."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
 def split_cores(jobs: int) -> list[set[int]]:
     """This process's CPUs dealt into `jobs` disjoint, non-empty sets (round robin)."""
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    cores = usable_cores()
     if jobs > len(cores):
         raise ValueError(f"--jobs {jobs}: only {len(cores)} CPU cores are available to this process")
     return [set(cores[i::jobs]) for i in range(jobs)]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kdedge.config import make_config
-from kdedge.cv import run_cv
+from kdedge.cv import run_cv, usable_cores
 
 TINY = {"embedding_dim": 16, "w2v_epochs": 1, "segmenter": "char", "batch_size": 16, "epochs": 2, "patience": 2,
         "max_len": 16, "arch_params": {"filters": 8}}
@@ -97,10 +97,7 @@ def test_same_budget_control_reuses_the_plain_student_that_ran_as_long_as_kd(fir
     np.testing.assert_allclose(probs, np.array(modes["student"]["test_probs"]), atol=1e-5)
 
 
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-@pytest.mark.skipif(CORES < 2, reason="--jobs 2 needs two CPU cores for this process")
+@pytest.mark.skipif(len(usable_cores()) < 2, reason="--jobs 2 needs two CPU cores for this process")
 def test_parallel_folds_match_the_sequential_run(first, corpus_file, tmp_path):
     out = tmp_path / "parallel"
     run_cv(make_config(TINY), corpus_file, str(out), folds=3, baselines=False, progress=False, only_folds=[0, 1],
