@@ -7,6 +7,19 @@ import tempfile
 import numpy as np
 
 
+def lexical_tokens(cfg, texts: dict[str, list[str]]) -> dict[str, list[list[str]]]:
+    """Word tokens of each split's texts for the classic models: the run's segmenter, jieba for a char run.
+
+    The classic models' features are word + character n-grams by definition, so a character-level run
+    still gives them words (with the run's script conversion).
+    """
+    from kdedge.segment import Segmenter, resolve_convert
+
+    convert = resolve_convert(cfg.convert, texts["train"])
+    seg = Segmenter("jieba" if cfg.segmenter == "char" else cfg.segmenter, convert, cfg.jieba_hmm, cfg.ckip_model)
+    return {name: seg.segment(split_texts)["tokens"] for name, split_texts in texts.items()}
+
+
 def tfidf_lr(train_tokens, y_train, other_tokens: dict, c: float = 8.0, seed: int = 0) -> dict:
     """Fit on the training token lists; return {split: probabilities} for `other_tokens`' splits."""
     from scipy.sparse import hstack

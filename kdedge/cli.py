@@ -93,6 +93,18 @@ def training_options(func):
         click.option("--kd-alpha", help="Weight of the true labels in the KD loss; a list (0.25,0.5,0.75) is "
                      "searched on the validation split."),
         click.option("--kd-temperature", help="KD temperature; a list (1,2,4) is searched on the validation split."),
+        click.option("--teacher", type=click.Choice(["towers", "linear", "ensemble"]),
+                     help="towers: one network per label (the paper); linear: TF-IDF + one logistic regression "
+                     "per label (seconds); ensemble: both, calibrated and averaged. [default: linear]"),
+        click.option("--teacher-calibration", type=click.Choice(["none", "shift", "temperature", "platt"]),
+                     help="Per-label calibration of the teacher on the validation split before its outputs "
+                     "become soft targets (shift: its tuned threshold maps to 0.5). [default: shift]"),
+        click.option("--teacher-crossfit", type=int,
+                     help="K >= 2: soft targets on training texts come from K teachers that did not see them "
+                     "(out-of-fold); 0: off. [default: 0]"),
+        click.option("--kd-label-gate/--no-kd-label-gate", default=None,
+                     help="Labels where the teacher's validation F1 is below the plain student's learn from the "
+                     "true labels only. [default: on]"),
         click.option("--pos-weight", type=click.Choice(["none", "sqrt", "balanced"]),
                      help="Weight of positive labels in the students' BCE (sqrt: √(negatives/positives))."),
         click.option("--trainable-embeddings/--frozen-embeddings", default=None),
@@ -138,6 +150,8 @@ def train(data, out, config_file, labels_file, skip_invalid, force, quiet, **cli
 
     metrics = train_run(cfg, data, out, labels_file, force, skip_invalid, not quiet)
     click.echo(f"run written to {out}")
+    if "selected" in metrics:
+        click.echo(f"selected for export: the {metrics['selected']['mode']} student ({metrics['selected']['reason']})")
     click.echo(f"{'mode':<9} {'micro':>6} {'macro':>6} {'wtd':>6} {'subset':>6}   (validation; at 0.5 | tuned)")
     for mode, m in metrics["modes"].items():
         a, t = m["at_0.5"], m["tuned"]
@@ -214,8 +228,9 @@ def embed(corpus, out, segmenter, ckip_model, convert, dim, epochs, min_count, s
 @click.option("--quantize", type=click.Choice(["none", "int8", "fp16"]), default="none", show_default=True,
               help="int8: ONNX dynamic int8 / TFLite dynamic range; fp16: TFLite float16 (ONNX needs "
                    "onnxconverter-common). Sets the vectors' default dtype too.")
-@click.option("--model", "model_kind", type=click.Choice(["kd", "student"]), default="kd", show_default=True,
-              help="Which student of the run to export.")
+@click.option("--model", "model_kind", type=click.Choice(["kd", "student"]),
+              help="Which student of the run to export (default: the one `kdedge train --mode all` selected on "
+                   "its validation split, else kd).")
 @click.option("--thresholds", "thresholds_file", type=click.Path(),
               help='JSON {"label": threshold} replacing the tuned thresholds.')
 @click.option("--vectors-dtype", type=click.Choice(["float32", "float16", "int8"]),

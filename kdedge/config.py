@@ -45,10 +45,29 @@ class TrainConfig:
     # A list (CLI: "0.25,0.5,0.75") is a search: one KD student per (alpha, T) pair, the best on validation kept.
     kd_alpha: float | list = 0.5
     kd_temperature: float | list = 2.0
+    # the teacher and its soft targets (kdedge.teachers, kdedge.targets; measured in docs/results)
+    teacher: str = "linear"               # towers (paper: one network per label) | linear (TF-IDF + LR) | ensemble
+    teacher_calibration: str = "shift"    # none | shift | temperature | platt: per label, on the validation split
+    teacher_crossfit: int = 0             # K >= 2: the teacher's outputs on training texts are out-of-fold (K teachers)
+    kd_label_gate: bool = True            # labels where the teacher is weaker than the plain student learn from y only
     pos_weight: str = "none"              # none | sqrt | balanced: per-label weight of positives in the students' BCE
     # thresholds
     threshold_min_support: int = 3        # labels with fewer validation positives keep 0.5
     arch_params: dict = field(default_factory=dict)  # per-architecture overrides (see kdedge.models)
+
+    def __post_init__(self):
+        """Check the choices and ranges that do not need data, so a bad option fails before any training."""
+        from kdedge.targets import CALIBRATIONS
+        from kdedge.teachers import TEACHERS
+
+        for name, choices in (("teacher", TEACHERS), ("teacher_calibration", CALIBRATIONS),
+                              ("mode", ("teacher", "student", "kd", "all")),
+                              ("monitor", ("val_loss", "val_macro_f1")), ("pos_weight", ("none", "sqrt", "balanced"))):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"option {name} must be one of {', '.join(choices)}, not {getattr(self, name)!r}")
+        if self.teacher_crossfit == 1 or self.teacher_crossfit < 0:
+            raise ConfigError(f"option teacher_crossfit must be 0 (off) or at least 2, not {self.teacher_crossfit}")
+        self.kd_grid()
 
     def resolved_batch_size(self) -> int:
         """The batch size in force (paper: 32, gru_att 128)."""

@@ -18,9 +18,10 @@ from kdedge.evaluate import decide, scores, sigmoid, tune_thresholds
 from kdedge.folds import kfold, stratified_split
 
 log = logging.getLogger("kdedge")
-ROWS = ("teacher", "student", "student_same_budget", "kd")
+ROWS = ("teacher", "student", "student_same_budget", "kd", "selected")
 BASELINES = ("tfidf_lr", "fasttext")
-STUDENT_ONLY_SETTINGS = ("mode", "trainable_embeddings", "kd_alpha", "kd_temperature", "pos_weight")
+STUDENT_ONLY_SETTINGS = ("mode", "trainable_embeddings", "kd_alpha", "kd_temperature", "pos_weight",
+                         "teacher_calibration", "kd_label_gate")
 TEACHER_CACHE_VERSION = 1  # bump when the teacher's model or training changes
 
 
@@ -34,10 +35,15 @@ def teacher_cache_key(cfg: TrainConfig, feats) -> str:
 
     digest = hashlib.sha256()
     settings = {k: v for k, v in cfg.to_dict().items() if k not in STUDENT_ONLY_SETTINGS}
+    for name, before in (("teacher", "towers"), ("teacher_crossfit", 0)):  # keys of teachers cached before these
+        if settings[name] == before:                                       # settings existed stay valid
+            del settings[name]
     identity = {"version": TEACHER_CACHE_VERSION, "config": settings, "batch_size": cfg.resolved_batch_size()}
     if cfg.arch in TOWERED:
         identity["implementation"] = "tower-batched"
     digest.update(json.dumps(identity, sort_keys=True).encode())
+    if cfg.teacher != "towers":  # a linear teacher reads the texts themselves, not only their ids
+        digest.update(json.dumps(feats.texts, ensure_ascii=False, sort_keys=True).encode())
     for array in (feats.table, *(feats.x[s] for s in ("train", "val", "test")),
                   *(feats.y[s] for s in ("train", "val", "test"))):
         digest.update(str(array.shape).encode() + np.ascontiguousarray(array).tobytes())
@@ -117,7 +123,7 @@ def same_budget_config(cfg: TrainConfig, kd_epochs: int) -> TrainConfig:
 def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Path, baselines, progress) -> None:
     """Train every architecture (and the baselines) on fold `k`; write one JSON per result."""
     from kdedge.distill import predict_logits
-    from kdedge.train import featurize, train_modes
+    from kdedge.train import featurize, select_student, train_modes
 
     _, train_i, val_i, test_i = _fold_splits(ds, folds, cfg.seed, group_by, k, cfg.val_split)
     splits = {"train": ds.subset(train_i), "val": ds.subset(val_i), "test": ds.subset(test_i)}
@@ -139,7 +145,9 @@ def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Pat
         teacher, found_in = load_cached_teacher(key, dirs)
         if teacher is None:  # stored at once: a run killed while the students train keeps its teacher
             teacher = train_modes(acfg, feats, ("teacher",), progress)["teacher"]
-            teacher.update(test_logits=test_logits(teacher), cached=False)
+            if "test_logits" not in teacher:  # a network teacher predicts the test fold now
+                teacher["test_logits"] = test_logits(teacher)
+            teacher["cached"] = False
         save_cached_teacher(key, teacher, dirs[:found_in])  # the places that lack it
         results = train_modes(acfg, feats, ("student", "kd"), progress, teacher)
         kd_epochs = results["kd"]["fit"]["epochs_run"]
@@ -149,6 +157,8 @@ def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Pat
         else:
             budget_cfg = same_budget_config(acfg, kd_epochs)
             results["student_same_budget"] = train_modes(budget_cfg, feats, ("student",), progress)["student"]
+        selected = select_student(results, acfg.monitor)
+        results["selected"] = results[selected["mode"]]
         for res in results.values():
             if "test_logits" not in res:  # the teacher's is computed (or cached) already
                 res["test_logits"] = test_logits(res)
@@ -162,20 +172,19 @@ def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Pat
                               feats.y["test"], ds.label_names, cfg.threshold_min_support),
                 "epochs_run": res["fit"]["epochs_run"], "best_epoch": res["fit"]["best_epoch"],
                 "seconds": res["fit"]["seconds"], "history": res["fit"]["history"]}
-        record["modes"]["kd"].update({k: results["kd"][k] for k in ("alpha", "temperature", "search")})
+        record["modes"]["kd"].update({k: results["kd"][k] for k in ("alpha", "temperature", "search", "targets")})
+        record["modes"]["teacher"].update({k: teacher["fit"][k] for k in ("kind", "crossfit", "validation",
+                                                                           "components") if k in teacher["fit"]})
         record["modes"]["student_same_budget"]["is_plain_student"] = same_budget_is_student
+        record["modes"]["selected"].update(mode=selected["mode"], reason=selected["reason"])
         record["test_truth"] = feats.y["test"].astype(int).tolist()
         write_json_atomic(path, record)
         log.info("fold %d %s done in %.0f s", k, arch, record["seconds"])
     path = out / "folds" / f"fold{k}_baselines.json"
     if baselines and not path.exists():
-        from kdedge.baselines import fasttext_ova, tfidf_lr
-        from kdedge.segment import Segmenter, resolve_convert
+        from kdedge.baselines import fasttext_ova, lexical_tokens, tfidf_lr
 
-        convert = resolve_convert(cfg.convert, splits["train"].texts)
-        # the baselines' definition is word + character n-grams: a char-level run still gives them words
-        seg = Segmenter("jieba" if cfg.segmenter == "char" else cfg.segmenter, convert, cfg.jieba_hmm, cfg.ckip_model)
-        toks = {name: seg.segment(s.texts)["tokens"] for name, s in splits.items()}
+        toks = lexical_tokens(cfg, {name: s.texts for name, s in splits.items()})
         record = {"fold": k, "modes": {}}
         y = {name: s.targets() for name, s in splits.items()}
         for name in BASELINES:

@@ -37,18 +37,19 @@ def positive_weights(y: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(f"pos_weight must be none, sqrt or balanced, not {kind!r}")
 
 
-def kd_loss(y_true, teacher_soft, student_logits, alpha: float, temperature: float, pos_weight=1.0):
+def kd_loss(y_true, teacher_soft, student_logits, alpha, temperature: float, pos_weight=1.0):
     """α·BCE_w(y, σ(z_s)) + (1−α)·T²·BCE(σ(z_t/T), σ(z_s/T)), averaged over labels and texts.
 
-    `teacher_soft` is σ(z_t/T), computed once from the teacher's logits; `pos_weight` weights the
-    positive true labels only.
+    `teacher_soft` is σ(z_t/T), computed once from the teacher's (calibrated) logits; `alpha` is a
+    scalar or one weight per label (1 = that label learns from the true label only); `pos_weight`
+    weights the positive true labels only.
     """
     hard = bce_with_logits(y_true, student_logits, pos_weight)
     soft = bce_with_logits(teacher_soft, student_logits / temperature)
     return ops.mean(alpha * hard + (1.0 - alpha) * temperature ** 2 * soft)
 
 
-def make_kd_loss(n_labels: int, alpha: float, temperature: float, pos_weight=1.0):
+def make_kd_loss(n_labels: int, alpha, temperature: float, pos_weight=1.0):
     """A Keras loss over packed targets `[y | σ(z_t/T)]` (2·n_labels columns)."""
     def loss(packed, logits):
         return kd_loss(packed[:, :n_labels], packed[:, n_labels:], logits, alpha, temperature, pos_weight)

@@ -12,6 +12,7 @@ ROW_NAMES = {"teacher": "Binary Optimization (Teacher)",
              "student": "Standalone Multi-label Classifier (Student)",
              "student_same_budget": "Standalone, same budget as KD",
              "kd": "Knowledge Distillation (Teacher + Student)",
+             "selected": "Selected on validation (KD or plain student)",
              "tfidf_lr": "TF-IDF + one-vs-rest LR", "fasttext": "fastText (ova)"}
 SHORT_MODES = {"teacher": "T", "student": "S", "kd": "KD"}  # column heads of the per-label table
 
@@ -64,7 +65,8 @@ def summarise(out: Path) -> dict:
         records.sort(key=lambda r: r["fold"])
         target = results["baselines"] if arch == "baselines" else results["architectures"].setdefault(arch, {})
         entry = {} if arch == "baselines" else target
-        for mode in records[0]["modes"]:
+        modes = [m for m in records[0]["modes"] if all(m in r["modes"] for r in records)]  # older folds lack some
+        for mode in modes:
             entry[mode] = {view: {m: _mean_std([r["modes"][mode][view][m] for r in records]) for m in METRICS}
                            for view in ("at_0.5", "tuned")}
             entry[mode]["per_label_f1"] = {lab: float(np.mean([r["modes"][mode]["tuned"]["per_label_f1"][lab]
@@ -73,7 +75,7 @@ def summarise(out: Path) -> dict:
         if arch == "baselines":
             results["baselines"] = entry
             continue
-        for mode in records[0]["modes"]:
+        for mode in modes:
             entry[mode]["learning_curve"] = learning_curve([r["modes"][mode]["history"] for r in records],
                                                            settings["config"]["monitor"])
         entry["seconds"] = float(sum(r["seconds"] for r in records))
@@ -82,6 +84,9 @@ def summarise(out: Path) -> dict:
                                  "temperature": r["modes"]["kd"].get("temperature"),
                                  "searched": len(r["modes"]["kd"].get("search") or [None])} for r in records]
         entry["kd_vs_student"] = _kd_deltas(records, labels)
+        if "selected" in entry:
+            entry["selected_vs_student"] = _kd_deltas(records, labels, "selected")
+        entry["teacher_summary"] = _teacher_summary(records, labels)
     truth = {r["fold"]: np.asarray(r["test_truth"]) for arch, records in by_arch.items() if arch != "baselines"
              for r in records}  # the same test fold for every architecture
     results["test_support"] = {lab: int(sum(y[:, j].sum() for y in truth.values())) for j, lab in enumerate(labels)}
@@ -117,25 +122,39 @@ def _kd_vs_baselines(records, baseline_records) -> dict:
     return out
 
 
-def _kd_deltas(records, labels) -> dict:
-    """KD − the stronger plain student (by mean tuned macro-F1), per view, with p-values."""
+def _teacher_summary(records, labels) -> dict:
+    """The teacher's kind and cost against a student's, and per label how many folds' KD students it taught."""
+    teacher = [r["modes"]["teacher"] for r in records]
+    student_seconds = [r["modes"]["student"]["seconds"] for r in records]
+    gates = [r["modes"]["kd"].get("targets", {}).get("gate") for r in records]
+    return {"kind": teacher[0].get("kind", "towers"),
+            "calibration": (records[0]["modes"]["kd"].get("targets") or {}).get("calibration", {}).get("method", "none"),
+            "seconds": float(np.mean([t["seconds"] for t in teacher])),
+            "student_seconds": float(np.mean(student_seconds)),
+            "taught_folds": {lab: sum(bool(g["teach"][j]) for g in gates if g) for j, lab in enumerate(labels)}
+            if any(gates) else None}
+
+
+def _kd_deltas(records, labels, mode: str = "kd") -> dict:
+    """`mode` (the KD or the selected student) − the stronger plain student (by mean macro-F1), per view,
+    with p-values."""
     out = {}
     for view in ("at_0.5", "tuned"):
         candidates = [m for m in ("student", "student_same_budget") if m in records[0]["modes"]]
         best = max(candidates, key=lambda m: np.mean([r["modes"][m][view]["macro_f1"] for r in records]))
         y = np.concatenate([np.asarray(r["test_truth"]) for r in records])
         preds = {}
-        for mode in (best, "kd"):
-            preds[mode] = np.concatenate([decide(np.asarray(r["modes"][mode]["test_probs"]),
-                                                 0.5 if view == "at_0.5" else r["modes"][mode]["thresholds"])
+        for name in (best, mode):
+            preds[name] = np.concatenate([decide(np.asarray(r["modes"][name]["test_probs"]),
+                                                 0.5 if view == "at_0.5" else r["modes"][name]["thresholds"])
                                           for r in records])
         out[view] = {"against": best, "metrics": {}}
         for m in METRICS:
-            kd = [r["modes"]["kd"][view][m] for r in records]
+            ours = [r["modes"][mode][view][m] for r in records]
             st = [r["modes"][best][view][m] for r in records]
             out[view]["metrics"][m] = {
-                "delta": float(np.mean(kd) - np.mean(st)), "p_fold_paired_t": paired_p_value(kd, st),
-                "p_randomization": randomization_p_value(y, preds["kd"], preds[best], m, labels, rounds=1000)}
+                "delta": float(np.mean(ours) - np.mean(st)), "p_fold_paired_t": paired_p_value(ours, st),
+                "p_randomization": randomization_p_value(y, preds[mode], preds[best], m, labels, rounds=1000)}
     return out
 
 
@@ -163,7 +182,7 @@ def render_markdown(results: dict) -> str:
         lines += [f"## {title}", "", "| architecture | model | micro-F1 | macro-F1 | weighted-F1 | subset acc | folds |",
                   "|---|---|---|---|---|---|---|"]
         for arch, entry in results["architectures"].items():
-            for mode in ("teacher", "student", "student_same_budget", "kd"):
+            for mode in ("teacher", "student", "student_same_budget", "kd", "selected"):
                 if mode in entry:
                     cells = " | ".join(_fmt(entry[mode][view][m]) for m in METRICS)
                     lines.append(f"| {arch} | {ROW_NAMES[mode]} | {cells} | {len(entry[mode]['folds'])} |")
@@ -174,10 +193,13 @@ def render_markdown(results: dict) -> str:
                   "over pooled test texts):", "", "| architecture | vs | " + " | ".join(METRICS) + " |",
                   "|---|---|" + "---|" * len(METRICS)]
         for arch, entry in results["architectures"].items():
-            d = entry["kd_vs_student"][view]
-            cells = " | ".join(f"{100 * d['metrics'][m]['delta']:+.1f} (p={_p(d['metrics'][m]['p_fold_paired_t'])}"
-                               f"/{d['metrics'][m]['p_randomization']:.3f})" for m in METRICS)
-            lines.append(f"| {arch} | {d['against']} | {cells} |")
+            for key, name in (("kd_vs_student", ""), ("selected_vs_student", " (selected)")):
+                if key not in entry:
+                    continue
+                d = entry[key][view]
+                cells = " | ".join(f"{100 * d['metrics'][m]['delta']:+.1f} (p={_p(d['metrics'][m]['p_fold_paired_t'])}"
+                                   f"/{d['metrics'][m]['p_randomization']:.3f})" for m in METRICS)
+                lines.append(f"| {arch}{name} | {d['against']} | {cells} |")
         lines.append("")
     lines += ["## KD student − baselines (tuned thresholds, same folds)", "",
               "| architecture | baseline | " + " | ".join(METRICS) + " | folds |", "|---|---|" + "---|" * (len(METRICS) + 1)]
@@ -191,6 +213,15 @@ def render_markdown(results: dict) -> str:
     lines += [f"| {a} | " + ", ".join(f"fold {k['fold']}: ({k['alpha']:g}, {k['temperature']:g}) of {k['searched']}"
                                      if k["alpha"] is not None else f"fold {k['fold']}: config"
                                      for k in e["kd_settings"]) + " |" for a, e in results["architectures"].items()]
+    lines += ["", "## Teachers", "", "Mean seconds per fold; taught: in how many folds the per-label gate let the "
+              "teacher teach each label (its validation F1 ≥ the plain student's).", "",
+              "| architecture | teacher | calibration | teacher s | student s | teacher ÷ student | taught |",
+              "|---|---|---|---|---|---|---|"]
+    for a, e in results["architectures"].items():
+        t = e["teacher_summary"]
+        taught = ", ".join(f"{lab} {n}" for lab, n in t["taught_folds"].items()) if t["taught_folds"] else "all (no gate)"
+        lines.append(f"| {a} | {t['kind']} | {t['calibration']} | {t['seconds']:.0f} | {t['student_seconds']:.0f} | "
+                     f"{t['seconds'] / max(t['student_seconds'], 1e-9):.2f} | {taught} |")
     lines += ["", "## Wall time", "",
               "Sum over folds of each fold's seconds (teacher and every student trained for it). Folds run "
               "with `--jobs` overlap, so this can exceed the elapsed time.", "",

@@ -15,7 +15,7 @@ from kdedge import __version__
 from kdedge.config import TrainConfig
 from kdedge.data import Dataset, load_dataset
 from kdedge.embed import Vocabulary, embedding_matrix, load_vectors, train_word2vec
-from kdedge.evaluate import evaluate_logits, sigmoid
+from kdedge.evaluate import evaluate_logits
 from kdedge.files import commit_dir, staging_dir, write_json
 from kdedge.folds import stratified_split
 from kdedge.segment import Segmenter, resolve_convert, write_dictionary
@@ -36,6 +36,7 @@ class Features:
     vocab: Vocabulary
     table: np.ndarray
     input_spec: dict
+    texts: dict = field(default_factory=dict)      # split → raw texts
     tokens: dict = field(default_factory=dict)     # split → token lists
     x: dict = field(default_factory=dict)          # split → id arrays
     y: dict = field(default_factory=dict)          # split → 0/1 targets
@@ -79,7 +80,8 @@ def featurize(cfg: TrainConfig, splits: dict[str, Dataset], wv=None) -> Features
         wv = train_word2vec(tokens["train"], cfg.embedding_dim, cfg.w2v_epochs, cfg.seed)
     table, table_report = embedding_matrix(vocab, wv, cfg.embedding_dim, cfg.seed)
     spec = input_spec_for(cfg)
-    feats = Features(splits["train"].label_names, segmenter, seg["dictionary"], vocab, table, spec, tokens, wv=wv)
+    feats = Features(splits["train"].label_names, segmenter, seg["dictionary"], vocab, table, spec,
+                     {name: ds.texts for name, ds in splits.items()}, tokens, wv=wv)
     for name, ds in splits.items():
         ids = [tokens_to_ids(toks, vocab.index, spec) for toks in tokens[name]]
         feats.x[name] = np.stack([i for i, _ in ids]).astype(np.int32)
@@ -99,12 +101,13 @@ def _seed(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False, teacher: dict | None = None) -> dict:
-    """Train the requested modes on `feats.x["train"]`, selecting epochs on `feats.x["val"]`.
+def train_network(cfg: TrainConfig, feats: Features, role: str, progress: bool = False, rows=None,
+                  predict_rows=None, kd=None) -> dict:
+    """Train one network (`role` teacher | student | kd) on the training texts, selecting epochs on validation.
 
-    Returns {mode: {"model", "val_logits", "fit"}}; `kd` trains the teacher first unless `teacher` (a
-    previous result with "train_logits") is given. With several (alpha, T) pairs in `cfg.kd_grid()` one KD
-    student is trained per pair and the best on the validation criterion is kept (`kd["search"]` lists all).
+    `rows` restricts training to those training rows and `predict_rows` adds their logits as
+    "held_logits" (cross-fitting); `kd` = (per-label α, T, soft targets of every training row) for the KD
+    student. Returns {"model", "fit", "trim", "val_logits"} (+ "train_logits" for a teacher on all rows).
     """
     from tqdm.auto import tqdm
 
@@ -113,50 +116,107 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
     from kdedge.models import arch_params, build_classifier, is_hierarchical
     from kdedge.towers import TOWERED, build_teacher, tower_groups
 
+    _seed(cfg.seed)
     params = arch_params(cfg.arch, cfg.arch_params)
     n = len(feats.label_names)
-    id_shape = feats.x["train"].shape[1:]
+    rows = np.arange(len(feats.x["train"])) if rows is None else np.asarray(rows)
+    x, y = feats.x["train"][rows], feats.y["train"][rows]
+    id_shape = x.shape[1:]
+    towered = role == "teacher" and cfg.arch in TOWERED   # tower-batched teacher (textcnn: separate towers)
+    bucket = towered and not is_hierarchical(cfg.arch)      # any-length input: trimmed, length-bucketed batches
+    model = (build_teacher(cfg.arch, id_shape, feats.table, n, params, cfg.dropout) if towered else
+             build_classifier(cfg.arch, id_shape, feats.table, n, params, cfg.dropout,
+                              cfg.trainable_embeddings and role != "teacher", n if role == "teacher" else 0))
     pos_weight = positive_weights(feats.y["train"], cfg.pos_weight)  # students only
+    desc = f"{cfg.arch} {role}"
+    if role == "teacher":
+        groups = tower_groups(model, n) if towered else teacher_groups(model, n)
+        loss, targets = teacher_loss, y
+    elif role == "student":
+        loss, groups, targets = make_hard_loss(pos_weight), student_groups(model, n), y
+    else:
+        alphas, temperature, soft = kd
+        loss = make_kd_loss(n, alphas, temperature, pos_weight)
+        groups, targets = student_groups(model, n), np.concatenate([y, soft[rows]], axis=1)
+        desc += f" T={temperature:g}"
+    bar = tqdm(total=cfg.epochs, desc=desc, leave=False, disable=not progress)
+    info = fit(model, x, targets, feats.x["val"], feats.y["val"], loss, groups, cfg, bar, bucket)
+    bar.close()
+    log.info("%s: %d epochs, %.1f s, best validation %s %.4f", desc, info["epochs_run"], info["seconds"],
+             cfg.monitor, abs(info["best_value"][0]) if cfg.monitor.endswith("f1") else info["best_value"][0])
+    result = {"model": model, "fit": info, "trim": bucket,  # trim: the model takes trimmed batches
+              "val_logits": predict_logits(model, feats.x["val"], trim=bucket)}
+    if role == "teacher" and len(rows) == len(feats.x["train"]):
+        result["train_logits"] = predict_logits(model, feats.x["train"], trim=bucket)
+    if predict_rows is not None:
+        result["held_logits"] = predict_logits(model, feats.x["train"][predict_rows], trim=bucket)
+    return result
+
+
+def train_kd(cfg: TrainConfig, feats: Features, teacher: dict, student: dict | None, progress: bool = False) -> dict:
+    """The KD student: teacher logits calibrated on validation (`cfg.teacher_calibration`), gated per label
+    against the plain student (`cfg.kd_label_gate`, when one is given), one student per (α, T) of
+    `cfg.kd_grid()`; the best on the validation criterion is kept, with the search and the targets' record."""
+    from kdedge.targets import fit_calibration, label_alphas, label_gate, soft_targets
+
+    y_val, min_support = feats.y["val"], cfg.threshold_min_support
+    calibration = fit_calibration(cfg.teacher_calibration, teacher["val_logits"], y_val, min_support)
+    gate = None
+    if cfg.kd_label_gate and student is not None:
+        gate = label_gate(calibration.apply(teacher["val_logits"]), student["val_logits"], y_val, min_support)
+        taught = [name for name, t in zip(feats.label_names, gate["teach"]) if t]
+        log.info("KD teaches %d of %d labels (the teacher's validation F1 ≥ the plain student's): %s",
+                 len(taught), len(feats.label_names), ", ".join(taught) or "none")
+    best, search = None, []
+    for alpha, temperature in cfg.kd_grid():
+        alphas = label_alphas(alpha, gate["teach"]) if gate is not None else np.float32(alpha)
+        soft = soft_targets(teacher["train_logits"], calibration, temperature)
+        res = train_network(cfg, feats, "kd", progress, kd=(alphas, temperature, soft))
+        trial = {"alpha": alpha, "temperature": temperature, "criterion": res["fit"]["best_value"][0],
+                 "epochs_run": res["fit"]["epochs_run"], "seconds": res["fit"]["seconds"]}
+        search.append(trial)
+        if best is None or trial["criterion"] < best["criterion"]:
+            best = {**res, "alpha": alpha, "temperature": temperature, "criterion": trial["criterion"]}
+    best["search"] = search
+    best["targets"] = {"calibration": calibration.to_dict(), "crossfit": cfg.teacher_crossfit,
+                       "gate": None if gate is None else {
+                           "teach": [bool(t) for t in gate["teach"]],
+                           "teacher_f1": [round(float(v), 4) for v in gate["teacher_f1"]],
+                           "student_f1": [round(float(v), 4) for v in gate["student_f1"]]}}
+    return best
+
+
+def select_student(results: dict, monitor: str) -> dict | None:
+    """Which student to ship: the KD or the plain student, whichever has the better validation criterion
+    (the one epochs were selected on; a tie goes to KD). None unless both were trained."""
+    if "student" not in results or "kd" not in results:
+        return None
+    values = {m: results[m]["fit"]["best_value"][0] for m in ("student", "kd")}
+    mode = "kd" if values["kd"] <= values["student"] else "student"
+    shown = {m: (-v if monitor.endswith("f1") else v) for m, v in values.items()}
+    name = monitor.removeprefix("val_").replace("_", "-")
+    reason = (f"validation {name}: KD student {shown['kd']:.4f}, plain student {shown['student']:.4f}"
+              + ("" if mode == "kd" else " (the teacher did not help on this split)"))
+    return {"mode": mode, "criterion": monitor, "values": {m: round(float(v), 6) for m, v in shown.items()},
+            "reason": reason}
+
+
+def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False, teacher: dict | None = None) -> dict:
+    """Train the requested modes on `feats.x["train"]`, selecting epochs on `feats.x["val"]`.
+
+    Returns {mode: result}; `kd` trains the teacher first unless `teacher` (a previous result with
+    "train_logits" and "val_logits") is given, and uses the plain student (for its per-label gate) when
+    it is trained too.
+    """
+    from kdedge.teachers import train_teacher
+
     out: dict = {"teacher": teacher} if teacher is not None else {}
-    wanted = [m for m in MODES if (m in modes or (m == "teacher" and "kd" in modes)) and m not in out]
-    for mode in wanted:
-        for alpha, temperature in (cfg.kd_grid() if mode == "kd" else [(None, None)]):
-            _seed(cfg.seed)
-            towers = n if mode == "teacher" else 0
-            towered = mode == "teacher" and cfg.arch in TOWERED  # tower-batched teacher (textcnn: separate towers)
-            bucket = towered and not is_hierarchical(cfg.arch)   # any-length input: trimmed, length-bucketed batches
-            model = (build_teacher(cfg.arch, id_shape, feats.table, n, params, cfg.dropout) if towered else
-                     build_classifier(cfg.arch, id_shape, feats.table, n, params, cfg.dropout,
-                                      cfg.trainable_embeddings and not towers, towers))
-            if mode == "teacher":
-                groups = tower_groups(model, n) if towered else teacher_groups(model, n)
-                loss, targets = teacher_loss, feats.y["train"]
-            elif mode == "student":
-                loss, groups, targets = make_hard_loss(pos_weight), student_groups(model, n), feats.y["train"]
-            else:
-                soft = sigmoid(out["teacher"]["train_logits"] / temperature).astype(np.float32)
-                loss = make_kd_loss(n, alpha, temperature, pos_weight)
-                groups, targets = student_groups(model, n), np.concatenate([feats.y["train"], soft], axis=1)
-            desc = f"{cfg.arch} {mode}" + (f" a={alpha:g} T={temperature:g}" if mode == "kd" else "")
-            bar = tqdm(total=cfg.epochs, desc=desc, leave=False, disable=not progress)
-            info = fit(model, feats.x["train"], targets, feats.x["val"], feats.y["val"], loss, groups, cfg, bar, bucket)
-            bar.close()
-            log.info("%s: %d epochs, %.1f s, best validation %s %.4f", desc, info["epochs_run"], info["seconds"],
-                     cfg.monitor, info["best_value"][0])
-            if mode == "kd":
-                trial = {"alpha": alpha, "temperature": temperature, "criterion": info["best_value"][0],
-                         "epochs_run": info["epochs_run"], "seconds": info["seconds"]}
-                search = out.get("kd", {}).get("search", []) + [trial]
-                if "kd" in out and out["kd"]["criterion"] <= trial["criterion"]:
-                    out["kd"]["search"] = search
-                    continue
-            result = {"model": model, "fit": info, "trim": bucket,  # trim: the model takes trimmed batches
-                      "val_logits": predict_logits(model, feats.x["val"], trim=bucket)}
-            if mode == "teacher":
-                result["train_logits"] = predict_logits(model, feats.x["train"], trim=bucket)
-            if mode == "kd":
-                result.update(search=search, alpha=alpha, temperature=temperature, criterion=trial["criterion"])
-            out[mode] = result
+    if "teacher" not in out and ("teacher" in modes or "kd" in modes):
+        out["teacher"] = train_teacher(cfg, feats, progress)
+    if "student" in modes:
+        out["student"] = train_network(cfg, feats, "student", progress)
+    if "kd" in modes:
+        out["kd"] = train_kd(cfg, feats, out["teacher"], out.get("student"), progress)
     return out
 
 
@@ -196,7 +256,8 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
         (tmp / "predictions").mkdir()
         history = {}
         for mode, res in results.items():
-            res["model"].save(tmp / f"{mode}.keras")
+            if res["model"] is not None:  # a linear teacher is not a network: its logits are kept
+                res["model"].save(tmp / f"{mode}.keras")
             np.save(tmp / "predictions" / f"val_{mode}.npy", res["val_logits"])
             metrics["modes"][mode] = {
                 **evaluate_logits(res["val_logits"], feats.y["val"], feats.label_names,
@@ -205,10 +266,19 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
                 "seconds": round(res["fit"]["seconds"], 2), "train_seconds": round(res["fit"]["train_seconds"], 2),
                 "validation_seconds": round(res["fit"]["validation_seconds"], 2)}
             if mode == "kd":
-                metrics["modes"]["kd"].update({k: res[k] for k in ("alpha", "temperature", "search")})
+                metrics["modes"]["kd"].update({k: res[k] for k in ("alpha", "temperature", "search", "targets")})
+            if mode == "teacher":
+                metrics["modes"]["teacher"].update({k: res["fit"][k] for k in ("kind", "crossfit", "validation")
+                                                    if k in res["fit"]})
+                if "components" in res["fit"]:
+                    metrics["modes"]["teacher"]["components"] = res["fit"]["components"]
             history[mode] = res["fit"]["history"]
             log.info("%s: %s", mode, {k: round(v, 4) for k, v in metrics["modes"][mode]["at_0.5"].items()
                                       if isinstance(v, float)})
+        selected = select_student(results, cfg.monitor)
+        if selected is not None:
+            metrics["selected"] = selected
+            log.info("selected for export: %s student (%s)", selected["mode"], selected["reason"])
         if "teacher" in results and "student" in results:
             metrics["teacher_to_student_time"] = round(results["teacher"]["fit"]["seconds"]
                                                        / results["student"]["fit"]["seconds"], 2)

@@ -12,9 +12,9 @@ from .errors import ExportError
 __all__ = ["export_run", "ExportError"]
 
 
-def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", model: str = "kd",
+def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", model: str | None = None,
                vectors_dtype: str | None = None, force: bool = False, thresholds_file=None, log=None) -> dict:
-    """Export a run's distilled (`model="kd"`) or plain student as a bundle; returns the manifest.
+    """Export a run's selected (default), distilled (`model="kd"`) or plain student as a bundle; returns the manifest.
 
     See `kdedge_export.exporter.export_run` for the arguments.
     """

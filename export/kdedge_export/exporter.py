@@ -42,10 +42,11 @@ def _formats(formats) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in wanted)
 
 
-def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", model: str = "kd",
+def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", model: str | None = None,
                vectors_dtype: str | None = None, force: bool = False, thresholds_file=None,
                log: Callable[[str], None] | None = None) -> dict:
-    """Export the `model` ("kd" or "student") of the run at `run_dir` as a bundle at `out_dir`.
+    """Export the `model` ("kd" or "student"; None: the one the run selected) of the run at `run_dir` as a
+    bundle at `out_dir`.
 
     `formats`: "onnx", "tflite" or "all" (or a sequence of them). `quantize`: "none", "int8" (ONNX
     dynamic int8, TFLite dynamic-range) or "fp16" (TFLite float16; ONNX only with onnxconverter-common).

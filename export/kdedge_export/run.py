@@ -56,13 +56,27 @@ def _read_json(path: Path):
         raise ExportError(f"{path}: cannot read: {e}") from None
 
 
-def load_run(run_dir, model_kind: str = "kd") -> Run:
-    """Check and read the run directory; raises ExportError naming the missing or bad file."""
-    if model_kind not in MODEL_KINDS:
-        raise ExportError(f"--model must be one of {', '.join(MODEL_KINDS)}, not {model_kind!r}")
+def selected_model(root: Path, metrics) -> str:
+    """The student the run selected on its validation split (metrics.json "selected"), else "kd"."""
+    selected = metrics.get("selected") if isinstance(metrics, dict) else None
+    mode = selected.get("mode") if isinstance(selected, dict) else None
+    if mode is None:
+        return "kd"
+    if mode not in MODEL_KINDS:
+        raise ExportError(f"{root / 'metrics.json'}: 'selected' names {mode!r}, not one of {', '.join(MODEL_KINDS)}")
+    return mode
+
+
+def load_run(run_dir, model_kind: str | None = None) -> Run:
+    """Check and read the run directory (`model_kind` None: the student the run selected); raises ExportError
+    naming the missing or bad file."""
     root = Path(run_dir)
     if not root.is_dir():
         raise ExportError(f"{root}: no such run directory")
+    metrics = _read_json(root / "metrics.json") if (root / "metrics.json").is_file() else {}
+    model_kind = selected_model(root, metrics) if model_kind is None else model_kind
+    if model_kind not in MODEL_KINDS:
+        raise ExportError(f"--model must be one of {', '.join(MODEL_KINDS)}, not {model_kind!r}")
     config = _read_json(root / "config.json")
     for key in ("config", "labels", "input", "segmenter"):
         if key not in config:
@@ -101,7 +115,6 @@ def load_run(run_dir, model_kind: str = "kd") -> Run:
     if logits.shape != (len(texts), len(labels)):
         raise ExportError(f"{root}/predictions/val_{model_kind}.npy: shape {list(logits.shape)}, expected "
                           f"[{len(texts)} validation texts, {len(labels)} labels]")
-    metrics = _read_json(root / "metrics.json") if (root / "metrics.json").is_file() else {}
     return Run(root, config, model_kind, labels, texts, tokens, np.stack(rows), logits.astype(np.float64), metrics)
 
 
