@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 
 import numpy as np
@@ -10,6 +11,7 @@ from .bundle import Bundle, BundleError
 from .text import input_shape
 
 ONNX_BATCH = 64
+BATCH_INPUT_FLOATS = 1 << 24  # an ONNX batch holds at most this many input floats (64 MiB)
 _MODULES = {"onnx": "onnxruntime", "tflite": "ai_edge_litert"}
 _INSTALL = {"onnx": "pip install onnxruntime", "tflite": "pip install 'kdedge-run[tflite]'"}
 
@@ -20,8 +22,11 @@ class OnnxBackend:
     name = "onnx"
     batch_size = ONNX_BATCH
 
-    def __init__(self, path: str, entry: dict, threads: int):
+    def __init__(self, path: str, entry: dict, threads: int, text_floats: int):
         import onnxruntime as ort
+
+        self.threads = threads
+        self.batch_size = max(1, min(ONNX_BATCH, BATCH_INPUT_FLOATS // text_floats))
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -67,6 +72,7 @@ class TfliteBackend:
     def __init__(self, path: str, entry: dict, threads: int, n_labels: int):
         from ai_edge_litert.interpreter import Interpreter
 
+        self.threads = threads
         try:
             self._interpreter = Interpreter(model_path=path, num_threads=threads)
             self._interpreter.allocate_tensors()
@@ -121,8 +127,19 @@ def available(fmt: str) -> bool:
     return importlib.util.find_spec(_MODULES[fmt]) is not None
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def open_backend(bundle: Bundle, backend: str | None = None, threads: int = 1):
-    """Open the bundle's model with `backend` ("onnx"/"tflite"), or the best available one."""
+    """Open the bundle's model with `backend` ("onnx"/"tflite"), or the best available one.
+
+    `threads` (a positive int) above `usable_cores()` is clamped to it.
+    """
     models = bundle.models()
     if backend is None:
         usable = [f for f in models if available(f)]  # the manifest lists models in preference order
@@ -137,30 +154,44 @@ def open_backend(bundle: Bundle, backend: str | None = None, threads: int = 1):
     elif not available(backend):
         raise BundleError(f"{models[backend]['file']}: {_MODULES[backend]} is not installed "
                           f"({_INSTALL[backend]})")
-    if not isinstance(threads, int) or threads < 1:
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    threads = min(threads, usable_cores())
     entry = models[backend]
     path = str(bundle.path / entry["file"])
     n_labels = len(bundle.labels)
-    impl = OnnxBackend(path, entry, threads) if backend == "onnx" else TfliteBackend(path, entry, threads, n_labels)
+    shape = input_shape(bundle.input_spec)
+    if backend == "onnx":
+        impl = OnnxBackend(path, entry, threads, int(np.prod(shape)) * bundle.manifest["embeddings"]["dim"])
+    else:
+        impl = TfliteBackend(path, entry, threads, n_labels)
     _probe(impl, bundle, entry)
     return impl
 
 
 def _probe(impl, bundle: Bundle, entry: dict) -> None:
-    """Run one all-padding input to check the output shapes against the manifest."""
+    """Run an all-padding input and one of real vocabulary rows; check output shapes and finiteness.
+
+    The second input catches a model that is finite only on zeros; a model that fails on other
+    inputs is caught per prediction (Classifier refuses non-finite outputs).
+    """
     shape = input_shape(bundle.input_spec)
-    x = np.zeros((1, *shape, bundle.manifest["embeddings"]["dim"]), dtype=np.float32)
-    try:
-        logits, attention = impl.run(x)
-    except Exception as e:  # a runtime failure here means the model does not fit the manifest
-        raise BundleError(f"{entry['file']}: test inference failed: {e}") from e
-    n = len(bundle.labels)
-    if logits.shape != (1, n):
-        raise BundleError(f"{entry['file']}: logits shape {list(logits.shape)}, expected [1, {n}] "
-                          f"(one per label)")
-    if not np.isfinite(logits).all():
-        raise BundleError(f"{entry['file']}: test inference gave NaN or infinite logits")
-    if attention is not None and attention.shape != (1, *shape):
-        raise BundleError(f"{entry['file']}: attention shape {list(attention.shape)}, expected "
-                          f"{[1, *shape]}")
+    ids = 1 + np.arange(int(np.prod(shape))).reshape(1, *shape) % (bundle.vectors.shape[0] - 1)  # no <pad>
+    for what, x in (("all-padding", np.zeros((1, *shape, bundle.manifest["embeddings"]["dim"]), np.float32)),
+                    ("vocabulary", bundle.embed(ids))):
+        try:
+            logits, attention = impl.run(x)
+        except Exception as e:  # a runtime failure here means the model does not fit the manifest
+            raise BundleError(f"{entry['file']}: test inference failed: {e}") from e
+        n = len(bundle.labels)
+        if logits.shape != (1, n):
+            raise BundleError(f"{entry['file']}: logits shape {list(logits.shape)}, expected [1, {n}] "
+                              f"(one per label)")
+        with np.errstate(all="ignore"):
+            finite = np.isfinite(logits.astype(np.float64) / bundle.temperatures).all()
+        if not finite:
+            raise BundleError(f"{entry['file']}: test inference gave NaN or infinite logits (on an {what} "
+                              "input)")
+        if attention is not None and attention.shape != (1, *shape):
+            raise BundleError(f"{entry['file']}: attention shape {list(attention.shape)}, expected "
+                              f"{[1, *shape]}")

@@ -6,6 +6,8 @@ import hashlib
 import json
 import math
 import os
+import re
+import reprlib
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -20,6 +22,24 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FORMATS = ("onnx", "tflite")
 _EMBEDDING_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8}
+# Limits checked at load (docs/bundle.md "Limits"): far above any real bundle, low enough that a
+# hostile manifest cannot make the reader allocate or compute without bound.
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_FILES = 1000
+MAX_LABELS = 100_000
+MAX_LABEL_CHARS = 1000
+MAX_TEXT_FLOATS = 1 << 22          # model input floats per text: input shape × embeddings.dim
+MAX_SENTENCE_END_TOKENS = 256
+MAX_TOKEN_CHARS = 64               # one sentence-end token
+MAX_MODELS = 8
+MAX_VOCAB = 1 << 26
+TEMPERATURE_RANGE = (1e-3, 1e3)
+MAX_PREFIX_CHARS = 1 << 26         # jieba's prefix table: Σ over dictionary words of len·(len−1)/2
+_SHA256 = re.compile("[0-9a-fA-F]{64}")
+_REPR = reprlib.Repr()  # a value in a message: short, whatever its size or depth
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlong, _REPR.maxlist, _REPR.maxdict, _REPR.maxlevel = 40, 4, 4, 2
+_short = _REPR.repr
 
 
 class BundleError(Exception):
@@ -33,8 +53,8 @@ def _reading(rel: str):
         yield
     except BundleError:
         raise
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        raise BundleError(f"{rel}: cannot read: {e}") from e
+    except (OSError, ValueError, TypeError, KeyError, RecursionError, MemoryError) as e:
+        raise BundleError(f"{rel}: cannot read: {type(e).__name__ if isinstance(e, MemoryError) else e}") from e
 
 
 @dataclass
@@ -96,14 +116,20 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
 
 def _read_manifest(root: Path) -> dict:
     path = root / MANIFEST
-    if path.is_symlink():
-        raise BundleError(f"{MANIFEST}: is a symlink; bundles must not contain symlinks")
-    if not path.is_file():
-        raise BundleError(f"{MANIFEST}: missing in {root}")
+    with _reading(MANIFEST):
+        if path.is_symlink():
+            raise BundleError(f"{MANIFEST}: is a symlink; bundles must not contain symlinks")
+        if not path.is_file():
+            raise BundleError(f"{MANIFEST}: missing in {root}")
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{MANIFEST}: {path.stat().st_size} bytes, more than the "
+                              f"{MAX_MANIFEST_BYTES} a manifest may have")
+        data = path.read_bytes()
     try:
-        manifest = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BundleError(f"{MANIFEST}: not valid UTF-8 JSON: {e}") from e
+        manifest = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as e:  # bad UTF-8/JSON, a >4300-digit integer, deep nesting
+        raise BundleError(f"{MANIFEST}: not valid UTF-8 JSON: "
+                          f"{'nested too deeply' if isinstance(e, RecursionError) else e}") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f'{MANIFEST}: not a kdedge bundle (expected "format": "{FORMAT}")')
     version = manifest.get("format_version")
@@ -137,15 +163,22 @@ def file_sha256(path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _walk_error(e: OSError) -> None:
+    raise BundleError(f"{e.filename}: cannot read: {e.strerror}")
+
+
 def _check_files(root: Path, files: dict) -> None:
     """Every listed file present with its size and SHA-256; no symlink; nothing unlisted."""
+    if len(files) > MAX_FILES:
+        raise BundleError(f"{MANIFEST}: 'files' lists {len(files)} files, more than {MAX_FILES}")
     for rel in files:
         _check_path(rel)
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_walk_error):
         for name in sorted(dirnames + filenames):
             full = Path(dirpath, name)
             rel = full.relative_to(root).as_posix()
-            mode = full.lstat().st_mode
+            with _reading(rel):
+                mode = full.lstat().st_mode
             if stat.S_ISLNK(mode):
                 raise BundleError(f"{rel}: is a symlink; bundles must not contain symlinks")
             if stat.S_ISDIR(mode):
@@ -158,68 +191,97 @@ def _check_files(root: Path, files: dict) -> None:
                 raise BundleError(f"{rel}: unlisted file (not in manifest.json 'files')")
     for rel, meta in files.items():
         full = root / rel
-        if not full.is_file():
-            raise BundleError(f"{rel}: missing (listed in manifest.json 'files')")
-        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) \
-                or type(meta.get("bytes")) is not int:
-            raise BundleError(f"{MANIFEST}: entry for {rel} needs 'sha256' (hex) and 'bytes' (int)")
-        size = full.stat().st_size
-        if size != meta["bytes"]:
-            raise BundleError(f"{rel}: size {size} bytes, manifest says {meta['bytes']}")
-        if file_sha256(full) != meta["sha256"].lower():
-            raise BundleError(f"{rel}: SHA-256 mismatch (file changed or corrupt)")
+        with _reading(rel):
+            if not full.is_file():
+                raise BundleError(f"{rel}: missing (listed in manifest.json 'files')")
+            if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) \
+                    or not _SHA256.fullmatch(meta["sha256"]) or type(meta.get("bytes")) is not int:
+                raise BundleError(f"{MANIFEST}: entry for {rel} needs 'sha256' (64 hex digits) and "
+                                  "'bytes' (int)")
+            size = full.stat().st_size
+            if size != meta["bytes"]:
+                raise BundleError(f"{rel}: size {size} bytes, manifest says {_short(meta['bytes'])}")
+            if file_sha256(full) != meta["sha256"].lower():
+                raise BundleError(f"{rel}: SHA-256 mismatch (file changed or corrupt)")
 
 
-def _positive_int(value) -> bool:
-    return type(value) is int and value > 0
+def _int(value, key: str, high: int, low: int = 1) -> int:
+    """`value` if it is an int in [low, high], else a BundleError naming the manifest key."""
+    if type(value) is not int or not low <= value <= high:
+        kind = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise BundleError(f"{MANIFEST}: {key} must be {kind} of at most {high}, got {_short(value)}")
+    return value
+
+
+def _number(value, key: str, low: float, high: float, rule: str) -> float:
+    """`value` as a float in [low, high] (NaN, ±∞ and too-large integers fail), else a BundleError."""
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    try:
+        number = float(number)
+    except OverflowError:  # an integer beyond float range, e.g. 10**400
+        number = math.inf
+    if not low <= number <= high:
+        raise BundleError(f"{MANIFEST}: {rule}; {key} is {_short(value)}")
+    return number
 
 
 def _check_manifest(m: dict) -> None:
-    """Cross-field consistency of the manifest (shapes, label counts, referenced files)."""
+    """Every value the reader uses, range-checked, and cross-field consistency (shapes, counts, files)."""
     labels = m["labels"]
     if not labels or not all(isinstance(x, str) and x for x in labels) or len(set(labels)) != len(labels):
         raise BundleError(f"{MANIFEST}: 'labels' must be a non-empty list of distinct strings")
+    if len(labels) > MAX_LABELS or max(map(len, labels)) > MAX_LABEL_CHARS:
+        raise BundleError(f"{MANIFEST}: 'labels' may hold at most {MAX_LABELS} names of at most "
+                          f"{MAX_LABEL_CHARS} characters")
     n = len(labels)
     calibration = m["calibration"]
     if calibration.get("method") != "temperature":
-        raise BundleError(f"{MANIFEST}: calibration method {calibration.get('method')!r} unknown "
+        raise BundleError(f"{MANIFEST}: calibration method {_short(calibration.get('method'))} unknown "
                           "(expected 'temperature')")
     for key, values in (("thresholds", m["thresholds"]), ("calibration.temperatures",
                                                           calibration.get("temperatures"))):
         if not isinstance(values, list) or len(values) != n:
             raise BundleError(f"{MANIFEST}: '{key}' must list one number per label ({n})")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            raise BundleError(f"{MANIFEST}: '{key}' must hold numbers")
-    if not all(math.isfinite(t) and t > 0 for t in calibration["temperatures"]):
-        raise BundleError(f"{MANIFEST}: temperatures must be finite and > 0")
-    if not all(0.0 <= t <= 1.0 for t in m["thresholds"]):  # also refuses NaN (json reads NaN/Infinity)
-        raise BundleError(f"{MANIFEST}: thresholds must be within [0, 1]")
+    low, high = TEMPERATURE_RANGE
+    for i, t in enumerate(calibration["temperatures"]):
+        _number(t, f"calibration.temperatures[{i}]", low, high,
+                f"temperatures must be finite and > 0 (within [{low:g}, {high:g}])")
+    for i, t in enumerate(m["thresholds"]):
+        _number(t, f"thresholds[{i}]", 0.0, 1.0, "thresholds must be within [0, 1]")
     spec = m["input"]
     if spec.get("kind") == "sequence":
         dims = ("max_len",)
     elif spec.get("kind") == "hierarchical":
         dims = ("max_sentences", "max_sentence_len")
         ends = spec.get("sentence_end_tokens")
-        if not isinstance(ends, list) or not all(isinstance(t, str) for t in ends):
-            raise BundleError(f"{MANIFEST}: input.sentence_end_tokens must be a list of strings")
+        if not isinstance(ends, list) or len(ends) > MAX_SENTENCE_END_TOKENS or not all(
+                isinstance(t, str) and 0 < len(t) <= MAX_TOKEN_CHARS for t in ends):
+            raise BundleError(f"{MANIFEST}: input.sentence_end_tokens must be a list of at most "
+                              f"{MAX_SENTENCE_END_TOKENS} strings of 1-{MAX_TOKEN_CHARS} characters")
     else:
-        raise BundleError(f"{MANIFEST}: input.kind {spec.get('kind')!r} unknown "
+        raise BundleError(f"{MANIFEST}: input.kind {_short(spec.get('kind'))} unknown "
                           "(expected 'sequence' or 'hierarchical')")
     for key in dims:
-        if not _positive_int(spec.get(key)):
-            raise BundleError(f"{MANIFEST}: input.{key} must be a positive integer")
+        _int(spec.get(key), f"input.{key}", MAX_TEXT_FLOATS)
     if spec.get("pad_id", PAD_ID) != PAD_ID or spec.get("oov_id", OOV_ID) != OOV_ID:
         raise BundleError(f"{MANIFEST}: input.pad_id must be {PAD_ID} and input.oov_id {OOV_ID}")
-    dim = m["embeddings"].get("dim")
-    if not _positive_int(dim):
-        raise BundleError(f"{MANIFEST}: embeddings.dim must be a positive integer")
-    if not m["models"]:
-        raise BundleError(f"{MANIFEST}: 'models' lists no model")
+    dim = _int(m["embeddings"].get("dim"), "embeddings.dim", MAX_TEXT_FLOATS)
+    if math.prod(input_shape(spec)) * dim > MAX_TEXT_FLOATS:
+        raise BundleError(f"{MANIFEST}: input {list(input_shape(spec))} × embeddings.dim {dim} is more "
+                          f"than {MAX_TEXT_FLOATS} model input floats per text")
+    _int(m["vocab"].get("size"), "vocab.size", MAX_VOCAB, low=2)
+    if not m["models"] or len(m["models"]) > MAX_MODELS:
+        raise BundleError(f"{MANIFEST}: 'models' must list 1 to {MAX_MODELS} models")
     expected = [*input_shape(spec), dim]
     for entry in m["models"]:
         if not isinstance(entry, dict) or entry.get("format") not in MODEL_FORMATS:
-            raise BundleError(f"{MANIFEST}: model entry {entry!r} has no known format {MODEL_FORMATS}")
+            raise BundleError(f"{MANIFEST}: model entry {_short(entry)} has no known format {MODEL_FORMATS}")
         _require_listed(m, entry.get("file"), f"models[{entry['format']}].file")
+        names = [entry.get("input_name"), entry.get("logits_name")]
+        if entry["format"] == "onnx" and not all(isinstance(x, str) for x in names) or not isinstance(
+                entry.get("attention_name"), (str, type(None))):
+            raise BundleError(f"{MANIFEST}: models[{entry['format']}]: input_name and logits_name must be "
+                              "strings, attention_name a string or null")
         shape = entry.get("input_shape")
         if not isinstance(shape, list) or shape[1:] != expected or shape[:1] not in ([None], [1]):
             raise BundleError(f"{entry['file']}: manifest input_shape {shape} does not match "
@@ -228,7 +290,7 @@ def _check_manifest(m: dict) -> None:
 
 def _require_listed(m: dict, rel, what: str) -> str:
     if not isinstance(rel, str) or rel not in m["files"]:
-        raise BundleError(f"{MANIFEST}: {what} {rel!r} is not a file listed in 'files'")
+        raise BundleError(f"{MANIFEST}: {what} {_short(rel)} is not a file listed in 'files'")
     return rel
 
 
@@ -240,7 +302,7 @@ def _read_vocab(root: Path, m: dict) -> dict[str, int]:
     if lines and lines[-1] == "":
         lines.pop()
     if len(lines) != spec.get("size"):
-        raise BundleError(f"{rel}: {len(lines)} tokens, manifest vocab.size says {spec.get('size')}")
+        raise BundleError(f"{rel}: {len(lines)} tokens, manifest vocab.size says {_short(spec.get('size'))}")
     if lines[PAD_ID:OOV_ID + 1] != [PAD_TOKEN, OOV_TOKEN]:
         raise BundleError(f"{rel}: lines 0 and 1 must be {PAD_TOKEN} and {OOV_TOKEN}")
     vocab = {tok: i for i, tok in enumerate(lines)}
@@ -249,11 +311,31 @@ def _read_vocab(root: Path, m: dict) -> dict[str, int]:
     return vocab
 
 
-def _load_npy(root: Path, rel: str) -> np.ndarray:
-    with _reading(rel):
-        array = np.load(root / rel, allow_pickle=False)
-    if not isinstance(array, np.ndarray):
-        raise BundleError(f"{rel}: not a single .npy array")
+def _load_npy(root: Path, rel: str, problem) -> np.ndarray:
+    """Read a .npy file after checking its header: no object (pickled) dtype, `problem(dtype, shape)`
+    returns None, and the header's data size equals the file's, so nothing is allocated on trust."""
+    path = root / rel
+    with _reading(rel), open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise BundleError(f"{rel}: .npy format version {version} is not supported (1.0 or 2.0)")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+        if dtype.hasobject:
+            raise BundleError(f"{rel}: cannot read: object arrays (pickled data) are refused "
+                              "(allow_pickle=False)")
+        complaint = problem(dtype, list(shape))
+        if complaint:
+            raise BundleError(f"{rel}: {complaint}")
+        data = path.stat().st_size - f.tell()
+        if data != math.prod(shape) * dtype.itemsize:
+            raise BundleError(f"{rel}: header declares {list(shape)} {dtype} "
+                              f"({math.prod(shape) * dtype.itemsize} bytes) but the file holds {data}")
+        f.seek(0)
+        array = np.lib.format.read_array(f, allow_pickle=False)
+    if not np.isfinite(array).all():
+        raise BundleError(f"{rel}: holds NaN or infinite values")
     return array
 
 
@@ -261,25 +343,27 @@ def _read_vectors(root: Path, m: dict, vocab_size: int) -> tuple[np.ndarray, np.
     spec = m["embeddings"]
     dtype = spec.get("dtype")
     if dtype not in _EMBEDDING_DTYPES:
-        raise BundleError(f"{MANIFEST}: embeddings.dtype {dtype!r} unknown (float32, float16 or int8)")
+        raise BundleError(f"{MANIFEST}: embeddings.dtype {_short(dtype)} unknown (float32, float16 or int8)")
     rel = _require_listed(m, spec.get("file"), "embeddings.file")
-    table = _load_npy(root, rel)
-    if table.dtype != _EMBEDDING_DTYPES[dtype]:
-        raise BundleError(f"{rel}: dtype {table.dtype}, manifest embeddings.dtype says {dtype}")
-    if table.shape != (vocab_size, spec["dim"]):
-        raise BundleError(f"{rel}: shape {list(table.shape)}, expected [vocab.size, dim] = "
-                          f"[{vocab_size}, {spec['dim']}]")
-    if not np.isfinite(table).all():
-        raise BundleError(f"{rel}: holds NaN or infinite values")
+
+    def table_problem(found, shape):
+        if found != _EMBEDDING_DTYPES[dtype]:
+            return f"dtype {found}, manifest embeddings.dtype says {dtype}"
+        if shape != [vocab_size, spec["dim"]]:
+            return f"shape {shape}, expected [vocab.size, dim] = [{vocab_size}, {spec['dim']}]"
+        return None
+
+    table = _load_npy(root, rel, table_problem)
     if dtype != "int8":
         return table, None
     srel = _require_listed(m, spec.get("scales"), "embeddings.scales")
-    scales = _load_npy(root, srel)
-    if scales.dtype != np.float32 or scales.shape != (vocab_size,):
-        raise BundleError(f"{srel}: expected float32 [{vocab_size}], found {scales.dtype} "
-                          f"{list(scales.shape)}")
-    if not np.isfinite(scales).all():
-        raise BundleError(f"{srel}: holds NaN or infinite values")
+    scales = _load_npy(root, srel, lambda found, shape: None if found == np.float32 and shape == [vocab_size]
+                       else f"expected float32 [{vocab_size}], found {found} {shape}")
+    with np.errstate(over="ignore"):
+        largest = np.abs(table.astype(np.float32)).max(axis=1) * scales
+    if not np.isfinite(largest).all():
+        raise BundleError(f"{srel}: row {int(np.flatnonzero(~np.isfinite(largest))[0])}: scale × int8 value "
+                          "overflows float32")
     return table, scales
 
 
@@ -289,19 +373,26 @@ def _read_segmenter(root: Path, m: dict):
     if spec.get("convert") is not None:
         c = spec["convert"]
         if not isinstance(c, dict) or c.get("type") != "char_map":
-            raise BundleError(f"{MANIFEST}: segmenter.convert {c!r} unknown (expected type 'char_map')")
+            raise BundleError(f"{MANIFEST}: segmenter.convert {_short(c)} unknown (expected type 'char_map')")
         rel = _require_listed(m, c.get("file"), "segmenter.convert.file")
         with _reading(rel):
             mapping = json.loads((root / rel).read_bytes().decode("utf-8"))
         if not isinstance(mapping, dict) or not all(
-                isinstance(k, str) and len(k) == 1 and isinstance(v, str) for k, v in mapping.items()):
-            raise BundleError(f'{rel}: must be a JSON object {{"char": "char", ...}}')
-        convert = CharMap(c.get("name", "char_map"), mapping)
+                isinstance(k, str) and len(k) == 1 and isinstance(v, str) and len(v) == 1
+                for k, v in mapping.items()):
+            raise BundleError(f'{rel}: must be a JSON object {{"char": "char", ...}} mapping single '
+                              "characters to single characters")
+        convert = CharMap(str(c.get("name", "char_map")), mapping)
     if spec.get("type") == "char":
         return CharTokenizer(), convert
     if spec.get("type") == "jieba":
         rel = _require_listed(m, spec.get("dictionary"), "segmenter.dictionary")
+        if not isinstance(spec.get("hmm", True), bool):
+            raise BundleError(f"{MANIFEST}: segmenter.hmm must be true or false, got {_short(spec['hmm'])}")
         with _reading(rel):
             freqs = read_dictionary(root / rel)
-        return JiebaTokenizer(freqs, hmm=bool(spec.get("hmm", True))), convert
-    raise BundleError(f"{MANIFEST}: segmenter.type {spec.get('type')!r} unknown (expected 'jieba' or 'char')")
+        if sum(len(w) * (len(w) - 1) // 2 for w in freqs) > MAX_PREFIX_CHARS:
+            raise BundleError(f"{rel}: words too long: jieba's prefix table would exceed "
+                              f"{MAX_PREFIX_CHARS} characters")
+        return JiebaTokenizer(freqs, hmm=spec.get("hmm", True)), convert
+    raise BundleError(f"{MANIFEST}: segmenter.type {_short(spec.get('type'))} unknown (expected 'jieba' or 'char')")

@@ -1,6 +1,7 @@
 """The Classifier: text → calibrated label probabilities with one bundle and one backend."""
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,8 @@ class Prediction:
 
     `labels`: labels whose calibrated probability passes its threshold (or the global one), most
     probable first, at most k. `probabilities`: every label's calibrated probability. `truncated`:
-    the text was longer than the model input. `tokens`: number of tokens after segmentation.
+    the text was longer than the model input (or cut before segmentation, docs/bundle.md "Long
+    texts"). `tokens`: number of tokens after segmentation (of the kept part of a cut text).
     """
 
     labels: list[str]
@@ -29,7 +31,10 @@ class Prediction:
 
 
 class Classifier:
-    """A loaded, verified bundle plus one reusable inference backend; safe to share across threads."""
+    """A loaded, verified bundle plus one reusable inference backend; safe to share across threads.
+
+    `threads` above the usable cores (`usable_cores()`) is clamped to them.
+    """
 
     def __init__(self, path: str | Path | None = None, backend: str | None = None, threads: int = 1):
         if path is None:
@@ -52,6 +57,11 @@ class Classifier:
         return self._backend.name
 
     @property
+    def threads(self) -> int:
+        """Intra-op threads the backend runs with (the requested number, at most the usable cores)."""
+        return self._backend.threads
+
+    @property
     def path(self) -> Path:
         """The bundle directory."""
         return self._bundle.path
@@ -62,13 +72,17 @@ class Classifier:
         return self._backend.has_attention
 
     def tokenize(self, text: str) -> list[str]:
-        """The tokens the model sees for `text`; raises ValueError for an empty text."""
+        """The tokens the model sees for `text` (of its kept part if cut); ValueError for an empty text."""
+        return self._segment(text)[0]
+
+    def _segment(self, text: str) -> tuple[list[str], bool]:
+        """(tokens, cut before segmentation); TypeError for a non-str, ValueError for an empty text."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
-        tokens = self._bundle.preprocessor.tokens(text)
+        tokens, cut = self._bundle.preprocessor.segment(text)
         if not tokens:
             raise ValueError("empty text")
-        return tokens
+        return tokens, cut
 
     def predict(self, text: str | list[str], k: int | None = None, threshold: float | None = None):
         """Classify one text (→ Prediction) or a list of texts (→ list of Prediction).
@@ -76,21 +90,23 @@ class Classifier:
         A label is returned when its calibrated probability is >= its tuned threshold, or >=
         `threshold` when given; the returned labels are sorted by probability and cut to the top `k`
         (k only selects among labels that pass: use threshold=0 for a plain top-k).
-        Empty or whitespace-only texts raise ValueError.
+        Empty or whitespace-only texts raise ValueError, and so does a text for which the model
+        gives a NaN or infinite output (a faulty bundle): no non-finite probability is ever returned.
+        In a list, the first such text fails the whole call (`text i: ...`).
         """
         if k is not None and (not isinstance(k, int) or k < 1):
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
+        if threshold is not None and not (isinstance(threshold, numbers.Real) and 0.0 <= threshold <= 1.0):
             raise ValueError(f"threshold must be within [0, 1], got {threshold!r}")
         if isinstance(text, str):
-            return self._predict([self.tokenize(text)], k, threshold)[0]
-        token_lists = []
+            return self._predict([self._segment(text)], k, threshold, indexed=False)[0]
+        segmented = []
         for i, t in enumerate(text):
             try:
-                token_lists.append(self.tokenize(t))
+                segmented.append(self._segment(t))
             except (TypeError, ValueError) as e:
                 raise type(e)(f"text {i}: {e}") from None
-        return self._predict(token_lists, k, threshold)
+        return self._predict(segmented, k, threshold)
 
     def explain(self, text: str, n: int = 5) -> list[tuple[str, float]]:
         """The `n` tokens with the highest attention weight, as (token, weight), highest first."""
@@ -99,8 +115,8 @@ class Classifier:
             raise BundleError(f"{entry['file']}: model has no attention output "
                               f"(architecture {self._bundle.manifest.get('architecture')}); "
                               "explain needs a gru_att or han bundle")
-        tokens = self.tokenize(text)
-        _, _, attention = self._run([tokens])
+        tokens, cut = self._segment(text)
+        _, _, attention = self._run([(tokens, cut)], indexed=False)
         spec = self._bundle.input_spec
         if spec["kind"] == "hierarchical":
             sentences = split_sentences(tokens, tuple(spec["sentence_end_tokens"]))
@@ -139,28 +155,39 @@ class Classifier:
             "parity": m.get("parity"),
         }
 
-    def _run(self, token_lists: list[list[str]]):
-        """Token lists → (calibrated probabilities [n, labels], truncation flags, attention or None)."""
+    def _run(self, segmented: list[tuple[list[str], bool]], indexed: bool = True):
+        """(tokens, cut) pairs → (calibrated probabilities [n, labels], truncation flags, attention or None).
+
+        Raises ValueError (prefixed "text i: " when `indexed`) for the first text whose scaled
+        logits are not finite.
+        """
         probs, truncated, attention = [], [], []
         size = self._backend.batch_size
-        for start in range(0, len(token_lists), size):
-            encoded = [self._bundle.preprocessor.ids(t) for t in token_lists[start:start + size]]
+        for start in range(0, len(segmented), size):
+            encoded = [self._bundle.preprocessor.ids(tokens) for tokens, _ in segmented[start:start + size]]
             ids = np.stack([e[0] for e in encoded])
             logits, att = self._backend.run(self._bundle.embed(ids))
-            probs.append(sigmoid(logits.astype(np.float64) / self._temperatures))
-            truncated.extend(e[1] for e in encoded)
+            with np.errstate(all="ignore"):
+                scaled = logits.astype(np.float64) / self._temperatures
+            bad = np.flatnonzero(~np.isfinite(scaled).all(axis=1))
+            if bad.size:
+                where = f"text {start + bad[0]}: " if indexed else ""
+                raise ValueError(f"{where}the model gave a NaN or infinite output for this text "
+                                 f"(faulty bundle {self.path})")
+            probs.append(sigmoid(scaled))
+            truncated.extend(e[1] or cut for e, (_, cut) in zip(encoded, segmented[start:start + size]))
             if att is not None:
                 attention.append(att)
         if not probs:
             return np.zeros((0, len(self.labels))), [], None
         return np.concatenate(probs), truncated, (np.concatenate(attention) if attention else None)
 
-    def _predict(self, token_lists, k, threshold) -> list[Prediction]:
-        probs, truncated, _ = self._run(token_lists)
+    def _predict(self, segmented, k, threshold, indexed: bool = True) -> list[Prediction]:
+        probs, truncated, _ = self._run(segmented, indexed)
         labels = self.labels
         cut = self._thresholds if threshold is None else np.full(len(labels), float(threshold))
         out = []
-        for row, trunc, tokens in zip(probs, truncated, token_lists):
+        for row, trunc, (tokens, _) in zip(probs, truncated, segmented):
             order = [i for i in np.argsort(-row, kind="stable") if row[i] >= cut[i]]
             out.append(Prediction(labels=[labels[i] for i in order[:k]],
                                   probabilities={lab: float(p) for lab, p in zip(labels, row)},

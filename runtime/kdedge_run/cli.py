@@ -1,9 +1,13 @@
 """`kdedge-run`: predict labels for texts and show what a bundle holds."""
 from __future__ import annotations
 
+import codecs
+import dataclasses
 import json
+import math
 import os
 import sys
+import unicodedata
 from itertools import islice
 
 import click
@@ -12,6 +16,8 @@ from . import __version__, load
 from .bundle import BundleError
 
 BATCH = 64
+MAX_LINE_BYTES = 16 << 20  # an input line is read up to this; the rest is skipped (docs/reliability.md)
+_DRAIN_BYTES = 1 << 20
 
 
 class _Cli(click.Group):
@@ -19,6 +25,10 @@ class _Cli(click.Group):
 
     def main(self, args=None, prog_name=None, **kwargs):
         kwargs["standalone_mode"] = False
+        if sys.stdout is None:  # started with stdout closed (`>&-`): nowhere to write results
+            _fail("standard output is closed")
+        if args is None:
+            args = [_utf8_argument(a) for a in sys.argv[1:]]
         try:
             code = super().main(args, prog_name or "kdedge-run", **kwargs)
         except BrokenPipeError:  # output closed early (e.g. `| head`): stop quietly
@@ -39,8 +49,49 @@ class _Cli(click.Group):
 
 
 def _fail(message: str) -> None:
-    click.echo(f"kdedge-run: error: {message}", err=True)
+    if sys.stderr is not None:
+        click.echo(f"kdedge-run: error: {message}", err=True)
     sys.exit(2)
+
+
+def _utf8_argument(arg: str) -> str:
+    """A command-line argument decoded as UTF-8 whatever the locale (LC_ALL=C would give escapes)."""
+    return os.fsencode(arg).decode("utf-8", "surrogateescape")
+
+
+def escape(text: str, also: str = "") -> str:
+    """`text` safe for a terminal line: unprintable characters (controls, bidi and other format
+    characters, line/paragraph separators, surrogates, private use, unassigned) but not spaces, and
+    those in `also`, written as \\xNN, \\uNNNN or \\UNNNNNNNN."""
+    if text.isprintable() and not any(c in text for c in also):
+        return text
+    return "".join(_escape_char(c) if c in also or not (c.isprintable() or unicodedata.category(c) == "Zs")
+                   else c for c in text)
+
+
+def _escape_char(c: str) -> str:
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _label(name: str) -> str:
+    """A label name safe inside text output: escaped, with ',' and '\\' escaped too (labels are comma-joined)."""
+    return escape(name, also="\\,")
+
+
+def _dumps(record: dict, indent=None) -> str:
+    """JSON that is always valid: NaN and infinities refused (ValueError), never written."""
+    return json.dumps(record, ensure_ascii=False, allow_nan=False, indent=indent)
+
+
+class _Probability(click.FloatRange):
+    """A float in [0, 1]; NaN is refused (a plain FloatRange lets it through)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number in [0, 1]", param, ctx)
+        return number
 
 
 _model_option = click.option("--model", "model", metavar="DIR", default=None,
@@ -48,7 +99,8 @@ _model_option = click.option("--model", "model", metavar="DIR", default=None,
 _backend_option = click.option("--backend", type=click.Choice(["onnx", "tflite"]), default=None,
                                help="Model format to run (default: the bundle's first listed model whose library is installed).")
 _threads_option = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-                               help="Intra-op threads of the backend.")
+                               help="Intra-op threads of the backend; a number above the cores this "
+                                    "process may use (os.sched_getaffinity) is clamped to them.")
 
 
 @click.group(cls=_Cli, invoke_without_command=True)
@@ -64,43 +116,51 @@ def main(ctx):
 @click.argument("texts", nargs=-1)
 @click.option("--input", "input_file", type=click.File("rb"), default=None, metavar="FILE|-",
               help="Read texts from FILE ('-': stdin): JSON Lines with a \"text\" (and optional "
-                   "\"id\") field, or plain text lines.")
+                   "\"id\") field, or plain text lines. A line longer than 16 MiB is cut there: a plain "
+                   "line is predicted with \"truncated\": true, a JSON line is an error.")
 @_model_option
 @_backend_option
 @_threads_option
 @click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json", show_default=True,
               help="json: one JSON object per text; text: 'label1,label2<TAB>text'.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="At most K labels per text.")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None,
+@click.option("--threshold", type=_Probability(0.0, 1.0), default=None,
               help="One threshold for all labels instead of the tuned per-label thresholds.")
 @click.option("--explain", is_flag=True, help="Add the tokens with the highest attention weights.")
 @click.pass_context
 def predict(ctx, texts, input_file, model, backend, threads, fmt, top_k, threshold, explain):
     """Predict labels for TEXT arguments or for the lines of --input.
 
-    One output line per input, in order. A bad input (invalid JSON or UTF-8, empty text) gives
-    {"line": n, "error": ...} (json) or an empty line plus a message on stderr (text), processing
-    goes on, and the exit code is 2 at the end.
+    One output line per input, in order. A bad input (invalid JSON or UTF-8, empty text, a text
+    the model gives a NaN output for) gives {"line": n, "error": ...} (json) or an empty line plus
+    a message on stderr (text), processing goes on, and the exit code is 2 at the end.
     """
     if bool(texts) == bool(input_file):
         raise click.UsageError("give TEXT arguments or --input FILE, not both or neither")
+    if input_file is not None and input_file.name == "-" and sys.stdin is None:
+        raise click.UsageError("--input -: standard input is closed")
     clf = load(model, backend=backend, threads=threads)
     if explain and not clf.has_attention:
         raise click.UsageError(f"--explain needs a model with an attention output (gru_att or han); "
                                f"{clf.path} has none")
-    items = ((n, None, t, None) for n, t in enumerate(texts, 1)) if texts else _read_lines(input_file)
+    items = ((n, None, t, None, False) for n, t in enumerate(texts, 1)) if texts else _read_lines(input_file)
     out = sys.stdout.buffer
     total = failed = 0
     while batch := list(islice(items, BATCH)):
         results = iter(_predict_batch(clf, [item[2] for item in batch if item[3] is None], top_k, threshold))
-        for n, rid, text, error in batch:
+        for n, rid, text, error, cut in batch:
             result = next(results) if error is None else error
+            if not isinstance(result, Exception):
+                if cut:
+                    result = dataclasses.replace(result, truncated=True)
+                try:
+                    weights = clf.explain(text) if explain else None
+                    line = _result_line(fmt, rid, text, result, weights)
+                except ValueError as e:  # an id that is no valid JSON value
+                    result = e
             if isinstance(result, Exception):
                 failed += 1
                 line = _error_line(fmt, n, rid, result)
-            else:
-                weights = clf.explain(text) if explain else None
-                line = _result_line(fmt, rid, text, result, weights)
             out.write(line.encode("utf-8", "backslashreplace") + b"\n")
             total += 1
         out.flush()
@@ -109,28 +169,54 @@ def predict(ctx, texts, input_file, model, backend, threads, fmt, top_k, thresho
         ctx.exit(2)
 
 
+def _bounded_lines(stream):
+    """Yield (line bytes without its end, whether it was cut) with at most MAX_LINE_BYTES held."""
+    while raw := stream.readline(MAX_LINE_BYTES):
+        cut = False
+        if not raw.endswith(b"\n"):
+            while rest := stream.readline(_DRAIN_BYTES):  # skip the rest of a longer line
+                cut = True
+                if rest.endswith(b"\n"):
+                    break
+        yield raw.removesuffix(b"\n").removesuffix(b"\r"), cut
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"number {text[:40]} is out of range (not a finite double)")
+    return number
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _read_lines(stream):
-    """Yield (line number, id, text, error) per input line, decoding each line on its own."""
-    for n, raw in enumerate(stream, 1):
-        try:
-            line = raw.decode("utf-8")
+    """Yield (line number, id, text, error, cut) per input line, decoding and parsing each on its own."""
+    for n, (raw, cut) in enumerate(_bounded_lines(stream), 1):
+        try:  # a cut line may end inside a UTF-8 sequence: the incremental decoder leaves it out
+            line = codecs.getincrementaldecoder("utf-8")().decode(raw, final=not cut)
         except UnicodeDecodeError as e:
-            yield n, None, None, ValueError(f"invalid UTF-8: {e}")
+            yield n, None, None, ValueError(f"invalid UTF-8: {e}"), cut
             continue
-        line = line.removesuffix("\n").removesuffix("\r")
         if not line.lstrip().startswith("{"):
-            yield n, None, line, None
+            yield n, None, line, None, cut
+            continue
+        if cut:
+            yield n, None, None, ValueError(f"JSON line longer than {MAX_LINE_BYTES} bytes (a plain text "
+                                            "line would be cut and predicted)"), cut
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            yield n, None, None, ValueError(f"invalid JSON: {e}")
+            record = json.loads(line, parse_float=_finite_float, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as e:  # also >4300-digit integers, NaN, deep nesting
+            yield n, None, None, ValueError(f"invalid JSON: {'nested too deeply' if isinstance(e, RecursionError) else e}"), cut
             continue
         rid = record.get("id") if isinstance(record, dict) else None
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            yield n, rid, None, ValueError('JSON line needs a string "text" field')
+            yield n, rid, None, ValueError('JSON line needs a string "text" field'), cut
             continue
-        yield n, rid, record["text"], None
+        yield n, rid, record["text"], None, cut
 
 
 def _predict_batch(clf, texts, k, threshold) -> list:
@@ -149,7 +235,8 @@ def _predict_batch(clf, texts, k, threshold) -> list:
 
 def _result_line(fmt, rid, text, prediction, weights) -> str:
     if fmt == "text":
-        cols = [",".join(prediction.labels), " ".join(text.replace("\t", " ").splitlines())]  # one line, 2 columns
+        cols = [",".join(map(_label, prediction.labels)),
+                escape(" ".join(text.replace("\t", " ").splitlines()))]  # one line, 2 columns
         if weights is not None:
             cols.append(" ".join(f"{tok}:{w:.4f}" for tok, w in weights))
         return "\t".join(cols)
@@ -158,7 +245,10 @@ def _result_line(fmt, rid, text, prediction, weights) -> str:
                "truncated": prediction.truncated}
     if weights is not None:
         record["explanation"] = [{"token": tok, "weight": w} for tok, w in weights]
-    return json.dumps(record, ensure_ascii=False)
+    try:
+        return _dumps(record)
+    except RecursionError:
+        raise ValueError("id nested too deeply to write back") from None
 
 
 def _error_line(fmt, n, rid, error) -> str:
@@ -166,9 +256,10 @@ def _error_line(fmt, n, rid, error) -> str:
         click.echo(f"kdedge-run: error: line {n}: {error}", err=True)
         return ""
     record = {"line": n, "error": str(error)}
-    if rid is not None:
-        record["id"] = rid
-    return json.dumps(record, ensure_ascii=False)
+    try:
+        return _dumps(record | ({} if rid is None else {"id": rid}))
+    except (ValueError, RecursionError):  # an id that cannot be written back as JSON
+        return _dumps(record)
 
 
 @main.command()
@@ -177,30 +268,45 @@ def _error_line(fmt, n, rid, error) -> str:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def info(model, backend, fmt):
     """Show a bundle's labels, thresholds, temperatures, models, files, metrics and parity."""
-    data = load(model, backend=backend).info()
+    data = _plain(load(model, backend=backend).info())
     if fmt == "json":
-        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        click.echo(_dumps(data, indent=2))
         return
-    click.echo(f"bundle        {data['path']}")
-    click.echo(f"format        version {data['format_version']}, kdedge {data['kdedge_version']}, "
-               f"created {data['created']}")
-    click.echo(f"model         {data['architecture']} ({data['model_kind']}), backend {data['backend']}")
-    click.echo(f"input         {_flat(data['input'])}")
-    click.echo(f"vocab         {data['vocab_size']} tokens; embeddings {_flat(data['embeddings'])}")
-    click.echo(f"segmenter     {_flat(data['segmenter'])}")
-    click.echo("labels        threshold  temperature")
-    for label, th, t in zip(data["labels"], data["thresholds"], data["temperatures"]):
-        click.echo(f"  {label:<12}{th:>10.4f}{t:>13.4f}")
-    click.echo("models")
-    for m in data["models"]:
-        click.echo(f"  {m['format']:<8}{m['precision'] or '?':<6}{m['file']:<24}{m['bytes']:>12,} bytes")
-    click.echo("files")
-    for rel, size in data["files"].items():
-        click.echo(f"  {rel:<38}{size:>12,} bytes")
+    lines = [f"bundle        {data['path']}",
+             f"format        version {data['format_version']}, kdedge {data['kdedge_version']}, "
+             f"created {data['created']}",
+             f"model         {data['architecture']} ({data['model_kind']}), backend {data['backend']}",
+             f"input         {_flat(data['input'])}",
+             f"vocab         {data['vocab_size']} tokens; embeddings {_flat(data['embeddings'])}",
+             f"segmenter     {_flat(data['segmenter'])}",
+             "labels        threshold  temperature"]
+    lines += [f"  {_label(label):<12}{th:>10.4f}{t:>13.4f}"
+              for label, th, t in zip(data["labels"], data["thresholds"], data["temperatures"])]
+    lines.append("models")
+    lines += [f"  {m['format']:<8}{m['precision'] or '?':<6}{m['file']:<24}{m['bytes']:>12,} bytes"
+              for m in data["models"]]
+    lines.append("files")
+    lines += [f"  {rel:<38}{size:>12,} bytes" for rel, size in data["files"].items()]
     for key in ("metrics", "calibration_report", "segmentation_agreement", "parity"):
-        click.echo(key)
-        for line in _tree(data[key], 1):
-            click.echo(line)
+        lines += [key, *_tree(data[key], 1)]
+    for line in lines:  # informative manifest fields are free text: nothing reaches the terminal raw
+        click.echo(escape(line))
+
+
+MAX_INFO_DEPTH = 32
+
+
+def _plain(value, depth: int = 0):
+    """Manifest data made writable as strict JSON: non-finite floats → null, nesting cut at MAX_INFO_DEPTH."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (dict, list)) and depth >= MAX_INFO_DEPTH:
+        return "(nested too deeply)"
+    if isinstance(value, dict):
+        return {str(k): _plain(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v, depth + 1) for v in value]
+    return value
 
 
 def _flat(value) -> str:

@@ -5,6 +5,7 @@ Training (kdedge) imports this module too, so training and runtime cannot disagr
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -22,6 +23,11 @@ _NORMALISE_TABLE.update({c: 0x20 for c in list(range(0x00, 0x20)) + list(range(0
 _NORMALISE_TABLE.update({c: c + 32 for c in range(ord("A"), ord("Z") + 1)})
 _NORMALISE_TABLE.update({c: c - 0xFEE0 + 32 for c in range(0xFF21, 0xFF3B)})  # Ａ–Ｚ → a–z, not A–Z
 _SURROGATES = re.compile("[\ud800-\udfff]")
+_WHITESPACE_RUN = re.compile(r"\s+")  # exactly the characters str.isspace() is true for
+_NON_SPACE_RUN = re.compile("[^ ]+")
+CHUNK = 1 << 16          # characters normalised at a time when a text may be cut
+TOKEN_CHARS = 8          # a text keeps TOKEN_CHARS non-whitespace characters per token the model reads
+MAX_DICTIONARY_FREQ = 2 ** 53
 
 
 def normalise(text: str) -> str:
@@ -62,15 +68,29 @@ class CharTokenizer:
     def tokenize(self, text: str) -> list[str]:
         return [c for c in text if not c.isspace()]
 
+    def boundary(self, text: str) -> int:
+        """Every position is a segmentation boundary: tokens of a prefix never change."""
+        return len(text)
+
 
 def read_dictionary(path: Path) -> dict[str, int]:
-    """Read a jieba dictionary (`word freq [tag]` per line) into {word: freq}."""
+    """Read a jieba dictionary (`word freq [tag]` per line) into {word: freq}.
+
+    Raises ValueError naming the line for a frequency that is not an integer in [0, 2**53].
+    """
     freqs: dict[str, int] = {}
     with open(path, encoding="utf-8") as f:
-        for line in f:
+        for n, line in enumerate(f, 1):
             parts = line.rstrip("\n").split(" ")
             if len(parts) >= 2 and parts[0]:
-                freqs[parts[0]] = int(parts[1])
+                try:
+                    freq = int(parts[1])
+                except ValueError:
+                    freq = -1
+                if not 0 <= freq <= MAX_DICTIONARY_FREQ:
+                    raise ValueError(f"line {n}: frequency {parts[1][:40]!r} of {parts[0][:40]!r} is not "
+                                     f"an integer in [0, 2**53]")
+                freqs[parts[0]] = freq
     return freqs
 
 
@@ -97,33 +117,102 @@ class JiebaTokenizer:
     def tokenize(self, text: str) -> list[str]:
         return list(self._tk.cut(text, HMM=self.hmm))
 
+    def boundary(self, text: str) -> int:
+        """Start of the jieba block `text` ends in (len(text) if it ends outside one).
+
+        jieba segments each run of its block characters (jieba.re_han_default) on its own, so the
+        tokens of `text[:boundary]` are exactly the first tokens of `text` and of any longer text.
+        """
+        import jieba
+
+        last = None
+        for last in jieba.re_han_default.finditer(text):
+            pass
+        return last.start() if last is not None and last.end() == len(text) else len(text)
+
 
 class Preprocessor:
-    """normalise → convert → segment → ids, for one bundle's (or run's) settings."""
+    """normalise → convert → segment → ids, for one bundle's (or run's) settings.
+
+    With an input spec (a bundle's), a long text is cut before segmentation (`text_limit`); with
+    an empty spec (training) the whole text is segmented.
+    """
 
     def __init__(self, tokenizer, vocab: dict[str, int], input_spec: dict, convert: CharMap | None = None):
         self.tokenizer = tokenizer
         self.vocab = vocab
         self.input_spec = input_spec
         self.convert = convert
+        self.limit = text_limit(input_spec)
+
+    def _prepared(self, text: str) -> str:
+        text = normalise(text)
+        return text if self.convert is None else self.convert(text)
+
+    def cut(self, text: str) -> tuple[str, bool]:
+        """(normalised, converted text to segment, whether it was cut): docs/bundle.md "Long texts".
+
+        Keeps the first `limit` non-whitespace characters (whitespace runs become one space, which
+        changes no token), then steps back to the last segmentation boundary if that keeps at least
+        half. Work and memory are bounded by the limit, whatever the length of `text`.
+        """
+        if self.limit is None or len(text) <= self.limit:
+            return self._prepared(text), False
+        pieces, kept = [], 0
+        for start in range(0, len(text), CHUNK):
+            piece = _WHITESPACE_RUN.sub(" ", self._prepared(text[start:start + CHUNK]))
+            count = len(piece) - piece.count(" ")
+            if kept + count > self.limit:
+                pieces.append(piece[:_end_of_nth_non_space(piece, self.limit - kept)])
+                break
+            pieces.append(piece)
+            kept += count
+        else:
+            return "".join(pieces), False
+        head = "".join(pieces)
+        end = self.tokenizer.boundary(head)
+        return (head[:end] if 2 * end >= len(head) else head), True
+
+    def segment(self, text: str) -> tuple[list[str], bool]:
+        """(tokens of the kept part of `text`, whether the text was cut before segmentation)."""
+        kept, cut = self.cut(text)
+        return _drop_blank(self.tokenizer.tokenize(kept)), cut
 
     def tokens(self, text: str) -> list[str]:
         """The tokens the model sees for `text` (before id mapping and truncation)."""
-        text = normalise(text)
-        if self.convert is not None:
-            text = self.convert(text)
-        return _drop_blank(self.tokenizer.tokenize(text))
+        return self.segment(text)[0]
 
     def ids(self, tokens: list[str]) -> tuple[np.ndarray, bool]:
         """Token list → padded id array of the model's input shape, and whether it was truncated."""
         return tokens_to_ids(tokens, self.vocab, self.input_spec)
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, list[bool]]:
-        """Texts → stacked id arrays `[batch, ...]` and per-text truncation flags."""
-        encoded = [self.ids(self.tokens(t)) for t in texts]
+        """Texts → stacked id arrays `[batch, ...]` and per-text truncation flags (cut or truncated)."""
+        encoded = []
+        for text in texts:
+            tokens, cut = self.segment(text)
+            ids, truncated = self.ids(tokens)
+            encoded.append((ids, truncated or cut))
         if not encoded:
             return np.zeros((0, *input_shape(self.input_spec)), dtype=np.int64), []
         return np.stack([e[0] for e in encoded]), [e[1] for e in encoded]
+
+
+def _end_of_nth_non_space(piece: str, n: int) -> int:
+    """Index just after the n-th (n >= 1) non-space character of `piece` (spaces are ' ' only)."""
+    for run in _NON_SPACE_RUN.finditer(piece):
+        if n <= len(run.group()):
+            return run.start() + n
+        n -= len(run.group())
+    return len(piece)
+
+
+def text_limit(spec: dict) -> int | None:
+    """Non-whitespace characters of a text segmented for this input spec (None: no spec, no limit).
+
+    TOKEN_CHARS per token the model reads: max_len, or max_sentences × max_sentence_len.
+    """
+    return TOKEN_CHARS * math.prod(input_shape(spec)) if spec else None
 
 
 def input_shape(spec: dict) -> tuple[int, ...]:
