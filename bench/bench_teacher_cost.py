@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""Teacher cost against a student's, as the label count grows: teacher ÷ student wall time at 9, 20, 40 labels.
+
+Trains, on the same texts and for the same fixed number of epochs (patience = epochs, so nothing stops
+early), the plain student (one multi-label network) and each teacher kind (`kdedge.teachers`):
+  * towers — the paper's binary relevance, one network per label (kdedge's tower-batched teacher);
+  * linear — TF-IDF word + character n-grams, one logistic regression per label.
+Texts are the first --texts of ../shared/data/healthner9/paper2724.jsonl when present, else synthetic
+strings of common characters. Labels are synthetic so that any count can be asked for: label j is
+present when the text contains the j-th of the texts' commonest characters (ranks 5, 6, …; the very
+commonest would be on every text). Character input (`--segmenter char`), the run's defaults otherwise.
+Prints seconds and ratios measured in one run:
+
+    python bench/bench_teacher_cost.py --labels 9 20 40 --epochs 2 --texts 1200
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "healthner9" / "paper2724.jsonl"
+TEACHERS = ("towers", "linear")
+
+
+def texts(n: int, seed: int) -> tuple[list[str], str]:
+    """The first n texts of paper2724, or n synthetic strings (20-80 of 300 common Han characters)."""
+    if DATA.is_file():
+        rows = [json.loads(line)["text"] for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return rows[:n], str(DATA)
+    rng = np.random.default_rng(seed)
+    alphabet = [chr(0x4E00 + i) for i in range(300)]
+    return ["".join(rng.choice(alphabet, rng.integers(20, 80))) for _ in range(n)], "synthetic"
+
+
+def dataset(all_texts: list[str], n_labels: int):
+    """A kdedge Dataset whose label j marks the texts containing the (j+5)-th commonest character."""
+    from kdedge.data import Dataset
+
+    common = [c for c, _ in Counter(c for t in all_texts for c in set(t)).most_common(n_labels + 5)][5:]
+    names = [f"L{j}" for j in range(len(common))]
+    labels = [[names[j] for j, c in enumerate(common) if c in t] for t in all_texts]
+    return Dataset(all_texts, labels, names, [str(i) for i in range(len(all_texts))])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--labels", type=int, nargs="+", default=[9, 20, 40])
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--texts", type=int, default=1200)
+    parser.add_argument("--arch", default="textcnn")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    from kdedge.config import make_config
+    from kdedge.folds import stratified_split
+    from kdedge.teachers import train_teacher
+    from kdedge.train import featurize, train_network
+
+    raw, source = texts(args.texts, args.seed)
+    print(f"{len(raw)} texts from {source}; {args.arch}, characters, {args.epochs} epochs each, "
+          f"Word2Vec vectors trained on these texts")
+    rows = []
+    for n_labels in args.labels:
+        ds = dataset(raw, n_labels)
+        train, val = stratified_split(ds.targets(), 0.1, args.seed)
+        base = {"arch": args.arch, "segmenter": "char", "max_len": 128, "epochs": args.epochs,
+                "patience": args.epochs, "w2v_epochs": 1, "seed": args.seed}
+        cfg = make_config(base)
+        feats = featurize(cfg, {"train": ds.subset(train), "val": ds.subset(val)})
+        start = time.perf_counter()
+        train_network(cfg, feats, "student")
+        row = {"labels": len(ds.label_names), "student": time.perf_counter() - start}
+        for kind in TEACHERS:
+            start = time.perf_counter()
+            train_teacher(make_config({**base, "teacher": kind}), feats)
+            row[kind] = time.perf_counter() - start
+        rows.append(row)
+        print(f"{row['labels']:3d} labels: student {row['student']:7.1f} s | "
+              + " | ".join(f"{k} {row[k]:7.1f} s ({row[k] / row['student']:.2f}x)" for k in TEACHERS), flush=True)
+    print("\n| labels | student s | " + " | ".join(f"{k} s | {k} ÷ student" for k in TEACHERS) + " |")
+    print("|---|---|" + "---|---|" * len(TEACHERS))
+    for r in rows:
+        print(f"| {r['labels']} | {r['student']:.1f} | "
+              + " | ".join(f"{r[k]:.1f} | {r[k] / r['student']:.2f}" for k in TEACHERS) + " |")
+
+
+if __name__ == "__main__":
+    main()
