@@ -58,8 +58,10 @@ def model_card(manifest: dict, run_info: dict) -> str:
     seg, agree = m["segmenter"], m["segmentation_agreement"]
     parity = m["parity"]
     out = [f"# kdedge model: {m['architecture']} ({m['model_kind']})", ""]
-    out += [f"Multi-label Chinese text classifier with {len(labels)} labels, distilled from a larger teacher "
-            f"model by kdedge {m['kdedge_version']} and exported on {m['created']} as a kdedge bundle "
+    how = ("distilled from a teacher model" if m["model_kind"] == "kd" else
+           "trained on the labels alone (the plain student of a kdedge run)")
+    out += [f"Multi-label Chinese text classifier with {len(labels)} labels, {how}, "
+            f"by kdedge {m['kdedge_version']} and exported on {m['created']} as a kdedge bundle "
             "(format version 1, see docs/bundle.md). Run it with `kdedge-run predict --model <this directory> "
             "\"文本\"` or `kdedge_run.load(path).predict(text)`.", ""]
     out += ["## Intended use and limits", "", LIMITS, "",
