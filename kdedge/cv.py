@@ -144,10 +144,7 @@ def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Pat
         dirs = teacher_dirs(out)
         teacher, found_in = load_cached_teacher(key, dirs)
         if teacher is None:  # stored at once: a run killed while the students train keeps its teacher
-            teacher = train_modes(acfg, feats, ("teacher",), progress)["teacher"]
-            if "test_logits" not in teacher:  # a network teacher predicts the test fold now
-                teacher["test_logits"] = test_logits(teacher)
-            teacher["cached"] = False
+            teacher = {**train_modes(acfg, feats, ("teacher",), progress)["teacher"], "cached": False}
         save_cached_teacher(key, teacher, dirs[:found_in])  # the places that lack it
         results = train_modes(acfg, feats, ("student", "kd"), progress, teacher)
         kd_epochs = results["kd"]["fit"]["epochs_run"]

@@ -107,7 +107,8 @@ def train_network(cfg: TrainConfig, feats: Features, role: str, progress: bool =
 
     `rows` restricts training to those training rows and `predict_rows` adds their logits as
     "held_logits" (cross-fitting); `kd` = (per-label α, T, soft targets of every training row) for the KD
-    student. Returns {"model", "fit", "trim", "val_logits"} (+ "train_logits" for a teacher on all rows).
+    student. Returns {"model", "fit", "trim", "val_logits"} (+ the logits of every other split for a teacher
+    trained on all rows).
     """
     from tqdm.auto import tqdm
 
@@ -146,8 +147,9 @@ def train_network(cfg: TrainConfig, feats: Features, role: str, progress: bool =
              cfg.monitor, abs(info["best_value"][0]) if cfg.monitor.endswith("f1") else info["best_value"][0])
     result = {"model": model, "fit": info, "trim": bucket,  # trim: the model takes trimmed batches
               "val_logits": predict_logits(model, feats.x["val"], trim=bucket)}
-    if role == "teacher" and len(rows) == len(feats.x["train"]):
-        result["train_logits"] = predict_logits(model, feats.x["train"], trim=bucket)
+    if role == "teacher" and len(rows) == len(feats.x["train"]):  # soft targets, and every other split
+        for split in (s for s in feats.x if s != "val"):
+            result[f"{split}_logits"] = predict_logits(model, feats.x[split], trim=bucket)
     if predict_rows is not None:
         result["held_logits"] = predict_logits(model, feats.x["train"][predict_rows], trim=bucket)
     return result

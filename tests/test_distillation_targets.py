@@ -150,6 +150,29 @@ def test_crossfit_teacher_outputs_on_training_texts_are_out_of_fold(tmp_path):
     assert crossfit["fit"]["crossfit"] == 3
 
 
+def test_ensemble_teacher_averages_calibrated_towers_and_linear_on_every_split(tmp_path):
+    from kdedge.data import load_dataset
+    from kdedge.targets import fit_calibration
+    from kdedge.teachers import linear_teacher, train_teacher
+    from kdedge.train import featurize, train_network
+
+    cfg = make_config({"embedding_dim": 8, "w2v_epochs": 1, "segmenter": "char", "max_len": 24, "epochs": 2,
+                       "patience": 2, "batch_size": 16, "arch_params": {"filters": 8}, "teacher": "ensemble"})
+    ds = load_dataset(write_jsonl(tmp_path / "d.jsonl", make_corpus(120, seed=4)))
+    rows = np.arange(len(ds))
+    feats = featurize(cfg, {"train": ds.subset(rows[:80]), "val": ds.subset(rows[80:100]),
+                            "test": ds.subset(rows[100:])})
+    teacher = train_teacher(cfg, feats)
+    towers, linear = train_network(cfg, feats, "teacher"), linear_teacher(cfg, feats)  # same seed: same parts
+    for split in ("train", "val", "test"):
+        parts = [(towers[f"{split}_logits"], towers["val_logits"]), (linear[f"{split}_logits"], linear["val_logits"])]
+        probs = [sig(fit_calibration("platt", val, feats.y["val"]).apply(z)) for z, val in parts]
+        assert np.allclose(teacher[f"{split}_logits"], logit(np.mean(probs, axis=0)), atol=1e-4)
+    assert set(teacher["fit"]["components"]) == {"towers", "linear"}
+    assert teacher["fit"]["kind"] == "ensemble" and teacher["model"] is None
+    assert all("macro_f1" in c["validation"] for c in teacher["fit"]["components"].values())
+
+
 def test_config_choices_fail_before_any_data_is_read(tmp_path):
     for bad in ({"teacher": "forest"}, {"teacher_calibration": "isotonic"}, {"teacher_crossfit": 1},
                 {"kd_alpha": 1.5}, {"monitor": "accuracy"}):
