@@ -64,9 +64,11 @@ class TrainConfig:
                               ("mode", ("teacher", "student", "kd", "all")),
                               ("monitor", ("val_loss", "val_macro_f1")), ("pos_weight", ("none", "sqrt", "balanced"))):
             if getattr(self, name) not in choices:
-                raise ConfigError(f"option {name} must be one of {', '.join(choices)}, not {getattr(self, name)!r}")
+                raise ConfigError(f"option {name} (--{name.replace('_', '-')}) must be one of {', '.join(choices)}, "
+                                  f"not {getattr(self, name)!r}")
         if self.teacher_crossfit == 1 or self.teacher_crossfit < 0:
-            raise ConfigError(f"option teacher_crossfit must be 0 (off) or at least 2, not {self.teacher_crossfit}")
+            raise ConfigError("option teacher_crossfit (--teacher-crossfit) must be 0 (off) or at least 2, "
+                              f"not {self.teacher_crossfit}")
         self.kd_grid()
 
     def resolved_batch_size(self) -> int:
