@@ -125,8 +125,9 @@ class EpochSelector(keras.callbacks.Callback):
         self.eval_seconds += time.perf_counter() - start
         if self.progress is not None:
             self.progress.update(1)
+            shown = -np.mean(values) if self.monitor.endswith("f1") else np.mean(values)  # F1 is stored negated
             self.progress.set_postfix(loss=f"{(logs or {}).get('loss', float('nan')):.4f}",
-                                      val=f"{np.mean(values):.4f}")
+                                      **{self.monitor: f"{shown:.4f}"})
         if all(epoch - b >= self.patience for b in self.best_epoch):
             self.model.stop_training = True
 
