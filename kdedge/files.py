@@ -5,6 +5,14 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
+
+# What `kdedge train` writes into a run directory (kdedge/train.py): `--force` replaces a directory
+# holding nothing else. A new entry written there must be added here, or --force refuses such runs.
+RUN_FILES = frozenset({"config.json", "metrics.json", "history.json", "validation.jsonl", "vocab.txt",
+                       "vectors.npy", "train.log", "segmenter/dict.txt", "segmenter/t2s.json"})
+RUN_FILE_SUFFIXES = {"": ".keras", "predictions/": ".npy"}  # top-level models, saved logits
+RUN = "a kdedge run directory"
 
 
 def cache_dir(kind: str) -> Path:
@@ -28,11 +36,52 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def staging_dir(out: Path, force: bool) -> Path:
-    """A fresh temporary sibling of `out` to write into; refuses an existing `out` unless `force`."""
+def unlisted(root: Path, listed: Callable[[str], bool]) -> list[str]:
+    """Relative paths of the entries under `root` that are not directories (files, symlinks, ...)
+    and that `listed` does not accept, sorted; empty directories count as nothing."""
+    extra = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = Path(dirpath, name)
+            rel = full.relative_to(root).as_posix()
+            if (full.is_symlink() or not full.is_dir()) and not listed(rel):
+                extra.append(rel)
+    return sorted(extra)
+
+
+def check_replaceable(out: Path, force: bool, listed: Callable[[Path], Callable[[str], bool] | None],
+                      what: str) -> None:
+    """Refuse an existing `out` unless `force` and it is a directory that is empty or holds only what
+    `listed(out)` accepts (None: not `what` at all). Raises FileExistsError saying what to do."""
     out = Path(out)
-    if out.exists() and not force:
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not force:
         raise FileExistsError(f"{out}: already exists (use --force to replace it)")
+    rule = f"--force replaces only {what} or an empty directory; move it away or choose another --out"
+    if out.is_symlink() or not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a directory; {rule}")
+    accepts = listed(out) or (lambda rel: False)
+    extra = unlisted(out, accepts)
+    if extra:
+        shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+        raise FileExistsError(f"{out}: not {what}: it holds {shown}; {rule}")
+
+
+def run_listing(path: Path) -> Callable[[str], bool]:
+    """Accepts the relative paths a `kdedge train` run directory holds (RUN_FILES, models, logits)."""
+    def accepts(rel: str) -> bool:
+        folder, _, name = rel.rpartition("/")
+        suffix = RUN_FILE_SUFFIXES.get(folder + "/" if folder else "")
+        return rel in RUN_FILES or (suffix is not None and name.endswith(suffix) and not name.startswith("."))
+    return accepts
+
+
+def staging_dir(out: Path, force: bool) -> Path:
+    """A fresh temporary sibling of `out` to write into; refuses an existing `out` unless `force` and
+    it is an empty directory or a kdedge run (nothing else: see `check_replaceable`)."""
+    out = Path(out)
+    check_replaceable(out, force, run_listing, RUN)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -47,6 +96,7 @@ def commit_dir(tmp: Path, out: Path) -> None:
         if path.is_file():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
+    check_replaceable(out, True, run_listing, RUN)  # again: files may have appeared in `out` meanwhile
     if out.exists():
         old = out.with_name(f".{out.name}.old{os.getpid()}")
         os.replace(out, old)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdedge.files import check_replaceable
 from kdedge_run.bundle import file_sha256
 
 from .errors import ExportError
@@ -23,12 +24,25 @@ KEY_ORDER = ("format", "format_version", "kdedge_version", "created", "architect
 
 
 def check_out(out: Path, force: bool) -> None:
-    """Refuse an existing output unless `force` (and never replace a non-bundle file)."""
-    if out.exists() or out.is_symlink():
-        if not force:
-            raise ExportError(f"{out}: already exists (use --force to replace it)")
-        if not out.is_dir() or out.is_symlink():
-            raise ExportError(f"{out}: exists and is not a directory; refusing to replace it")
+    """Refuse an existing output unless `force` and it is an empty directory or a kdedge bundle
+    holding only the files its manifest lists (never a run, a project folder, anything else)."""
+    try:
+        check_replaceable(out, force, bundle_listing, "a kdedge bundle")
+    except FileExistsError as e:
+        raise ExportError(str(e)) from None
+
+
+def bundle_listing(path: Path):
+    """Accepts manifest.json and the files its `files` lists; None if `path` holds no kdedge manifest."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST).read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
+            or not isinstance(manifest.get("files"), dict):
+        return None
+    listed = {MANIFEST, *manifest["files"]}
+    return listed.__contains__
 
 
 class Staging:

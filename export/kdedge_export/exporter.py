@@ -63,10 +63,13 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
     if vectors_dtype not in DTYPES:
         raise ExportError(f"--vectors-dtype must be one of {', '.join(DTYPES)}, not {vectors_dtype!r}")
     out = Path(out_dir)
+    run_path = Path(run_dir).resolve()
+    if out.resolve() == run_path or run_path in out.resolve().parents:
+        raise ExportError(f"{out}: the bundle must not be written inside the run directory")
+    if out.resolve() in run_path.parents:
+        raise ExportError(f"{out}: holds the run directory {run_dir}; the bundle must go elsewhere")
     check_out(out, force)
     run = load_run(run_dir, model)
-    if out.resolve() == run.path.resolve() or run.path.resolve() in out.resolve().parents:
-        raise ExportError(f"{out}: the bundle must not be written inside the run directory")
     overrides = read_thresholds_file(thresholds_file, run.labels) if thresholds_file else None
     notes: list[str] = []
 

@@ -177,8 +177,8 @@ def _probe(impl, bundle: Bundle, entry: dict) -> None:
     """
     shape = input_shape(bundle.input_spec)
     ids = 1 + np.arange(int(np.prod(shape))).reshape(1, *shape) % (bundle.vectors.shape[0] - 1)  # no <pad>
-    for what, x in (("all-padding", np.zeros((1, *shape, bundle.manifest["embeddings"]["dim"]), np.float32)),
-                    ("vocabulary", bundle.embed(ids))):
+    for what, x in (("an all-padding input", np.zeros((1, *shape, bundle.manifest["embeddings"]["dim"]), np.float32)),
+                    ("an input of vocabulary rows", bundle.embed(ids))):
         try:
             logits, attention = impl.run(x)
         except Exception as e:  # a runtime failure here means the model does not fit the manifest
@@ -190,8 +190,7 @@ def _probe(impl, bundle: Bundle, entry: dict) -> None:
         with np.errstate(all="ignore"):
             finite = np.isfinite(logits.astype(np.float64) / bundle.temperatures).all()
         if not finite:
-            raise BundleError(f"{entry['file']}: test inference gave NaN or infinite logits (on an {what} "
-                              "input)")
+            raise BundleError(f"{entry['file']}: test inference gave NaN or infinite logits (on {what})")
         if attention is not None and attention.shape != (1, *shape):
             raise BundleError(f"{entry['file']}: attention shape {list(attention.shape)}, expected "
                               f"{[1, *shape]}")

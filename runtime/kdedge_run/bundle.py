@@ -163,17 +163,16 @@ def file_sha256(path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _walk_error(e: OSError) -> None:
-    raise BundleError(f"{e.filename}: cannot read: {e.strerror}")
-
-
 def _check_files(root: Path, files: dict) -> None:
     """Every listed file present with its size and SHA-256; no symlink; nothing unlisted."""
     if len(files) > MAX_FILES:
         raise BundleError(f"{MANIFEST}: 'files' lists {len(files)} files, more than {MAX_FILES}")
     for rel in files:
         _check_path(rel)
-    for dirpath, dirnames, filenames in os.walk(root, onerror=_walk_error):
+    def unreadable(e: OSError):
+        raise BundleError(f"{Path(e.filename).relative_to(root).as_posix()}: cannot read: {e.strerror}")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         for name in sorted(dirnames + filenames):
             full = Path(dirpath, name)
             rel = full.relative_to(root).as_posix()

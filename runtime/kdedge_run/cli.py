@@ -84,6 +84,18 @@ def _dumps(record: dict, indent=None) -> str:
     return json.dumps(record, ensure_ascii=False, allow_nan=False, indent=indent)
 
 
+class _Input(click.File):
+    """click.File("rb") that says so when '-' names a closed standard input."""
+
+    def __init__(self):
+        super().__init__("rb")
+
+    def convert(self, value, param, ctx):
+        if value == "-" and sys.stdin is None:
+            self.fail("standard input is closed", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class _Probability(click.FloatRange):
     """A float in [0, 1]; NaN is refused (a plain FloatRange lets it through)."""
 
@@ -114,7 +126,7 @@ def main(ctx):
 
 @main.command()
 @click.argument("texts", nargs=-1)
-@click.option("--input", "input_file", type=click.File("rb"), default=None, metavar="FILE|-",
+@click.option("--input", "input_file", type=_Input(), default=None, metavar="FILE|-",
               help="Read texts from FILE ('-': stdin): JSON Lines with a \"text\" (and optional "
                    "\"id\") field, or plain text lines. A line longer than 16 MiB is cut there: a plain "
                    "line is predicted with \"truncated\": true, a JSON line is an error.")
@@ -137,8 +149,6 @@ def predict(ctx, texts, input_file, model, backend, threads, fmt, top_k, thresho
     """
     if bool(texts) == bool(input_file):
         raise click.UsageError("give TEXT arguments or --input FILE, not both or neither")
-    if input_file is not None and input_file.name == "-" and sys.stdin is None:
-        raise click.UsageError("--input -: standard input is closed")
     clf = load(model, backend=backend, threads=threads)
     if explain and not clf.has_attention:
         raise click.UsageError(f"--explain needs a model with an attention output (gru_att or han); "
