@@ -24,10 +24,8 @@ from click.testing import CliRunner
 import kdedge_run
 from kdedge import files
 from kdedge_run import BundleError
-from kdedge_run.backends import usable_cores
-from kdedge_run.cli import MAX_LINE_BYTES
 from kdedge_run.cli import main as run_cli
-from kdedge_run.text import TOKEN_CHARS, Preprocessor
+from kdedge_run.text import Preprocessor
 from runtime_bundle_factory import CORPUS, DIM, LABELS, build_bundle, copy_built, read_manifest, write_manifest
 
 BUNDLES = {  # name → build_bundle arguments
@@ -180,6 +178,8 @@ def _model_ids(pre: Preprocessor, tokens: list[str]):
 def test_cut_before_segmenting_keeps_what_the_model_reads(built, name):
     """The kept part gives the model the same ids as the whole text for every text that fits, and
     for long texts whose kept part ends at a segmentation boundary (docs/bundle.md "Long texts")."""
+    from kdedge_run.text import TOKEN_CHARS
+
     pre = built[name].preprocessor
     full = _unlimited(pre)
     limit = pre.limit
@@ -246,6 +246,8 @@ def test_a_huge_line_is_read_in_bounded_memory_and_reported_truncated(built, tmp
 
 
 def test_lines_longer_than_the_read_limit(built):
+    from kdedge_run.cli import MAX_LINE_BYTES
+
     spaces = b"a" + b" " * (MAX_LINE_BYTES + 10) + b"b\n"        # cut: only whitespace was left out
     json_line = b'{"text": "' + b"x" * (MAX_LINE_BYTES + 10) + b'"}\n'
     result = _predict(built, ["--input", "-"], stdin=spaces + json_line + "股市\n".encode())
@@ -262,6 +264,8 @@ def test_lines_longer_than_the_read_limit(built):
 
 @pytest.mark.parametrize("backend", ["onnx", "tflite"])
 def test_threads_are_clamped_to_the_usable_cores(built, backend):
+    from kdedge_run.backends import usable_cores
+
     clf = kdedge_run.load(built["gru"].path, backend=backend, threads=100_000)
     assert clf.threads == usable_cores() == len(os.sched_getaffinity(0))
     assert kdedge_run.load(built["gru"].path, backend=backend, threads=1).threads == 1

@@ -154,7 +154,7 @@ class Preprocessor:
 
         Keeps the first `limit` non-whitespace characters (whitespace runs become one space, which
         changes no token), then steps back to the last segmentation boundary if that keeps at least
-        half. Work and memory are bounded by the limit, whatever the length of `text`.
+        half of them. Work and memory are bounded by the limit, whatever the length of `text`.
         """
         if self.limit is None or len(text) <= self.limit:
             return self._prepared(text), False
@@ -169,9 +169,9 @@ class Preprocessor:
             kept += count
         else:
             return "".join(pieces), False
-        head = "".join(pieces)
+        head = "".join(pieces)  # holds exactly `limit` non-space characters
         end = self.tokenizer.boundary(head)
-        return (head[:end] if 2 * end >= len(head) else head), True
+        return (head[:end] if 2 * (end - head.count(" ", 0, end)) >= self.limit else head), True
 
     def segment(self, text: str) -> tuple[list[str], bool]:
         """(tokens of the kept part of `text`, whether the text was cut before segmentation)."""
