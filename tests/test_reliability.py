@@ -347,7 +347,7 @@ def test_cli_real_process_invalid_utf8_arguments_and_stdin(built):
     assert proc.stderr == b"kdedge-run: error: 1 of 2 inputs failed\n"
     proc = subprocess.run(cmd + ["--format", "text", b"\xff\xe8\x82\xa1\x01"], capture_output=True, timeout=120)
     assert proc.returncode == 0
-    assert proc.stdout.decode("utf-8").endswith("\t\\udcff\u80a1\x01\n")  # echoed, surrogate escaped
+    assert proc.stdout.decode("utf-8").endswith("\t\\udcff\u80a1\\x01\n")  # echoed, unprintables escaped
     proc = subprocess.run(cmd + ["--input", "-"], input=b"\xff\n\xe8\x82\xa1\n\x00\n", capture_output=True,
                           timeout=120)
     assert proc.returncode == 2 and b"Traceback" not in proc.stderr

@@ -184,17 +184,16 @@ def _write(stage: Staging, run, base: dict, seg_files: dict, table, vectors_dtyp
 def _check_end_to_end(stage: Staging, scratch, manifest: dict, run, keras_model, cal, formats, vectors_dtype,
                       note) -> dict:
     """Segmentation agreement and parity through kdedge_run; raises ExportError on an fp32 mismatch."""
-    import kdedge_run
-    from kdedge_run.bundle import BundleError
+    from kdedge_run.bundle import BundleError, load_bundle
     from kdedge_run.text import tokens_to_ids
 
     from kdedge.evaluate import decide, scores
 
     try:
-        clf = kdedge_run.load(stage.path, backend=formats[0])
+        whole = load_bundle(stage.path).preprocessor.uncut()  # the segmenter on whole texts, as training
     except BundleError as e:
         raise ExportError(f"the staged bundle does not load in kdedge_run: {e}") from e
-    seg = agreement(clf.tokenize, run.val_texts, run.val_tokens)
+    seg = agreement(whole.tokens, run.val_texts, run.val_tokens)
     ids, keep = par.runtime_inputs(stage.path, run.val_texts)
     texts = [run.val_texts[i] for i in keep]
     y = run.val_y[keep]

@@ -219,8 +219,11 @@ def _read_lines(stream):
             continue
         try:
             record = json.loads(line, parse_float=_finite_float, parse_constant=_no_constant)
-        except (ValueError, RecursionError) as e:  # also >4300-digit integers, NaN, deep nesting
-            yield n, None, None, ValueError(f"invalid JSON: {'nested too deeply' if isinstance(e, RecursionError) else e}"), cut
+        except RecursionError:
+            yield n, None, None, ValueError("invalid JSON: nested too deeply"), cut
+            continue
+        except ValueError as e:  # also a >4300-digit integer, NaN, Infinity, 1e999
+            yield n, None, None, ValueError(f"invalid JSON: {e}"), cut
             continue
         rid = record.get("id") if isinstance(record, dict) else None
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
@@ -248,7 +251,7 @@ def _result_line(fmt, rid, text, prediction, weights) -> str:
         cols = [",".join(map(_label, prediction.labels)),
                 escape(" ".join(text.replace("\t", " ").splitlines()))]  # one line, 2 columns
         if weights is not None:
-            cols.append(" ".join(f"{tok}:{w:.4f}" for tok, w in weights))
+            cols.append(escape(" ".join(f"{tok}:{w:.4f}" for tok, w in weights)))
         return "\t".join(cols)
     record = {} if rid is None else {"id": rid}
     record |= {"labels": prediction.labels, "probabilities": prediction.probabilities,

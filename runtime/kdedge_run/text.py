@@ -145,6 +145,10 @@ class Preprocessor:
         self.convert = convert
         self.limit = text_limit(input_spec)
 
+    def uncut(self) -> "Preprocessor":
+        """The same preprocessing without the cut: whole texts are segmented (as in training)."""
+        return Preprocessor(self.tokenizer, self.vocab, {}, self.convert)
+
     def _prepared(self, text: str) -> str:
         text = normalise(text)
         return text if self.convert is None else self.convert(text)
