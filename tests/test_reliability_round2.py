@@ -544,6 +544,16 @@ def test_label_names_are_escaped_in_text_output_and_info(copy_of):
     assert "fin\\x0aance" in info.stdout and "sp\\u202eorts" in info.stdout
 
 
+def test_label_names_cannot_break_the_model_card_or_the_plot():
+    """A label `$\\foo{$` trained but could never be exported (matplotlib mathtext ParseFatalException)."""
+    from kdedge_export.card import _cell, label_f1_png
+
+    labels = ["$\\foo{$", "a|b\nc", "sp\u202eorts"]
+    f1 = dict(zip(labels, [0.5, 0.2, 0.9]))
+    assert label_f1_png(labels, f1, f1, "t").startswith(b"\x89PNG")
+    assert [_cell(lab) for lab in labels] == ["$\\x5cfoo{$", "a\\|b\\x0ac", "sp\\u202eorts"]
+
+
 # ===================================================================================================
 # Defect 10: closed standard streams, broken pipes, arguments under a C locale
 # ===================================================================================================

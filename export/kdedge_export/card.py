@@ -4,6 +4,8 @@ from __future__ import annotations
 import io
 import warnings
 
+from kdedge_run.text import escape
+
 LIMITS = (
     "**Not a diagnosis.** This is a text classifier for health-related Chinese texts. "
     "Its labels describe what a text talks about; they are not a medical diagnosis, triage or advice, "
@@ -17,6 +19,11 @@ def _pct(x) -> str:
 
 def _size(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def _cell(text: str) -> str:
+    """A Markdown table cell: unprintable characters, '|' and '\\' escaped (a label cannot break the table)."""
+    return escape(text, also="\\|").replace("\\x7c", "\\|")
 
 
 def label_f1_png(labels: list[str], f1_05: dict, f1_tuned: dict, title: str) -> bytes:
@@ -34,7 +41,7 @@ def label_f1_png(labels: list[str], f1_05: dict, f1_tuned: dict, title: str) -> 
     ax.barh([p - 0.2 for p in pos], [f1_tuned[lab] for lab in labels], height=0.4, label="tuned thresholds",
             color="#2a6fb0")
     ax.set_yticks(pos)
-    ax.set_yticklabels(labels)
+    ax.set_yticklabels([escape(lab).replace("$", r"\$") for lab in labels])  # no mathtext
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("F1 (validation)")
@@ -99,7 +106,7 @@ def model_card(manifest: dict, run_info: dict) -> str:
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for j, lab in enumerate(labels):
         src = " (file)" if metrics["threshold_source"].get(lab) == "file" else ""
-        out.append(f"| {lab} | {cal['positives'][lab]} | {m['thresholds'][j]:.3f}{src} | "
+        out.append(f"| {_cell(lab)} | {cal['positives'][lab]} | {m['thresholds'][j]:.3f}{src} | "
                    f"{m['calibration']['temperatures'][j]:.3f} | {_pct(at05['per_label_f1'][lab])} | "
                    f"{_pct(tuned['per_label_f1'][lab])} | {cal['ece_before'][lab]:.3f} | {cal['ece_after'][lab]:.3f} |")
     out += ["", "![per-label F1](label_f1.png)", "",

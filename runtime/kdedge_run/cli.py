@@ -7,13 +7,13 @@ import json
 import math
 import os
 import sys
-import unicodedata
 from itertools import islice
 
 import click
 
 from . import __version__, load
 from .bundle import BundleError
+from .text import escape
 
 BATCH = 64
 MAX_LINE_BYTES = 16 << 20  # an input line is read up to this; the rest is skipped (docs/reliability.md)
@@ -57,21 +57,6 @@ def _fail(message: str) -> None:
 def _utf8_argument(arg: str) -> str:
     """A command-line argument decoded as UTF-8 whatever the locale (LC_ALL=C would give escapes)."""
     return os.fsencode(arg).decode("utf-8", "surrogateescape")
-
-
-def escape(text: str, also: str = "") -> str:
-    """`text` safe for a terminal line: unprintable characters (controls, bidi and other format
-    characters, line/paragraph separators, surrogates, private use, unassigned) but not spaces, and
-    those in `also`, written as \\xNN, \\uNNNN or \\UNNNNNNNN."""
-    if text.isprintable() and not any(c in text for c in also):
-        return text
-    return "".join(_escape_char(c) if c in also or not (c.isprintable() or unicodedata.category(c) == "Zs")
-                   else c for c in text)
-
-
-def _escape_char(c: str) -> str:
-    code = ord(c)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def _label(name: str) -> str:

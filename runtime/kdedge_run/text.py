@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,21 @@ MAX_DICTIONARY_FREQ = 2 ** 53
 def normalise(text: str) -> str:
     """Full-width ASCII → ASCII, control characters and lone surrogates → space, A–Z → a–z."""
     return _SURROGATES.sub(" ", text.translate(_NORMALISE_TABLE))
+
+
+def escape(text: str, also: str = "") -> str:
+    """`text` safe for a terminal line: unprintable characters (controls, bidi and other format
+    characters, line/paragraph separators, surrogates, private use, unassigned) but not spaces, and
+    those in `also`, written as \\xNN, \\uNNNN or \\UNNNNNNNN."""
+    if text.isprintable() and not any(c in text for c in also):
+        return text
+    return "".join(_escape_char(c) if c in also or not (c.isprintable() or unicodedata.category(c) == "Zs")
+                   else c for c in text)
+
+
+def _escape_char(c: str) -> str:
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 class CharMap:
