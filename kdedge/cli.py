@@ -110,7 +110,6 @@ def training_options(func):
         click.option("--trainable-embeddings/--frozen-embeddings", default=None),
         click.option("--labels", "labels_file", type=click.Path(), help="File with one label per line."),
         click.option("--skip-invalid", is_flag=True, help="Skip invalid rows (counted) instead of failing."),
-        click.option("--force", is_flag=True, help="Replace an existing output directory."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
     ]
     for option in reversed(options):
@@ -141,6 +140,7 @@ def _command_setup(config_file, data, out, labels_file, cli: dict):
 @click.option("--arch", type=click.Choice(["textcnn", "textrnn", "han", "gru_att"]))
 @click.option("--mode", type=click.Choice(["teacher", "student", "kd", "all"]))
 @click.option("--out", type=click.Path(), help="Run directory to create.")
+@click.option("--force", is_flag=True, help="Replace an existing run directory (never anything else).")
 @training_options
 @user_errors
 def train(data, out, config_file, labels_file, skip_invalid, force, quiet, **cli):
@@ -173,7 +173,7 @@ def train(data, out, config_file, labels_file, skip_invalid, force, quiet, **cli
 @training_options
 @user_errors
 def cv(data, folds, archs, group_by, only_folds, no_baselines, jobs, out, config_file, labels_file, skip_invalid,
-       force, quiet, **cli):
+       quiet, **cli):
     """Cross-validate teacher / student / KD per architecture (+ baselines); resumes finished folds."""
     cfg, data, out, labels_file = _command_setup(config_file, data, out, labels_file, cli)
     from kdedge.cv import run_cv

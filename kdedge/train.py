@@ -16,7 +16,7 @@ from kdedge.config import TrainConfig
 from kdedge.data import Dataset, load_dataset
 from kdedge.embed import Vocabulary, embedding_matrix, load_vectors, train_word2vec
 from kdedge.evaluate import evaluate_logits
-from kdedge.files import commit_dir, staging_dir, write_json
+from kdedge.files import RUN, check_replaceable, commit_dir, run_listing, staging_dir, write_json
 from kdedge.folds import stratified_split
 from kdedge.segment import Segmenter, resolve_convert, write_dictionary
 from kdedge_run.bundle import file_sha256
@@ -227,8 +227,7 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
     """Train the configured modes and write the run directory atomically; returns metrics.json."""
     modes = MODES if cfg.mode == "all" else (cfg.mode,)  # a mode outside these fails when cfg is built
     out_path = Path(out)
-    if out_path.exists() and not force:
-        raise FileExistsError(f"{out_path}: already exists (use --force to replace it)")
+    check_replaceable(out_path, force, run_listing, RUN)  # before any data is read or model trained
     start = time.perf_counter()
     ds = load_dataset(data, labels_file, skip_invalid=skip_invalid)
     tmp = staging_dir(out_path, force)
