@@ -108,6 +108,9 @@ def training_options(func):
         click.option("--pos-weight", type=click.Choice(["none", "sqrt", "balanced"]),
                      help="Weight of positive labels in the students' BCE (sqrt: √(negatives/positives))."),
         click.option("--trainable-embeddings/--frozen-embeddings", default=None),
+        click.option("--strategy", type=click.Choice(["auto", "one", "mirrored", "multiworker"]),
+                     help="tf.distribute: one device; mirrored (this machine's GPUs); multiworker (reads TF_CONFIG); "
+                     "auto: mirrored with more than one GPU. --batch-size is the global batch. [default: auto]"),
         click.option("--labels", "labels_file", type=click.Path(), help="File with one label per line."),
         click.option("--skip-invalid", is_flag=True, help="Skip invalid rows (counted) instead of failing."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),

@@ -53,16 +53,20 @@ class TrainConfig:
     pos_weight: str = "none"              # none | sqrt | balanced: per-label weight of positives in the students' BCE
     # thresholds
     threshold_min_support: int = 3        # labels with fewer validation positives keep 0.5
+    # devices: auto | one | mirrored | multiworker (kdedge.distribute; batch_size is the global batch)
+    strategy: str = "auto"
     arch_params: dict = field(default_factory=dict)  # per-architecture overrides (see kdedge.models)
 
     def __post_init__(self):
         """Check the choices and ranges that do not need data, so a bad option fails before any training."""
+        from kdedge.distribute import STRATEGIES
         from kdedge.targets import CALIBRATIONS
         from kdedge.teachers import TEACHERS
 
         for name, choices in (("teacher", TEACHERS), ("teacher_calibration", CALIBRATIONS),
                               ("mode", ("teacher", "student", "kd", "all")),
-                              ("monitor", ("val_loss", "val_macro_f1")), ("pos_weight", ("none", "sqrt", "balanced"))):
+                              ("monitor", ("val_loss", "val_macro_f1")), ("pos_weight", ("none", "sqrt", "balanced")),
+                              ("strategy", STRATEGIES)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"option {name} (--{name.replace('_', '-')}) must be one of {', '.join(choices)}, "
                                   f"not {getattr(self, name)!r}")

@@ -22,6 +22,9 @@ ROWS = ("teacher", "student", "student_same_budget", "kd", "selected")
 BASELINES = ("tfidf_lr", "fasttext")
 STUDENT_ONLY_SETTINGS = ("mode", "trainable_embeddings", "kd_alpha", "kd_temperature", "pos_weight",
                          "teacher_calibration", "kd_label_gate")
+# How training runs, not what it learns (results equal up to float summation order): neither part of a
+# teacher's cache key nor a setting a resume must repeat.
+EXECUTION_SETTINGS = ("strategy",)
 TEACHER_CACHE_VERSION = 1  # bump when the teacher's model or training changes
 
 
@@ -34,7 +37,7 @@ def teacher_cache_key(cfg: TrainConfig, feats) -> str:
     from kdedge.towers import TOWERED
 
     digest = hashlib.sha256()
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in STUDENT_ONLY_SETTINGS}
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in STUDENT_ONLY_SETTINGS + EXECUTION_SETTINGS}
     for name, before in (("teacher", "towers"), ("teacher_crossfit", 0)):  # keys of teachers cached before these
         if settings[name] == before:                                       # settings existed stay valid
             del settings[name]
@@ -275,8 +278,8 @@ def input_hashes(data, vectors) -> dict:
 def _without_inputs(settings: dict, hashed: bool) -> dict:
     """Settings as a resume compares them: not the architectures; where files are hashed, not their paths."""
     out = {k: v for k, v in settings.items() if k not in ("archs", "inputs") and not (hashed and k == "data")}
-    if hashed:
-        out["config"] = {k: v for k, v in out["config"].items() if k != "vectors"}
+    out["config"] = {k: v for k, v in out["config"].items()
+                     if k not in EXECUTION_SETTINGS and not (hashed and k == "vectors")}
     return out
 
 
@@ -288,9 +291,15 @@ def run_cv(cfg: TrainConfig, data: str, out: str, folds: int = 5, archs=("textcn
     `jobs` > 1 runs that many folds at once in worker processes, each pinned to its share of the CPU cores
     (small models use many cores poorly: two one-core folds beat one two-core fold here).
     """
+    from kdedge.distribute import get_strategy, is_chief, resolve
     from kdedge.report import write_report
 
+    if jobs > 1 and resolve(cfg.strategy) == "multiworker":
+        raise ValueError("--jobs runs folds in local processes; with --strategy multiworker use --jobs 1")
+    strategy = get_strategy(cfg.strategy)  # first: MultiWorkerMirroredStrategy must precede other TF ops
     out_path = Path(out)
+    if not is_chief(strategy):  # a cluster's other workers train alongside the chief and keep their own copy
+        out_path = out_path / ".workers" / str(json.loads(os.environ["TF_CONFIG"])["task"]["index"])
     (out_path / "folds").mkdir(parents=True, exist_ok=True)
     ds = load_dataset(data, labels_file, skip_invalid=skip_invalid)
     settings = {"data": str(data), "folds": folds, "archs": list(archs), "group_by": group_by,

@@ -5,6 +5,7 @@ import json
 import logging
 import platform
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,7 @@ def train_network(cfg: TrainConfig, feats: Features, role: str, progress: bool =
     """
     from tqdm.auto import tqdm
 
+    from kdedge.distribute import get_strategy, keras_workaround
     from kdedge.distill import (fit, make_hard_loss, make_kd_loss, positive_weights, predict_logits, student_groups,
                                 teacher_groups, teacher_loss)
     from kdedge.models import arch_params, build_classifier, is_hierarchical
@@ -125,9 +127,12 @@ def train_network(cfg: TrainConfig, feats: Features, role: str, progress: bool =
     id_shape = x.shape[1:]
     towered = role == "teacher" and cfg.arch in TOWERED   # tower-batched teacher (textcnn: separate towers)
     bucket = towered and not is_hierarchical(cfg.arch)      # any-length input: trimmed, length-bucketed batches
-    model = (build_teacher(cfg.arch, id_shape, feats.table, n, params, cfg.dropout) if towered else
-             build_classifier(cfg.arch, id_shape, feats.table, n, params, cfg.dropout,
-                              cfg.trainable_embeddings and role != "teacher", n if role == "teacher" else 0))
+    strategy = get_strategy(cfg.strategy)
+    with strategy.scope():  # the model's variables live on every replica (kdedge.distribute)
+        model = (build_teacher(cfg.arch, id_shape, feats.table, n, params, cfg.dropout) if towered else
+                 build_classifier(cfg.arch, id_shape, feats.table, n, params, cfg.dropout,
+                                  cfg.trainable_embeddings and role != "teacher", n if role == "teacher" else 0))
+    keras_workaround(model, strategy)
     pos_weight = positive_weights(feats.y["train"], cfg.pos_weight)  # students only
     desc = f"{cfg.arch} {role}"
     if role == "teacher":
@@ -141,7 +146,8 @@ def train_network(cfg: TrainConfig, feats: Features, role: str, progress: bool =
         groups, targets = student_groups(model, n), np.concatenate([y, soft[rows]], axis=1)
         desc += f" T={temperature:g}"
     bar = tqdm(total=cfg.epochs, desc=desc, leave=False, disable=not progress)
-    info = fit(model, x, targets, feats.x["val"], feats.y["val"], loss, groups, cfg, bar, bucket)
+    with strategy.scope():
+        info = fit(model, x, targets, feats.x["val"], feats.y["val"], loss, groups, cfg, bar, bucket)
     bar.close()
     log.info("%s: %d epochs, %.1f s, best validation %s %.4f", desc, info["epochs_run"], info["seconds"],
              cfg.monitor, abs(info["best_value"][0]) if cfg.monitor.endswith("f1") else info["best_value"][0])
@@ -225,12 +231,17 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
 def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = None, force: bool = False,
               skip_invalid: bool = False, progress: bool = True) -> dict:
     """Train the configured modes and write the run directory atomically; returns metrics.json."""
+    from kdedge.distribute import describe, get_strategy, is_chief
+
     modes = MODES if cfg.mode == "all" else (cfg.mode,)  # a mode outside these fails when cfg is built
     out_path = Path(out)
-    check_replaceable(out_path, force, run_listing, RUN)  # before any data is read or model trained
+    strategy = get_strategy(cfg.strategy)  # first: MultiWorkerMirroredStrategy must precede other TF ops
+    chief = is_chief(strategy)  # other workers of a cluster train alongside and write nothing
+    if chief:
+        check_replaceable(out_path, force, run_listing, RUN)  # before any data is read or model trained
     start = time.perf_counter()
     ds = load_dataset(data, labels_file, skip_invalid=skip_invalid)
-    tmp = staging_dir(out_path, force)
+    tmp = staging_dir(out_path, force) if chief else Path(tempfile.mkdtemp(prefix=".kdedge-worker-"))
     logging_handler = logging.FileHandler(tmp / "train.log", encoding="utf-8")
     log.addHandler(logging_handler)
     log.setLevel(logging.INFO)
@@ -296,10 +307,14 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
                                                      "char_map": "segmenter/t2s.json" if feats.segmenter.char_map else None},
             "data": {"path": str(data), "sha256": file_sha256(data), "texts": len(ds), "skipped": ds.skipped},
             "features": feats.report, "modes": list(results),
-            "platform": {"python": platform.python_version(), "machine": platform.machine()}})
+            "platform": {"python": platform.python_version(), "machine": platform.machine()},
+            "distribute": describe(strategy)})
         log.removeHandler(logging_handler)
         logging_handler.close()
-        commit_dir(tmp, out_path)
+        if chief:
+            commit_dir(tmp, out_path)
+        else:
+            shutil.rmtree(tmp)
     except BaseException:
         log.removeHandler(logging_handler)
         logging_handler.close()
