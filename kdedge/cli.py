@@ -172,18 +172,22 @@ def train(data, out, config_file, labels_file, skip_invalid, force, quiet, **cli
 @click.option("--no-baselines", is_flag=True, help="Skip the TF-IDF+LR and fastText baselines.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Folds run at once, each in its own process pinned to its share of the CPU cores.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: each (fold, architecture) is a Ray task (pip install 'kdedge[ray]'); --out must be on a "
+              "filesystem every node sees.")
+@click.option("--address", help="Ray cluster to join (e.g. ray://head:10001 or auto); default: a local Ray instance.")
 @click.option("--out", type=click.Path(), help="Directory for fold results and the report (resumes if present).")
 @training_options
 @user_errors
-def cv(data, folds, archs, group_by, only_folds, no_baselines, jobs, out, config_file, labels_file, skip_invalid,
-       quiet, **cli):
+def cv(data, folds, archs, group_by, only_folds, no_baselines, jobs, engine, address, out, config_file, labels_file,
+       skip_invalid, quiet, **cli):
     """Cross-validate teacher / student / KD per architecture (+ baselines); resumes finished folds."""
     cfg, data, out, labels_file = _command_setup(config_file, data, out, labels_file, cli)
     from kdedge.cv import run_cv
 
     arch_list = [a.strip() for a in archs.split(",") if a.strip()]
     results = run_cv(cfg, data, out, folds, arch_list, group_by, labels_file,
-                     not no_baselines, not quiet, list(only_folds) or None, skip_invalid, jobs)
+                     not no_baselines, not quiet, list(only_folds) or None, skip_invalid, jobs, engine, address)
     click.echo(f"report: {out}/results.md ({len(results['architectures'])} architectures)")
 
 

@@ -137,7 +137,10 @@ def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Pat
             continue
         acfg = dataclasses.replace(cfg, arch=arch)
         feats = featurize(acfg, splits, wv)
-        wv = feats.wv  # one Word2Vec per fold, shared by the architectures
+        # Pre-trained vectors are loaded once per fold. Word2Vec trained on the fold is not shared: it would
+        # admit its words below --min-count into the next architecture's vocabulary, so an architecture's
+        # result would depend on which ran before it in the same process (resume, --engine ray).
+        wv = feats.wv if cfg.vectors else None
 
         def test_logits(res):
             return predict_logits(res["model"], feats.x["test"], trim=res["trim"])
@@ -262,6 +265,59 @@ def _run_folds_in_parallel(cfg, ds, fold_ids, folds, archs, group_by, out, basel
             future.result()  # re-raises a worker's error; finished folds stay on disk for a resume
 
 
+def _ray_fold_task(cfg, ds, k, folds, archs, group_by, out, baselines) -> None:
+    """One Ray task: `run_fold` for fold `k` and `archs` (or its baselines), TensorFlow sized to the task's CPUs."""
+    import ray
+    import tensorflow as tf
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
+    try:  # a reused Ray worker has initialised TensorFlow already: its thread pools stay as they are
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(cpus)
+    except RuntimeError:
+        pass
+    run_fold(cfg, ds, k, folds, archs, group_by, Path(out), baselines, False)
+
+
+def _run_folds_on_ray(cfg, ds, fold_ids, folds, archs, group_by, out: Path, baselines, address=None) -> None:
+    """Each unfinished (fold, architecture), and each fold's baselines, as a Ray task; the first failure stops the rest.
+
+    Without `address` (and no RAY_ADDRESS) a local Ray instance is started. A network task needs one CPU
+    and, on a cluster with GPUs, one GPU; a baselines task one CPU. The tasks write the fold files
+    themselves (atomically, as `run_fold` does), so every node must see `out` at the same path.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("--engine ray needs Ray: pip install 'kdedge[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    task = ray.remote(_ray_fold_task)
+    shared = ray.put(ds)
+    pieces = [(k, [arch], False) for k in fold_ids for arch in archs
+              if not (out / "folds" / f"fold{k}_{arch}.json").exists()]
+    if baselines:
+        pieces += [(k, [], True) for k in fold_ids if not (out / "folds" / f"fold{k}_baselines.json").exists()]
+    refs = [task.options(num_cpus=1, num_gpus=0 if only_baselines else gpus, max_retries=0)
+            .remote(cfg, shared, k, folds, piece_archs, group_by, str(out), only_baselines)
+            for k, piece_archs, only_baselines in pieces]
+    pending = list(refs)
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            ray.get(done)  # re-raises a task's error; finished fold files stay on disk for a resume
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+    missing = [f"fold{k}_{a[0] if a else 'baselines'}.json" for k, a, _ in pieces
+               if not (out / "folds" / f"fold{k}_{a[0] if a else 'baselines'}.json").exists()]
+    if missing:
+        raise OSError(f"{out}/folds: {', '.join(missing)} not found after the Ray tasks finished: every Ray node "
+                      "must see --out at the same path (a shared filesystem)")
+
+
 def input_hashes(data, vectors) -> dict:
     """SHA-256 of the files a run reads (data, and pre-trained vectors if any): a resume must see the same ones.
 
@@ -285,12 +341,19 @@ def _without_inputs(settings: dict, hashed: bool) -> dict:
 
 def run_cv(cfg: TrainConfig, data: str, out: str, folds: int = 5, archs=("textcnn",), group_by=None,
            labels_file=None, baselines: bool = True, progress: bool = True, only_folds=None,
-           skip_invalid: bool = False, jobs: int = 1) -> dict:
+           skip_invalid: bool = False, jobs: int = 1, engine: str = "local", address: str | None = None) -> dict:
     """Run (or resume) every fold; finished fold files are kept, so a killed run continues where it stopped.
 
     `jobs` > 1 runs that many folds at once in worker processes, each pinned to its share of the CPU cores
-    (small models use many cores poorly: two one-core folds beat one two-core fold here).
+    (small models use many cores poorly: two one-core folds beat one two-core fold here). `engine="ray"`
+    runs each (fold, architecture) as a task on the Ray cluster at `address` (None: a local instance).
     """
+    if engine not in ("local", "ray"):
+        raise ValueError(f"--engine must be local or ray, not {engine!r}")
+    if address and engine != "ray":
+        raise ValueError("--address names a Ray cluster: use it with --engine ray")
+    if engine == "ray" and jobs > 1:
+        raise ValueError("--jobs sizes the local process pool; with --engine ray the cluster's CPUs decide")
     from kdedge.distribute import get_strategy, is_chief, resolve
     from kdedge.report import write_report
 
@@ -322,7 +385,9 @@ def run_cv(cfg: TrainConfig, data: str, out: str, folds: int = 5, archs=("textcn
         settings["archs"] = list(dict.fromkeys(previous["archs"] + list(archs)))
     write_json_atomic(settings_path, settings)
     fold_ids = list(only_folds if only_folds is not None else range(folds))
-    if jobs > 1 and len(fold_ids) > 1:
+    if engine == "ray":
+        _run_folds_on_ray(cfg, ds, fold_ids, folds, archs, group_by, out_path, baselines, address)
+    elif jobs > 1 and len(fold_ids) > 1:
         _run_folds_in_parallel(cfg, ds, fold_ids, folds, archs, group_by, out_path, baselines, min(jobs, len(fold_ids)))
     else:
         for k in fold_ids:
