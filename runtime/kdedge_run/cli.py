@@ -6,7 +6,9 @@ import dataclasses
 import json
 import math
 import os
+import stat
 import sys
+import time
 from itertools import islice
 
 import click
@@ -124,8 +126,10 @@ def main(ctx):
 @click.option("--threshold", type=_Probability(0.0, 1.0), default=None,
               help="One threshold for all labels instead of the tuned per-label thresholds.")
 @click.option("--explain", is_flag=True, help="Add the tokens with the highest attention weights.")
+@click.option("--progress/--no-progress", default=None,
+              help="Texts done, texts/s and share of the input read, on stderr. [default: when stderr is a terminal]")
 @click.pass_context
-def predict(ctx, texts, input_file, model, backend, threads, fmt, top_k, threshold, explain):
+def predict(ctx, texts, input_file, model, backend, threads, fmt, top_k, threshold, explain, progress):
     """Predict labels for TEXT arguments or for the lines of --input.
 
     One output line per input, in order. A bad input (invalid JSON or UTF-8, empty text, a text
@@ -141,6 +145,7 @@ def predict(ctx, texts, input_file, model, backend, threads, fmt, top_k, thresho
     items = ((n, None, t, None, False) for n, t in enumerate(texts, 1)) if texts else _read_lines(input_file)
     out = sys.stdout.buffer
     total = failed = 0
+    shown = _Progress(input_file) if input_file and (progress if progress is not None else sys.stderr.isatty()) else None
     while batch := list(islice(items, BATCH)):
         results = iter(_predict_batch(clf, [item[2] for item in batch if item[3] is None], top_k, threshold))
         for n, rid, text, error, cut in batch:
@@ -159,9 +164,46 @@ def predict(ctx, texts, input_file, model, backend, threads, fmt, top_k, thresho
             out.write(line.encode("utf-8", "backslashreplace") + b"\n")
             total += 1
         out.flush()
+        if shown:
+            shown.update(total, failed)
+    if shown:
+        shown.close(total, failed)
     if failed:
         click.echo(f"kdedge-run: error: {failed} of {total} inputs failed", err=True)
         ctx.exit(2)
+
+
+class _Progress:
+    """A one-line progress display on stderr (redrawn at most twice a second): texts, failures, texts/s,
+    and for a regular file the share of its bytes read."""
+
+    def __init__(self, stream):
+        self.stream, self.start, self.last = stream, time.monotonic(), 0.0
+        try:
+            self.size = os.fstat(stream.fileno()).st_size if stat.S_ISREG(os.fstat(stream.fileno()).st_mode) else 0
+        except (OSError, AttributeError, ValueError):
+            self.size = 0
+
+    def update(self, total: int, failed: int, force: bool = False) -> None:
+        """Redraw the line if half a second has passed (or `force`)."""
+        now = time.monotonic()
+        if not force and now - self.last < 0.5:
+            return
+        self.last = now
+        rate = total / max(now - self.start, 1e-9)
+        share = ""
+        if self.size:
+            try:
+                share = f", {100 * min(self.stream.tell() / self.size, 1.0):.1f}% of input"
+            except (OSError, ValueError):
+                pass
+        sys.stderr.write(f"\r{total} texts ({failed} failed), {rate:.0f} texts/s{share}  ")
+        sys.stderr.flush()
+
+    def close(self, total: int, failed: int) -> None:
+        """Draw the final figures and end the line."""
+        self.update(total, failed, force=True)
+        sys.stderr.write("\n")
 
 
 def _bounded_lines(stream):
@@ -258,6 +300,34 @@ def _error_line(fmt, n, rid, error) -> str:
         return _dumps(record | ({} if rid is None else {"id": rid}))
     except (ValueError, RecursionError):  # an id that cannot be written back as JSON
         return _dumps(record)
+
+
+@main.command()
+@click.option("--input", "input_path", required=True, metavar="PATH",
+              help="JSON Lines with a \"text\" field, or plain text lines; a file or a directory of files.")
+@click.option("--out", required=True, metavar="DIR", help="Output directory of JSON Lines files (must not exist).")
+@_model_option
+@_backend_option
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Ray actors, each loading the bundle once and using one CPU.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="At most K labels per text.")
+@click.option("--threshold", type=_Probability(0.0, 1.0), default=None,
+              help="One threshold for all labels instead of the tuned per-label thresholds.")
+@click.option("--address", default=None, help="Ray cluster to join; default: a local Ray instance.")
+def label(input_path, out, model, backend, workers, batch_size, top_k, threshold, address):
+    """Label a large dataset on a Ray cluster (Ray Data; pip install "kdedge-run[ray]"). See kdedge_run.batch."""
+    from .batch import label_dataset
+
+    try:
+        result = label_dataset(input_path, out, model, workers, batch_size, backend, threshold, top_k, address)
+    except ImportError as e:
+        raise click.ClickException(str(e)) from None
+    except Exception as e:  # Ray wraps a reader's or worker's error: report its last line only
+        if isinstance(e, (BundleError, ValueError, OSError)):
+            raise
+        raise click.ClickException(f"{input_path}: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from None
+    click.echo(f"{result['texts']} texts labelled ({result['errors']} errors) into {result['out']}", err=True)
 
 
 @main.command()
