@@ -12,6 +12,7 @@ import pytest
 from conftest import make_corpus, write_jsonl
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a local Ray instance
 
 
 @pytest.fixture(scope="module")

@@ -121,6 +121,7 @@ def _kdedge():
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "kdedge.cli"]
 
 
+@pytest.mark.slow
 def test_cli_train_with_a_config_file(tmp_path, corpus_file):
     out = tmp_path / "run"
     config = tmp_path / "small.toml"

@@ -37,6 +37,7 @@ def first(corpus_file, tmp_path_factory, kdedge_cache):
     return _cv(corpus_file, tmp_path_factory.mktemp("cv") / "a")
 
 
+@pytest.mark.slow
 def test_first_run_trains_and_caches_its_teacher(first, kdedge_cache):
     assert first["teacher_cached"] is False
     assert len(list((kdedge_cache / "teachers").glob("*.npz"))) == 1
@@ -44,6 +45,7 @@ def test_first_run_trains_and_caches_its_teacher(first, kdedge_cache):
         assert set(arrays.files) == {"train_logits", "val_logits", "test_logits"}
 
 
+@pytest.mark.slow
 def test_student_only_settings_reuse_the_teacher(first, corpus_file, tmp_path):
     record = _cv(corpus_file, tmp_path / "b", kd_alpha=0.3, trainable_embeddings=True)
     assert record["teacher_cached"] is True
@@ -52,11 +54,13 @@ def test_student_only_settings_reuse_the_teacher(first, corpus_file, tmp_path):
     assert record["modes"]["kd"]["test_probs"] != first["modes"]["kd"]["test_probs"]
 
 
+@pytest.mark.slow
 def test_teacher_settings_retrain_the_teacher(first, corpus_file, tmp_path):
     record = _cv(corpus_file, tmp_path / "c", dropout=0.2)
     assert record["teacher_cached"] is False
 
 
+@pytest.mark.slow
 def test_a_damaged_cache_entry_is_retrained(first, corpus_file, tmp_path, kdedge_cache):
     for path in (kdedge_cache / "teachers").glob("*.npz"):
         path.write_bytes(b"not an npz")
@@ -65,6 +69,7 @@ def test_a_damaged_cache_entry_is_retrained(first, corpus_file, tmp_path, kdedge
     assert record["modes"]["teacher"]["tuned"] == first["modes"]["teacher"]["tuned"]  # same seed, same teacher
 
 
+@pytest.mark.slow
 def test_a_run_directory_keeps_its_teachers_without_the_shared_cache(first, corpus_file, tmp_path, monkeypatch):
     out = tmp_path / "e"
     _cv(corpus_file, out, kd_alpha=0.3)
@@ -76,6 +81,7 @@ def test_a_run_directory_keeps_its_teachers_without_the_shared_cache(first, corp
     assert record["modes"]["teacher"]["test_probs"] == first["modes"]["teacher"]["test_probs"]
 
 
+@pytest.mark.slow
 def test_same_budget_control_reuses_the_plain_student_that_ran_as_long_as_kd(first, corpus_file):
     from kdedge.cv import _fold_splits, same_budget_config
     from kdedge.data import load_dataset
@@ -97,6 +103,7 @@ def test_same_budget_control_reuses_the_plain_student_that_ran_as_long_as_kd(fir
     np.testing.assert_allclose(probs, np.array(modes["student"]["test_probs"]), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(len(usable_cores()) < 2, reason="--jobs 2 needs two CPU cores for this process")
 def test_parallel_folds_match_the_sequential_run(first, corpus_file, tmp_path):
     out = tmp_path / "parallel"
@@ -147,6 +154,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 def test_fold_workers_die_when_kdedge_cv_is_killed(tmp_path):
     script, pid_file = tmp_path / "parent.py", tmp_path / "worker.pid"
@@ -172,6 +180,7 @@ def test_fold_workers_die_when_kdedge_cv_is_killed(tmp_path):
             os.kill(worker, signal.SIGKILL)  # a failing run leaves no orphan behind
 
 
+@pytest.mark.slow
 def test_kd_search_keeps_the_best_pair_on_validation(first, corpus_file, tmp_path):
     record = _cv(corpus_file, tmp_path / "e", kd_alpha=[0.2, 0.8], kd_temperature=[1, 3])
     kd = record["modes"]["kd"]
@@ -202,6 +211,7 @@ def test_kd_grid_rejects_values_out_of_range(settings):
         make_config(settings)
 
 
+@pytest.mark.slow
 def test_resume_accepts_a_run_made_before_a_setting_existed(first, corpus_file, tmp_path):
     out = tmp_path / "f"
     _cv(corpus_file, out)
@@ -214,6 +224,7 @@ def test_resume_accepts_a_run_made_before_a_setting_existed(first, corpus_file, 
         _cv(corpus_file, out, pos_weight="sqrt")
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_input_file(first, corpus_file, tmp_path):
     data = tmp_path / "data.jsonl"
     data.write_text(Path(corpus_file).read_text(encoding="utf-8"), encoding="utf-8")
@@ -231,12 +242,14 @@ def test_resume_refuses_a_changed_input_file(first, corpus_file, tmp_path):
     assert (out / "folds" / "fold0_textcnn.json").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_pos_weight_changes_only_the_students(first, corpus_file, tmp_path):
     record = _cv(corpus_file, tmp_path / "g", pos_weight="balanced")
     assert record["teacher_cached"] is True
     assert record["modes"]["student"]["test_probs"] != first["modes"]["student"]["test_probs"]
 
 
+@pytest.mark.slow
 def test_baselines_keep_word_tokens_in_a_char_level_run(corpus_file, tmp_path):
     runs = {}
     for segmenter in ("char", "jieba"):

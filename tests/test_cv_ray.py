@@ -12,6 +12,7 @@ from kdedge.cv import run_cv
 from test_cv import TINY
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # a local Ray instance
 
 
 def _folds(out):

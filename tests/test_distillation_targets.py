@@ -150,6 +150,7 @@ def test_crossfit_teacher_outputs_on_training_texts_are_out_of_fold(tmp_path):
     assert crossfit["fit"]["crossfit"] == 3
 
 
+@pytest.mark.slow
 def test_ensemble_teacher_averages_calibrated_towers_and_linear_on_every_split(tmp_path):
     from kdedge.data import load_dataset
     from kdedge.targets import fit_calibration
@@ -189,6 +190,7 @@ def test_config_choices_fail_before_any_data_is_read(tmp_path):
 
 # ------------------------------------------------------------------------------------------ selection
 
+@pytest.mark.slow
 def test_the_selected_student_is_the_better_one_on_validation_and_export_takes_it(tmp_path):
     from kdedge.distill import group_criterion
     from kdedge.train import train_run

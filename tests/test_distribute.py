@@ -65,6 +65,7 @@ def _assert_same_results(run, reference):
         assert metrics["modes"][mode]["epochs_run"] == expected["modes"][mode]["epochs_run"]
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_cpu_devices_matches_one_device(one_device, corpus_file, tmp_path):
     _finish(_run(corpus_file, tmp_path / "mirrored", "mirrored", devices=2))
     _assert_same_results(tmp_path / "mirrored", one_device)
@@ -76,6 +77,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_workers_match_one_device_and_only_the_chief_writes(one_device, corpus_file, tmp_path):
     workers = [f"localhost:{_free_port()}" for _ in range(2)]
     out = tmp_path / "multiworker"

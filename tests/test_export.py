@@ -16,6 +16,8 @@ from kdedge.evaluate import sigmoid
 from kdedge_export import ExportError, export_run
 from kdedge_run import BundleError
 
+pytestmark = pytest.mark.slow  # real training runs exported and converted
+
 ARCHS = ("textcnn", "textrnn", "gru_att", "han")
 LABELS = ["SYMP", "DRUG", "SPORT"]
 KEYWORDS = {"SYMP": ["发烧", "咳嗽", "头痛", "失眠"], "DRUG": ["阿司匹林", "抗生素", "维生素", "布洛芬"],

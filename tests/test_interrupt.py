@@ -29,6 +29,8 @@ import pytest
 
 from conftest import make_corpus, without_timings, write_jsonl
 
+pytestmark = pytest.mark.slow  # killed and spawned processes
+
 KDEDGE = [sys.executable, "-m", "kdedge.cli"]
 TINY = 'embedding_dim = 16\nw2v_epochs = 1\nsegmenter = "char"\nbatch_size = 16\narch_params = {filters = 8}\n'
 RARE = "罕见"

@@ -191,6 +191,7 @@ def _empty_after_normalisation(c, text: str) -> bool:
     return not c._bundle.preprocessor.tokens(text)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,backend", API)
 def test_property_predict_never_raises_but_documented_error(clf, name, backend):
     c = clf(name, backend)
@@ -221,6 +222,7 @@ def test_property_predict_never_raises_but_documented_error(clf, name, backend):
     check()
 
 
+@pytest.mark.slow
 def test_property_normalise_is_total_and_idempotent():
     @settings(max_examples=500, deadline=None, database=None)
     @given(st.text(CHARS, max_size=200))
@@ -356,6 +358,7 @@ def test_cli_real_process_invalid_utf8_arguments_and_stdin(built):
     assert records[2] == {"line": 3, "error": "empty text"}
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(st.lists(st.one_of(st.binary(max_size=40), st.text(CHARS, max_size=30).map(
     lambda t: t.encode("utf-8", "surrogatepass"))), min_size=1, max_size=12))
@@ -731,6 +734,7 @@ def test_byte_order_mark_from_excel_or_notepad_is_accepted(tmp_path):
 # 5. Concurrency: 8 threads × 1,000 predictions equal the sequential results
 # ===================================================================================================
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnx", "tflite"])
 def test_eight_threads_times_a_thousand_predictions(built, backend):
     c = kdedge_run.load(built["gru"].path, backend=backend)

@@ -262,6 +262,7 @@ def test_lines_longer_than_the_read_limit(built):
 # Defect 4: --threads bounded by the usable cores (clamped), CLI and API
 # ===================================================================================================
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnx", "tflite"])
 def test_threads_are_clamped_to_the_usable_cores(built, backend):
     from kdedge_run.backends import usable_cores

@@ -168,6 +168,7 @@ def test_default_bundle_missing_is_a_clear_error():
         kdedge_run.load()
 
 
+@pytest.mark.slow
 def test_thread_safety(classifiers):
     texts = [CORPUS[i % len(CORPUS)][: 2 + i % 13] for i in range(200)]
     for backend in BACKENDS:

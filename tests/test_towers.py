@@ -253,6 +253,7 @@ def test_teacher_on_empty_texts_gives_its_biases(arch):
     np.testing.assert_allclose(empty, np.broadcast_to(model.get_layer("logits").get_weights()[1], (2, N)))
 
 
+@pytest.mark.slow
 def test_same_seed_same_bucketed_teacher():
     from kdedge.train import _seed
 

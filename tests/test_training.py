@@ -365,6 +365,7 @@ def run(tmp_path_factory, corpus_file):
     return {"root": root, "out": out, "metrics": metrics, "data": corpus_file}
 
 
+@pytest.mark.slow
 def test_run_directory_contents(run):
     out = run["out"]
     for name in ["config.json", "vocab.txt", "vectors.npy", "segmenter/dict.txt", "teacher.keras", "student.keras",
@@ -373,6 +374,7 @@ def test_run_directory_contents(run):
     assert sorted(p.name for p in run["root"].iterdir()) == ["run"], "a temporary directory was left behind"
 
 
+@pytest.mark.slow
 def test_run_metrics(run):
     metrics = json.loads((run["out"] / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["modes"] == json.loads(json.dumps(run["metrics"]["modes"]))
@@ -390,6 +392,7 @@ def test_run_metrics(run):
     assert metrics["texts"]["train"] + metrics["texts"]["val"] == 90
 
 
+@pytest.mark.slow
 def test_run_config_vocab_vectors_validation(run):
     out = run["out"]
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
@@ -409,6 +412,7 @@ def test_run_config_vocab_vectors_validation(run):
     assert all(set(r) >= {"id", "text", "labels", "tokens"} for r in rows)
 
 
+@pytest.mark.slow
 def test_run_models_reproduce_with_runtime_preprocessing(run):
     """Runtime jieba over the shipped dictionary + vocab.txt gives the training ids; kd.keras its logits."""
     out = run["out"]
@@ -428,6 +432,7 @@ def test_run_models_reproduce_with_runtime_preprocessing(run):
             np.testing.assert_allclose(logits, np.load(saved), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_run_refuses_existing_directory(run):
     before = (run["out"] / "metrics.json").read_bytes()
     with pytest.raises(FileExistsError, match="already exists"):
@@ -435,12 +440,14 @@ def test_run_refuses_existing_directory(run):
     assert (run["out"] / "metrics.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(run, tmp_path):
     again = train_run(TrainConfig(**E2E_CONFIG), run["data"], str(tmp_path / "again"), progress=False)
     assert without_timings(again["modes"]) == without_timings(run["metrics"]["modes"])
     np.testing.assert_array_equal(np.load(tmp_path / "again" / "vectors.npy"), np.load(run["out"] / "vectors.npy"))
 
 
+@pytest.mark.slow
 def test_force_replaces_a_directory(corpus_file, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
