@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+MODES = ("teacher", "student", "kd", "all")
+CONVERTS = ("auto", "t2s", "none")
+MONITORS = ("val_loss", "val_macro_f1")
+POS_WEIGHTS = ("none", "sqrt", "balanced")
 
 
 @dataclass
@@ -58,37 +65,42 @@ class TrainConfig:
     arch_params: dict = field(default_factory=dict)  # per-architecture overrides (see kdedge.models)
 
     def __post_init__(self):
-        """Check the choices and ranges that do not need data, so a bad option fails before any training."""
-        from kdedge.distribute import STRATEGIES
-        from kdedge.targets import CALIBRATIONS
-        from kdedge.teachers import TEACHERS
-
-        for name, choices in (("teacher", TEACHERS), ("teacher_calibration", CALIBRATIONS),
-                              ("mode", ("teacher", "student", "kd", "all")),
-                              ("monitor", ("val_loss", "val_macro_f1")), ("pos_weight", ("none", "sqrt", "balanced")),
-                              ("strategy", STRATEGIES)):
+        """Check every option (type, choice, range) when the config is built, before any data is read."""
+        for name, kind in _field_types().items():
+            setattr(self, name, _checked(name, getattr(self, name), kind))
+        for name, choices in _choices().items():
             if getattr(self, name) not in choices:
-                raise ConfigError(f"option {name} (--{name.replace('_', '-')}) must be one of {', '.join(choices)}, "
+                raise ConfigError(f"option {_named(name)} must be one of {', '.join(choices)}, "
                                   f"not {getattr(self, name)!r}")
+        for name, allowed in RANGES.items():
+            value = getattr(self, name)
+            if not isinstance(value, (list, type(None))) and value not in allowed:
+                raise ConfigError(f"option {_named(name)} must be {allowed.describe(name)}, not {value!r}")
         if self.teacher_crossfit == 1 or self.teacher_crossfit < 0:
-            raise ConfigError("option teacher_crossfit (--teacher-crossfit) must be 0 (off) or at least 2, "
+            raise ConfigError(f"option {_named('teacher_crossfit')} must be 0 (off) or at least 2, "
                               f"not {self.teacher_crossfit}")
+        try:
+            from kdedge.architectures import architecture
+
+            architecture(self.arch).params(self.arch_params)
+        except ValueError as exc:
+            raise ConfigError(f"option {_named('arch_params')}: {exc}") from None
         self.kd_grid()
 
     def resolved_batch_size(self) -> int:
         """The batch size in force (paper: 32, gru_att 128)."""
-        if self.batch_size:
-            return self.batch_size
-        return 128 if self.arch == "gru_att" else 32
+        from kdedge.architectures import architecture
+
+        return self.batch_size or architecture(self.arch).batch_size
 
     def kd_grid(self) -> list[tuple[float, float]]:
         """Every (alpha, temperature) pair to try for the KD student (one pair unless a list is given)."""
         alphas = self.kd_alpha if isinstance(self.kd_alpha, list) else [self.kd_alpha]
         temperatures = self.kd_temperature if isinstance(self.kd_temperature, list) else [self.kd_temperature]
-        if not alphas or not temperatures:
-            raise ConfigError("kd_alpha and kd_temperature need at least one value")
-        if any(not 0.0 <= a <= 1.0 for a in alphas) or any(t <= 0.0 for t in temperatures):
-            raise ConfigError(f"kd_alpha must be within [0, 1] and kd_temperature > 0, not {alphas} / {temperatures}")
+        for name, values in (("kd_alpha", alphas), ("kd_temperature", temperatures)):
+            if not values or not all(v in RANGES[name] for v in values):
+                raise ConfigError(f"option {_named(name)} must be {RANGES[name].describe(name)} "
+                                  f"(one value or a list), not {values!r}")
         return [(float(a), float(t)) for a in alphas for t in temperatures]
 
     def to_dict(self) -> dict:
@@ -96,11 +108,64 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-
-
 class ConfigError(ValueError):
-    """An unreadable config file or an unknown key."""
+    """An unreadable config file, an unknown key or an option value out of its type, choices or range."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric option: low..high, each end open or closed; always finite."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = True
+
+    def __contains__(self, value) -> bool:
+        return (math.isfinite(value) and (self.low < value if self.low_open else self.low <= value)
+                and (value < self.high if self.high_open else value <= self.high))
+
+    def describe(self, name: str) -> str:
+        """The range in words, e.g. `between 0 and 1 (0 < val_split < 1)` or `at least 1`."""
+        if math.isinf(self.high):
+            return f"greater than {self.low} (and finite)" if self.low_open else f"at least {self.low}"
+        lt, gt = ("<" if self.low_open else "<="), ("<" if self.high_open else "<=")
+        return f"between {self.low} and {self.high} ({self.low} {lt} {name} {gt} {self.high})"
+
+
+# numeric options' ranges (kd_alpha and kd_temperature apply to each value of a list)
+RANGES = {
+    "seed": Range(0), "val_split": Range(0, 1, low_open=True), "embedding_dim": Range(1), "w2v_epochs": Range(1),
+    "min_count": Range(1), "max_vocab": Range(3), "max_len": Range(1), "max_sentences": Range(1),
+    "max_sentence_len": Range(1), "batch_size": Range(1), "epochs": Range(1), "patience": Range(0),
+    "learning_rate": Range(0, low_open=True), "dropout": Range(0, 1), "kd_alpha": Range(0, 1, high_open=False),
+    "kd_temperature": Range(0, low_open=True), "threshold_min_support": Range(1),
+}
+NO_FLAG = ("arch_params",)  # set in a config file only
+
+
+def _named(name: str) -> str:
+    """An option as errors name it: `epochs (--epochs)`, or `arch_params (config file only)`."""
+    return f"{name} ({'config file only' if name in NO_FLAG else '--' + name.replace('_', '-')})"
+
+
+def _choices() -> dict[str, tuple]:
+    """Options with a closed set of values → their choices (the lists live with the code that uses them)."""
+    from kdedge.architectures import ARCHITECTURES
+    from kdedge.distribute import STRATEGIES
+    from kdedge.segment import SEGMENTERS
+    from kdedge.targets import CALIBRATIONS
+    from kdedge.teachers import TEACHERS
+
+    return {"arch": tuple(ARCHITECTURES), "mode": MODES, "segmenter": SEGMENTERS, "convert": CONVERTS,
+            "monitor": MONITORS, "teacher": TEACHERS, "teacher_calibration": CALIBRATIONS,
+            "pos_weight": POS_WEIGHTS, "strategy": STRATEGIES}
+
+
+@functools.cache
+def _field_types() -> dict[str, tuple]:
+    """Each field → the types it accepts, from the dataclass's type hints (`int | None` → (int, NoneType))."""
+    return {name: typing.get_args(hint) or (hint,) for name, hint in typing.get_type_hints(TrainConfig).items()}
 
 
 def read_config_file(name_or_path: str) -> dict:
@@ -131,24 +196,17 @@ def make_config(file_values: dict | None = None, **cli_values) -> TrainConfig:
     """Defaults, overridden by a config file's values, overridden by CLI values that are not None."""
     merged = dict(file_values or {})
     merged.update({k: v for k, v in cli_values.items() if v is not None})
-    unknown = sorted(set(merged) - FIELDS)
+    unknown = sorted(set(merged) - set(_field_types()))
     if unknown:
         raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
-    return TrainConfig(**{k: _checked(k, v) for k, v in merged.items()})
+    return TrainConfig(**merged)
 
 
-_KINDS = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict, "list": list}
-
-
-def _checked(name: str, value):
-    """`value` as the field's declared type (numbers may be given as numeric strings, e.g. YAML's 1e-3)."""
-    kinds = [k.strip() for k in str(TrainConfig.__dataclass_fields__[name].type).split("|")]
-    if value is None and "None" in kinds:
+def _checked(name: str, value, kinds: tuple):
+    """`value` as one of the field's types `kinds` (numbers may be given as numeric strings, e.g. YAML's 1e-3)."""
+    if value is None and type(None) in kinds:
         return value
-    for kind in kinds:
-        cls = _KINDS.get(kind)
-        if cls is None:
-            continue
+    for cls in kinds:
         if cls is list:  # a non-empty list of numbers: [0.2, 0.5] or "0.2,0.5"
             items = value.split(",") if isinstance(value, str) else value
             if isinstance(items, list) and items and not any(isinstance(v, bool) for v in items):
@@ -166,4 +224,5 @@ def _checked(name: str, value):
                 return cls(value)
             except ValueError:
                 pass
-    raise ConfigError(f"option {name} must be {' or '.join(kinds)}, not {value!r}")
+    names = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+    raise ConfigError(f"option {_named(name)} must be {names}, not {value!r}")

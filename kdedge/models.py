@@ -12,12 +12,7 @@ from typing import Callable
 import keras
 from keras import layers, ops
 
-ARCH_DEFAULTS = {
-    "textcnn": {"kernel_sizes": [2, 3, 4], "filters": 100},
-    "textrnn": {"units": 128},
-    "gru_att": {"units": 128, "attention_units": 100},
-    "han": {"units": 50, "attention_units": 100},
-}
+from kdedge.architectures import architecture
 
 
 @keras.saving.register_keras_serializable("kdedge")
@@ -145,13 +140,8 @@ ARCHITECTURES: dict[str, Callable] = {"textcnn": _textcnn, "textrnn": _textrnn, 
 
 
 def arch_params(arch: str, overrides: dict | None = None) -> dict:
-    """The architecture's default hyper-parameters with overrides applied."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
-    unknown = set(overrides or {}) - set(ARCH_DEFAULTS[arch])
-    if unknown:
-        raise ValueError(f"{arch} has no parameter(s) {', '.join(sorted(unknown))}")
-    return {**ARCH_DEFAULTS[arch], **(overrides or {})}
+    """The architecture's default hyper-parameters (kdedge.architectures) with overrides applied."""
+    return architecture(arch).params(overrides)
 
 
 def build_body(arch: str, spec: BodySpec, name: str = "body") -> keras.Model:
@@ -166,7 +156,7 @@ def build_body(arch: str, spec: BodySpec, name: str = "body") -> keras.Model:
 
 def is_hierarchical(arch: str) -> bool:
     """Whether the architecture takes [sentences, words] ids (HAN) instead of a flat sequence."""
-    return arch == "han"
+    return architecture(arch).hierarchical
 
 
 def embed_ids(ids, table, trainable: bool = False):

@@ -58,13 +58,13 @@ def test_unknown_keys_are_config_errors(tmp_path):
 
 
 @pytest.mark.parametrize("values,message", [
-    ({"epochs": "three"}, "epochs must be int"),
-    ({"epochs": 2.5}, "epochs must be int"),
-    ({"epochs": True}, "epochs must be int"),
-    ({"kd_alpha": "half"}, "kd_alpha must be float"),
-    ({"trainable_embeddings": "yes"}, "trainable_embeddings must be bool"),
-    ({"arch": 3}, "arch must be str"),
-    ({"arch_params": [4]}, "arch_params must be dict"),
+    ({"epochs": "three"}, r"epochs \(--epochs\) must be int"),
+    ({"epochs": 2.5}, r"epochs \(--epochs\) must be int"),
+    ({"epochs": True}, r"epochs \(--epochs\) must be int"),
+    ({"kd_alpha": "half"}, r"kd_alpha \(--kd-alpha\) must be float"),
+    ({"trainable_embeddings": "yes"}, r"trainable_embeddings \(--trainable-embeddings\) must be bool"),
+    ({"arch": 3}, r"arch \(--arch\) must be str"),
+    ({"arch_params": [4]}, r"arch_params \(config file only\) must be dict"),
 ])
 def test_values_of_the_wrong_type_are_config_errors(values, message):
     with pytest.raises(ConfigError, match=message):
@@ -174,7 +174,7 @@ def test_cli_train_bad_option_value_exits_2(tmp_path, corpus_file, args, message
 
 @pytest.mark.parametrize("content,message", [
     ("epochs = 2\nbogus = 1\n", "unknown option(s): bogus"),
-    ('epochs = "two"\n', "option epochs must be int"),
+    ('epochs = "two"\n', "option epochs (--epochs) must be int"),
     ("epochs = = 2\n", "cannot parse"),
 ])
 def test_cli_train_bad_config_file_exits_2(tmp_path, corpus_file, content, message):
@@ -194,4 +194,91 @@ def test_cli_train_needs_data_and_out(tmp_path):
 def test_cli_train_bad_validation_share_exits_2(tmp_path, corpus_file):
     result = _invoke(["train", "--data", corpus_file, "--out", str(tmp_path / "run"), "--val-split", "1.5", "-q"])
     assert result.exit_code == 2 and "kdedge: error: " in result.stderr and "between 0 and 1" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------- validation when built
+
+@pytest.mark.parametrize("values,message", [
+    ({"epochs": 0}, r"epochs \(--epochs\) must be at least 1, not 0"),
+    ({"patience": -1}, r"patience \(--patience\) must be at least 0"),
+    ({"max_len": 0}, r"max_len \(--max-len\) must be at least 1"),
+    ({"max_sentences": 0}, r"max_sentences \(--max-sentences\) must be at least 1"),
+    ({"max_sentence_len": -2}, r"max_sentence_len \(--max-sentence-len\) must be at least 1"),
+    ({"batch_size": 0}, r"batch_size \(--batch-size\) must be at least 1"),
+    ({"learning_rate": 0}, r"learning_rate \(--learning-rate\) must be greater than 0"),
+    ({"learning_rate": float("inf")}, r"learning_rate \(--learning-rate\) must be greater than 0 \(and finite\)"),
+    ({"learning_rate": float("nan")}, r"learning_rate \(--learning-rate\) must be greater than 0"),
+    ({"dropout": 1.0}, r"dropout \(--dropout\) must be between 0 and 1 \(0 <= dropout < 1\)"),
+    ({"dropout": -0.1}, r"dropout \(--dropout\) must be between 0 and 1"),
+    ({"val_split": 0.0}, r"val_split \(--val-split\) must be between 0 and 1 \(0 < val_split < 1\)"),
+    ({"val_split": 1.0}, r"val_split \(--val-split\) must be between 0 and 1"),
+    ({"embedding_dim": 0}, r"embedding_dim \(--embedding-dim\) must be at least 1"),
+    ({"w2v_epochs": 0}, r"w2v_epochs \(--w2v-epochs\) must be at least 1"),
+    ({"min_count": 0}, r"min_count \(--min-count\) must be at least 1"),
+    ({"max_vocab": 2}, r"max_vocab \(--max-vocab\) must be at least 3"),
+    ({"threshold_min_support": 0}, r"threshold_min_support \(--threshold-min-support\) must be at least 1"),
+    ({"seed": -1}, r"seed \(--seed\) must be at least 0"),
+    ({"teacher_crossfit": -2}, r"teacher_crossfit \(--teacher-crossfit\) must be 0 \(off\) or at least 2"),
+    ({"arch": "bert"}, r"arch \(--arch\) must be one of textcnn, textrnn, gru_att, han, not 'bert'"),
+    ({"segmenter": "pkuseg"}, r"segmenter \(--segmenter\) must be one of jieba, ckip, char"),
+    ({"convert": "s2t"}, r"convert \(--convert\) must be one of auto, t2s, none"),
+    ({"arch_params": {"units": 4}}, r"arch_params \(config file only\): textcnn has no parameter\(s\) units; "
+                                    r"it has kernel_sizes, filters"),
+    ({"arch": "han", "arch_params": {"filters": 4}}, r"han has no parameter\(s\) filters"),
+    ({"batch_size": "many"}, r"batch_size \(--batch-size\) must be int or None, not 'many'"),
+])
+def test_every_option_is_checked_when_the_config_is_built(values, message):
+    with pytest.raises(ConfigError, match=message):
+        make_config(values)
+    with pytest.raises(ConfigError, match=message):  # the Python API checks the same way
+        TrainConfig(**values)
+
+
+def test_values_on_the_edge_of_their_range_are_accepted():
+    cfg = make_config({"epochs": 1, "patience": 0, "dropout": 0.0, "max_vocab": 3, "batch_size": None, "seed": 0,
+                       "kd_alpha": [0, 1], "arch": "han", "arch_params": {"units": 4}, "teacher_crossfit": 2})
+    assert cfg.resolved_batch_size() == 32 and cfg.kd_alpha == [0.0, 1.0]
+    assert make_config({"arch": "gru_att"}).resolved_batch_size() == 128
+    assert make_config({"arch": "gru_att", "batch_size": 8}).resolved_batch_size() == 8
+
+
+def test_every_option_but_arch_params_has_a_train_and_cv_flag():
+    from kdedge.config import NO_FLAG, _field_types
+
+    for command in (cli.commands["train"], cli.commands["cv"]):
+        flags = {opt for param in command.params for opt in param.opts + param.secondary_opts}
+        missing = {name for name in _field_types() if f"--{name.replace('_', '-')}" not in flags}
+        if command.name == "cv":  # cv runs every --archs and every mode
+            missing -= {"arch", "mode"}
+        assert missing == set(NO_FLAG), command.name
+
+
+def test_config_checks_import_no_keras(tmp_path):
+    script = tmp_path / "check.py"
+    script.write_text("""import sys
+from kdedge.config import ConfigError, make_config
+
+make_config({"arch": "han", "arch_params": {"units": 4}}).resolved_batch_size()
+try:
+    make_config({"arch": "bert"})
+except ConfigError:
+    print(sorted(m for m in ("keras", "tensorflow") if m in sys.modules))
+""", encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "[]"), proc.stderr
+
+
+@pytest.mark.parametrize("where", ["cli", "file"])
+def test_cli_range_and_arch_errors_are_one_line_exit_2_before_data_is_read(tmp_path, where):
+    missing = str(tmp_path / "missing.jsonl")  # never read: the config fails first
+    if where == "cli":
+        args = ["--epochs", "0"]
+        message = "kdedge: error: option epochs (--epochs) must be at least 1, not 0\n"
+    else:
+        (tmp_path / "c.toml").write_text('arch = "bert"\n', encoding="utf-8")
+        args = ["--config", str(tmp_path / "c.toml")]
+        message = "kdedge: error: option arch (--arch) must be one of textcnn, textrnn, gru_att, han, not 'bert'\n"
+    result = _invoke(["train", "--data", missing, "--out", str(tmp_path / "run")] + args)
+    assert result.exit_code == 2 and result.stderr == message
     assert not (tmp_path / "run").exists()

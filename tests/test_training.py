@@ -346,7 +346,8 @@ def test_fit_stops_early_and_restores_the_best_epoch():
     model = _two_head_model()
     x = np.ones((8, 1), np.float32)
     y = np.ones((8, 2), np.float32)
-    cfg = TrainConfig(epochs=30, patience=2, learning_rate=0.0, batch_size=4, monitor="val_loss")
+    cfg = TrainConfig(epochs=30, patience=2, batch_size=4, monitor="val_loss")
+    cfg.learning_rate = 0.0  # outside the options' range on purpose: no improvement is possible
     info = fit(model, x, y, x, y, hard_loss, student_groups(model, 2), cfg)
     assert info["epochs_run"] == 3 and info["best_epoch"] == [1]  # no improvement possible at lr 0
 
