@@ -1,7 +1,18 @@
-"""The architecture registry: one record per architecture, free of Keras so a config can be checked cheaply."""
+"""The architecture registry: one record per architecture, free of Keras so a config can be checked cheaply.
+
+Builders are named as `module:function` and imported only when a model is built.
+"""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
+from typing import Callable
+
+
+def _resolve(ref: str) -> Callable:
+    """The function a `module:function` reference names."""
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
@@ -9,6 +20,9 @@ class Architecture:
     """Everything kdedge knows about one architecture, in one place."""
 
     name: str
+    body: str                                     # embedded tokens → (features, attention | None): kdedge.models
+    towers: str | None = None                     # ids, embedded → per-tower features (kdedge.towers); None:
+                                                  # the teacher is n separate Keras towers
     defaults: dict = field(default_factory=dict)  # hyper-parameters (`arch_params` may override them)
     input_kind: str = "sequence"                  # sequence: [max_len] ids | hierarchical: [sentences, words]
     batch_size: int = 32                          # the paper's batch size, used when batch_size is None
@@ -17,6 +31,22 @@ class Architecture:
     def hierarchical(self) -> bool:
         """Whether the model takes [sentences, words] ids (HAN) instead of a flat sequence."""
         return self.input_kind == "hierarchical"
+
+    @property
+    def towered(self) -> bool:
+        """Whether the binary-relevance teacher is tower-batched (one recurrence with a towers axis)."""
+        return self.towers is not None
+
+    def body_builder(self) -> Callable:
+        """The Keras body function `(embedded, BodySpec) → (features, attention or None)`."""
+        return _resolve(self.body)
+
+    def towers_builder(self) -> Callable:
+        """The tower-batched teacher's features function `(ids, embedded, towers, params) → features`."""
+        if self.towers is None:
+            raise ValueError(f"no towered teacher for {self.name!r}; towered architectures: "
+                             f"{', '.join(a.name for a in ARCHITECTURES.values() if a.towered)}")
+        return _resolve(self.towers)
 
     def params(self, overrides: dict | None = None) -> dict:
         """The default hyper-parameters with `overrides` applied; ValueError naming unknown keys."""
@@ -28,10 +58,12 @@ class Architecture:
 
 
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
-    Architecture("textcnn", {"kernel_sizes": [2, 3, 4], "filters": 100}),
-    Architecture("textrnn", {"units": 128}),
-    Architecture("gru_att", {"units": 128, "attention_units": 100}, batch_size=128),
-    Architecture("han", {"units": 50, "attention_units": 100}, input_kind="hierarchical"),
+    Architecture("textcnn", "kdedge.models:textcnn_body", None, {"kernel_sizes": [2, 3, 4], "filters": 100}),
+    Architecture("textrnn", "kdedge.models:textrnn_body", "kdedge.towers:textrnn_towers", {"units": 128}),
+    Architecture("gru_att", "kdedge.models:gru_att_body", "kdedge.towers:gru_att_towers",
+                 {"units": 128, "attention_units": 100}, batch_size=128),
+    Architecture("han", "kdedge.models:han_body", "kdedge.towers:han_towers", {"units": 50, "attention_units": 100},
+                 input_kind="hierarchical"),
 )}
 
 

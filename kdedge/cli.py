@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from kdedge.architectures import ARCHITECTURES
 from kdedge.config import ConfigError, make_config, read_config_file
 from kdedge.data import DataError
 
@@ -147,7 +148,7 @@ def _command_setup(config_file, data, out, labels_file, cli: dict):
 
 @main.command()
 @click.option("--data", type=click.Path(), help="Labelled texts (.jsonl, .csv, .tsv).")
-@click.option("--arch", type=click.Choice(["textcnn", "textrnn", "han", "gru_att"]))
+@click.option("--arch", type=click.Choice(list(ARCHITECTURES)))
 @click.option("--mode", type=click.Choice(["teacher", "student", "kd", "all"]))
 @click.option("--out", type=click.Path(), help="Run directory to create.")
 @click.option("--force", is_flag=True, help="Replace an existing run directory (never anything else).")
@@ -173,7 +174,8 @@ def train(data, out, config_file, labels_file, skip_invalid, force, quiet, **cli
 @main.command()
 @click.option("--data", type=click.Path(), help="Labelled texts (.jsonl, .csv, .tsv).")
 @click.option("--folds", type=int, default=5, show_default=True)
-@click.option("--archs", default="textcnn", show_default=True, help="Comma-separated: textrnn,textcnn,han,gru_att.")
+@click.option("--archs", default="textcnn", show_default=True,
+              help=f"Comma-separated: {','.join(ARCHITECTURES)}.")
 @click.option("--group-by", help="Keep texts sharing this JSON field (e.g. doc) in one fold.")
 @click.option("--only-fold", "only_folds", type=int, multiple=True, help="Run just these folds (resumable pieces).")
 @click.option("--no-baselines", is_flag=True, help="Skip the TF-IDF+LR and fastText baselines.")

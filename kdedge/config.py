@@ -21,7 +21,7 @@ POS_WEIGHTS = ("none", "sqrt", "balanced")
 class TrainConfig:
     """Every setting of a training run. Defaults are kdedge's; `--config paper` restores the paper's."""
 
-    arch: str = "textcnn"                 # textcnn | textrnn | han | gru_att
+    arch: str = "textcnn"                 # a name in kdedge.architectures: textcnn | textrnn | gru_att | han
     mode: str = "all"                     # teacher | student | kd | all
     seed: int = 0
     val_split: float = 0.1                # share of the training texts held out for early stopping/thresholds

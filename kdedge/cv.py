@@ -34,7 +34,7 @@ def teacher_cache_key(cfg: TrainConfig, feats) -> str:
     Student-only settings (trainable embeddings, KD alpha/T) are left out, so runs that vary only the
     student reuse one teacher per fold.
     """
-    from kdedge.towers import TOWERED
+    from kdedge.architectures import architecture
 
     digest = hashlib.sha256()
     settings = {k: v for k, v in cfg.to_dict().items() if k not in STUDENT_ONLY_SETTINGS + EXECUTION_SETTINGS}
@@ -42,7 +42,7 @@ def teacher_cache_key(cfg: TrainConfig, feats) -> str:
         if settings[name] == before:                                       # settings existed stay valid
             del settings[name]
     identity = {"version": TEACHER_CACHE_VERSION, "config": settings, "batch_size": cfg.resolved_batch_size()}
-    if cfg.arch in TOWERED:
+    if architecture(cfg.arch).towered:
         identity["implementation"] = "tower-batched"
     digest.update(json.dumps(identity, sort_keys=True).encode())
     if cfg.teacher != "towers":  # a linear teacher reads the texts themselves, not only their ids

@@ -1,4 +1,6 @@
-"""The four architectures of the paper, by name, as Keras models: ids → embedding → body → logits.
+"""The four architectures of the paper as Keras models: ids → embedding → body → logits.
+
+Each architecture's record (body function, defaults, input kind, batch size) is in kdedge.architectures.
 
 Every model is `ids → Embedding("embedding") → body` where the body takes the *embedded* tensor and
 outputs per-label logits (and, for attention models, the attention over tokens). The exported bundle
@@ -7,7 +9,6 @@ ships the body and the embedding table separately (docs/bundle.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import keras
 from keras import layers, ops
@@ -101,7 +102,8 @@ def _rnn(cell: str, units: int, spec: BodySpec, name: str):
     return layers.Bidirectional(cls(units, return_sequences=True, unroll=spec.unroll), name=name)
 
 
-def _textcnn(x, spec: BodySpec):
+def textcnn_body(x, spec: BodySpec):
+    """Convolutions of each kernel size, max-pooled over time and concatenated (no attention)."""
     pooled = [layers.GlobalMaxPooling1D(name=f"pool{k}")(
         layers.Conv1D(spec.params["filters"], k, activation="relu", name=f"conv{k}")(x))
         for k in spec.params["kernel_sizes"]]
@@ -109,18 +111,21 @@ def _textcnn(x, spec: BodySpec):
     return h, None
 
 
-def _textrnn(x, spec: BodySpec):
+def textrnn_body(x, spec: BodySpec):
+    """A bidirectional LSTM max-pooled over time (no attention)."""
     h = _rnn("lstm", spec.params["units"], spec, "bilstm")(x)
     return layers.GlobalMaxPooling1D(name="pool")(h), None
 
 
-def _gru_att(x, spec: BodySpec):
+def gru_att_body(x, spec: BodySpec):
+    """A bidirectional GRU pooled by additive attention over tokens (returns the attention)."""
     mask = PadMask(name="mask")(x)
     h = _rnn("gru", spec.params["units"], spec, "bigru")(x)
     return AttentionPool(spec.params["attention_units"], name="attention")([h, mask])
 
 
-def _han(x, spec: BodySpec):
+def han_body(x, spec: BodySpec):
+    """Word GRU + attention per sentence, sentence GRU + attention per text (returns word × sentence attention)."""
     sentences = spec.input_shape[0]
     flat = FoldSentences(sentences, name="fold")(x)                           # [B·S, W, D]
     word_mask = PadMask(name="word_mask")(flat)                               # [B·S, W]
@@ -135,10 +140,6 @@ def _han(x, spec: BodySpec):
     return doc, layers.Multiply(name="han_attention")([word_att, sent_att])
 
 
-ARCHITECTURES: dict[str, Callable] = {"textcnn": _textcnn, "textrnn": _textrnn, "gru_att": _gru_att,
-                                       "han": _han}
-
-
 def arch_params(arch: str, overrides: dict | None = None) -> dict:
     """The architecture's default hyper-parameters (kdedge.architectures) with overrides applied."""
     return architecture(arch).params(overrides)
@@ -147,16 +148,11 @@ def arch_params(arch: str, overrides: dict | None = None) -> dict:
 def build_body(arch: str, spec: BodySpec, name: str = "body") -> keras.Model:
     """Embedded tokens → logits `[batch, n_labels]` (+ attention for gru_att and han)."""
     inputs = keras.Input(shape=spec.input_shape, batch_size=spec.batch_size, name="embedded")
-    features, attention = ARCHITECTURES[arch](inputs, spec)
+    features, attention = architecture(arch).body_builder()(inputs, spec)
     features = layers.Dropout(spec.dropout, name="dropout")(features)
     logits = layers.Dense(spec.n_labels, name="logits")(features)
     outputs = {"logits": logits} if attention is None else {"logits": logits, "attention": attention}
     return keras.Model(inputs, outputs, name=name)
-
-
-def is_hierarchical(arch: str) -> bool:
-    """Whether the architecture takes [sentences, words] ids (HAN) instead of a flat sequence."""
-    return architecture(arch).hierarchical
 
 
 def embed_ids(ids, table, trainable: bool = False):

@@ -19,9 +19,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from kdedge.models import FoldSentences, embed_ids, is_hierarchical
-
-TOWERED = ("textrnn", "gru_att", "han")
+from kdedge.architectures import architecture
+from kdedge.models import FoldSentences, embed_ids
 
 
 def _per_slice(make):
@@ -251,38 +250,44 @@ class TowerDense(layers.Layer):
         return {**super().get_config(), "towers": self.towers}
 
 
+def textrnn_towers(ids, embedded, towers: int, params: dict):
+    """Per-tower features of the textrnn teacher: a tower-batched BiLSTM, max-pooled over present tokens."""
+    mask = IdMask(name="mask")(ids)
+    return TowerMaxPool(name="pool")([TowerBiLSTM(params["units"], towers, name="bilstm")([embedded, mask]), mask])
+
+
+def gru_att_towers(ids, embedded, towers: int, params: dict):
+    """Per-tower features of the gru_att teacher: a tower-batched BiGRU pooled by per-tower attention."""
+    mask = IdMask(name="mask")(ids)
+    h = TowerBiGRU(params["units"], towers, name="bigru")([embedded, mask])
+    return TowerAttentionPool(params["attention_units"], towers, name="attention")([h, mask])
+
+
+def han_towers(ids, embedded, towers: int, params: dict):
+    """Per-tower features of the HAN teacher: word and sentence levels, padding words and empty sentences masked."""
+    n, units, sentences = towers, params["units"], ids.shape[1]
+    flat_ids = FoldSentences(sentences, name="fold_ids")(ids)                              # [B·S, W]
+    word_mask = IdMask(name="word_mask")(flat_ids)
+    word_h = TowerBiGRU(units, n, name="word_bigru")([FoldSentences(sentences, name="fold")(embedded), word_mask])
+    sentence_vectors = TowerAttentionPool(params["attention_units"], n, name="word_attention")([word_h, word_mask])
+    sentence_seq = FoldSentences(sentences, fold=False, name="unfold")(sentence_vectors)   # [B, S, n, 2u]
+    sentence_mask = IdMask(sentences=True, name="sentence_mask")(ids)
+    sentence_h = TowerBiGRU(units, n, name="sentence_bigru")([sentence_seq, sentence_mask])
+    return TowerAttentionPool(params["attention_units"], n, name="sentence_attention")([sentence_h, sentence_mask])
+
+
 def build_teacher(arch: str, id_shape: tuple, table, n_labels: int, params: dict, dropout: float = 0.5) -> keras.Model:
     """The towered binary-relevance teacher: ids → frozen embedding → n_labels towers → logits `[batch, n_labels]`
     (float32), one tower per label with no trainable slice in common.
 
-    textrnn and gru_att take ids of any length (`id_shape` only says they are flat); han takes
-    `id_shape` = (max_sentences, max_sentence_len) and masks padding words and empty sentences.
+    Flat architectures take ids of any length (`id_shape` only says they are flat); hierarchical ones take
+    `id_shape` = (max_sentences, max_sentence_len) and mask padding words and empty sentences.
     """
-    if arch not in TOWERED:
-        raise ValueError(f"no towered teacher for {arch!r}; towered architectures: {', '.join(TOWERED)}")
-    n, units = n_labels, params["units"]
-    ids = keras.Input(shape=tuple(id_shape) if is_hierarchical(arch) else (None,), dtype="int32", name="ids")
-    embedded = embed_ids(ids, table, trainable=False)
-    if arch == "han":
-        sentences = id_shape[0]
-        flat_ids = FoldSentences(sentences, name="fold_ids")(ids)                              # [B·S, W]
-        word_mask = IdMask(name="word_mask")(flat_ids)
-        word_h = TowerBiGRU(units, n, name="word_bigru")([FoldSentences(sentences, name="fold")(embedded),
-                                                          word_mask])
-        sentence_vectors = TowerAttentionPool(params["attention_units"], n, name="word_attention")([word_h, word_mask])
-        sentence_seq = FoldSentences(sentences, fold=False, name="unfold")(sentence_vectors)   # [B, S, n, 2u]
-        sentence_mask = IdMask(sentences=True, name="sentence_mask")(ids)
-        sentence_h = TowerBiGRU(units, n, name="sentence_bigru")([sentence_seq, sentence_mask])
-        features = TowerAttentionPool(params["attention_units"], n, name="sentence_attention")(
-            [sentence_h, sentence_mask])
-    else:
-        mask = IdMask(name="mask")(ids)
-        if arch == "textrnn":
-            features = TowerMaxPool(name="pool")([TowerBiLSTM(units, n, name="bilstm")([embedded, mask]), mask])
-        else:
-            h = TowerBiGRU(units, n, name="bigru")([embedded, mask])
-            features = TowerAttentionPool(params["attention_units"], n, name="attention")([h, mask])
-    logits = TowerDense(n, name="logits")(layers.Dropout(dropout, name="dropout")(features))
+    record = architecture(arch)
+    features_of = record.towers_builder()
+    ids = keras.Input(shape=tuple(id_shape) if record.hierarchical else (None,), dtype="int32", name="ids")
+    features = features_of(ids, embed_ids(ids, table, trainable=False), n_labels, params)
+    logits = TowerDense(n_labels, name="logits")(layers.Dropout(dropout, name="dropout")(features))
     return keras.Model(ids, logits, name=f"{arch}_teacher")
 
 

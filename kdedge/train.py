@@ -47,9 +47,9 @@ class Features:
 
 def input_spec_for(cfg: TrainConfig) -> dict:
     """The bundle's `input` object for this configuration (docs/bundle.md)."""
-    from kdedge.models import is_hierarchical
+    from kdedge.architectures import architecture
 
-    if is_hierarchical(cfg.arch):
+    if architecture(cfg.arch).hierarchical:
         return {"kind": "hierarchical", "max_sentences": cfg.max_sentences,
                 "max_sentence_len": cfg.max_sentence_len, "sentence_end_tokens": list(SENTENCE_END_TOKENS),
                 "pad_id": 0, "oov_id": 1, "padding": "post", "truncation": "post"}
@@ -116,8 +116,9 @@ def train_network(cfg: TrainConfig, feats: Features, role: str, progress: bool =
     from kdedge.distribute import get_strategy, keras_workaround
     from kdedge.distill import (fit, make_hard_loss, make_kd_loss, positive_weights, predict_logits, student_groups,
                                 teacher_groups, teacher_loss)
-    from kdedge.models import arch_params, build_classifier, is_hierarchical
-    from kdedge.towers import TOWERED, build_teacher, tower_groups
+    from kdedge.architectures import architecture
+    from kdedge.models import arch_params, build_classifier
+    from kdedge.towers import build_teacher, tower_groups
 
     _seed(cfg.seed)
     params = arch_params(cfg.arch, cfg.arch_params)
@@ -125,8 +126,9 @@ def train_network(cfg: TrainConfig, feats: Features, role: str, progress: bool =
     rows = np.arange(len(feats.x["train"])) if rows is None else np.asarray(rows)
     x, y = feats.x["train"][rows], feats.y["train"][rows]
     id_shape = x.shape[1:]
-    towered = role == "teacher" and cfg.arch in TOWERED   # tower-batched teacher (textcnn: separate towers)
-    bucket = towered and not is_hierarchical(cfg.arch)      # any-length input: trimmed, length-bucketed batches
+    record = architecture(cfg.arch)
+    towered = role == "teacher" and record.towered  # tower-batched teacher (textcnn: separate towers)
+    bucket = towered and not record.hierarchical    # any-length input: trimmed, length-bucketed batches
     strategy = get_strategy(cfg.strategy)
     with strategy.scope():  # the model's variables live on every replica (kdedge.distribute)
         model = (build_teacher(cfg.arch, id_shape, feats.table, n, params, cfg.dropout) if towered else

@@ -183,6 +183,25 @@ def test_arch_params_validation():
         arch_params("bert")
 
 
+def test_the_architecture_registry_is_what_models_towers_config_and_cli_read():
+    from kdedge.architectures import ARCHITECTURES
+    from kdedge.cli import main
+    from kdedge.config import make_config
+    from kdedge.models import textcnn_body
+    from kdedge.towers import han_towers
+
+    assert ARCHITECTURES["textcnn"].body_builder() is textcnn_body
+    assert ARCHITECTURES["han"].towers_builder() is han_towers and ARCHITECTURES["han"].hierarchical
+    assert [a.name for a in ARCHITECTURES.values() if a.towered] == ["textrnn", "gru_att", "han"]
+    with pytest.raises(ValueError, match="no towered teacher for 'textcnn'; towered architectures: textrnn, gru_att"):
+        ARCHITECTURES["textcnn"].towers_builder()
+    for name, record in ARCHITECTURES.items():
+        assert callable(record.body_builder()) and arch_params(name) == record.defaults
+        assert make_config(arch=name).resolved_batch_size() == record.batch_size
+    arch_option = next(p for p in main.commands["train"].params if p.name == "arch")
+    assert list(arch_option.type.choices) == list(ARCHITECTURES)
+
+
 @pytest.mark.parametrize("arch", ["textcnn"])  # recurrent teachers are tower-batched: tests/test_towers.py
 def test_teacher_towers_share_no_trainable_weight(arch):
     model = build_classifier(arch, _id_shape(arch), _table(), N_LABELS, arch_params(arch, TINY[arch]),
