@@ -10,19 +10,20 @@ import sys
 import click
 
 from kdedge.architectures import ARCHITECTURES
-from kdedge.config import ConfigError, make_config, read_config_file
+from kdedge.config import make_config, read_config_file
 from kdedge.data import DataError
-
-USER_ERRORS = (DataError, ConfigError, FileExistsError, FileNotFoundError, ValueError, ImportError, OSError)
-
+from kdedge.errors import USER_ERRORS
 
 def user_errors(func):
-    """Report expected failures as `kdedge: error: …` with exit code 2, never a traceback."""
+    """Report kdedge's own errors (kdedge.errors) as `kdedge: error: …` with exit code 2, without a traceback
+    unless `kdedge --debug`; any other exception is a bug and shows its traceback."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except USER_ERRORS as exc:
+            if click.get_current_context().meta.get("kdedge.debug"):
+                raise
             click.echo(f"kdedge: error: {exc}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
@@ -42,8 +43,11 @@ def _quiet_tensorflow() -> None:
 
 @click.group()
 @click.version_option(package_name="kdedge")
-def main():
+@click.option("--debug", is_flag=True, help="Show the traceback of every error, kdedge's own ones too.")
+@click.pass_context
+def main(ctx, debug):
     """Train compact multi-label Chinese text classifiers by knowledge distillation; export them to the edge."""
+    ctx.meta["kdedge.debug"] = debug
 
 
 @main.group()
@@ -228,7 +232,7 @@ def embed(corpus, out, segmenter, ckip_model, convert, dim, epochs, min_count, s
         try:
             lines += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: cannot read as UTF-8 text ({exc})") from None
+            raise DataError(path, None, None, f"cannot read as UTF-8 text ({exc})") from None
     click.echo(f"segmenting {len(lines)} lines from {len(files)} files", err=True)
     sentences = Segmenter(segmenter, convert, ckip_model=ckip_model).segment(lines)["tokens"]
     click.echo(f"training {dim}-d Word2Vec on {sum(map(len, sentences))} tokens", err=True)

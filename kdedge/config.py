@@ -10,6 +10,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kdedge.errors import KdedgeError
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 MODES = ("teacher", "student", "kd", "all")
 CONVERTS = ("auto", "t2s", "none")
@@ -108,7 +110,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-class ConfigError(ValueError):
+class ConfigError(KdedgeError, ValueError):
     """An unreadable config file, an unknown key or an option value out of its type, choices or range."""
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from kdedge.config import TrainConfig
 from kdedge.data import load_dataset
+from kdedge.errors import MissingExtraError, UsageError
 from kdedge.files import cache_dir, write_json_atomic
 from kdedge.evaluate import decide, scores, sigmoid, tune_thresholds
 from kdedge.folds import kfold, stratified_split
@@ -106,7 +107,7 @@ def _fold_splits(ds, folds, seed, group_by, k, val_split):
     groups = [e.get(group_by) for e in ds.extra] if group_by else None
     if groups is not None and any(g is None for g in groups):
         missing = groups.index(None)
-        raise ValueError(f"--group-by {group_by}: text '{ds.ids[missing]}' has no field '{group_by}'")
+        raise UsageError(f"--group-by {group_by}: text '{ds.ids[missing]}' has no field '{group_by}'")
     fold_of = kfold(ds.targets(), folds, seed, groups)
     rest = np.flatnonzero(fold_of != k)
     rest_groups = [groups[i] for i in rest] if groups else None
@@ -242,7 +243,7 @@ def split_cores(jobs: int) -> list[set[int]]:
     """This process's CPUs dealt into `jobs` disjoint, non-empty sets (round robin)."""
     cores = usable_cores()
     if jobs > len(cores):
-        raise ValueError(f"--jobs {jobs}: only {len(cores)} CPU cores are available to this process")
+        raise UsageError(f"--jobs {jobs}: only {len(cores)} CPU cores are available to this process")
     return [set(cores[i::jobs]) for i in range(jobs)]
 
 
@@ -290,7 +291,7 @@ def _run_folds_on_ray(cfg, ds, fold_ids, folds, archs, group_by, out: Path, base
     try:
         import ray
     except ImportError:
-        raise ImportError("--engine ray needs Ray: pip install 'kdedge[ray]'") from None
+        raise MissingExtraError("--engine ray needs Ray: pip install 'kdedge[ray]'") from None
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
@@ -314,7 +315,7 @@ def _run_folds_on_ray(cfg, ds, fold_ids, folds, archs, group_by, out: Path, base
     missing = [f"fold{k}_{a[0] if a else 'baselines'}.json" for k, a, _ in pieces
                if not (out / "folds" / f"fold{k}_{a[0] if a else 'baselines'}.json").exists()]
     if missing:
-        raise OSError(f"{out}/folds: {', '.join(missing)} not found after the Ray tasks finished: every Ray node "
+        raise UsageError(f"{out}/folds: {', '.join(missing)} not found after the Ray tasks finished: every Ray node "
                       "must see --out at the same path (a shared filesystem)")
 
 
@@ -349,16 +350,16 @@ def run_cv(cfg: TrainConfig, data: str, out: str, folds: int = 5, archs=("textcn
     runs each (fold, architecture) as a task on the Ray cluster at `address` (None: a local instance).
     """
     if engine not in ("local", "ray"):
-        raise ValueError(f"--engine must be local or ray, not {engine!r}")
+        raise UsageError(f"--engine must be local or ray, not {engine!r}")
     if address and engine != "ray":
-        raise ValueError("--address names a Ray cluster: use it with --engine ray")
+        raise UsageError("--address names a Ray cluster: use it with --engine ray")
     if engine == "ray" and jobs > 1:
-        raise ValueError("--jobs sizes the local process pool; with --engine ray the cluster's CPUs decide")
+        raise UsageError("--jobs sizes the local process pool; with --engine ray the cluster's CPUs decide")
     from kdedge.distribute import get_strategy, is_chief, resolve
     from kdedge.report import write_report
 
     if jobs > 1 and resolve(cfg.strategy) == "multiworker":
-        raise ValueError("--jobs runs folds in local processes; with --strategy multiworker use --jobs 1")
+        raise UsageError("--jobs runs folds in local processes; with --strategy multiworker use --jobs 1")
     strategy = get_strategy(cfg.strategy)  # first: MultiWorkerMirroredStrategy must precede other TF ops
     out_path = Path(out)
     if not is_chief(strategy):  # a cluster's other workers train alongside the chief and keep their own copy
@@ -377,11 +378,11 @@ def run_cv(cfg: TrainConfig, data: str, out: str, folds: int = 5, archs=("textcn
             for name in sorted(set(inputs) | set(settings["inputs"])):
                 if inputs.get(name) != settings["inputs"].get(name):
                     kind = name.removesuffix("_sha256")
-                    raise ValueError(f"{settings_path}: the {kind} file differs from the one this run started with "
+                    raise UsageError(f"{settings_path}: the {kind} file differs from the one this run started with "
                                      f"(sha256 {str(inputs.get(name))[:16]}…); use that file or another --out")
         same = _without_inputs(previous, inputs is not None) == _without_inputs(settings, inputs is not None)
         if not same:
-            raise ValueError(f"{settings_path}: this directory holds a run with other settings; use another --out")
+            raise UsageError(f"{settings_path}: this directory holds a run with other settings; use another --out")
         settings["archs"] = list(dict.fromkeys(previous["archs"] + list(archs)))
     write_json_atomic(settings_path, settings)
     fold_ids = list(only_folds if only_folds is not None else range(folds))

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from kdedge.errors import KdedgeError
 
-class DataError(ValueError):
+
+class DataError(KdedgeError, ValueError):
     """A problem in an input file, located by file, line and field."""
 
     def __init__(self, path, line: int | None, field_name: str | None, problem: str):

@@ -22,6 +22,8 @@ import functools
 import json
 import os
 
+from kdedge.errors import UsageError
+
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 
 
@@ -38,7 +40,7 @@ def check_tf_config() -> dict:
     """TF_CONFIG as a dict, or a one-line error saying what is missing (multiworker needs it)."""
     raw = os.environ.get("TF_CONFIG")
     if not raw:
-        raise ValueError("--strategy multiworker: set TF_CONFIG to this worker's cluster and task, e.g. "
+        raise UsageError("--strategy multiworker: set TF_CONFIG to this worker's cluster and task, e.g. "
                          '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}')
     try:
         config = json.loads(raw)
@@ -47,7 +49,7 @@ def check_tf_config() -> dict:
         if not isinstance(workers, list) or not workers or task["type"] not in ("worker", "chief"):
             raise KeyError("cluster.worker / task.type")
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"TF_CONFIG: field {exc} missing or invalid (needs cluster.worker and task.type/index)") from None
+        raise UsageError(f"TF_CONFIG: field {exc} missing or invalid (needs cluster.worker and task.type/index)") from None
     return config
 
 

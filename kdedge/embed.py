@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kdedge.data import DataError
+from kdedge.errors import UsageError
 from kdedge_run.text import OOV_ID, OOV_TOKEN, PAD_ID, PAD_TOKEN
 
 
@@ -83,7 +85,7 @@ def load_vectors(path) -> "object":
     try:
         return KeyedVectors.load_word2vec_format(str(path), binary=binary, unicode_errors="replace")
     except (ValueError, UnicodeDecodeError, EOFError) as exc:
-        raise ValueError(f"{path}: not a word2vec {'binary' if binary else 'text'} file ({exc})") from None
+        raise DataError(path, None, None, f"not a word2vec {'binary' if binary else 'text'} file ({exc})") from None
 
 
 def save_vectors(wv, path) -> None:
@@ -97,7 +99,7 @@ def save_vectors(wv, path) -> None:
 def embedding_matrix(vocab: Vocabulary, wv, dim: int, seed: int = 0) -> tuple[np.ndarray, dict]:
     """`[len(vocab), dim]` float32 table: the word's vector, small random for others, zeros for padding."""
     if wv is not None and wv.vector_size != dim:
-        raise ValueError(f"vectors have dimension {wv.vector_size}, the model expects {dim}")
+        raise UsageError(f"vectors have dimension {wv.vector_size}, the model expects {dim}")
     rng = np.random.default_rng(seed)
     table = rng.normal(0.0, 0.1, size=(len(vocab), dim)).astype(np.float32)
     table[PAD_ID] = 0.0

@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from kdedge.errors import OutputExistsError
+
 # What `kdedge train` writes into a run directory (kdedge/train.py): `--force` replaces a directory
 # holding nothing else. A new entry written there must be added here, or --force refuses such runs.
 RUN_FILES = frozenset({"config.json", "metrics.json", "history.json", "validation.jsonl", "vocab.txt",
@@ -52,20 +54,20 @@ def unlisted(root: Path, listed: Callable[[str], bool]) -> list[str]:
 def check_replaceable(out: Path, force: bool, listed: Callable[[Path], Callable[[str], bool] | None],
                       what: str) -> None:
     """Refuse an existing `out` unless `force` and it is a directory that is empty or holds only what
-    `listed(out)` accepts (None: not `what` at all). Raises FileExistsError saying what to do."""
+    `listed(out)` accepts (None: not `what` at all). Raises OutputExistsError (a FileExistsError) saying what to do."""
     out = Path(out)
     if not (out.exists() or out.is_symlink()):
         return
     if not force:
-        raise FileExistsError(f"{out}: already exists (use --force to replace it)")
+        raise OutputExistsError(f"{out}: already exists (use --force to replace it)")
     rule = f"--force replaces only {what} or an empty directory; move it away or choose another --out"
     if out.is_symlink() or not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a directory; {rule}")
+        raise OutputExistsError(f"{out}: exists and is not a directory; {rule}")
     accepts = listed(out) or (lambda rel: False)
     extra = unlisted(out, accepts)
     if extra:
         shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
-        raise FileExistsError(f"{out}: not {what}: it holds {shown}; {rule}")
+        raise OutputExistsError(f"{out}: not {what}: it holds {shown}; {rule}")
 
 
 def run_listing(path: Path) -> Callable[[str], bool]:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kdedge.errors import UsageError
+
 
 def _group_matrix(y: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
     """Per-group label indicator (union of its texts' labels) and each text's group index."""
@@ -18,7 +20,7 @@ def kfold(y: np.ndarray, folds: int, seed: int, groups=None) -> np.ndarray:
 
     unit_y, unit_of_row = (y, np.arange(len(y))) if groups is None else _group_matrix(y, groups)
     if len(unit_y) < folds:
-        raise ValueError(f"{len(unit_y)} {'groups' if groups is not None else 'texts'} cannot fill {folds} folds")
+        raise UsageError(f"{len(unit_y)} {'groups' if groups is not None else 'texts'} cannot fill {folds} folds")
     unit_fold = np.empty(len(unit_y), dtype=int)
     splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for k, (_, test) in enumerate(splitter.split(np.zeros(len(unit_y)), unit_y)):

@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from kdedge.files import cache_dir
+from kdedge.errors import UsageError
 from kdedge_run.text import CharMap, CharTokenizer, JiebaTokenizer, Preprocessor, normalise, read_dictionary
 
 SEGMENTERS = ("jieba", "ckip", "char")
@@ -71,7 +72,7 @@ class Segmenter:
         if kind not in SEGMENTERS:
             raise ValueError(f"segmenter must be one of {', '.join(SEGMENTERS)}, not {kind!r}")
         if kind == "ckip" and not ckip_model:
-            raise ValueError("the ckip segmenter needs --ckip-model DIR (a local model directory)")
+            raise UsageError("the ckip segmenter needs --ckip-model DIR (a local model directory)")
         self.kind, self.convert, self.hmm = kind, convert, hmm
         self.ckip_model, self.jieba_dict = ckip_model, jieba_dict
         self.char_map = t2s_map() if convert == "t2s" else None

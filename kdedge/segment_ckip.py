@@ -16,10 +16,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from kdedge.errors import MissingExtraError, UsageError
+
 INSTALL_HINT = "the ckip segmenter needs the optional extra: pip install 'kdedge[ckip]'"
 
 
-class CkipNotInstalledError(ImportError):
+class CkipNotInstalledError(MissingExtraError):
     """ckip-transformers (or torch / transformers) is not installed."""
 
 
@@ -51,7 +53,7 @@ class CkipTokenizer:
             device = 0 if torch.cuda.is_available() else -1
         device = int(device)
         if device >= 0 and not torch.cuda.is_available():
-            raise ValueError(f"device={device} asks for a GPU but torch sees no CUDA device; use device=-1 for CPU")
+            raise UsageError(f"device={device} asks for a GPU but torch sees no CUDA device; use device=-1 for CPU")
 
         self.model_dir = str(model_dir)
         self.batch_size = int(batch_size)

@@ -282,3 +282,41 @@ def test_cli_range_and_arch_errors_are_one_line_exit_2_before_data_is_read(tmp_p
     result = _invoke(["train", "--data", missing, "--out", str(tmp_path / "run")] + args)
     assert result.exit_code == 2 and result.stderr == message
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------ error types
+
+def test_kdedge_errors_are_one_line_and_debug_shows_their_traceback(tmp_path, corpus_file):
+    args = ["train", "--data", corpus_file, "--out", str(tmp_path / "run"), "--epochs", "0"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and result.stderr == "kdedge: error: option epochs (--epochs) must be at least 1, not 0\n"
+    result = CliRunner().invoke(cli, ["--debug"] + args)
+    assert isinstance(result.exception, ConfigError) and result.exit_code == 1  # raised through to the traceback
+
+
+def test_an_error_that_is_not_kdedges_shows_its_traceback():
+    import click
+
+    from kdedge.cli import user_errors
+    from kdedge.errors import KdedgeError, OutputExistsError, UsageError
+
+    @click.command()
+    @click.argument("kind")
+    @user_errors
+    def command(kind):
+        raise {"bug": KeyError("a key"), "os": OSError("disk"), "usage": UsageError("--jobs 9: only 2 CPU cores"),
+               "exists": OutputExistsError("out: already exists"), "missing": FileNotFoundError("in.txt")}[kind]
+
+    for kind in ("bug", "os"):  # a bug, or an error kdedge did not expect: the traceback, not a one-line message
+        result = CliRunner().invoke(command, [kind])
+        assert result.exit_code == 1 and result.stderr == "" and type(result.exception).__name__ in ("KeyError", "OSError")
+    for kind, message in (("usage", "--jobs 9: only 2 CPU cores"), ("exists", "out: already exists"),
+                          ("missing", "in.txt")):
+        result = CliRunner().invoke(command, [kind])
+        assert result.exit_code == 2 and result.stderr == f"kdedge: error: {message}\n"
+    from kdedge.config import ConfigError
+    from kdedge.data import DataError
+    from kdedge_export.errors import ExportError
+
+    assert all(issubclass(e, KdedgeError) for e in (ConfigError, DataError, ExportError, UsageError, OutputExistsError))
+    assert issubclass(OutputExistsError, FileExistsError) and issubclass(UsageError, ValueError)
