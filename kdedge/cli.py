@@ -10,9 +10,10 @@ import sys
 import click
 
 from kdedge.architectures import ARCHITECTURES
-from kdedge.config import make_config, read_config_file
+from kdedge.config import TRAIN_DEFAULTS, make_config, read_config_file
 from kdedge.data import DataError
 from kdedge.errors import USER_ERRORS
+from kdedge.tflog import VERBOSE_ENV, import_tensorflow
 
 def user_errors(func):
     """Report kdedge's own errors (kdedge.errors) as `kdedge: error: …` with exit code 2, without a traceback
@@ -37,17 +38,18 @@ def _log_to_stderr() -> None:
     logging.getLogger("gensim").setLevel(logging.WARNING)
 
 
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @click.group()
 @click.version_option(package_name="kdedge")
 @click.option("--debug", is_flag=True, help="Show the traceback of every error, kdedge's own ones too.")
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's C++ log (device probing, oneDNN, XLA).")
 @click.pass_context
-def main(ctx, debug):
+def main(ctx, debug, verbose):
     """Train compact multi-label Chinese text classifiers by knowledge distillation; export them to the edge."""
     ctx.meta["kdedge.debug"] = debug
+    if verbose:  # fold worker processes inherit it
+        os.environ[VERBOSE_ENV] = "1"
 
 
 @main.group()
@@ -80,49 +82,69 @@ def data_stats(file, labels_file, as_json, skip_invalid):
                f"p99 {lc['p99']:.0f}, max {lc['max']}")
 
 
+def _shown_default(name: str, flags: str) -> str | bool:
+    """What `--help` shows as the default of the TrainConfig field `name` (the dataclass holds the value)."""
+    value = TRAIN_DEFAULTS[name]
+    if name == "batch_size":
+        return "per architecture: " + ", ".join(f"{a.name} {a.batch_size}" for a in ARCHITECTURES.values())
+    if isinstance(value, bool):  # the flag that is in force: --kd-label-gate, --frozen-embeddings, ...
+        on, _, off = flags.partition("/")
+        return (on if value else off).lstrip("-")
+    return False if value is None else str(value)
+
+
+def config_option(flags: str, **kwargs):
+    """A click option for the TrainConfig field named like `flags`: unset (None) unless given, so a config
+    file's value stands; `--help` shows the field's default."""
+    shown = _shown_default(flags.split("/")[0].lstrip("-").replace("-", "_"), flags)
+    if shown:  # in the help text: click puts a string show_default in parentheses
+        kwargs["help"] = (kwargs.get("help", "") + f"  [default: {shown}]").strip()
+    return click.option(flags, **kwargs)
+
+
 def training_options(func):
     """Options shared by `train` and `cv`: each is also a config-file key (CLI overrides the file)."""
     options = [
         click.option("--config", "config_file", help="TOML/YAML/JSON file of option defaults, or a named config (paper)."),
-        click.option("--seed", type=int), click.option("--val-split", type=float),
-        click.option("--segmenter", type=click.Choice(["jieba", "ckip", "char"])),
-        click.option("--ckip-model", type=click.Path(), help="Local CKIP model directory (segmenter ckip)."),
-        click.option("--convert", type=click.Choice(["auto", "t2s", "none"]),
-                     help="Script conversion before segmentation (auto: t2s for Traditional text)."),
-        click.option("--jieba-hmm/--no-jieba-hmm", default=None, help="jieba's HMM for words not in its dictionary."),
-        click.option("--vectors", type=click.Path(), help="word2vec text/binary file of pre-trained vectors."),
-        click.option("--embedding-dim", type=int, help="Size of the Word2Vec trained when --vectors is not given."),
-        click.option("--w2v-epochs", type=int, help="Epochs of the Word2Vec trained when --vectors is not given."),
-        click.option("--epochs", type=int), click.option("--patience", type=int),
-        click.option("--batch-size", type=int), click.option("--learning-rate", type=float),
-        click.option("--max-len", type=int), click.option("--dropout", type=float),
-        click.option("--max-sentences", type=int, help="HAN: sentences per text."),
-        click.option("--max-sentence-len", type=int, help="HAN: tokens per sentence."),
-        click.option("--max-vocab", type=int), click.option("--min-count", type=int),
-        click.option("--threshold-min-support", type=int,
-                     help="Labels with fewer validation positives keep the threshold 0.5."),
-        click.option("--monitor", type=click.Choice(["val_loss", "val_macro_f1"])),
-        click.option("--kd-alpha", help="Weight of the true labels in the KD loss; a list (0.25,0.5,0.75) is "
-                     "searched on the validation split."),
-        click.option("--kd-temperature", help="KD temperature; a list (1,2,4) is searched on the validation split."),
-        click.option("--teacher", type=click.Choice(["towers", "linear", "ensemble"]),
-                     help="towers: one network per label (the paper); linear: TF-IDF + one logistic regression "
-                     "per label (seconds); ensemble: both, calibrated and averaged. [default: linear]"),
-        click.option("--teacher-calibration", type=click.Choice(["none", "shift", "temperature", "platt"]),
-                     help="Per-label calibration of the teacher on the validation split before its outputs "
-                     "become soft targets (shift: its tuned threshold maps to 0.5). [default: shift]"),
-        click.option("--teacher-crossfit", type=int,
-                     help="K >= 2: soft targets on training texts come from K teachers that did not see them "
-                     "(out-of-fold); 0: off. [default: 0]"),
-        click.option("--kd-label-gate/--no-kd-label-gate", default=None,
-                     help="Labels where the teacher's validation F1 is below the plain student's learn from the "
-                     "true labels only. [default: on]"),
-        click.option("--pos-weight", type=click.Choice(["none", "sqrt", "balanced"]),
-                     help="Weight of positive labels in the students' BCE (sqrt: √(negatives/positives))."),
-        click.option("--trainable-embeddings/--frozen-embeddings", default=None),
-        click.option("--strategy", type=click.Choice(["auto", "one", "mirrored", "multiworker"]),
-                     help="tf.distribute: one device; mirrored (this machine's GPUs); multiworker (reads TF_CONFIG); "
-                     "auto: mirrored with more than one GPU. --batch-size is the global batch. [default: auto]"),
+        config_option("--seed", type=int), config_option("--val-split", type=float),
+        config_option("--segmenter", type=click.Choice(["jieba", "ckip", "char"])),
+        config_option("--ckip-model", type=click.Path(), help="Local CKIP model directory (segmenter ckip)."),
+        config_option("--convert", type=click.Choice(["auto", "t2s", "none"]),
+                      help="Script conversion before segmentation (auto: t2s for Traditional text)."),
+        config_option("--jieba-hmm/--no-jieba-hmm", default=None, help="jieba's HMM for words not in its dictionary."),
+        config_option("--vectors", type=click.Path(), help="word2vec text/binary file of pre-trained vectors."),
+        config_option("--embedding-dim", type=int, help="Size of the Word2Vec trained when --vectors is not given."),
+        config_option("--w2v-epochs", type=int, help="Epochs of the Word2Vec trained when --vectors is not given."),
+        config_option("--epochs", type=int), config_option("--patience", type=int),
+        config_option("--batch-size", type=int), config_option("--learning-rate", type=float),
+        config_option("--max-len", type=int), config_option("--dropout", type=float),
+        config_option("--max-sentences", type=int, help="HAN: sentences per text."),
+        config_option("--max-sentence-len", type=int, help="HAN: tokens per sentence."),
+        config_option("--max-vocab", type=int), config_option("--min-count", type=int),
+        config_option("--threshold-min-support", type=int,
+                      help="Labels with fewer validation positives keep the threshold 0.5."),
+        config_option("--monitor", type=click.Choice(["val_loss", "val_macro_f1"])),
+        config_option("--kd-alpha", help="Weight of the true labels in the KD loss; a list (0.25,0.5,0.75) is "
+                      "searched on the validation split."),
+        config_option("--kd-temperature", help="KD temperature; a list (1,2,4) is searched on the validation split."),
+        config_option("--teacher", type=click.Choice(["towers", "linear", "ensemble"]),
+                      help="towers: one network per label (the paper); linear: TF-IDF + one logistic regression "
+                      "per label (seconds); ensemble: both, calibrated and averaged."),
+        config_option("--teacher-calibration", type=click.Choice(["none", "shift", "temperature", "platt"]),
+                      help="Per-label calibration of the teacher on the validation split before its outputs "
+                      "become soft targets (shift: its tuned threshold maps to 0.5)."),
+        config_option("--teacher-crossfit", type=int,
+                      help="K >= 2: soft targets on training texts come from K teachers that did not see them "
+                      "(out-of-fold); 0: off."),
+        config_option("--kd-label-gate/--no-kd-label-gate", default=None,
+                      help="Labels where the teacher's validation F1 is below the plain student's learn from the "
+                      "true labels only."),
+        config_option("--pos-weight", type=click.Choice(["none", "sqrt", "balanced"]),
+                      help="Weight of positive labels in the students' BCE (sqrt: √(negatives/positives))."),
+        config_option("--trainable-embeddings/--frozen-embeddings", default=None),
+        config_option("--strategy", type=click.Choice(["auto", "one", "mirrored", "multiworker"]),
+                      help="tf.distribute: one device; mirrored (this machine's GPUs); multiworker (reads TF_CONFIG); "
+                      "auto: mirrored with more than one GPU. --batch-size is the global batch."),
         click.option("--labels", "labels_file", type=click.Path(), help="File with one label per line."),
         click.option("--skip-invalid", is_flag=True, help="Skip invalid rows (counted) instead of failing."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
@@ -141,19 +163,19 @@ def build_config(config_file, **cli):
 
 def _command_setup(config_file, data, out, labels_file, cli: dict):
     """Merge config file and CLI; check data/out are known; quiet TensorFlow; log to stderr."""
-    _quiet_tensorflow()
     cfg, run = build_config(config_file, **cli)
     data, out = data or run["data"], out or run["out"]
     if not data or not out:
         raise click.UsageError("--data and --out are required (on the command line or in --config)")
+    import_tensorflow()
     _log_to_stderr()
     return cfg, data, out, labels_file or run["labels_file"]
 
 
 @main.command()
 @click.option("--data", type=click.Path(), help="Labelled texts (.jsonl, .csv, .tsv).")
-@click.option("--arch", type=click.Choice(list(ARCHITECTURES)))
-@click.option("--mode", type=click.Choice(["teacher", "student", "kd", "all"]))
+@config_option("--arch", type=click.Choice(list(ARCHITECTURES)))
+@config_option("--mode", type=click.Choice(["teacher", "student", "kd", "all"]))
 @click.option("--out", type=click.Path(), help="Run directory to create.")
 @click.option("--force", is_flag=True, help="Replace an existing run directory (never anything else).")
 @training_options
@@ -211,15 +233,16 @@ def cv(data, folds, archs, group_by, only_folds, no_baselines, jobs, engine, add
 @click.option("--segmenter", type=click.Choice(["jieba", "char", "ckip"]), default="jieba", show_default=True)
 @click.option("--ckip-model", type=click.Path())
 @click.option("--convert", type=click.Choice(["t2s", "none"]), default="t2s", show_default=True,
-              help="Script conversion before segmentation; use what the classifier will use (auto picks t2s "
-                   "for Traditional training data).")
+              help="Script conversion before segmentation; use what the classifier will use (training's "
+                   "--convert auto becomes t2s for Traditional data, none otherwise).")
 @click.option("--dim", type=int, default=300, show_default=True)
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--min-count", type=int, default=3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="1 makes the result reproducible.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @user_errors
-def embed(corpus, out, segmenter, ckip_model, convert, dim, epochs, min_count, seed, workers):
+def embed(corpus, out, segmenter, ckip_model, convert, dim, epochs, min_count, seed, workers, quiet):
     """Pre-train Word2Vec (skip-gram) on unlabeled text with the classifier's segmentation."""
     from pathlib import Path
 
@@ -234,9 +257,9 @@ def embed(corpus, out, segmenter, ckip_model, convert, dim, epochs, min_count, s
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(path, None, None, f"cannot read as UTF-8 text ({exc})") from None
     click.echo(f"segmenting {len(lines)} lines from {len(files)} files", err=True)
-    sentences = Segmenter(segmenter, convert, ckip_model=ckip_model).segment(lines)["tokens"]
+    sentences = Segmenter(segmenter, convert, ckip_model=ckip_model, progress=not quiet).segment(lines)["tokens"]
     click.echo(f"training {dim}-d Word2Vec on {sum(map(len, sentences))} tokens", err=True)
-    wv = train_word2vec(sentences, dim, epochs, seed, min_count, workers)
+    wv = train_word2vec(sentences, dim, epochs, seed, min_count, workers, not quiet)
     save_vectors(wv, out)
     click.echo(f"{out}: {len(wv.key_to_index)} words x {dim}")
 
@@ -260,7 +283,7 @@ def embed(corpus, out, segmenter, ckip_model, convert, dim, epochs, min_count, s
 @user_errors
 def export(run_dir, fmt, quantize, model_kind, thresholds_file, vectors_dtype, out, force):
     """Export a run's distilled student as a kdedge bundle (docs/bundle.md), checked through kdedge-run."""
-    _quiet_tensorflow()
+    import_tensorflow()
     from kdedge_export import export_run
 
     manifest = export_run(run_dir, out, formats=fmt, quantize=quantize, model=model_kind,

@@ -110,6 +110,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+
+
 class ConfigError(KdedgeError, ValueError):
     """An unreadable config file, an unknown key or an option value out of its type, choices or range."""
 

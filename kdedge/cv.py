@@ -14,6 +14,7 @@ import numpy as np
 from kdedge.config import TrainConfig
 from kdedge.data import load_dataset
 from kdedge.errors import MissingExtraError, UsageError
+from kdedge.tflog import import_tensorflow
 from kdedge.files import cache_dir, write_json_atomic
 from kdedge.evaluate import decide, scores, sigmoid, tune_thresholds
 from kdedge.folds import kfold, stratified_split
@@ -228,6 +229,7 @@ def _start_fold_worker(core_sets, log_level: int) -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
     logging.basicConfig(level=log_level, format="%(message)s")
+    import_tensorflow()
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(len(cores))
@@ -269,6 +271,8 @@ def _run_folds_in_parallel(cfg, ds, fold_ids, folds, archs, group_by, out, basel
 def _ray_fold_task(cfg, ds, k, folds, archs, group_by, out, baselines) -> None:
     """One Ray task: `run_fold` for fold `k` and `archs` (or its baselines), TensorFlow sized to the task's CPUs."""
     import ray
+
+    import_tensorflow()
     import tensorflow as tf
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -62,15 +62,25 @@ class Vocabulary:
 
 
 def train_word2vec(sentences: list[list[str]], dim: int = 300, epochs: int = 10, seed: int = 0,
-                   min_count: int = 1, workers: int | None = None):
+                   min_count: int = 1, workers: int | None = None, progress: bool = False):
     """Skip-gram Word2Vec (gensim) over token lists; returns gensim KeyedVectors.
 
     With one worker the result is fully determined by `seed`; more workers are faster but vary.
+    `progress` shows a bar of the epochs on stderr.
     """
     from gensim.models import Word2Vec
+    from gensim.models.callbacks import CallbackAny2Vec
+    from tqdm.auto import tqdm
 
-    model = Word2Vec(sentences=sentences, vector_size=dim, window=5, min_count=min_count, sg=1,
-                     negative=5, epochs=epochs, seed=seed, workers=workers or 1)
+    class EpochBar(CallbackAny2Vec):
+        """Advances the bar at the end of each epoch."""
+
+        def on_epoch_end(self, model):
+            bar.update(1)
+
+    with tqdm(total=epochs, desc=f"Word2Vec {dim}-d", unit=" epochs", leave=False, disable=not progress) as bar:
+        model = Word2Vec(sentences=sentences, vector_size=dim, window=5, min_count=min_count, sg=1,
+                         negative=5, epochs=epochs, seed=seed, workers=workers or 1, callbacks=[EpochBar()])
     return model.wv
 
 

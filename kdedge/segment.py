@@ -68,13 +68,14 @@ class Segmenter:
     """Normalise → convert → segment a corpus; cache results by content hash; pin a jieba dictionary."""
 
     def __init__(self, kind: str = "jieba", convert: str = "none", hmm: bool = True,
-                 ckip_model: str | None = None, jieba_dict: str | None = None):
+                 ckip_model: str | None = None, jieba_dict: str | None = None, progress: bool = False):
+        """`progress`: show a bar on stderr while segmenting (not for ckip)."""
         if kind not in SEGMENTERS:
             raise ValueError(f"segmenter must be one of {', '.join(SEGMENTERS)}, not {kind!r}")
         if kind == "ckip" and not ckip_model:
             raise UsageError("the ckip segmenter needs --ckip-model DIR (a local model directory)")
         self.kind, self.convert, self.hmm = kind, convert, hmm
-        self.ckip_model, self.jieba_dict = ckip_model, jieba_dict
+        self.ckip_model, self.jieba_dict, self.progress = ckip_model, jieba_dict, progress
         self.char_map = t2s_map() if convert == "t2s" else None
         self._tokenizer = None
 
@@ -102,6 +103,11 @@ class Segmenter:
         return read_dictionary(self.jieba_dict) if self.jieba_dict else jieba_default_freqs()
 
     def _segment_uncached(self, texts: list[str]) -> dict:
+        from tqdm.auto import tqdm
+
+        def shown(desc: str):
+            return tqdm(texts, desc=desc, unit=" texts", leave=False, disable=not self.progress, mininterval=1)
+
         tokenizer = self._base_tokenizer()
         if self.kind == "ckip":
             prepared = [normalise(t) for t in texts]
@@ -109,14 +115,15 @@ class Segmenter:
                 prepared = [self.char_map(t) for t in prepared]
             tokens = tokenizer.tokenize_many(prepared)
             return {"tokens": tokens, "dictionary": pin_dictionary(tokens, {})}
-        base = [Preprocessor(tokenizer, {}, {}, self.char_map).tokens(t) for t in texts]
+        base = [Preprocessor(tokenizer, {}, {}, self.char_map).tokens(t) for t in shown("segmenting")]
         if self.kind == "char":
             return {"tokens": base, "dictionary": None}
         # Re-segment with a dictionary pinned to this corpus: the runtime ships that dictionary and
         # reproduces this segmentation exactly, without jieba's 5 MB default dictionary.
         dictionary = pin_dictionary(base, self._base_freqs())
         pinned = Preprocessor(JiebaTokenizer(dictionary, self.hmm), {}, {}, self.char_map)
-        return {"tokens": [pinned.tokens(t) for t in texts], "dictionary": dictionary}
+        return {"tokens": [pinned.tokens(t) for t in shown("segmenting with the pinned dictionary")],
+                "dictionary": dictionary}
 
     def segment(self, texts: list[str]) -> dict:
         """`{"tokens": [[str]], "dictionary": {word: freq} | None}` for `texts`.

@@ -320,3 +320,45 @@ def test_an_error_that_is_not_kdedges_shows_its_traceback():
 
     assert all(issubclass(e, KdedgeError) for e in (ConfigError, DataError, ExportError, UsageError, OutputExistsError))
     assert issubclass(OutputExistsError, FileExistsError) and issubclass(UsageError, ValueError)
+
+
+# ------------------------------------------------------------------------------------------ console
+
+def test_train_help_shows_each_default_from_the_config():
+    from kdedge.config import TRAIN_DEFAULTS
+
+    help_text = " ".join(CliRunner().invoke(cli, ["train", "--help"]).output.split())
+    for option, shown in (("--epochs INTEGER", "30"), ("--teacher [towers|linear|ensemble]", "linear"),
+                          ("--learning-rate FLOAT", "0.001"), ("--kd-label-gate / --no-kd-label-gate", "kd-label-gate"),
+                          ("--trainable-embeddings / --frozen-embeddings", "frozen-embeddings"),
+                          ("--batch-size INTEGER", "per architecture: textcnn 32, textrnn 32, gru_att 128, han 32")):
+        assert f"[default: {shown}]" in help_text.split(f"{option} ", 1)[1].split(" --", 1)[0], option
+    command = cli.commands["train"]
+    for param in command.params:
+        name = param.name
+        if name in TRAIN_DEFAULTS and TRAIN_DEFAULTS[name] is not None:
+            assert "[default: " in (param.help or ""), name
+
+
+def test_embed_shows_its_progress(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"今天我们讨论足球比赛和股票市场{i}。\n" for i in range(50)), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["embed", "--corpus", str(corpus), "--out", str(tmp_path / "v.txt"), "--dim", "8",
+                                      "--epochs", "2", "--min-count", "1", "--workers", "1", "--segmenter", "char"])
+    assert result.exit_code == 0, result.output
+    assert "segmenting:" in result.stderr and "Word2Vec 8-d:" in result.stderr and " epochs/s]" in result.stderr
+    quiet = CliRunner().invoke(cli, ["embed", "--corpus", str(corpus), "--out", str(tmp_path / "w.txt"), "--dim", "8",
+                                     "--epochs", "2", "--min-count", "1", "--workers", "1", "--segmenter", "char", "-q"])
+    assert quiet.exit_code == 0 and "Word2Vec 8-d" not in quiet.stderr
+    assert (tmp_path / "v.txt").read_text(encoding="utf-8") == (tmp_path / "w.txt").read_text(encoding="utf-8")
+
+
+def test_tensorflow_log_is_quiet_unless_verbose(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    args = ["export", str(tmp_path / "no-run"), "--out", str(tmp_path / "bundle")]  # imports TensorFlow, then fails
+    quiet = subprocess.run(_kdedge() + args, env=env, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 2 and quiet.stderr.startswith("kdedge: error: "), quiet.stderr
+    assert len(quiet.stderr.splitlines()) == 1, quiet.stderr  # no oneDNN, CUDA-probing or absl lines
+    verbose = subprocess.run(_kdedge() + ["--verbose"] + args, env=env, capture_output=True, text=True, timeout=300)
+    assert verbose.returncode == 2 and verbose.stderr.endswith(quiet.stderr)
+    assert len(verbose.stderr.splitlines()) > 1, verbose.stderr  # TensorFlow's own lines are back
