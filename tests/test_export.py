@@ -298,9 +298,13 @@ def test_refuses_existing_out_unless_forced(workdir, run_dir):
     with pytest.raises(ExportError, match="already exists"):
         export_run(run_dir("textcnn"), out, formats="onnx")
     assert (out / "keep.txt").read_text(encoding="utf-8") == "mine"
-    export_run(run_dir("textcnn"), out, formats="onnx", force=True, log=lambda m: None)
-    assert not (out / "keep.txt").exists()
-    kdedge_run.load(out)
+    with pytest.raises(ExportError, match="not a kdedge bundle"):  # --force never deletes what is not a bundle
+        export_run(run_dir("textcnn"), out, formats="onnx", force=True, log=lambda m: None)
+    assert (out / "keep.txt").read_text(encoding="utf-8") == "mine"
+    (out / "keep.txt").unlink()
+    for _ in ("an empty directory", "a kdedge bundle"):  # what --force may replace
+        export_run(run_dir("textcnn"), out, formats="onnx", force=True, log=lambda m: None)
+        kdedge_run.load(out)
     assert not [p for p in workdir.iterdir() if p.name.startswith(".existing")]
 
 
