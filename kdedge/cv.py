@@ -15,7 +15,7 @@ from kdedge.config import TrainConfig
 from kdedge.data import load_dataset
 from kdedge.errors import MissingExtraError, UsageError
 from kdedge.tflog import import_tensorflow
-from kdedge.files import cache_dir, write_json_atomic
+from kdedge.files import atomic_path, cache_dir, write_json_atomic
 from kdedge.evaluate import decide, scores, sigmoid, tune_thresholds
 from kdedge.folds import kfold, stratified_split
 
@@ -85,9 +85,8 @@ def save_cached_teacher(key: str, result: dict, dirs) -> None:
     for directory in dirs:
         base = Path(directory) / key
         base.parent.mkdir(parents=True, exist_ok=True)
-        tmp = base.with_name(f".{key}.tmp{os.getpid()}.npz")
-        np.savez(tmp, **{name: result[name] for name in ("train_logits", "val_logits", "test_logits")})
-        os.replace(tmp, f"{base}.npz")
+        with atomic_path(Path(f"{base}.npz")) as tmp:
+            np.savez(tmp, **{name: result[name] for name in ("train_logits", "val_logits", "test_logits")})
         write_json_atomic(Path(f"{base}.json"), result["fit"])
 
 

@@ -1,7 +1,6 @@
 """Vocabulary and Word2Vec: build ids from segmented texts, train or load 300-d vectors, report coverage."""
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import numpy as np
 
 from kdedge.data import DataError
 from kdedge.errors import UsageError
+from kdedge.files import atomic_path
 from kdedge_run.text import OOV_ID, OOV_TOKEN, PAD_ID, PAD_TOKEN
 
 
@@ -99,11 +99,9 @@ def load_vectors(path) -> "object":
 
 
 def save_vectors(wv, path) -> None:
-    """Write vectors in word2vec format (binary for .bin, text otherwise), atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    wv.save_word2vec_format(str(tmp), binary=path.suffix == ".bin")
-    os.replace(tmp, path)
+    """Write vectors in word2vec format (binary for .bin, text otherwise), atomically (`files.atomic_path`)."""
+    with atomic_path(path) as tmp:
+        wv.save_word2vec_format(str(tmp), binary=Path(path).suffix == ".bin")
 
 
 def embedding_matrix(vocab: Vocabulary, wv, dim: int, seed: int = 0) -> tuple[np.ndarray, dict]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from kdedge.errors import OutputExistsError
 
@@ -27,15 +28,39 @@ def write_json(path: Path, obj) -> None:
     Path(path).write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON to a temp sibling, fsync, rename: a reader sees the old file or the whole new one."""
+def fsync_path(path: Path) -> None:
+    """Flush a file or a directory (its entries) to disk; filesystems that refuse it on directories are let be."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not Path(path).is_dir():
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary dot-prefixed sibling of file `path` (same suffix) for the caller to write; then
+    fsync it, rename it to `path` and fsync the directory: a reader sees the old file or the whole new
+    one. On an exception the temporary file is removed and nothing is renamed."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON atomically (`atomic_path`): a reader sees the old file or the whole new one."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(obj, f, ensure_ascii=False, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def unlisted(root: Path, listed: Callable[[str], bool]) -> list[str]:
@@ -91,14 +116,15 @@ def staging_dir(out: Path, force: bool) -> Path:
     return tmp
 
 
-def commit_dir(tmp: Path, out: Path) -> None:
-    """fsync every file of `tmp`, then rename it to `out` (an old `out` is replaced only at the last moment)."""
+def commit_dir(tmp: Path, out: Path, listed: Callable[[Path], Callable[[str], bool] | None] = run_listing,
+               what: str = RUN) -> None:
+    """fsync every file and directory of `tmp`, then rename it to `out` and fsync the parent directory. An old
+    `out` is replaced only at the last moment, and only if it still holds nothing but what `listed` accepts."""
     out = Path(out)
-    for path in Path(tmp).rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    check_replaceable(out, True, run_listing, RUN)  # again: files may have appeared in `out` meanwhile
+    for path in sorted(Path(tmp).rglob("*"), key=lambda p: -len(p.parts)):  # deepest first, directories too
+        fsync_path(path)
+    fsync_path(tmp)
+    check_replaceable(out, True, listed, what)  # again: files may have appeared in `out` meanwhile
     if out.exists():
         old = out.with_name(f".{out.name}.old{os.getpid()}")
         os.replace(out, old)
@@ -106,3 +132,4 @@ def commit_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(old)
     else:
         os.replace(tmp, out)
+    fsync_path(out.parent)

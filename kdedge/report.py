@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from kdedge.evaluate import METRICS, decide, scores
+from kdedge.files import atomic_path, write_json_atomic
 
 ROW_NAMES = {"teacher": "Binary Optimization (Teacher)",
              "student": "Standalone Multi-label Classifier (Student)",
@@ -298,26 +299,22 @@ def plot_figures(results: dict, out: Path) -> list[str]:
 
 
 def _save_figure(fig, out: Path, name: str) -> str:
-    """Write a matplotlib figure atomically (temp file, then rename) and close it; returns its file name."""
+    """Write a matplotlib figure atomically (`files.atomic_path`) and close it; returns its file name."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    tmp = out / f".{name}.tmp"
-    fig.savefig(tmp, dpi=100, format="png")
-    tmp.replace(out / name)
+    with atomic_path(out / name) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
     return name
 
 
 def write_report(out: Path) -> dict:
     """Write results.json, results.md and the PNGs for a cv directory; return the results."""
-    from kdedge.cv import write_json_atomic
-
     results = summarise(out)
     write_json_atomic(out / "results.json", results)
     md = render_markdown(results)
-    tmp = out / ".results.md.tmp"
-    tmp.write_text(md, encoding="utf-8")
-    tmp.replace(out / "results.md")
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(md, encoding="utf-8")
     results["plots"] = plot_figures(results, out)
     return results

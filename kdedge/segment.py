@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
-from kdedge.files import cache_dir
+from kdedge.files import atomic_path, cache_dir
 from kdedge.errors import UsageError
 from kdedge_run.text import CharMap, CharTokenizer, JiebaTokenizer, Preprocessor, normalise, read_dictionary
 
@@ -142,9 +141,8 @@ class Segmenter:
                 pass  # a damaged cache entry is recomputed
         result = self._segment_uncached(texts)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(result, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(result, ensure_ascii=False), encoding="utf-8")
         return result
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdedge.files import check_replaceable
+from kdedge.files import check_replaceable, commit_dir
 from kdedge_run.bundle import file_sha256
 
 from .errors import ExportError
@@ -102,20 +102,14 @@ class Staging:
         return ordered
 
     def commit(self, force: bool) -> Path:
-        """fsync every file and directory, then rename to the final name (replacing it with `force`)."""
+        """fsync every file and directory, then rename to the final name (replacing a bundle with `force`):
+        `files.commit_dir`."""
         assert self.out is not None
-        for path in sorted(self.path.rglob("*"), key=lambda p: -len(p.parts)):
-            _fsync(path)
-        _fsync(self.path)
         check_out(self.out, force)
-        if self.out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
-            os.replace(self.out, old / "bundle")
-            os.replace(self.path, self.out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.path, self.out)
-        _fsync(self.out.parent)
+        try:
+            commit_dir(self.path, self.out, bundle_listing, "a kdedge bundle")
+        except FileExistsError as e:  # something other than a bundle appeared at `out` meanwhile
+            raise ExportError(str(e)) from None
         return self.out
 
     def discard(self) -> None:
@@ -128,11 +122,3 @@ def _umask() -> int:
     return mask
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
