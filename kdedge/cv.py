@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kdedge.architectures import ARCHITECTURES
 from kdedge.config import TrainConfig
 from kdedge.data import load_dataset
 from kdedge.errors import MissingExtraError, UsageError
@@ -358,6 +359,10 @@ def run_cv(cfg: TrainConfig, data: str, out: str, folds: int = 5, archs=("textcn
         raise UsageError("--address names a Ray cluster: use it with --engine ray")
     if engine == "ray" and jobs > 1:
         raise UsageError("--jobs sizes the local process pool; with --engine ray the cluster's CPUs decide")
+    unknown = [arch for arch in archs if arch not in ARCHITECTURES]
+    if unknown or not archs:
+        problem = f"unknown architecture {', '.join(map(repr, unknown))}" if unknown else "none given"
+        raise UsageError(f"--archs: {problem}; choose from {', '.join(ARCHITECTURES)}")
     from kdedge.distribute import get_strategy, is_chief, resolve
     from kdedge.report import write_report
 

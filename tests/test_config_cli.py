@@ -362,3 +362,11 @@ def test_tensorflow_log_is_quiet_unless_verbose(tmp_path):
     verbose = subprocess.run(_kdedge() + ["--verbose"] + args, env=env, capture_output=True, text=True, timeout=300)
     assert verbose.returncode == 2 and verbose.stderr.endswith(quiet.stderr)
     assert len(verbose.stderr.splitlines()) > 1, verbose.stderr  # TensorFlow's own lines are back
+
+
+def test_cv_unknown_architecture_is_refused_before_data_is_read(tmp_path):
+    result = _invoke(["cv", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "cv"),
+                      "--archs", "textcnn,bert"])
+    assert result.exit_code == 2
+    assert result.stderr == "kdedge: error: --archs: unknown architecture 'bert'; choose from textcnn, textrnn, gru_att, han\n"
+    assert not (tmp_path / "cv").exists()
