@@ -473,10 +473,15 @@ def test_force_replaces_a_directory(corpus_file, tmp_path):
     out.mkdir()
     (out / "stale.txt").write_text("old", encoding="utf-8")
     cfg = TrainConfig(**{**E2E_CONFIG, "mode": "student", "epochs": 1})
-    metrics = train_run(cfg, corpus_file, str(out), force=True, progress=False)
+    with pytest.raises(FileExistsError, match="not a kdedge run"):  # --force never deletes what is not a run
+        train_run(cfg, corpus_file, str(out), force=True, progress=False)
+    assert (out / "stale.txt").read_text(encoding="utf-8") == "old"
+    (out / "stale.txt").unlink()
+    train_run(TrainConfig(**{**E2E_CONFIG, "epochs": 1}), corpus_file, str(out), force=True, progress=False)
+    assert (out / "teacher.keras").is_file()
+    metrics = train_run(cfg, corpus_file, str(out), force=True, progress=False)  # a run: replaced whole
     assert set(metrics["modes"]) == {"student"}
-    assert not (out / "stale.txt").exists() and (out / "student.keras").is_file()
-    assert not (out / "teacher.keras").exists()
+    assert (out / "student.keras").is_file() and not (out / "teacher.keras").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
