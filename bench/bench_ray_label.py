@@ -3,7 +3,7 @@
 actors on a local Ray instance) and of one `kdedge-run predict --input` process, with that process's peak
 RSS at two input sizes (bounded memory: the RSS should not grow with the input).
 
-    python bench/bench_ray_label.py [--bundle DIR] [--texts 60000]
+    python bench/bench_ray_label.py [--bundle DIR] [--texts 60000] [--gigabytes 1]
 
 Texts are generated (short Chinese sentences, 20–60 characters); Ray's figures include starting the
 actors and loading the bundle once per actor, and reading and writing the files.
@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,22 +34,40 @@ def make_input(path: Path, n: int, seed: int = 0) -> None:
             f.write(json.dumps({"id": f"t{i}", "text": text}, ensure_ascii=False) + "\n")
 
 
+def make_large_input(path: Path, gigabytes: float, seed: int = 0) -> int:
+    """About `gigabytes` GB of JSON lines whose texts are 500-1,500 characters (a pool of 1,000 cycled);
+    returns the number of lines."""
+    rng = random.Random(seed)
+    pool = ["".join(rng.choice(WORDS) for _ in range(rng.randint(200, 600))) + "。" for _ in range(1000)]
+    target, written, n = gigabytes * 1e9, 0, 0
+    with open(path, "w", encoding="utf-8") as f:
+        while written < target:
+            line = json.dumps({"id": f"t{n}", "text": pool[n % len(pool)]}, ensure_ascii=False) + "\n"
+            f.write(line)
+            written += len(line.encode("utf-8"))
+            n += 1
+    return n
+
+
 def predict_process(bundle, path: Path) -> tuple[float, float]:
-    """(texts/s, peak RSS MB) of one `kdedge-run predict --input` process over `path`."""
+    """(texts/s, peak RSS MB) of one `kdedge-run predict --input` process over `path` (that process alone)."""
     n = sum(1 for _ in open(path, encoding="utf-8"))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
     args = [sys.executable, "-m", "kdedge_run", "predict", "--input", str(path), "--no-progress"]
-    subprocess.run(args + (["--model", str(bundle)] if bundle else []), check=True, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(args + (["--model", str(bundle)] if bundle else []), stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # max over children so far (KiB)
-    return n / seconds, (peak if peak > before else before) / 1024
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"kdedge-run predict failed on {path}")
+    return n / seconds, usage.ru_maxrss / 1024  # KiB on Linux
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default=None, help="bundle directory (default: the runtime's default bundle)")
     parser.add_argument("--texts", type=int, default=60000)
+    parser.add_argument("--gigabytes", type=float, default=0.0,
+                        help="also stream an input of this size through one predict process (peak RSS)")
     args = parser.parse_args()
     import ray
 
@@ -66,6 +83,13 @@ def main() -> None:
         rate, rss = predict_process(args.bundle, big)
         print(f"kdedge-run predict --input, 1 process: {rate:.0f} texts/s; peak RSS {rss_small:.0f} MB at "
               f"{args.texts // 10} texts, {rss:.0f} MB at {args.texts}")
+        if args.gigabytes:
+            large = Path(tmp) / "large.jsonl"
+            lines = make_large_input(large, args.gigabytes)
+            rate_large, rss_large = predict_process(args.bundle, large)
+            print(f"kdedge-run predict --input, {large.stat().st_size / 1e9:.2f} GB ({lines} texts of 500-1,500 "
+                  f"characters): {rate_large:.0f} texts/s, peak RSS {rss_large:.0f} MB")
+            large.unlink()
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
         try:
