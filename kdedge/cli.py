@@ -82,6 +82,26 @@ def data_stats(file, labels_file, as_json, skip_invalid):
                f"p99 {lc['p99']:.0f}, max {lc['max']}")
 
 
+@data.command("split")
+@click.argument("file", type=click.Path())
+@click.option("--test", "test_share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+              show_default=True, help="Share of the texts held out for testing (stratified by label).")
+@click.option("--group-by", help="Keep texts sharing this JSON field (e.g. doc) on one side.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(),
+              help="Directory to write train.jsonl and test.jsonl into (created if missing).")
+@click.option("--force", is_flag=True, help="Replace existing train.jsonl / test.jsonl there.")
+@click.option("--skip-invalid", is_flag=True, help="Skip invalid rows (and count them) instead of failing.")
+@user_errors
+def data_split(file, test_share, group_by, seed, out_dir, force, skip_invalid):
+    """Hold out a label-stratified test split of FILE: writes OUT/train.jsonl and OUT/test.jsonl."""
+    from kdedge.data import load_dataset, write_split
+
+    written = write_split(load_dataset(file, skip_invalid=skip_invalid), out_dir, test_share, seed, group_by, force)
+    for name, count in written.items():
+        click.echo(f"{name}: {count} texts")
+
+
 def _shown_default(name: str, flags: str) -> str | bool:
     """What `--help` shows as the default of the TrainConfig field `name` (the dataclass holds the value)."""
     value = TRAIN_DEFAULTS[name]

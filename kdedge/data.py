@@ -231,3 +231,35 @@ def describe(ds: Dataset) -> dict:
                           "p99": float(np.percentile(lengths, 99)), "max": int(lengths.max())},
         "skipped_rows": ds.skipped,
     }
+
+
+def write_split(ds: Dataset, out_dir, test_share: float, seed: int, group_by: str | None = None,
+                force: bool = False) -> dict[str, int]:
+    """Write `out_dir/train.jsonl` and `out_dir/test.jsonl` (iterative stratification over labels,
+    groups of `group_by` kept whole), each line `{"id", "text", "labels", ...other fields}`; returns
+    {file: texts}. Existing files are replaced only with `force`."""
+    from kdedge.errors import OutputExistsError, UsageError
+    from kdedge.files import atomic_path
+    from kdedge.folds import stratified_split
+
+    out = Path(out_dir)
+    names = {"train": out / "train.jsonl", "test": out / "test.jsonl"}
+    existing = [str(p) for p in names.values() if p.exists()]
+    if existing and not force:
+        raise OutputExistsError(f"{existing[0]} exists (use --force to replace it)")
+    groups = None
+    if group_by:
+        missing = [i for i, e in enumerate(ds.extra) if group_by not in e]
+        if missing:
+            raise UsageError(f"--group-by {group_by}: text {ds.ids[missing[0]]!r} has no field '{group_by}'")
+        groups = [str(e[group_by]) for e in ds.extra]
+    keep, held = stratified_split(ds.targets(), test_share, seed, groups)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, rows in (("train", keep), ("test", held)):
+        with atomic_path(names[name]) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            for r in rows:
+                record = {"id": ds.ids[r], "text": ds.texts[r], "labels": ds.labels[r], **ds.extra[r]}
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        written[str(names[name])] = len(rows)
+    return written
