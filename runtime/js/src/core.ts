@@ -1,0 +1,421 @@
+// kdedge bundle format v2 reader: everything except file access and the ONNX Runtime flavour.
+// The contract is docs/bundle.md, "Version 2" (code points in, calibrated probabilities out).
+
+export const FORMAT = "kdedge-bundle";
+export const FORMAT_VERSION = 2;
+export const MANIFEST = "manifest.json";
+const MAX_FILES = 1000;
+const MAX_CODEPOINT = 0x10ffff;
+const MAX_INPUT_LEN = 1 << 22;
+/** Texts per model run in a batch prediction (probabilities do not depend on the batch). */
+export const BATCH_SIZE = 64;
+
+/** A bundle cannot be used; the message names the file and the problem. */
+export class BundleError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "BundleError";
+  }
+}
+
+export interface FileEntry {
+  sha256: string;
+  bytes: number;
+}
+
+export interface ModelEntry {
+  format: string;
+  file: string;
+  precision?: string;
+  input_shape?: (number | null)[];
+  input_name: string;
+  input_dtype?: string;
+  outputs: { probabilities: string; known: string; attention?: string | null };
+}
+
+export interface InputSpec {
+  kind: "codepoints";
+  dtype: "int32";
+  max_len: number;
+  pad: number;
+  dropped: [number, number][];
+}
+
+export interface Manifest {
+  format: string;
+  format_version: number;
+  labels: string[];
+  thresholds: number[];
+  input: InputSpec;
+  abstain: { min_coverage: number };
+  label_descriptions?: Record<string, string>;
+  golden?: { file: string; texts: number; tolerance: number };
+  models: ModelEntry[];
+  files: Record<string, FileEntry>;
+  [key: string]: unknown;
+}
+
+/** One text's result (docs/bundle.md v2, "What the app does"). */
+export interface Prediction {
+  /** Labels with probability >= their threshold, most probable first; none when not judged. */
+  labels: string[];
+  /** Every label's calibrated probability. */
+  probabilities: Record<string, number>;
+  /** More code points remained after the first max_len. */
+  truncated: boolean;
+  /** Code points read (after dropping; at most max_len). */
+  tokens: number;
+  /** How many of the code points read were in the vocabulary (the model's `known` output). */
+  known: number;
+  /** known / tokens. */
+  coverage: number;
+  /** known > 0 and coverage >= abstain.min_coverage. */
+  judged: boolean;
+}
+
+export interface Encoded {
+  /** The model input row: code points, padded with `input.pad` (0) to exactly max_len. */
+  codepoints: Int32Array;
+  tokens: number;
+  truncated: boolean;
+}
+
+export interface PredictOptions {
+  /** One threshold for every label instead of the manifest's `thresholds`. */
+  threshold?: number;
+  /** Keep at most the k most probable of the labels that pass. */
+  k?: number;
+}
+
+// ---- the ONNX Runtime surface both onnxruntime-node and onnxruntime-web provide -------------------
+
+export interface OrtTensor {
+  readonly data: unknown;
+  readonly dims: readonly number[];
+  readonly type: string;
+}
+
+export interface OrtSession {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  run(feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>>;
+  release?(): Promise<void>;
+}
+
+export interface OrtLike {
+  InferenceSession: { create(model: Uint8Array, options?: object): Promise<OrtSession> };
+  Tensor: new (type: "int32", data: Int32Array, dims: readonly number[]) => OrtTensor;
+}
+
+/** How a flavour reads one bundle file (a relative path from manifest.files, or manifest.json). */
+export type ReadFile = (rel: string) => Promise<Uint8Array>;
+
+// ---- manifest and files ---------------------------------------------------------------------
+
+function fail(message: string): never {
+  throw new BundleError(message);
+}
+
+function isObject(x: unknown): x is Record<string, unknown> {
+  return typeof x === "object" && x !== null && !Array.isArray(x);
+}
+
+function isInt(x: unknown, low: number, high: number): x is number {
+  return typeof x === "number" && Number.isInteger(x) && x >= low && x <= high;
+}
+
+function isNumberIn(x: unknown, low: number, high: number): x is number {
+  return typeof x === "number" && Number.isFinite(x) && x >= low && x <= high;
+}
+
+/** Parse manifest.json bytes and check every value this reader uses. */
+export function parseManifest(bytes: Uint8Array): Manifest {
+  let m: unknown;
+  try {
+    m = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+  } catch (e) {
+    fail(`${MANIFEST}: not valid UTF-8 JSON: ${(e as Error).message}`);
+  }
+  checkManifest(m);
+  return m;
+}
+
+/** Refuse anything but a well-formed format-version-2 manifest (errors name the key). */
+export function checkManifest(m: unknown): asserts m is Manifest {
+  if (!isObject(m) || m.format !== FORMAT) {
+    fail(`${MANIFEST}: not a kdedge bundle (expected "format": "${FORMAT}", got ${JSON.stringify(isObject(m) ? m.format : m)})`);
+  }
+  if (m.format_version !== FORMAT_VERSION) {
+    fail(`${MANIFEST}: format_version ${JSON.stringify(m.format_version)} is not supported ` +
+      `(this reader reads format_version ${FORMAT_VERSION} only)`);
+  }
+  const files = m.files;
+  if (!isObject(files)) fail(`${MANIFEST}: 'files' missing or not a JSON object`);
+  const names = Object.keys(files);
+  if (names.length > MAX_FILES) fail(`${MANIFEST}: 'files' lists ${names.length} files, more than ${MAX_FILES}`);
+  for (const rel of names) {
+    checkPath(rel);
+    const meta = files[rel];
+    if (!isObject(meta) || typeof meta.sha256 !== "string" || !/^[0-9a-fA-F]{64}$/.test(meta.sha256) ||
+        !isInt(meta.bytes, 0, Number.MAX_SAFE_INTEGER)) {
+      fail(`${MANIFEST}: entry for ${rel} needs 'sha256' (64 hex digits) and 'bytes' (int)`);
+    }
+  }
+  const labels = m.labels;
+  if (!Array.isArray(labels) || labels.length === 0 || !labels.every((x) => typeof x === "string" && x !== "") ||
+      new Set(labels).size !== labels.length) {
+    fail(`${MANIFEST}: 'labels' must be a non-empty list of distinct strings`);
+  }
+  const n = labels.length;
+  const thresholds = m.thresholds;
+  if (!Array.isArray(thresholds) || thresholds.length !== n) fail(`${MANIFEST}: 'thresholds' must list one number per label (${n})`);
+  thresholds.forEach((t, i) => {
+    if (!isNumberIn(t, 0, 1)) fail(`${MANIFEST}: thresholds must be within [0, 1]; thresholds[${i}] is ${JSON.stringify(t)}`);
+  });
+  const input = m.input;
+  if (!isObject(input) || input.kind !== "codepoints") fail(`${MANIFEST}: input.kind must be "codepoints"`);
+  if (input.dtype !== undefined && input.dtype !== "int32") fail(`${MANIFEST}: input.dtype must be "int32"`);
+  if (!isInt(input.max_len, 1, MAX_INPUT_LEN)) fail(`${MANIFEST}: input.max_len must be a positive integer of at most ${MAX_INPUT_LEN}`);
+  if (input.pad !== undefined && input.pad !== 0) fail(`${MANIFEST}: input.pad must be 0`);
+  const dropped = input.dropped;
+  if (!Array.isArray(dropped) || !dropped.every((r) => Array.isArray(r) && r.length === 2 &&
+      isInt(r[0], 0, MAX_CODEPOINT) && isInt(r[1], 0, MAX_CODEPOINT) && r[0] <= r[1])) {
+    fail(`${MANIFEST}: input.dropped must be a list of inclusive code point ranges [first, last]`);
+  }
+  const abstain = m.abstain;
+  if (!isObject(abstain) || !isNumberIn(abstain.min_coverage, 0, 1)) {
+    fail(`${MANIFEST}: abstain.min_coverage must be a number within [0, 1]`);
+  }
+  if (m.label_descriptions !== undefined && m.label_descriptions !== null && !isObject(m.label_descriptions)) {
+    fail(`${MANIFEST}: label_descriptions must be an object {label: text}`);
+  }
+  const models = m.models;
+  if (!Array.isArray(models) || models.length === 0) fail(`${MANIFEST}: 'models' must be a non-empty list`);
+  models.forEach((e, i) => {
+    if (!isObject(e) || typeof e.format !== "string" || typeof e.file !== "string") {
+      fail(`${MANIFEST}: models[${i}] needs 'format' and 'file' strings`);
+    }
+    if (!(e.file in files)) fail(`${MANIFEST}: models[${i}].file ${e.file} is not listed in 'files'`);
+  });
+}
+
+/** A manifest.files key must be a plain relative path inside the bundle. */
+function checkPath(rel: string): void {
+  const parts = rel.split("/");
+  if (rel === "" || rel.startsWith("/") || rel.includes("\\") || parts[0].includes(":") ||
+      parts.some((p) => p === "" || p === "." || p === "..")) {
+    fail(`${rel}: path leaves the bundle directory or is not a plain relative path`);
+  }
+  if (rel === MANIFEST) fail(`${MANIFEST}: must not list itself in 'files'`);
+}
+
+/** Lower-case hex SHA-256 of `bytes` (WebCrypto: Node >= 19 and browsers in secure contexts). */
+export async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  const digest = new Uint8Array(await globalThis.crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
+  let hex = "";
+  for (const b of digest) hex += b.toString(16).padStart(2, "0");
+  return hex;
+}
+
+/** Read every file in manifest.files, check its size and SHA-256; returns the bytes by path. */
+export async function verifyFiles(manifest: Manifest, readFile: ReadFile): Promise<Map<string, Uint8Array>> {
+  const out = new Map<string, Uint8Array>();
+  for (const [rel, meta] of Object.entries(manifest.files)) {
+    let bytes: Uint8Array;
+    try {
+      bytes = await readFile(rel);
+    } catch (e) {
+      if (e instanceof BundleError) throw e;
+      fail(`${rel}: missing or unreadable (listed in manifest.json 'files'): ${(e as Error).message}`);
+    }
+    if (bytes.byteLength !== meta.bytes) fail(`${rel}: size ${bytes.byteLength} bytes, manifest says ${meta.bytes}`);
+    if ((await sha256Hex(bytes)) !== meta.sha256.toLowerCase()) fail(`${rel}: SHA-256 mismatch (file changed or corrupt)`);
+    out.set(rel, bytes);
+  }
+  return out;
+}
+
+// ---- text → model input ------------------------------------------------------------------------
+
+function inDropped(cp: number, dropped: readonly (readonly [number, number])[]): boolean {
+  for (const [first, last] of dropped) if (cp >= first && cp <= last) return true;
+  return false;
+}
+
+/** Code points of `text` as the model reads them, with the count read and whether more remained. */
+export function encodeText(text: string, manifest: Pick<Manifest, "input">): Encoded {
+  if (typeof text !== "string") throw new TypeError(`text must be a string, got ${typeof text}`);
+  const { max_len: maxLen, dropped } = manifest.input;
+  const codepoints = new Int32Array(maxLen); // 0 = padding
+  let n = 0;
+  let truncated = false;
+  for (const ch of text) { // code points, not UTF-16 units; a lone surrogate is its own code point
+    const cp = ch.codePointAt(0)!;
+    if (inDropped(cp, dropped)) continue;
+    if (n === maxLen) {
+      truncated = true;
+      break;
+    }
+    codepoints[n++] = cp;
+  }
+  return { codepoints, tokens: n, truncated };
+}
+
+/** The model input row for `text`: max_len code points, padded with 0 (compare with golden `codepoints`). */
+export function encode(text: string, manifest: Pick<Manifest, "input">): number[] {
+  return Array.from(encodeText(text, manifest).codepoints);
+}
+
+// ---- the classifier ----------------------------------------------------------------------------
+
+/** The first `models` entry whose format is "onnx". */
+export function onnxEntry(manifest: Manifest): ModelEntry {
+  const entry = manifest.models.find((e) => e.format === "onnx");
+  if (!entry) fail(`${MANIFEST}: no model of format "onnx" in 'models'`);
+  if (typeof entry.input_name !== "string" || !isObject(entry.outputs) ||
+      typeof entry.outputs.probabilities !== "string" || typeof entry.outputs.known !== "string") {
+    fail(`${MANIFEST}: the onnx model entry needs 'input_name' and 'outputs': {"probabilities", "known"} names`);
+  }
+  if (entry.input_dtype !== undefined && entry.input_dtype !== "int32") {
+    fail(`${MANIFEST}: the onnx model's input_dtype must be "int32"`);
+  }
+  return entry;
+}
+
+export class Classifier {
+  readonly manifest: Manifest;
+  readonly labels: string[];
+  readonly model: ModelEntry;
+  private readonly session: OrtSession;
+  private readonly ort: OrtLike;
+
+  constructor(manifest: Manifest, session: OrtSession, ort: OrtLike) {
+    this.manifest = manifest;
+    this.labels = [...manifest.labels];
+    this.model = onnxEntry(manifest);
+    this.session = session;
+    this.ort = ort;
+    const { input_name: inputName, outputs, file } = this.model;
+    if (!session.inputNames.includes(inputName)) {
+      fail(`${file}: model has no input named ${JSON.stringify(inputName)} (it has ${JSON.stringify(session.inputNames)})`);
+    }
+    for (const name of [outputs.probabilities, outputs.known]) {
+      if (!session.outputNames.includes(name)) {
+        fail(`${file}: model has no output named ${JSON.stringify(name)} (it has ${JSON.stringify(session.outputNames)})`);
+      }
+    }
+  }
+
+  /** Label descriptions from the manifest ({} when absent). */
+  get labelDescriptions(): Record<string, string> {
+    return { ...(this.manifest.label_descriptions ?? {}) };
+  }
+
+  /** Classify one text (→ Prediction) or a list (→ Prediction[]); Error("empty text") when nothing is left after dropping. */
+  predict(text: string, options?: PredictOptions): Promise<Prediction>;
+  predict(texts: string[], options?: PredictOptions): Promise<Prediction[]>;
+  async predict(text: string | string[], options: PredictOptions = {}): Promise<Prediction | Prediction[]> {
+    if (typeof text === "string") return (await this.predictMany([text], options, false))[0];
+    if (!Array.isArray(text)) throw new TypeError("predict takes a string or an array of strings");
+    return this.predictMany(text, options, true);
+  }
+
+  private async predictMany(texts: string[], options: PredictOptions, indexed: boolean): Promise<Prediction[]> {
+    const { threshold, k } = options;
+    if (threshold !== undefined && !isNumberIn(threshold, 0, 1)) throw new RangeError(`threshold must be within [0, 1], got ${threshold}`);
+    if (k !== undefined && !isInt(k, 1, Number.MAX_SAFE_INTEGER)) throw new RangeError(`k must be a positive integer, got ${k}`);
+    const encoded = texts.map((t, i) => {
+      let e: Encoded;
+      try {
+        e = encodeText(t, this.manifest);
+      } catch (err) {
+        throw indexed ? new TypeError(`text ${i}: ${(err as Error).message}`) : err;
+      }
+      if (e.tokens === 0) throw new Error(indexed ? `text ${i}: empty text` : "empty text");
+      return e;
+    });
+    const out: Prediction[] = [];
+    for (let start = 0; start < encoded.length; start += BATCH_SIZE) {
+      const batch = encoded.slice(start, start + BATCH_SIZE);
+      const { probabilities, known } = await this.run(batch.map((e) => e.codepoints));
+      batch.forEach((e, j) => out.push(this.decide(e, probabilities, known, j, threshold, k, indexed ? start + j : -1)));
+    }
+    return out;
+  }
+
+  /** Run the model on rows of code points → probabilities [batch × n_labels] and known [batch]. */
+  async run(rows: Int32Array[]): Promise<{ probabilities: Float32Array; known: Int32Array }> {
+    const maxLen = this.manifest.input.max_len;
+    const n = this.labels.length;
+    const data = new Int32Array(rows.length * maxLen);
+    rows.forEach((r, i) => data.set(r, i * maxLen));
+    const feeds = { [this.model.input_name]: new this.ort.Tensor("int32", data, [rows.length, maxLen]) };
+    const result = await this.session.run(feeds);
+    const p = result[this.model.outputs.probabilities];
+    const k = result[this.model.outputs.known];
+    const file = this.model.file;
+    if (!p || p.type !== "float32" || !(p.data instanceof Float32Array) || p.data.length !== rows.length * n) {
+      fail(`${file}: output ${this.model.outputs.probabilities} is not float32 [${rows.length}, ${n}] (got ${p?.type} ${JSON.stringify(p?.dims)})`);
+    }
+    if (!k || k.type !== "int32" || !(k.data instanceof Int32Array) || k.data.length !== rows.length) {
+      fail(`${file}: output ${this.model.outputs.known} is not int32 [${rows.length}] (got ${k?.type} ${JSON.stringify(k?.dims)})`);
+    }
+    return { probabilities: p.data, known: k.data };
+  }
+
+  private decide(e: Encoded, probabilities: Float32Array, knownAll: Int32Array, j: number,
+                 threshold: number | undefined, k: number | undefined, index: number): Prediction {
+    const n = this.labels.length;
+    const row = probabilities.subarray(j * n, (j + 1) * n);
+    for (const p of row) {
+      if (!Number.isFinite(p)) {
+        throw new Error(`${index >= 0 ? `text ${index}: ` : ""}the model gave a NaN or infinite output for this text (faulty bundle)`);
+      }
+    }
+    const known = knownAll[j];
+    const coverage = known / e.tokens;
+    const judged = known > 0 && coverage >= this.manifest.abstain.min_coverage;
+    const probs: Record<string, number> = {};
+    this.labels.forEach((lab, i) => { probs[lab] = row[i]; });
+    let labels: string[] = [];
+    if (judged) {
+      const cut = this.manifest.thresholds;
+      const order = [...row.keys()].filter((i) => row[i] >= (threshold ?? cut[i]));
+      order.sort((a, b) => row[b] - row[a] || a - b); // most probable first; ties in label order
+      labels = order.slice(0, k).map((i) => this.labels[i]);
+    }
+    return { labels, probabilities: probs, truncated: e.truncated, tokens: e.tokens, known, coverage, judged };
+  }
+
+  /** Free the ONNX Runtime session. */
+  async close(): Promise<void> {
+    await this.session.release?.();
+  }
+}
+
+export interface LoadOptions {
+  /** Intra-op threads (Node; default 1). */
+  threads?: number;
+}
+
+/** Shared loading: manifest → verified files → ONNX session → Classifier. */
+export async function loadWith(readFile: ReadFile, ort: OrtLike, sessionOptions: object,
+                               checkLayout?: (manifest: Manifest) => Promise<void>): Promise<Classifier> {
+  let raw: Uint8Array;
+  try {
+    raw = await readFile(MANIFEST);
+  } catch (e) {
+    fail(`${MANIFEST}: missing or unreadable: ${(e as Error).message}`);
+  }
+  const manifest = parseManifest(raw);
+  if (checkLayout) await checkLayout(manifest);
+  const files = await verifyFiles(manifest, readFile);
+  const entry = onnxEntry(manifest);
+  let session: OrtSession;
+  try {
+    session = await ort.InferenceSession.create(files.get(entry.file)!, sessionOptions);
+  } catch (e) {
+    fail(`${entry.file}: ONNX Runtime cannot load the model: ${(e as Error).message}`);
+  }
+  return new Classifier(manifest, session, ort);
+}

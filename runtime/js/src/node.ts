@@ -1,0 +1,50 @@
+// Node entry point: load a bundle directory and run it with onnxruntime-node.
+import { lstat, readdir, readFile, realpath, stat } from "node:fs/promises";
+import { join, relative, sep } from "node:path";
+import * as ortNode from "onnxruntime-node";
+import { BundleError, Classifier, loadWith, MANIFEST, type LoadOptions, type Manifest, type OrtLike } from "./core.js";
+
+export * from "./core.js";
+
+/** Every entry under the bundle directory: no symlink, no special file, nothing unlisted. */
+async function checkLayout(root: string, manifest: Manifest): Promise<void> {
+  const walk = async (dir: string): Promise<void> => {
+    const names = (await readdir(dir)).sort();
+    for (const name of names) {
+      const full = join(dir, name);
+      const rel = relative(root, full).split(sep).join("/");
+      const st = await lstat(full);
+      if (st.isSymbolicLink()) throw new BundleError(`${rel}: is a symlink; bundles must not contain symlinks`);
+      if (st.isDirectory()) {
+        await walk(full);
+        continue;
+      }
+      if (rel === MANIFEST) continue;
+      if (!st.isFile()) throw new BundleError(`${rel}: not a regular file`);
+      if (!(rel in manifest.files)) throw new BundleError(`${rel}: unlisted file (not in manifest.json 'files')`);
+    }
+  };
+  await walk(root);
+}
+
+/** Load and verify the bundle directory `dir` (manifest, sizes, SHA-256, layout) → Classifier. */
+export async function load(dir: string, options: LoadOptions = {}): Promise<Classifier> {
+  let root: string;
+  try {
+    root = await realpath(dir);
+    if (!(await stat(root)).isDirectory()) throw new Error("not a directory");
+  } catch (e) {
+    throw new BundleError(`${dir}: not a bundle directory (${(e as Error).message})`);
+  }
+  const manifestPath = join(root, MANIFEST);
+  try {
+    if ((await lstat(manifestPath)).isSymbolicLink()) throw new BundleError(`${MANIFEST}: is a symlink; bundles must not contain symlinks`);
+  } catch (e) {
+    if (e instanceof BundleError) throw e;
+  }
+  const read = async (rel: string) => new Uint8Array(await readFile(join(root, ...rel.split("/"))));
+  const threads = options.threads ?? 1;
+  return loadWith(read, ortNode as unknown as OrtLike,
+    { intraOpNumThreads: threads, interOpNumThreads: 1, executionProviders: ["cpu"] },
+    (m) => checkLayout(root, m));
+}

@@ -1,0 +1,81 @@
+// Shared by the tests: where the bundle, the repository and the parity texts are; the Python runtime.
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const PACKAGE_DIR = resolve(fileURLToPath(new URL("..", import.meta.url)));
+export const REPO = resolve(PACKAGE_DIR, "..", "..");
+/** The bundle under test: $KDEDGE_BUNDLE, default <repo>/models/default. */
+export const BUNDLE = resolve(process.env.KDEDGE_BUNDLE ?? join(REPO, "models", "default"));
+/** Real texts for the parity test: <repo>/../shared/data/healthner9/texts.jsonl (override: $KDEDGE_PARITY_TEXTS_FILE). */
+export const TEXTS_FILE = resolve(process.env.KDEDGE_PARITY_TEXTS_FILE ??
+  join(REPO, "..", "shared", "data", "healthner9", "texts.jsonl"));
+export const PARITY_TEXTS = Number(process.env.KDEDGE_PARITY_TEXTS ?? 2000);
+/** The Python that has kdedge_run: $KDEDGE_PYTHON, else `python` on PATH (the venv's, under pytest). */
+export const PYTHON = process.env.KDEDGE_PYTHON ?? "python";
+
+export function readManifest(dir = BUNDLE) {
+  return JSON.parse(readFileSync(join(dir, "manifest.json"), "utf-8"));
+}
+
+/** The golden vectors of the bundle (manifest.golden.file), one object per line. */
+export function readGolden(dir = BUNDLE) {
+  const manifest = readManifest(dir);
+  if (!manifest.golden?.file) throw new Error(`${dir}/manifest.json has no 'golden' entry`);
+  const lines = readFileSync(join(dir, manifest.golden.file), "utf-8").split("\n").filter((l) => l.trim() !== "");
+  return { manifest, golden: lines.map((l) => JSON.parse(l)) };
+}
+
+/** The first `n` `text` fields of a JSON-lines file. */
+export function readTexts(file = TEXTS_FILE, n = PARITY_TEXTS) {
+  if (!existsSync(file)) {
+    throw new Error(`${file}: missing; the parity test needs healthner9's texts.jsonl in ../shared beside the repository`);
+  }
+  const out = [];
+  for (const line of readFileSync(file, "utf-8").split("\n")) {
+    if (out.length >= n) break;
+    if (line.trim() === "") continue;
+    out.push(JSON.parse(line).text);
+  }
+  return out;
+}
+
+const PY_SCRIPT = `
+import json, sys
+import kdedge_run
+args = json.loads(sys.stdin.buffer.read().decode("utf-8", "surrogatepass"))
+clf = kdedge_run.load(args["bundle"])
+preds = clf.predict(args["texts"])
+out = []
+for p in preds:
+    row = {"labels": list(p.labels), "probabilities": {k: float(v) for k, v in p.probabilities.items()},
+           "truncated": bool(p.truncated), "tokens": int(p.tokens)}
+    for name in ("known", "coverage", "judged"):
+        if hasattr(p, name):
+            row[name] = getattr(p, name)
+    out.append(row)
+sys.stdout.write(json.dumps({"kdedge_run": getattr(kdedge_run, "__version__", None), "backend": clf.backend,
+                             "predictions": out}))
+`;
+
+/** Python kdedge_run's predictions for `texts` on `bundle`: {backend, predictions: [...]}. */
+export function pythonPredict(texts, bundle = BUNDLE) {
+  return new Promise((ok, bad) => {
+    const child = spawn(PYTHON, ["-c", PY_SCRIPT], { stdio: ["pipe", "pipe", "pipe"] });
+    const out = [], err = [];
+    child.stdout.on("data", (d) => out.push(d));
+    child.stderr.on("data", (d) => err.push(d));
+    child.on("error", (e) => bad(new Error(`cannot run ${PYTHON}: ${e.message}`)));
+    child.on("close", (code) => {
+      const stderr = Buffer.concat(err).toString("utf-8");
+      if (code !== 0) return bad(new Error(`${PYTHON} (kdedge_run) exited with ${code}:\n${stderr}`));
+      try {
+        ok(JSON.parse(Buffer.concat(out).toString("utf-8")));
+      } catch (e) {
+        bad(new Error(`cannot parse kdedge_run's output: ${e.message}\n${stderr}`));
+      }
+    });
+    child.stdin.end(JSON.stringify({ bundle, texts }));
+  });
+}
