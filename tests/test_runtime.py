@@ -62,7 +62,9 @@ def test_probabilities_match_numpy_reference(built, classifiers, name, backend):
     np.testing.assert_allclose(_matrix(predictions), expected, atol=2e-6)
     for p, row in zip(predictions, expected):
         passing = sorted((i for i in range(len(LABELS)) if row[i] >= THRESHOLDS[i]), key=lambda i: -row[i])
-        assert p.labels == [LABELS[i] for i in passing]
+        assert p.judged == (p.coverage > 0)  # no abstain.min_coverage: only nothing in vocabulary abstains
+        assert p.labels == ([LABELS[i] for i in passing] if p.judged else [])
+    assert any(p.judged for p in predictions)
 
 
 def test_single_text_gives_one_prediction(classifiers):
@@ -222,7 +224,7 @@ def _edit_manifest(path: Path, change, refresh: bool = True):
 
 
 def _newer_version(m):
-    m["format_version"] = 2
+    m["format_version"] = 3
 
 
 def _five_labels(m):
@@ -261,7 +263,7 @@ TAMPERINGS = {
     "truncated file": (lambda p: (p / "vectors.npy").write_bytes((p / "vectors.npy").read_bytes()[:-4]),
                        "vectors.npy: size"),
     "newer format": (lambda p: _edit_manifest(p, _newer_version, refresh=False),
-                     "format_version 2 is newer than this kdedge-run reads"),
+                     "format_version 3 is newer than this kdedge-run reads"),
     "label count vs model": (lambda p: _edit_manifest(p, _five_labels), r"logits shape \[1, 4\], expected \[1, 5\]"),
     "input shape vs model": (lambda p: _edit_manifest(p, _longer_input), "model.onnx: model input shape"),
     "vocab size": (lambda p: _edit_manifest(p, _vocab_size), "vocab.txt: .* manifest vocab.size says"),
@@ -321,7 +323,7 @@ def test_cli_predict_arguments(built, classifiers):
     expected = classifiers("gru_att").predict(CORPUS[:2])
     assert [r["labels"] for r in records] == [p.labels for p in expected]
     assert records[0]["probabilities"] == pytest.approx(expected[0].probabilities)
-    assert set(records[0]) == {"labels", "probabilities", "truncated"}
+    assert set(records[0]) == {"labels", "probabilities", "truncated", "coverage", "judged"}
 
     result = CliRunner().invoke(cli, ["predict", "--model", path, "--backend", "tflite", "--format", "text",
                                       "--top-k", "1", "--threshold", "0", CORPUS[0]])

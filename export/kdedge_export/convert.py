@@ -245,3 +245,172 @@ def to_tflite(body, arch: str, params: dict, dropout: float, precision: str = "f
         raise ExportError(f"TFLite conversion of {arch} ({precision}, builtin ops only) failed: {e}") from e
     return Converted("tflite", precision, bytes(data), [1, *shape], INPUT_NAME, LOGITS,
                      ATTENTION if ATTENTION in keys else None)
+
+
+# --- bundle format v2: code points in, calibrated probabilities out --------------------------------
+
+CODEPOINTS = "codepoints"
+PROBABILITIES = "probabilities"
+KNOWN = "known"
+FP16_WEIGHTS = "fp16-weights"
+
+
+@dataclass
+class CodepointGraph:
+    """What the v2 graph wraps around the body: the code point tables, the vectors and the temperatures.
+
+    `round16`: every float weight is rounded to a float16 value before conversion, so that storing it as
+    float16 (TFLite fp16, ONNX float16 initializers) loses nothing and both formats compute with the same
+    float32 numbers.
+    """
+
+    page_table: object          # int32 [PAGES]
+    block_table: object         # int32 [blocks * PAGE]
+    vectors: object             # int8 [V, dim] (with scales) or float32 [V, dim]
+    scales: object              # float32 [V] or None
+    temperatures: object        # float32 [n_labels]
+    round16: bool
+
+
+def _round16(array):
+    import numpy as np
+
+    return np.asarray(array, dtype=np.float32).astype(np.float16).astype(np.float32)
+
+
+def _graph_body(body, arch: str, params: dict, dropout: float, graph: CodepointGraph, static: bool):
+    """The body rebuilt (batch 1 and unrolled RNNs when `static`, for TFLite) with the trained weights,
+    rounded to float16 values when the graph says so."""
+    from kdedge.models import BodySpec, build_body
+
+    shape = body_input_shape(body)
+    n_labels = int(body.output[LOGITS].shape[-1])
+    spec = BodySpec(shape, n_labels, params, dropout, unroll=static, batch_size=1 if static else None)
+    rebuilt = build_body(arch, spec, name="body")
+    weights = body.get_weights()
+    try:
+        rebuilt.set_weights([_round16(w) if graph.round16 and w.dtype.kind == "f" else w for w in weights])
+    except ValueError as e:
+        raise ExportError(f"the {arch} body rebuilt for export does not take the trained weights "
+                          f"(architecture parameters changed?): {e}") from e
+    return rebuilt
+
+
+def _codepoint_forward(body, graph: CodepointGraph):
+    """A tf.function: int32 code points [batch, max_len] → {probabilities, known[, attention]}."""
+    import numpy as np
+    import tensorflow as tf
+
+    from .codepoints import MAX_CODE_POINT, PAGE
+
+    scales = None if graph.scales is None else (
+        _round16(graph.scales) if graph.round16 else np.asarray(graph.scales, np.float32))
+    temperatures = np.asarray(graph.temperatures, np.float32)
+    temperatures = _round16(temperatures) if graph.round16 else temperatures
+    keys = _output_keys(body)
+
+    def forward(codepoints):  # constants made inside the function, so they are the graph's, not inputs
+        page_table = tf.constant(graph.page_table, dtype=tf.int32)
+        block_table = tf.constant(graph.block_table, dtype=tf.int32)
+        vectors = tf.constant(graph.vectors)
+        c = tf.clip_by_value(codepoints, 0, MAX_CODE_POINT)
+        block = tf.gather(page_table, tf.math.floordiv(c, PAGE))
+        ids = tf.gather(block_table, block * PAGE + tf.math.floormod(c, PAGE))
+        x = tf.gather(vectors, ids)
+        if scales is not None:
+            x = tf.cast(x, tf.float32) * tf.expand_dims(tf.gather(tf.constant(scales), ids), -1)
+        out = body(x, training=False)
+        result = {PROBABILITIES: tf.identity(tf.sigmoid(out[LOGITS] / tf.constant(temperatures)), name=PROBABILITIES),
+                  KNOWN: tf.identity(tf.reduce_sum(tf.cast(ids > 1, tf.int32), axis=1), name=KNOWN)}
+        if ATTENTION in keys:
+            result[ATTENTION] = tf.identity(out[ATTENTION], name=ATTENTION)
+        return result
+
+    return forward, keys
+
+
+@dataclass
+class CodepointModel:
+    """One v2 model file in memory, with its manifest entry."""
+
+    format: str
+    precision: str                  # fp32 | fp16-weights
+    data: bytes
+    input_shape: list
+    attention: bool
+
+    @property
+    def file(self) -> str:
+        return f"model.{self.format}"
+
+    def entry(self) -> dict:
+        """The manifest `models` entry (docs/bundle.md, version 2)."""
+        return {"format": self.format, "file": self.file, "precision": self.precision,
+                "input_shape": list(self.input_shape), "input_name": CODEPOINTS, "input_dtype": "int32",
+                "outputs": {PROBABILITIES: PROBABILITIES, KNOWN: KNOWN,
+                            ATTENTION: ATTENTION if self.attention else None}}
+
+
+def codepoint_onnx(body, arch: str, params: dict, dropout: float, graph: CodepointGraph) -> CodepointModel:
+    """v2 ONNX (dynamic batch): the graph of docs/bundle.md "Inside the model"; with `graph.round16`
+    the float initializers are stored as float16 with a Cast (float32 compute)."""
+    _quiet()
+    import tensorflow as tf
+    import tf2onnx
+
+    max_len = body_input_shape(body)[0]
+    forward, keys = _codepoint_forward(_graph_body(body, arch, params, dropout, graph, static=False), graph)
+    spec = (tf.TensorSpec([None, max_len], tf.int32, name=CODEPOINTS),)
+    try:
+        proto, _ = tf2onnx.convert.from_function(tf.function(forward), input_signature=spec, opset=OPSET)
+    except Exception as e:  # tf2onnx raises many types
+        raise ExportError(f"ONNX conversion of the {arch} code point model failed: {e}") from e
+    outputs = [PROBABILITIES, KNOWN] + ([ATTENTION] if ATTENTION in keys else [])
+    _name_outputs(proto, {k: k for k in outputs}, outputs)
+    if graph.round16:
+        _store_float16(proto)
+    return CodepointModel("onnx", FP16_WEIGHTS if graph.round16 else "fp32", proto.SerializeToString(),
+                          [None, max_len], ATTENTION in keys)
+
+
+def _store_float16(proto) -> None:
+    """Store every float32 initializer whose values are all float16 values as float16 plus a Cast node
+    (lossless; onnxruntime folds the Cast at load, so the model computes in float32)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    casts = []
+    for init in proto.graph.initializer:
+        if init.data_type != TensorProto.FLOAT:
+            continue
+        values = numpy_helper.to_array(init)
+        if values.size < 16 or not np.array_equal(values.astype(np.float16).astype(np.float32), values):
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(values.astype(np.float16), f"{name}__fp16"))
+        casts.append(helper.make_node("Cast", [f"{name}__fp16"], [name], to=TensorProto.FLOAT,
+                                      name=f"{name}__cast"))
+    for node in reversed(casts):
+        proto.graph.node.insert(0, node)
+
+
+def codepoint_tflite(body, arch: str, params: dict, dropout: float, graph: CodepointGraph) -> CodepointModel:
+    """v2 TFLite (batch 1, builtin ops); weights stored as float32 (with `graph.round16`, float16 values)."""
+    _quiet()
+    import tensorflow as tf
+
+    max_len = body_input_shape(body)[0]
+    static = _graph_body(body, arch, params, dropout, graph, static=True)
+    forward, keys = _codepoint_forward(static, graph)
+    function = tf.function(forward)
+    concrete = function.get_concrete_function(tf.TensorSpec([1, max_len], tf.int32, name=CODEPOINTS))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], function)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    # no converter optimisation: TFLite's float16 mode changed probabilities by ~1e-4 against the same
+    # float16 values computed in float32 (ONNX), so rounded weights are stored as float32 here
+    try:
+        data = converter.convert()
+    except Exception as e:  # the converter raises ConverterError and others
+        raise ExportError(f"TFLite conversion of the {arch} code point model failed: {e}") from e
+    return CodepointModel("tflite", FP16_WEIGHTS if graph.round16 else "fp32", bytes(data), [1, max_len],
+                          ATTENTION in keys)

@@ -43,9 +43,9 @@ class OnnxBackend:
                               f"input_name is {entry.get('input_name')!r}")
         _check_dims(entry["file"], "input", inputs[0].shape, entry["input_shape"])
         self._input = inputs[0].name
-        self._outputs = [entry.get("logits_name")]
-        if entry.get("attention_name") is not None:
-            self._outputs.append(entry["attention_name"])
+        named = output_names(entry)
+        self._keys = list(named)
+        self._outputs = list(named.values())
         missing = [n for n in self._outputs if n not in outputs]
         if missing:
             raise BundleError(f"{entry['file']}: no output named {missing[0]!r} "
@@ -55,12 +55,22 @@ class OnnxBackend:
                 raise BundleError(f"{entry['file']}: input batch must be dynamic or 1, "
                                   f"found {inputs[0].shape[0]}")
             self.batch_size = 1
-        self.has_attention = len(self._outputs) == 2
+        self.has_attention = "attention" in named
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Embedded batch → (logits `[batch, n_labels]`, attention or None)."""
-        results = self._session.run(self._outputs, {self._input: x})
-        return results[0], (results[1] if self.has_attention else None)
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """A batch of model inputs → its outputs by role ("logits" or "probabilities", "known", "attention")."""
+        return dict(zip(self._keys, self._session.run(self._outputs, {self._input: x})))
+
+
+def output_names(entry: dict) -> dict[str, str]:
+    """Output role → ONNX output name: version 1 {logits[, attention]}, version 2 {probabilities, known[,
+    attention]} (docs/bundle.md "Models")."""
+    if "outputs" in entry:
+        return {k: v for k, v in entry["outputs"].items() if v is not None}
+    named = {"logits": entry.get("logits_name")}
+    if entry.get("attention_name") is not None:
+        named["attention"] = entry["attention_name"]
+    return named
 
 
 class TfliteBackend:
@@ -86,27 +96,31 @@ class TfliteBackend:
             raise BundleError(f"{entry['file']}: input batch must be 1, found {list(inputs[0]['shape'])}")
         self._input = inputs[0]["index"]
         outputs = self._interpreter.get_output_details()
-        logits = [o for o in outputs if list(o["shape"]) == [1, n_labels]]
-        if len(logits) != 1 or len(outputs) > 2:
-            raise BundleError(f"{entry['file']}: cannot identify the logits output by shape [1, {n_labels}] "
-                              f"among {[list(o['shape']) for o in outputs]}")
-        others = [o for o in outputs if o is not logits[0]]
-        self._logits = logits[0]["index"]
-        self._attention = others[0]["index"] if others else None
+        main = "probabilities" if "outputs" in entry else "logits"
+        found = {main: [o for o in outputs if list(o["shape"]) == [1, n_labels] and o["dtype"] == np.float32]}
+        if main == "probabilities":
+            found["known"] = [o for o in outputs if list(o["shape"]) == [1] and o["dtype"] == np.int32]
+        if any(len(v) != 1 for v in found.values()) or len(outputs) > len(found) + 1:
+            raise BundleError(f"{entry['file']}: cannot identify the {main} output by shape [1, {n_labels}] "
+                              f"(float32{'; known [1] int32' if main == 'probabilities' else ''}) among "
+                              f"{[[int(d) for d in o['shape']] for o in outputs]}")
+        self._outputs = {k: v[0]["index"] for k, v in found.items()}
+        others = [o for o in outputs if o["index"] not in self._outputs.values()]
+        if others:
+            self._outputs["attention"] = others[0]["index"]
         self.has_attention = bool(others)
         self._lock = threading.Lock()
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Embedded batch → (logits, attention or None), one invoke per row."""
-        logits, attention = [], []
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """A batch of model inputs → its outputs by role, one invoke per row."""
+        rows: dict[str, list] = {k: [] for k in self._outputs}
         with self._lock:
             for row in x:
                 self._interpreter.set_tensor(self._input, np.ascontiguousarray(row[None]))
                 self._interpreter.invoke()
-                logits.append(self._interpreter.get_tensor(self._logits).copy())
-                if self.has_attention:
-                    attention.append(self._interpreter.get_tensor(self._attention).copy())
-        return np.concatenate(logits), (np.concatenate(attention) if self.has_attention else None)
+                for key, index in self._outputs.items():
+                    rows[key].append(self._interpreter.get_tensor(index).copy())
+        return {k: np.concatenate(v) for k, v in rows.items()}
 
 
 def _check_dims(file: str, what: str, actual, declared) -> None:
@@ -160,37 +174,62 @@ def open_backend(bundle: Bundle, backend: str | None = None, threads: int = 1):
     entry = models[backend]
     path = str(bundle.path / entry["file"])
     n_labels = len(bundle.labels)
-    shape = input_shape(bundle.input_spec)
+    shape = model_input_shape(bundle)
     if backend == "onnx":
-        impl = OnnxBackend(path, entry, threads, int(np.prod(shape)) * bundle.manifest["embeddings"]["dim"])
+        per_text = int(np.prod(shape)) * (1 if bundle.version == 2 else bundle.manifest["embeddings"]["dim"])
+        impl = OnnxBackend(path, entry, threads, per_text)
     else:
         impl = TfliteBackend(path, entry, threads, n_labels)
     _probe(impl, bundle, entry)
     return impl
 
 
+def model_input_shape(bundle: Bundle) -> tuple[int, ...]:
+    """The per-text model input shape: version 1 the id shape, version 2 `[max_len]` code points."""
+    if bundle.version == 2:
+        return (bundle.input_spec["max_len"],)
+    return input_shape(bundle.input_spec)
+
+
+def probe_inputs(bundle: Bundle) -> list[tuple[str, np.ndarray]]:
+    """An all-padding input and one without padding: (what, model input batch of 1)."""
+    shape = model_input_shape(bundle)
+    size = int(np.prod(shape))
+    if bundle.version == 2:
+        text = (0x4E00 + np.arange(size) % 0x5000).reshape(1, *shape).astype(np.int32)  # CJK ideographs
+        return [("an all-padding input", np.zeros((1, *shape), np.int32)), ("an input of CJK code points", text)]
+    ids = 1 + np.arange(size).reshape(1, *shape) % (bundle.vectors.shape[0] - 1)  # no <pad>
+    return [("an all-padding input", np.zeros((1, *shape, bundle.manifest["embeddings"]["dim"]), np.float32)),
+            ("an input of vocabulary rows", bundle.embed(ids))]
+
+
 def _probe(impl, bundle: Bundle, entry: dict) -> None:
-    """Run an all-padding input and one of real vocabulary rows; check output shapes and finiteness.
+    """Run an all-padding input and one of real tokens; check output shapes and finiteness.
 
     The second input catches a model that is finite only on zeros; a model that fails on other
     inputs is caught per prediction (Classifier refuses non-finite outputs).
     """
-    shape = input_shape(bundle.input_spec)
-    ids = 1 + np.arange(int(np.prod(shape))).reshape(1, *shape) % (bundle.vectors.shape[0] - 1)  # no <pad>
-    for what, x in (("an all-padding input", np.zeros((1, *shape, bundle.manifest["embeddings"]["dim"]), np.float32)),
-                    ("an input of vocabulary rows", bundle.embed(ids))):
+    shape = model_input_shape(bundle)
+    n = len(bundle.labels)
+    for what, x in probe_inputs(bundle):
         try:
-            logits, attention = impl.run(x)
+            out = impl.run(x)
         except Exception as e:  # a runtime failure here means the model does not fit the manifest
             raise BundleError(f"{entry['file']}: test inference failed: {e}") from e
-        n = len(bundle.labels)
-        if logits.shape != (1, n):
-            raise BundleError(f"{entry['file']}: logits shape {list(logits.shape)}, expected [1, {n}] "
+        kind = "probabilities" if "probabilities" in out else "logits"
+        main = out[kind]
+        if main.shape != (1, n):
+            raise BundleError(f"{entry['file']}: {kind} shape {list(main.shape)}, expected [1, {n}] "
                               f"(one per label)")
         with np.errstate(all="ignore"):
-            finite = np.isfinite(logits.astype(np.float64) / bundle.temperatures).all()
-        if not finite:
-            raise BundleError(f"{entry['file']}: test inference gave NaN or infinite logits (on {what})")
+            values = main.astype(np.float64) / (1.0 if kind == "probabilities" else bundle.temperatures)
+        if not np.isfinite(values).all():
+            raise BundleError(f"{entry['file']}: test inference gave NaN or infinite {kind} (on {what})")
+        if kind == "probabilities" and not ((values >= 0) & (values <= 1)).all():
+            raise BundleError(f"{entry['file']}: test inference gave probabilities outside [0, 1] (on {what})")
+        if "known" in out and out["known"].shape != (1,):
+            raise BundleError(f"{entry['file']}: 'known' output shape {list(out['known'].shape)}, expected [1]")
+        attention = out.get("attention")
         if attention is not None and attention.shape != (1, *shape):
             raise BundleError(f"{entry['file']}: attention shape {list(attention.shape)}, expected "
                               f"{[1, *shape]}")

@@ -14,11 +14,14 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .text import (OOV_ID, OOV_TOKEN, PAD_ID, PAD_TOKEN, CharMap, CharTokenizer, JiebaTokenizer,
-                   Preprocessor, input_shape, read_dictionary)
+from .text import (OOV_ID, OOV_TOKEN, PAD_ID, PAD_TOKEN, CharMap, CharTokenizer, CodepointEncoder,
+                   JiebaTokenizer, Preprocessor, input_shape, read_dictionary)
 
 FORMAT = "kdedge-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                 # the newest version this reader knows; it reads 1 and 2
+MAX_CODE_POINT = 0x10FFFF
+MAX_DROPPED_RANGES = 100_000
+MAX_DESCRIPTION_CHARS = 10_000
 MANIFEST = "manifest.json"
 MODEL_FORMATS = ("onnx", "tflite")
 _EMBEDDING_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8}
@@ -63,9 +66,25 @@ class Bundle:
 
     path: Path
     manifest: dict
-    preprocessor: Preprocessor
-    vectors: np.ndarray
+    preprocessor: Preprocessor | CodepointEncoder   # version 1: text → ids; version 2: text → code points
+    vectors: np.ndarray | None                      # version 1 only (version 2 holds them in the graph)
     scales: np.ndarray | None
+
+    @property
+    def version(self) -> int:
+        """The bundle format version: 1 (ids and vectors outside the model) or 2 (code points in)."""
+        return self.manifest["format_version"]
+
+    @property
+    def min_coverage(self) -> float:
+        """Share of the text read that must be in the vocabulary for the text to be judged (manifest
+        `abstain.min_coverage`; 0 when absent: then only a text with nothing in vocabulary is not judged)."""
+        return float((self.manifest.get("abstain") or {}).get("min_coverage", 0.0))
+
+    @property
+    def label_descriptions(self) -> dict[str, str]:
+        """What each label means, where the bundle says (manifest `label_descriptions`)."""
+        return dict(self.manifest.get("label_descriptions") or {})
 
     @property
     def labels(self) -> list[str]:
@@ -106,6 +125,12 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     root = root.resolve()
     manifest = _read_manifest(root)
     _check_files(root, manifest["files"])
+    _check_common(manifest)
+    if manifest["format_version"] == 2:
+        _check_v2(manifest)
+        _read_vocab(root, manifest)
+        spec = manifest["input"]
+        return Bundle(root, manifest, CodepointEncoder(spec["dropped"], spec["max_len"]), None, None)
     _check_manifest(manifest)
     vocab = _read_vocab(root, manifest)
     vectors, scales = _read_vectors(root, manifest, len(vocab))
@@ -224,8 +249,8 @@ def _number(value, key: str, low: float, high: float, rule: str) -> float:
     return number
 
 
-def _check_manifest(m: dict) -> None:
-    """Every value the reader uses, range-checked, and cross-field consistency (shapes, counts, files)."""
+def _check_common(m: dict) -> None:
+    """Labels, thresholds, temperatures, abstention and label descriptions (both versions)."""
     labels = m["labels"]
     if not labels or not all(isinstance(x, str) and x for x in labels) or len(set(labels)) != len(labels):
         raise BundleError(f"{MANIFEST}: 'labels' must be a non-empty list of distinct strings")
@@ -247,6 +272,60 @@ def _check_manifest(m: dict) -> None:
                 f"temperatures must be finite and > 0 (within [{low:g}, {high:g}])")
     for i, t in enumerate(m["thresholds"]):
         _number(t, f"thresholds[{i}]", 0.0, 1.0, "thresholds must be within [0, 1]")
+    abstain = m.get("abstain")
+    if abstain is not None:
+        if not isinstance(abstain, dict):
+            raise BundleError(f"{MANIFEST}: 'abstain' must be an object")
+        _number(abstain.get("min_coverage"), "abstain.min_coverage", 0.0, 1.0, "min_coverage must be within [0, 1]")
+    descriptions = m.get("label_descriptions")
+    if descriptions is not None and not (
+            isinstance(descriptions, dict) and set(descriptions) <= set(labels)
+            and all(isinstance(v, str) and len(v) <= MAX_DESCRIPTION_CHARS for v in descriptions.values())):
+        raise BundleError(f"{MANIFEST}: 'label_descriptions' must map labels of 'labels' to strings of at most "
+                          f"{MAX_DESCRIPTION_CHARS} characters")
+
+
+def _check_v2(m: dict) -> None:
+    """Version 2: code point input (max_len, dropped ranges) and models taking int32 code points."""
+    spec = m["input"]
+    if spec.get("kind") != "codepoints" or spec.get("dtype") != "int32" or spec.get("pad") != 0:
+        raise BundleError(f"{MANIFEST}: version 2 input must be kind 'codepoints', dtype 'int32', pad 0; got "
+                          f"{_short(spec)}")
+    max_len = _int(spec.get("max_len"), "input.max_len", MAX_TEXT_FLOATS)
+    dropped = spec.get("dropped")
+    if not isinstance(dropped, list) or len(dropped) > MAX_DROPPED_RANGES:
+        raise BundleError(f"{MANIFEST}: input.dropped must be a list of at most {MAX_DROPPED_RANGES} ranges")
+    last = -1
+    for i, r in enumerate(dropped):
+        if not (isinstance(r, list) and len(r) == 2 and all(type(x) is int for x in r)
+                and last < r[0] <= r[1] <= MAX_CODE_POINT):
+            raise BundleError(f"{MANIFEST}: input.dropped[{i}] {_short(r)} is not an inclusive [first, last] "
+                              f"code point range after the previous one (0 to {MAX_CODE_POINT:#x})")
+        last = r[1]
+    if not dropped or dropped[0][0] != 0:
+        raise BundleError(f"{MANIFEST}: input.dropped must start at code point 0 (the padding)")
+    _int(m["vocab"].get("size"), "vocab.size", MAX_VOCAB, low=2)
+    if not m["models"] or len(m["models"]) > MAX_MODELS:
+        raise BundleError(f"{MANIFEST}: 'models' must list 1 to {MAX_MODELS} models")
+    for entry in m["models"]:
+        if not isinstance(entry, dict) or entry.get("format") not in MODEL_FORMATS:
+            raise BundleError(f"{MANIFEST}: model entry {_short(entry)} has no known format {MODEL_FORMATS}")
+        _require_listed(m, entry.get("file"), f"models[{entry['format']}].file")
+        outputs = entry.get("outputs")
+        if not (isinstance(entry.get("input_name"), str) and entry.get("input_dtype") == "int32"
+                and isinstance(outputs, dict) and isinstance(outputs.get("probabilities"), str)
+                and isinstance(outputs.get("known"), str)
+                and isinstance(outputs.get("attention"), (str, type(None)))):
+            raise BundleError(f"{MANIFEST}: models[{entry['format']}]: needs input_name, input_dtype 'int32' and "
+                              "outputs {probabilities: str, known: str, attention: str or null}")
+        shape = entry.get("input_shape")
+        if not isinstance(shape, list) or shape[1:] != [max_len] or shape[:1] not in ([None], [1]):
+            raise BundleError(f"{entry['file']}: manifest input_shape {_short(shape)} does not match "
+                              f"[batch, input.max_len = {max_len}]")
+
+
+def _check_manifest(m: dict) -> None:
+    """Version 1: every value the reader uses, range-checked, and cross-field consistency."""
     spec = m["input"]
     if spec.get("kind") == "sequence":
         dims = ("max_len",)
@@ -294,6 +373,7 @@ def _require_listed(m: dict, rel, what: str) -> str:
 
 
 def _read_vocab(root: Path, m: dict) -> dict[str, int]:
+    """The vocabulary (token → id); checked in both versions, used by version 1."""
     spec = m["vocab"]
     rel = _require_listed(m, spec.get("file"), "vocab.file")
     with _reading(rel):

@@ -21,13 +21,29 @@ class Prediction:
     `labels`: labels whose calibrated probability passes its threshold (or the global one), most
     probable first, at most k. `probabilities`: every label's calibrated probability. `truncated`:
     the text was longer than the model input (or cut before segmentation, docs/bundle.md "Long
-    texts"). `tokens`: number of tokens after segmentation (of the kept part of a cut text).
+    texts"). `tokens`: number of tokens after segmentation (of the kept part of a cut text; for a
+    version-2 bundle, the code points the model read). `coverage`: share of the tokens the model read
+    that are in its vocabulary. `judged`: False when the model cannot judge the text (nothing of it in
+    the vocabulary, or coverage below the bundle's `abstain.min_coverage`): then `labels` is empty.
     """
 
     labels: list[str]
     probabilities: dict[str, float]
     truncated: bool
     tokens: int
+    coverage: float = 1.0
+    judged: bool = True
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One text ready for the model: its input row (ids, or code points for version 2), truncation,
+    token count and (version 1) its tokens."""
+
+    row: np.ndarray
+    truncated: bool
+    tokens: int
+    token_list: list[str]
 
 
 class Classifier:
@@ -72,24 +88,35 @@ class Classifier:
         return self._backend.has_attention
 
     def tokenize(self, text: str) -> list[str]:
-        """The tokens the model sees for `text` (of its kept part if cut); ValueError for an empty text."""
-        return self._segment(text)[0]
+        """The tokens the model sees for `text` (of its kept part if cut; for a version-2 bundle, the
+        characters it reads); ValueError for an empty text."""
+        return self._prepare(text).token_list
 
-    def _segment(self, text: str) -> tuple[list[str], bool]:
-        """(tokens, cut before segmentation); TypeError for a non-str, ValueError for an empty text."""
+    def _prepare(self, text: str) -> _Prepared:
+        """The model input for one text; TypeError for a non-str, ValueError for an empty text."""
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
-        tokens, cut = self._bundle.preprocessor.segment(text)
+        pre = self._bundle.preprocessor
+        if self._bundle.version == 2:
+            cps, truncated = pre.code_points(text)
+            if not len(cps):
+                raise ValueError("empty text")
+            row = np.zeros(pre.max_len, dtype=np.int32)
+            row[:len(cps)] = cps
+            return _Prepared(row, truncated, len(cps), [chr(c) for c in cps])
+        tokens, cut = pre.segment(text)
         if not tokens:
             raise ValueError("empty text")
-        return tokens, cut
+        ids, truncated = pre.ids(tokens)
+        return _Prepared(ids, truncated or cut, len(tokens), tokens)
 
     def predict(self, text: str | list[str], k: int | None = None, threshold: float | None = None):
         """Classify one text (→ Prediction) or a list of texts (→ list of Prediction).
 
         A label is returned when its calibrated probability is >= its tuned threshold, or >=
         `threshold` when given; the returned labels are sorted by probability and cut to the top `k`
-        (k only selects among labels that pass: use threshold=0 for a plain top-k).
+        (k only selects among labels that pass: use threshold=0 for a plain top-k). A text the model
+        cannot judge (`Prediction.judged` False) gets no labels.
         Empty or whitespace-only texts raise ValueError, and so does a text for which the model
         gives a NaN or infinite output (a faulty bundle): no non-finite probability is ever returned.
         In a list, the first such text fails the whole call (`text i: ...`).
@@ -99,14 +126,14 @@ class Classifier:
         if threshold is not None and not (isinstance(threshold, numbers.Real) and 0.0 <= threshold <= 1.0):
             raise ValueError(f"threshold must be within [0, 1], got {threshold!r}")
         if isinstance(text, str):
-            return self._predict([self._segment(text)], k, threshold, indexed=False)[0]
-        segmented = []
+            return self._predict([self._prepare(text)], k, threshold, indexed=False)[0]
+        prepared = []
         for i, t in enumerate(text):
             try:
-                segmented.append(self._segment(t))
+                prepared.append(self._prepare(t))
             except (TypeError, ValueError) as e:
                 raise type(e)(f"text {i}: {e}") from None
-        return self._predict(segmented, k, threshold)
+        return self._predict(prepared, k, threshold)
 
     def explain(self, text: str, n: int = 5) -> list[tuple[str, float]]:
         """The `n` tokens with the highest attention weight, as (token, weight), highest first."""
@@ -115,8 +142,9 @@ class Classifier:
             raise BundleError(f"{entry['file']}: model has no attention output "
                               f"(architecture {self._bundle.manifest.get('architecture')}); "
                               "explain needs a gru_att or han bundle")
-        tokens, cut = self._segment(text)
-        _, _, attention = self._run([(tokens, cut)], indexed=False)
+        prepared = self._prepare(text)
+        tokens = prepared.token_list
+        attention = self._run([prepared], indexed=False)[2]
         spec = self._bundle.input_spec
         if spec["kind"] == "hierarchical":
             sentences = split_sentences(tokens, tuple(spec["sentence_end_tokens"]))
@@ -140,10 +168,13 @@ class Classifier:
             "model_kind": m.get("model_kind"),
             "backend": self.backend,
             "labels": self.labels,
+            "label_descriptions": self._bundle.label_descriptions,
+            "abstain": m.get("abstain"),
             "thresholds": m["thresholds"],
             "temperatures": m["calibration"]["temperatures"],
             "input": m["input"],
             "vocab_size": m["vocab"]["size"],
+            "golden": m.get("golden"),
             "embeddings": m["embeddings"],
             "segmenter": m["segmenter"],
             "models": [{k: e.get(k) for k in ("format", "file", "precision", "input_shape")}
@@ -155,42 +186,52 @@ class Classifier:
             "parity": m.get("parity"),
         }
 
-    def _run(self, segmented: list[tuple[list[str], bool]], indexed: bool = True):
-        """(tokens, cut) pairs → (calibrated probabilities [n, labels], truncation flags, attention or None).
+    def _run(self, prepared: list[_Prepared], indexed: bool = True):
+        """Prepared texts → (calibrated probabilities [n, labels], in-vocabulary tokens read [n],
+        attention or None).
 
-        Raises ValueError (prefixed "text i: " when `indexed`) for the first text whose scaled
-        logits are not finite.
+        Raises ValueError (prefixed "text i: " when `indexed`) for the first text whose output is not
+        finite (version 1: scaled logits; version 2: probabilities outside [0, 1] too).
         """
-        probs, truncated, attention = [], [], []
+        probs, known, attention = [], [], []
         size = self._backend.batch_size
-        for start in range(0, len(segmented), size):
-            encoded = [self._bundle.preprocessor.ids(tokens) for tokens, _ in segmented[start:start + size]]
-            ids = np.stack([e[0] for e in encoded])
-            logits, att = self._backend.run(self._bundle.embed(ids))
+        v2 = self._bundle.version == 2
+        for start in range(0, len(prepared), size):
+            x = np.stack([p.row for p in prepared[start:start + size]])
+            out = self._backend.run(x if v2 else self._bundle.embed(x))
             with np.errstate(all="ignore"):
-                scaled = logits.astype(np.float64) / self._temperatures
-            bad = np.flatnonzero(~np.isfinite(scaled).all(axis=1))
+                if v2:
+                    batch = out["probabilities"].astype(np.float64)
+                    good = np.isfinite(batch).all(axis=1) & ((batch >= 0) & (batch <= 1)).all(axis=1)
+                else:
+                    scaled = out["logits"].astype(np.float64) / self._temperatures
+                    good = np.isfinite(scaled).all(axis=1)
+                    batch = sigmoid(scaled)
+            bad = np.flatnonzero(~good)
             if bad.size:
                 where = f"text {start + bad[0]}: " if indexed else ""
                 raise ValueError(f"{where}the model gave a NaN or infinite output for this text "
                                  f"(faulty bundle {self.path})")
-            probs.append(sigmoid(scaled))
-            truncated.extend(e[1] or cut for e, (_, cut) in zip(encoded, segmented[start:start + size]))
-            if att is not None:
-                attention.append(att)
+            probs.append(batch)
+            known.append(out["known"].astype(np.int64) if v2 else (x > 1).reshape(len(x), -1).sum(axis=1))
+            if "attention" in out:
+                attention.append(out["attention"])
         if not probs:
-            return np.zeros((0, len(self.labels))), [], None
-        return np.concatenate(probs), truncated, (np.concatenate(attention) if attention else None)
+            return np.zeros((0, len(self.labels))), np.zeros(0, dtype=np.int64), None
+        return np.concatenate(probs), np.concatenate(known), (np.concatenate(attention) if attention else None)
 
-    def _predict(self, segmented, k, threshold, indexed: bool = True) -> list[Prediction]:
-        probs, truncated, _ = self._run(segmented, indexed)
+    def _predict(self, prepared: list[_Prepared], k, threshold, indexed: bool = True) -> list[Prediction]:
+        probs, known, _ = self._run(prepared, indexed)
         labels = self.labels
         cut = self._thresholds if threshold is None else np.full(len(labels), float(threshold))
+        min_coverage = self._bundle.min_coverage
         out = []
-        for row, trunc, (tokens, _) in zip(probs, truncated, segmented):
-            order = [i for i in np.argsort(-row, kind="stable") if row[i] >= cut[i]]
+        for row, n_known, p in zip(probs, known, prepared):
+            read = int((p.row > 0).sum())  # tokens the model read (after truncation)
+            coverage = float(n_known) / read if read else 0.0
+            judged = bool(n_known >= 1 and coverage >= min_coverage)
+            order = [i for i in np.argsort(-row, kind="stable") if row[i] >= cut[i]] if judged else []
             out.append(Prediction(labels=[labels[i] for i in order[:k]],
-                                  probabilities={lab: float(p) for lab, p in zip(labels, row)},
-                                  truncated=bool(trunc), tokens=len(tokens)))
+                                  probabilities={lab: float(q) for lab, q in zip(labels, row)},
+                                  truncated=bool(p.truncated), tokens=p.tokens, coverage=coverage, judged=judged))
         return out
-

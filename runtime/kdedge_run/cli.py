@@ -282,7 +282,8 @@ def _result_line(fmt, rid, text, prediction, weights) -> str:
         return "\t".join(cols)
     record = {} if rid is None else {"id": rid}
     record |= {"labels": prediction.labels, "probabilities": prediction.probabilities,
-               "truncated": prediction.truncated}
+               "truncated": prediction.truncated, "coverage": round(prediction.coverage, 4),
+               "judged": prediction.judged}
     if weights is not None:
         record["explanation"] = [{"token": tok, "weight": w} for tok, w in weights]
     try:
@@ -348,8 +349,12 @@ def info(model, backend, fmt):
              f"vocab         {data['vocab_size']} tokens; embeddings {_flat(data['embeddings'])}",
              f"segmenter     {_flat(data['segmenter'])}",
              "labels        threshold  temperature"]
-    lines += [f"  {_label(label):<12}{th:>10.4f}{t:>13.4f}"
+    described = data["label_descriptions"] or {}
+    lines += [f"  {_label(label):<12}{th:>10.4f}{t:>13.4f}" + (f"  {described[label]}" if label in described else "")
               for label, th, t in zip(data["labels"], data["thresholds"], data["temperatures"])]
+    if data["abstain"]:
+        lines.append(f"abstain       a text is not judged (no labels) when under "
+                     f"{100 * data['abstain']['min_coverage']:.0f}% of what the model reads is in its vocabulary")
     lines.append("models")
     lines += [f"  {m['format']:<8}{m['precision'] or '?':<6}{m['file']:<24}{m['bytes']:>12,} bytes"
               for m in data["models"]]

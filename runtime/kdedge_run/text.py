@@ -36,6 +36,11 @@ def normalise(text: str) -> str:
     return _SURROGATES.sub(" ", text.translate(_NORMALISE_TABLE))
 
 
+def changed_by_normalise() -> set[int]:
+    """The code points `normalise` changes (every other code point is left as it is)."""
+    return set(_NORMALISE_TABLE) | set(range(0xD800, 0xE000))
+
+
 def escape(text: str, also: str = "") -> str:
     """`text` safe for a terminal line: unprintable characters (controls, bidi and other format
     characters, line/paragraph separators, surrogates, private use, unassigned) but not spaces, and
@@ -282,3 +287,46 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     """Numerically stable logistic function."""
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
+
+
+class CodepointEncoder:
+    """Bundle format v2's only preprocessing (docs/bundle.md "What the app does"): the text's code points,
+    those in the `dropped` inclusive ranges removed, the first `max_len` kept, padded with 0.
+
+    Work and memory per text are bounded by `max_len`, whatever the text's length.
+    """
+
+    def __init__(self, dropped: list[list[int]], max_len: int):
+        self.max_len = max_len
+        self.dropped = dropped
+        self._starts = np.array([a for a, _ in dropped], dtype=np.int64)
+        self._ends = np.array([b for _, b in dropped], dtype=np.int64)
+        self._chunk = max(1024, 2 * max_len)
+
+    def code_points(self, text: str) -> tuple[np.ndarray, bool]:
+        """(kept code points, at most `max_len`, as int32; whether more followed: truncated)."""
+        kept, count = [], 0
+        for start in range(0, len(text), self._chunk):
+            cps = np.frombuffer(text[start:start + self._chunk].encode("utf-32-le", "surrogatepass"),
+                                dtype="<u4").astype(np.int64)
+            at = np.searchsorted(self._starts, cps, side="right") - 1
+            dropped = (at >= 0) & (cps <= self._ends[np.maximum(at, 0)]) if len(self._starts) else \
+                np.zeros(len(cps), dtype=bool)
+            cps = cps[~dropped]
+            kept.append(cps)
+            count += len(cps)
+            if count > self.max_len:
+                break
+        cps = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+        return cps[:self.max_len].astype(np.int32), len(cps) > self.max_len
+
+    def encode(self, texts: list[str]) -> tuple[np.ndarray, list[bool], list[int]]:
+        """Texts → int32 `[batch, max_len]` (padded with 0), truncation flags, code points read per text."""
+        out = np.zeros((len(texts), self.max_len), dtype=np.int32)
+        truncated, tokens = [], []
+        for row, text in enumerate(texts):
+            cps, cut = self.code_points(text)
+            out[row, :len(cps)] = cps
+            truncated.append(cut)
+            tokens.append(len(cps))
+        return out, truncated, tokens
