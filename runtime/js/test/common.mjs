@@ -14,6 +14,9 @@ export const TEXTS_FILE = resolve(process.env.KDEDGE_PARITY_TEXTS_FILE ??
 export const PARITY_TEXTS = Number(process.env.KDEDGE_PARITY_TEXTS ?? 2000);
 /** The Python that has kdedge_run: $KDEDGE_PYTHON, else `python` on PATH (the venv's, under pytest). */
 export const PYTHON = process.env.KDEDGE_PYTHON ?? "python";
+/** kdedge_run's backend for the comparison: $KDEDGE_PYTHON_BACKEND, default "onnx" (the model file this
+ * reader runs); empty = kdedge_run's own default (the manifest's first installed format). */
+export const PYTHON_BACKEND = process.env.KDEDGE_PYTHON_BACKEND ?? "onnx";
 
 export function readManifest(dir = BUNDLE) {
   return JSON.parse(readFileSync(join(dir, "manifest.json"), "utf-8"));
@@ -45,7 +48,7 @@ const PY_SCRIPT = `
 import json, sys
 import kdedge_run
 args = json.loads(sys.stdin.buffer.read().decode("utf-8", "surrogatepass"))
-clf = kdedge_run.load(args["bundle"])
+clf = kdedge_run.load(args["bundle"], backend=args["backend"] or None)
 preds = clf.predict(args["texts"])
 out = []
 for p in preds:
@@ -76,6 +79,6 @@ export function pythonPredict(texts, bundle = BUNDLE) {
         bad(new Error(`cannot parse kdedge_run's output: ${e.message}\n${stderr}`));
       }
     });
-    child.stdin.end(JSON.stringify({ bundle, texts }));
+    child.stdin.end(JSON.stringify({ bundle, texts, backend: PYTHON_BACKEND }));
   });
 }
