@@ -44,6 +44,31 @@ export function readTexts(file = TEXTS_FILE, n = PARITY_TEXTS) {
   return out;
 }
 
+/** Unknown characters (Private Use Area): no vocabulary holds them. */
+export const unknownChars = (n, from = 0) => Array.from({ length: n }, (_, i) => String.fromCodePoint(0xe000 + from + i)).join("");
+
+/**
+ * Texts at the edges of the contract, to run through both runtimes: nothing known, coverage just
+ * below and at abstain.min_coverage, max_len and max_len + 1 code points, astral and dropped code
+ * points, a lone surrogate. `known` is a character the vocabulary holds.
+ */
+export function edgeTexts(manifest, known = "痛") {
+  const minCoverage = manifest.abstain.min_coverage;
+  const maxLen = manifest.input.max_len;
+  const out = [unknownChars(3), `${unknownChars(5)} \u3000`, "😣👍", "𠮷𩸽"];
+  for (const n of [4, 10, 20, maxLen]) {
+    const atLeast = Math.max(1, Math.ceil(minCoverage * n - 1e-9)); // smallest known count with coverage >= min
+    for (const k of [atLeast - 1, atLeast, atLeast + 1]) {
+      if (k < 0 || k > n) continue;
+      out.push(known.repeat(k) + unknownChars(n - k));
+      out.push(unknownChars(n - k, 100) + known.repeat(k));
+    }
+  }
+  out.push(known.repeat(maxLen), known.repeat(maxLen + 1), `${known.repeat(maxLen)} \t\n`,
+    unknownChars(maxLen) + known.repeat(maxLen), `頭痛\ud800發燒`, `頭痛\udc00\ud800發燒`, "\u0000\u0085頭痛\u00a0");
+  return out;
+}
+
 const PY_SCRIPT = `
 import json, sys
 import kdedge_run

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { encode, encodeText, load } from "../dist/node.js";
-import { BUNDLE, readGolden } from "./common.mjs";
+import { BUNDLE, edgeTexts, readGolden, readManifest, unknownChars } from "./common.mjs";
 
 describe(`golden vectors of ${BUNDLE}`, () => {
   const { manifest, golden } = readGolden();
@@ -79,5 +79,48 @@ describe(`golden vectors of ${BUNDLE}`, () => {
     assert.equal(long.truncated, true);
     assert.equal(encodeText("痛".repeat(maxLen), manifest).truncated, false);
     assert.equal(encodeText("痛".repeat(maxLen) + " ", manifest).truncated, false, "a dropped code point after max_len is not more text");
+  });
+});
+
+describe(`abstention (abstain.min_coverage) on ${BUNDLE}`, () => {
+  const manifest = readManifest();
+  const minCoverage = manifest.abstain.min_coverage;
+  let clf;
+  before(async () => { clf = await load(BUNDLE); });
+  after(async () => { await clf?.close(); });
+
+  test("unknown characters only: known 0, not judged, no labels even at threshold 0", async () => {
+    const p = await clf.predict(unknownChars(6), { threshold: 0 });
+    assert.equal(p.known, 0);
+    assert.equal(p.judged, false);
+    assert.deepEqual(p.labels, []);
+    assert.equal(Object.keys(p.probabilities).length, manifest.labels.length, "probabilities still reported");
+  });
+
+  test("coverage just below min_coverage is not judged; at it, it is", async () => {
+    const known = "痛";
+    assert.equal((await clf.predict(known)).known, 1, `${known} is in the vocabulary`);
+    for (const n of [4, 10, 20]) {
+      const atLeast = Math.max(1, Math.ceil(minCoverage * n - 1e-9));
+      for (const k of [atLeast - 1, atLeast]) {
+        if (k < 0) continue;
+        const p = await clf.predict(known.repeat(k) + unknownChars(n - k), { threshold: 0 });
+        assert.equal(p.tokens, n);
+        assert.equal(p.known, k, `${k} known of ${n}`);
+        assert.equal(p.coverage, k / n);
+        const judged = k > 0 && k / n >= minCoverage;
+        assert.equal(p.judged, judged, `${k}/${n} vs min_coverage ${minCoverage}`);
+        assert.deepEqual(p.labels.length, judged ? manifest.labels.length : 0, "threshold 0: every label when judged, none when not");
+      }
+    }
+  });
+
+  test("edge texts run (known never exceeds tokens)", async () => {
+    const texts = edgeTexts(manifest);
+    const ps = await clf.predict(texts);
+    ps.forEach((p, i) => {
+      assert.ok(p.known >= 0 && p.known <= p.tokens, `text ${i}: known ${p.known} tokens ${p.tokens}`);
+      if (!p.judged) assert.deepEqual(p.labels, []);
+    });
   });
 });

@@ -2,14 +2,17 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { encodeText, load } from "../dist/node.js";
-import { BUNDLE, PARITY_TEXTS, PYTHON, pythonPredict, readManifest, readTexts, TEXTS_FILE } from "./common.mjs";
+import { BUNDLE, edgeTexts, PARITY_TEXTS, PYTHON, pythonPredict, readGolden, readManifest, readTexts, TEXTS_FILE } from "./common.mjs";
 
 const TOLERANCE = 1e-5;
 
 test(`parity with Python kdedge_run on the first ${PARITY_TEXTS} texts of ${TEXTS_FILE}`, async (t) => {
   const manifest = readManifest();
-  const texts = readTexts().filter((x) => encodeText(x, manifest).tokens > 0); // both runtimes refuse empty texts
-  assert.ok(texts.length >= Math.min(PARITY_TEXTS, 2000), `only ${texts.length} usable texts`);
+  const real = readTexts().filter((x) => encodeText(x, manifest).tokens > 0); // both runtimes refuse empty texts
+  assert.ok(real.length >= Math.min(PARITY_TEXTS, 2000), `only ${real.length} usable texts`);
+  // plus the golden texts and texts at the contract's edges (abstention, max_len, astral, dropped code points)
+  const edge = [...readGolden().golden.map((g) => g.text), ...edgeTexts(manifest)];
+  const texts = [...real, ...edge];
   const started = Date.now();
   const clf = await load(BUNDLE);
   const js = await clf.predict(texts);
@@ -18,11 +21,13 @@ test(`parity with Python kdedge_run on the first ${PARITY_TEXTS} texts of ${TEXT
   const py = await pythonPredict(texts);
   assert.equal(py.predictions.length, texts.length, "Python's prediction count");
   let maxDp = 0, worstText = -1, labelMismatches = 0;
+  let notJudged = 0;
   const otherMismatches = { truncated: 0, tokens: 0, known: 0, coverage: 0, judged: 0 };
   const examples = [];
   const compared = new Set(["labels", "probabilities", "truncated", "tokens"]);
   texts.forEach((text, i) => {
     const a = js[i], b = py.predictions[i];
+    if (!a.judged) notJudged++;
     for (const label of clf.labels) {
       const d = Math.abs(a.probabilities[label] - b.probabilities[label]);
       if (!(d <= maxDp)) { maxDp = Number.isNaN(d) ? Infinity : d; worstText = i; }
@@ -41,9 +46,9 @@ test(`parity with Python kdedge_run on the first ${PARITY_TEXTS} texts of ${TEXT
       }
     }
   });
-  const summary = `parity: ${texts.length} texts × ${clf.labels.length} labels, JS onnxruntime-node vs Python kdedge_run ` +
+  const summary = `parity: ${real.length} real + ${edge.length} edge texts × ${clf.labels.length} labels, JS onnxruntime-node vs Python kdedge_run ` +
     `${py.kdedge_run} (${py.backend} backend, ${PYTHON}): max |dp| ${maxDp.toExponential(2)}` +
-    `${worstText >= 0 ? ` (text ${worstText})` : ""}, label mismatches ${labelMismatches}, ` +
+    `${worstText >= 0 ? ` (text ${worstText})` : ""}, label mismatches ${labelMismatches}, not judged ${notJudged}, ` +
     `compared ${[...compared].join(", ")}; other mismatches ${JSON.stringify(Object.fromEntries(Object.entries(otherMismatches).filter(([k]) => compared.has(k))))}; JS predicted in ${jsSeconds.toFixed(2)} s`;
   console.log(summary);
   t.diagnostic(summary);
