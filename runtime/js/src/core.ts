@@ -211,6 +211,9 @@ function checkPath(rel: string): void {
 
 /** Lower-case hex SHA-256 of `bytes` (WebCrypto: Node >= 19 and browsers in secure contexts). */
 export async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  if (!globalThis.crypto?.subtle) {
+    throw new BundleError("WebCrypto (crypto.subtle) is unavailable: Node >= 19, or a page served from https or localhost");
+  }
   const digest = new Uint8Array(await globalThis.crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
   let hex = "";
   for (const b of digest) hex += b.toString(16).padStart(2, "0");

@@ -49,7 +49,7 @@ describe("demo page in headless Chromium", () => {
     await new Promise((ok) => (server ? server.close(ok) : ok()));
   });
 
-  test("typing a health message and clicking shows the Node reader's and Python's labels", async (t) => {
+  test("typing a health message and clicking shows the Node reader's and Python's labels", async () => {
     await page.fill("#text", "");
     await page.type("#text", TEXT);
     await page.click("#classify");
@@ -64,7 +64,6 @@ describe("demo page in headless Chromium", () => {
     const python = (await pythonPredict([TEXT])).predictions[0];
     const summary = `browser: ${JSON.stringify(TEXT)} → ${JSON.stringify(shown)}; Node ${JSON.stringify(node.labels)}; Python ${JSON.stringify(python.labels)}`;
     console.log(summary);
-    t.diagnostic(summary);
     assert.deepEqual(shown, node.labels, "labels shown vs the Node reader's");
     assert.deepEqual(shown, python.labels, "labels shown vs Python kdedge_run's");
     for (const label of Object.keys(node.probabilities)) {
@@ -75,7 +74,7 @@ describe("demo page in headless Chromium", () => {
     for (const label of shown) if (descriptions[label]) assert.ok(text.includes(descriptions[label]), `description of ${label} shown`);
   });
 
-  test("the golden vectors pass in the browser (onnxruntime-web)", async (t) => {
+  test("the golden vectors pass in the browser (onnxruntime-web)", async () => {
     const { manifest, golden } = readGolden();
     const tolerance = manifest.golden.tolerance;
     const got = await page.evaluate((texts) => window.kdedge.predict(texts), golden.map((g) => g.text));
@@ -93,7 +92,6 @@ describe("demo page in headless Chromium", () => {
     });
     const summary = `browser golden: ${golden.length} texts, max |dp| ${worst.toExponential(2)}`;
     console.log(summary);
-    t.diagnostic(summary);
   });
 
   test("no request left localhost; the page fetched the wasm and the bundle locally", () => {

@@ -6,7 +6,7 @@ import { BUNDLE, edgeTexts, PARITY_TEXTS, PYTHON, pythonPredict, readGolden, rea
 
 const TOLERANCE = 1e-5;
 
-test(`parity with Python kdedge_run on the first ${PARITY_TEXTS} texts of ${TEXTS_FILE}`, async (t) => {
+test(`parity with Python kdedge_run on the first ${PARITY_TEXTS} texts of ${TEXTS_FILE}`, async () => {
   const manifest = readManifest();
   const real = readTexts().filter((x) => encodeText(x, manifest).tokens > 0); // both runtimes refuse empty texts
   assert.ok(real.length >= Math.min(PARITY_TEXTS, 2000), `only ${real.length} usable texts`);
@@ -51,7 +51,6 @@ test(`parity with Python kdedge_run on the first ${PARITY_TEXTS} texts of ${TEXT
     `${worstText >= 0 ? ` (text ${worstText})` : ""}, label mismatches ${labelMismatches}, not judged ${notJudged}, ` +
     `compared ${[...compared].join(", ")}; other mismatches ${JSON.stringify(Object.fromEntries(Object.entries(otherMismatches).filter(([k]) => compared.has(k))))}; JS predicted in ${jsSeconds.toFixed(2)} s`;
   console.log(summary);
-  t.diagnostic(summary);
   for (const e of examples) console.log(`  ${e}`);
   assert.equal(labelMismatches, 0, `label mismatches: ${examples.join("; ")}`);
   assert.ok(maxDp <= TOLERANCE, `max |dp| ${maxDp} > ${TOLERANCE} (text ${worstText})`);
