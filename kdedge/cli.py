@@ -10,10 +10,14 @@ import sys
 import click
 
 from kdedge.architectures import ARCHITECTURES
-from kdedge.config import TRAIN_DEFAULTS, make_config, read_config_file
+from kdedge.config import TRAIN_DEFAULTS, make_config, named_configs, read_config_file
 from kdedge.data import DataError
 from kdedge.errors import USER_ERRORS
 from kdedge.tflog import VERBOSE_ENV, import_tensorflow
+
+CONFIG_SUMMARIES = {"char": "the defaults, spelled out", "paper": "the paper's settings: jieba words, towers "
+                    "teacher, raw soft targets", "words": "jieba words, frozen vectors: kdedge's former default"}
+
 
 def user_errors(func):
     """Report kdedge's own errors (kdedge.errors) as `kdedge: error: …` with exit code 2, without a traceback
@@ -107,6 +111,8 @@ def _shown_default(name: str, flags: str) -> str | bool:
     value = TRAIN_DEFAULTS[name]
     if name == "batch_size":
         return "per architecture: " + ", ".join(f"{a.name} {a.batch_size}" for a in ARCHITECTURES.values())
+    if isinstance(value, list):
+        return ",".join(map(str, value))
     if isinstance(value, bool):  # the flag that is in force: --kd-label-gate, --frozen-embeddings, ...
         on, _, off = flags.partition("/")
         return (on if value else off).lstrip("-")
@@ -125,9 +131,12 @@ def config_option(flags: str, **kwargs):
 def training_options(func):
     """Options shared by `train` and `cv`: each is also a config-file key (CLI overrides the file)."""
     options = [
-        click.option("--config", "config_file", help="TOML/YAML/JSON file of option defaults, or a named config (paper)."),
+        click.option("--config", "config_file",
+                     help="TOML/YAML/JSON file of option defaults, or a named config: "
+                          + "; ".join(f"{name} ({CONFIG_SUMMARIES.get(name, 'kdedge/configs')})"
+                                      for name in named_configs()) + "."),
         config_option("--seed", type=int), config_option("--val-split", type=float),
-        config_option("--segmenter", type=click.Choice(["jieba", "ckip", "char"])),
+        config_option("--segmenter", type=click.Choice(["char", "jieba", "ckip"])),
         config_option("--ckip-model", type=click.Path(), help="Local CKIP model directory (segmenter ckip)."),
         config_option("--convert", type=click.Choice(["auto", "t2s", "none"]),
                       help="Script conversion before segmentation (auto: t2s for Traditional text)."),
@@ -250,7 +259,8 @@ def cv(data, folds, archs, group_by, only_folds, no_baselines, jobs, engine, add
 @click.option("--corpus", "corpus", multiple=True, required=True, type=click.Path(),
               help="Plain UTF-8 text files (one sentence or paragraph a line); repeat or pass a directory.")
 @click.option("--out", required=True, type=click.Path(), help="vectors.txt (text) or vectors.bin (binary).")
-@click.option("--segmenter", type=click.Choice(["jieba", "char", "ckip"]), default="jieba", show_default=True)
+@click.option("--segmenter", type=click.Choice(["char", "jieba", "ckip"]), default="char", show_default=True,
+              help="Tokens to learn vectors for; char matches kdedge train's default.")
 @click.option("--ckip-model", type=click.Path())
 @click.option("--convert", type=click.Choice(["t2s", "none"]), default="t2s", show_default=True,
               help="Script conversion before segmentation; use what the classifier will use (training's "
@@ -289,8 +299,10 @@ def embed(corpus, out, segmenter, ckip_model, convert, dim, epochs, min_count, s
 @click.option("--format", "fmt", type=click.Choice(["onnx", "tflite", "all"]), default="onnx", show_default=True,
               help="Model file format(s) in the bundle.")
 @click.option("--quantize", type=click.Choice(["none", "int8", "fp16"]), default="none", show_default=True,
-              help="int8: ONNX dynamic int8 / TFLite dynamic range; fp16: TFLite float16 (ONNX needs "
-                   "onnxconverter-common). Sets the vectors' default dtype too.")
+              help="Character runs (bundle format 2): int8 or fp16 store the weights as float16 values computed "
+                   "in float32 (batch-invariant, ONNX and TFLite agree), int8 also the vectors as int8. Other runs: "
+                   "int8 = ONNX dynamic int8 / TFLite dynamic range; fp16 = TFLite float16. Sets the vectors' "
+                   "default dtype too.")
 @click.option("--model", "model_kind", type=click.Choice(["kd", "student"]),
               help="Which student of the run to export (default: the one `kdedge train --mode all` selected on "
                    "its validation split, else kd).")
@@ -298,16 +310,24 @@ def embed(corpus, out, segmenter, ckip_model, convert, dim, epochs, min_count, s
               help='JSON {"label": threshold} replacing the tuned thresholds.')
 @click.option("--vectors-dtype", type=click.Choice(["float32", "float16", "int8"]),
               help="Storage of the vectors table (default: float32, or int8/float16 with --quantize).")
+@click.option("--label-descriptions", type=click.Path(),
+              help='JSON {"label": "what it means"} for the manifest, model card and `kdedge-run info` '
+                   "(default: the run's, from `kdedge train --label-descriptions`).")
+@click.option("--test", "test_data", type=click.Path(),
+              help="Labelled texts held out from training (e.g. from `kdedge data split`): the finished bundle "
+                   "is scored on them and the model card reports it.")
 @click.option("--out", required=True, type=click.Path(), help="Bundle directory to create.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle directory.")
 @user_errors
-def export(run_dir, fmt, quantize, model_kind, thresholds_file, vectors_dtype, out, force):
+def export(run_dir, fmt, quantize, model_kind, thresholds_file, vectors_dtype, label_descriptions, test_data, out,
+           force):
     """Export a run's distilled student as a kdedge bundle (docs/bundle.md), checked through kdedge-run."""
     import_tensorflow()
     from kdedge_export import export_run
 
     manifest = export_run(run_dir, out, formats=fmt, quantize=quantize, model=model_kind,
                           vectors_dtype=vectors_dtype, force=force, thresholds_file=thresholds_file,
+                          label_descriptions=label_descriptions, test_data=test_data,
                           log=lambda msg: click.echo(f"kdedge export: {msg}", err=True))
     parity = manifest["parity"]
     seg = manifest["segmentation_agreement"]

@@ -247,7 +247,8 @@ def test_segmentation_agreement_is_exact_with_jieba(exported, arch):
 def test_char_segmenter_run(workdir, run_dir):
     out = workdir / "bundle_char"
     m = export_run(run_dir("textcnn", "char"), out, formats="onnx", log=lambda msg: None)
-    assert m["segmenter"] == {"type": "char", "convert": None, "trained_with": "char"}
+    assert m["format_version"] == 2  # code points in (tests/test_bundle_v2.py)
+    assert m["segmenter"] == {"type": "char", "convert": None, "in_graph": True, "trained_with": "char"}
     assert not (out / "segmenter").exists()
     assert m["segmentation_agreement"]["token_f1"] == 1.0
     assert kdedge_run.load(out).tokenize("发烧 咳嗽") == ["发", "烧", "咳", "嗽"]

@@ -16,11 +16,13 @@ from .errors import ExportError
 
 MANIFEST = "manifest.json"
 FORMAT = "kdedge-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1             # ids and vectors outside the model (jieba, CKIP, HAN)
+CODEPOINT_FORMAT_VERSION = 2   # character runs: code points in, calibrated probabilities out
 # manifest keys in the order of docs/bundle.md
 KEY_ORDER = ("format", "format_version", "kdedge_version", "created", "architecture", "model_kind", "labels",
-             "thresholds", "calibration", "input", "vocab", "embeddings", "segmenter", "models", "files",
-             "metrics", "calibration_report", "segmentation_agreement", "parity", "notes")
+             "label_descriptions", "thresholds", "calibration", "abstain", "input", "vocab", "embeddings",
+             "segmenter", "models", "files", "golden", "metrics", "test_metrics", "calibration_report",
+             "segmentation_agreement", "parity", "notes")
 
 
 def check_out(out: Path, force: bool) -> None:

@@ -69,7 +69,7 @@ def model_card(manifest: dict, run_info: dict) -> str:
            "trained on the labels alone (the plain student of a kdedge run)")
     out += [f"Multi-label Chinese text classifier with {len(labels)} labels, {how}, "
             f"by kdedge {m['kdedge_version']} and exported on {m['created']} as a kdedge bundle "
-            "(format version 1, see docs/bundle.md). Run it with `kdedge-run predict --model <this directory> "
+            f"(format version {m['format_version']}, see docs/bundle.md). Run it with `kdedge-run predict --model <this directory> "
             "\"文本\"` or `kdedge_run.load(path).predict(text)`.", ""]
     out += ["## Intended use and limits", "", LIMITS, "",
             "- Intended use: tagging and routing of short Chinese health texts (what topics a text mentions), "
@@ -101,6 +101,22 @@ def model_card(manifest: dict, run_info: dict) -> str:
             f"- Training configuration: architecture `{m['architecture']}`, input {_input_desc(m['input'])}, "
             f"vectors {m['embeddings']['dim']}-d ({m['embeddings']['dtype']} in the bundle), "
             f"vocabulary {m['vocab']['size']} tokens", ""]
+    test = m.get("test_metrics")
+    if test:
+        out += ["## Held-out test split", "",
+                f"{test['texts']} labelled texts that training never saw, through this bundle end to end at its "
+                f"thresholds ({test['not_judged']} not judged, counted as no labels):", "",
+                "| test (%) | micro-F1 | macro-F1 | weighted-F1 | subset accuracy |", "|---|---:|---:|---:|---:|",
+                f"| bundle | {_pct(test['micro_f1'])} | {_pct(test['macro_f1'])} | {_pct(test['weighted_f1'])} | "
+                f"{_pct(test['subset_accuracy'])} |", "",
+                "| label | " + " | ".join(_cell(lab) for lab in labels) + " |",
+                "|---|" + "---:|" * len(labels),
+                "| test F1 | " + " | ".join(_pct(test["per_label_f1"][lab]) for lab in labels) + " |", ""]
+    described = m.get("label_descriptions") or {}
+    if described:
+        out += ["## What the labels mean", "", "| label | meaning |", "|---|---|"]
+        out += [f"| {_cell(lab)} | {_cell(described.get(lab, ''))} |" for lab in labels]
+        out.append("")
     out += ["## Labels, thresholds and validation F1", "",
             "| label | validation positives | threshold | temperature | F1 @0.5 | F1 tuned | ECE before | ECE after |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -134,14 +150,20 @@ def model_card(manifest: dict, run_info: dict) -> str:
                    f"{100 * r['macro_f1_change']:+.2f} | {r.get('latency_ms', 0):.2f} | "
                    f"{'yes' if r['shipped'] else 'no'} |")
     out += ["", "## Segmentation", ""]
-    if seg["type"] == "jieba":
+    if m["format_version"] == 2:
+        out.append("Characters: the app passes the text's Unicode code points (whitespace and control characters, "
+                   "listed in the manifest, removed; the first "
+                   f"{m['input']['max_len']} kept); normalisation, Traditional → Simplified conversion and the "
+                   "vocabulary lookup are one table inside the model file (docs/bundle.md, version 2). "
+                   f"`golden.jsonl` holds {m.get('golden', {}).get('texts', 0)} test vectors for other readers.")
+    elif seg["type"] == "jieba":
         out.append(f"jieba {seg.get('jieba_version')} (accurate mode, HMM {'on' if seg.get('hmm') else 'off'}) "
                    f"with the pinned dictionary `{seg['dictionary']}` built from the training segmentation "
                    f"(trained with: {seg.get('trained_with')}"
                    + (f", model {seg['trained_with_model']}" if seg.get("trained_with_model") else "") + ").")
     else:
         out.append("One token per non-whitespace character.")
-    if seg.get("convert"):
+    if seg.get("convert") and m["format_version"] == 1:
         out.append("Traditional characters are converted to Simplified (`segmenter/t2s.json`) before segmenting.")
     out += ["", f"Agreement with the training segmentation on the validation texts: token F1 "
             f"{agree['token_f1']:.4f}, {agree['identical_texts']} of {agree['texts']} texts identical.", ""]
@@ -151,6 +173,8 @@ def model_card(manifest: dict, run_info: dict) -> str:
 
 
 def _input_desc(spec: dict) -> str:
+    if spec["kind"] == "codepoints":
+        return f"{spec['max_len']} characters"
     if spec["kind"] == "hierarchical":
         return f"{spec['max_sentences']} sentences × {spec['max_sentence_len']} tokens"
     return f"{spec['max_len']} tokens"

@@ -9,18 +9,22 @@ from typing import Callable
 import numpy as np
 
 from . import parity as par
-from .bundle import FORMAT, FORMAT_VERSION, Staging, check_out
+from .bundle import CODEPOINT_FORMAT_VERSION, FORMAT, FORMAT_VERSION, Staging, check_out
+from .golden import golden_vectors, test_metrics
 from .calibrate import calibrate, read_thresholds_file
 from .card import label_f1_png, model_card
-from .convert import quantize_onnx, to_onnx, to_tflite
+from .codepoints import build_tables
+from .convert import CodepointGraph, codepoint_onnx, codepoint_tflite, quantize_onnx, to_onnx, to_tflite
 from .errors import ExportError
 from .run import load_keras, load_run, read_vocab
-from .segmentation import agreement, segmenter_spec
-from .vectors import DEFAULT_FOR_QUANTIZE, DTYPES, encode
+from .segmentation import T2S_FILE, agreement, segmenter_spec
+from .vectors import DEFAULT_FOR_QUANTIZE, DTYPES, encode, quantise_int8
 
 FORMATS = ("onnx", "tflite")
 QUANTIZE = ("none", "int8", "fp16")
 PRECISION = {"none": "fp32", "int8": "int8", "fp16": "fp16"}
+CODEPOINT_ARCHS = ("textcnn", "textrnn", "gru_att")  # sequence input: format v2 for character runs
+MIN_COVERAGE = 0.5   # manifest abstain.min_coverage of a v2 bundle: under half the text known → not judged
 
 
 def _stderr(message: str) -> None:
@@ -44,14 +48,18 @@ def _formats(formats) -> tuple[str, ...]:
 
 def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", model: str | None = None,
                vectors_dtype: str | None = None, force: bool = False, thresholds_file=None,
-               log: Callable[[str], None] | None = None) -> dict:
+               label_descriptions=None, test_data=None, log: Callable[[str], None] | None = None) -> dict:
     """Export the `model` ("kd" or "student"; None: the one the run selected) of the run at `run_dir` as a
     bundle at `out_dir`.
 
     `formats`: "onnx", "tflite" or "all" (or a sequence of them). `quantize`: "none", "int8" (ONNX
     dynamic int8, TFLite dynamic-range) or "fp16" (TFLite float16; ONNX only with onnxconverter-common).
     `vectors_dtype` overrides the vectors' storage (default float32 / int8 / float16 after `quantize`).
-    `thresholds_file`: JSON {label: threshold} replacing tuned thresholds. The bundle is staged next to
+    `thresholds_file`: JSON {label: threshold} replacing tuned thresholds. `label_descriptions`: JSON
+    {label: meaning} for the manifest, card and `kdedge-run info` (default: the run's, if it has one).
+    `test_data`: labelled texts held out from training; the finished bundle is scored on them
+    (manifest `test_metrics`, shown in the card). A character run of a sequence architecture gives a
+    format-2 bundle (code points in), any other run format 1. The bundle is staged next to
     `out_dir`, checked end to end through kdedge_run, and renamed into place; an existing `out_dir` is
     replaced only with `force`. Returns the manifest. Raises ExportError (a ValueError).
     """
@@ -71,6 +79,8 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
     check_out(out, force)
     run = load_run(run_dir, model)
     overrides = read_thresholds_file(thresholds_file, run.labels) if thresholds_file else None
+    descriptions = read_label_descriptions(label_descriptions or _run_descriptions(run), run.labels)
+    test = read_test_data(test_data, run.labels) if test_data else None
     notes: list[str] = []
 
     def note(message: str) -> None:
@@ -93,6 +103,21 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
     dropout = float(cfg.get("dropout", 0.5))
     precision = PRECISION[quantize]
 
+    base = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "kdedge_version": __version__,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "architecture": run.arch, "model_kind": run.model_kind, "labels": run.labels,
+        "thresholds": [float(t) for t in cal.thresholds],
+        "calibration": {"method": "temperature", "temperatures": [float(t) for t in cal.temperatures]},
+        "input": run.input_spec, "vocab": {"file": "vocab.txt", "size": int(table.shape[0])},
+        "segmenter": seg_spec, "metrics": cal.metrics, "calibration_report": cal.report,
+    }
+    if descriptions:
+        base["label_descriptions"] = descriptions
+    if seg_spec["type"] == "char" and run.arch in CODEPOINT_ARCHS:
+        return _export_codepoints(run, out, base, seg_files, formats, precision, vectors_dtype, force, cal,
+                                  keras_model, body, table, params, dropout, test, notes, note)
+
     def convert(fmt: str, prec: str, fp32=None):
         if fmt == "tflite":
             return to_tflite(body, run.arch, params, dropout, prec)
@@ -111,15 +136,6 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
              "speed (TFLite int8 is not affected)")
     needs_reference = any(m.precision != "fp32" for m in shipped.values()) or vectors_dtype != "float32"
 
-    base = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "kdedge_version": __version__,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "architecture": run.arch, "model_kind": run.model_kind, "labels": run.labels,
-        "thresholds": [float(t) for t in cal.thresholds],
-        "calibration": {"method": "temperature", "temperatures": [float(t) for t in cal.temperatures]},
-        "input": run.input_spec, "vocab": {"file": "vocab.txt", "size": int(table.shape[0])},
-        "segmenter": seg_spec, "metrics": cal.metrics, "calibration_report": cal.report,
-    }
     stage = Staging(out)
     scratch = Staging() if needs_reference else None
     try:
@@ -128,27 +144,36 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
             _write(scratch, run, base, seg_files, table, "float32", fp32_models)
         manifest = _check_end_to_end(stage, scratch, manifest, run, keras_model, cal, formats, vectors_dtype,
                                      note)
-        manifest["notes"] = notes
-        info = {"data": run.config.get("data"), "texts": run.metrics.get("texts")}
-        stage.write_bytes("label_f1.png", label_f1_png(
-            run.labels, cal.metrics["at_0.5"]["per_label_f1"], cal.metrics["tuned"]["per_label_f1"],
-            f"{run.arch} ({run.model_kind}): per-label F1 on the validation split"))
-        stage.write_text("README.md", model_card(manifest, info))
-        manifest = stage.write_manifest(manifest)
-        import kdedge_run
-        from kdedge_run.bundle import BundleError
-
-        try:
-            kdedge_run.load(stage.path, backend=formats[0])
-        except BundleError as e:
-            raise ExportError(f"the finished bundle does not verify: {e}") from e
-        stage.commit(force)
+        manifest = _finish(stage, run, cal, manifest, notes, formats[0], test, force)
     except BaseException:
         stage.discard()
         raise
     finally:
         if scratch is not None:
             scratch.discard()
+    return manifest
+
+
+def _finish(stage: Staging, run, cal, manifest: dict, notes: list, backend: str, test, force: bool) -> dict:
+    """Test metrics, notes, chart and card; write the manifest, verify the bundle through kdedge_run and
+    commit it under its final name. Returns the manifest."""
+    if test is not None:
+        manifest["test_metrics"] = test_metrics(stage.path, backend, *test)
+    manifest["notes"] = notes
+    info = {"data": run.config.get("data"), "texts": run.metrics.get("texts")}
+    stage.write_bytes("label_f1.png", label_f1_png(
+        run.labels, cal.metrics["at_0.5"]["per_label_f1"], cal.metrics["tuned"]["per_label_f1"],
+        f"{run.arch} ({run.model_kind}): per-label F1 on the validation split"))
+    stage.write_text("README.md", model_card(manifest, info))
+    manifest = stage.write_manifest(manifest)
+    import kdedge_run
+    from kdedge_run.bundle import BundleError
+
+    try:
+        kdedge_run.load(stage.path, backend=backend)
+    except BundleError as e:
+        raise ExportError(f"the finished bundle does not verify: {e}") from e
+    stage.commit(force)
     return manifest
 
 
@@ -237,3 +262,158 @@ def _read_models(stage: Staging) -> list[dict]:
     import json
 
     return json.loads((stage.path / "manifest.json").read_text(encoding="utf-8"))["models"]
+
+
+def _run_descriptions(run):
+    path = run.path / "label_descriptions.json"
+    return path if path.is_file() else None
+
+
+def read_label_descriptions(path, labels: list[str]) -> dict[str, str]:
+    """A JSON object {label: description} (labels of the run only; strings); {} for no file."""
+    if path is None:
+        return {}
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ExportError(f"{path}: label descriptions file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExportError(f"{path}: not a readable JSON file: {e}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ExportError(f'{path}: must be a JSON object {{"label": "what it means", ...}}')
+    unknown = sorted(set(data) - set(labels))
+    if unknown:
+        raise ExportError(f"{path}: unknown label(s) {', '.join(unknown)} (the run's labels: {', '.join(labels)})")
+    return {lab: data[lab] for lab in labels if lab in data}
+
+
+def read_test_data(path, labels: list[str]) -> tuple[list[str], np.ndarray]:
+    """(texts, 0/1 matrix in the run's label order) of a labelled held-out file."""
+    from kdedge.data import load_dataset
+
+    ds = load_dataset(path)
+    unknown = sorted(set(ds.label_names) - set(labels))
+    if unknown:
+        raise ExportError(f"{path}: label(s) {', '.join(unknown)} are not the run's ({', '.join(labels)})")
+    index = {lab: j for j, lab in enumerate(labels)}
+    y = np.zeros((len(ds), len(labels)), dtype=np.float64)
+    for i, labs in enumerate(ds.labels):
+        for lab in labs:
+            y[i, index[lab]] = 1.0
+    return ds.texts, y
+
+
+def _export_codepoints(run, out: Path, base: dict, seg_files: dict, formats, precision: str, vectors_dtype: str,
+                       force: bool, cal, keras_model, body, table, params: dict, dropout: float, test, notes: list,
+                       note) -> dict:
+    """Format 2 (docs/bundle.md "Version 2"): the character pipeline, vectors and temperatures in the graph.
+
+    Shipped weights are float16 values computed in float32 unless `precision` is fp32; an fp32 graph with
+    float32 vectors is always checked against Keras (1e-4) first.
+    """
+    from kdedge_run.text import CharMap, CharTokenizer, Preprocessor
+
+    from kdedge.evaluate import decide, scores
+
+    vocab_list = read_vocab(run)
+    vocab = {t: i for i, t in enumerate(vocab_list)}
+    convert = CharMap.load("t2s", seg_files[T2S_FILE]) if T2S_FILE in seg_files else None
+    tables = build_tables(vocab, convert)
+    round16 = precision != "fp32"
+    temperatures = np.asarray(cal.temperatures, dtype=np.float32)
+    if round16:
+        temperatures = temperatures.astype(np.float16).astype(np.float32)
+    if vectors_dtype == "int8":
+        vectors, scales = quantise_int8(table)
+    else:
+        vectors = table.astype(vectors_dtype).astype(np.float32)
+        scales = None
+
+    def graph(vec, sc, r16):
+        return CodepointGraph(tables.page_table, tables.block_table, vec, sc, temperatures, r16)
+
+    convert_to = {"onnx": codepoint_onnx, "tflite": codepoint_tflite}
+    shipped = {fmt: convert_to[fmt](body, run.arch, params, dropout, graph(vectors, scales, round16))
+               for fmt in formats}
+    exact = round16 or vectors_dtype != "float32"
+    reference_models = {fmt: convert_to[fmt](body, run.arch, params, dropout, graph(table, None, False))
+                        for fmt in formats} if exact else shipped
+    max_len = int(run.input_spec["max_len"])
+    manifest = {**base, "format_version": CODEPOINT_FORMAT_VERSION,
+                "calibration": {"method": "temperature", "temperatures": [float(t) for t in temperatures],
+                                "in_graph": True},
+                "input": {"kind": "codepoints", "dtype": "int32", "max_len": max_len, "pad": 0,
+                          "dropped": tables.dropped},
+                "segmenter": {"type": "char", "convert": "t2s" if convert is not None else None, "in_graph": True,
+                              "trained_with": "char"},
+                "embeddings": {"dim": int(table.shape[1]), "dtype": vectors_dtype, "file": None, "in_graph": True},
+                "abstain": {"min_coverage": MIN_COVERAGE}}
+
+    def write(stage: Staging, models: dict) -> dict:
+        stage.copy("vocab.txt", run.path / "vocab.txt")
+        for m in models.values():
+            stage.write_bytes(m.file, m.data)
+        return stage.write_manifest({**manifest, "models": [m.entry() for m in models.values()]})
+
+    stage = Staging(out)
+    scratch = Staging() if exact else None
+    try:
+        written = write(stage, shipped)
+        if scratch is not None:
+            write(scratch, reference_models)
+        # the reference: Keras on the ids of the version-1 character pipeline the tables fold in
+        v1 = Preprocessor(CharTokenizer(), vocab, run.input_spec, convert)
+        seg = agreement(v1.uncut().tokens, run.val_texts, run.val_tokens)
+        keep = [i for i, t in enumerate(run.val_texts) if v1.tokens(t)]
+        texts = [run.val_texts[i] for i in keep]
+        ids, _ = v1.encode(texts)
+        y = run.val_y[keep]
+        logits, reference = par.keras_probabilities(keras_model, ids, temperatures.astype(np.float64))
+        rows = []
+        for s_, is_shipped, vdtype, models in ((scratch, False, "float32", reference_models),
+                                               (stage, True, vectors_dtype, shipped)):
+            if s_ is None:
+                continue
+            for fmt, m in models.items():
+                probs = par.runtime_probabilities(s_.path, fmt, texts)
+                rows.append(par.compare(m.entry(), len(m.data), vdtype, probs, reference, y, cal.thresholds,
+                                        run.labels, is_shipped))
+        par.check(rows)
+        for row in rows:
+            row["latency_ms"] = round(par.latency_ms(stage.path if row["shipped"] else scratch.path,
+                                                     row["format"], texts), 4)
+        if len(formats) > 1:
+            agree = _format_agreement(stage.path, texts)
+            note(f"ONNX and TFLite probabilities agree within {agree:.2e} on {len(texts)} validation texts")
+        keras_macro = float(scores(y, decide(reference, cal.thresholds), run.labels)["macro_f1"])
+        latency = {r["format"]: r["latency_ms"] for r in rows if r["shipped"]}
+        written["models"] = sorted(written["models"], key=lambda e: latency[e["format"]])
+        written.update({
+            "segmentation_agreement": {**seg, "identical_ids": len(texts)},
+            "parity": {"texts": len(texts), "reference": "keras", "fp32_tolerance": par.FP32_TOLERANCE,
+                       "keras_macro_f1": keras_macro,
+                       "keras_vs_training_logits": float(np.abs(logits - run.val_logits[keep]).max()) if keep else 0.0,
+                       "results": rows}})
+        written = stage.write_manifest(written)
+        golden = golden_vectors(stage.path, written["models"][0]["format"], texts[:24])
+        stage.write_text("golden.jsonl", "".join(line + "\n" for line in golden))
+        written["golden"] = {"file": "golden.jsonl", "texts": len(golden), "tolerance": 1e-5}
+        written = stage.write_manifest(written)
+        written = _finish(stage, run, cal, written, notes, written["models"][0]["format"], test, force)
+    except BaseException:
+        stage.discard()
+        raise
+    finally:
+        if scratch is not None:
+            scratch.discard()
+    return written
+
+
+def _format_agreement(bundle_dir: Path, texts: list[str]) -> float:
+    """Largest |Δp| between the bundle's ONNX and TFLite models on `texts`."""
+    onnx = par.runtime_probabilities(bundle_dir, "onnx", texts)
+    tflite = par.runtime_probabilities(bundle_dir, "tflite", texts)
+    return float(np.abs(onnx - tflite).max()) if len(texts) else 0.0

@@ -356,7 +356,7 @@ def info(model, backend, fmt):
         lines.append(f"abstain       a text is not judged (no labels) when under "
                      f"{100 * data['abstain']['min_coverage']:.0f}% of what the model reads is in its vocabulary")
     lines.append("models")
-    lines += [f"  {m['format']:<8}{m['precision'] or '?':<6}{m['file']:<24}{m['bytes']:>12,} bytes"
+    lines += [f"  {m['format']:<8}{m['precision'] or '?':<14}{m['file']:<24}{m['bytes']:>12,} bytes"
               for m in data["models"]]
     lines.append("files")
     lines += [f"  {rel:<38}{size:>12,} bytes" for rel, size in data["files"].items()]
