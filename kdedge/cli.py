@@ -207,14 +207,17 @@ def _command_setup(config_file, data, out, labels_file, cli: dict):
 @config_option("--mode", type=click.Choice(["teacher", "student", "kd", "all"]))
 @click.option("--out", type=click.Path(), help="Run directory to create.")
 @click.option("--force", is_flag=True, help="Replace an existing run directory (never anything else).")
+@click.option("--label-descriptions", type=click.Path(),
+              help='JSON {"label": "what it means"}: kept in the run, shown in exported bundles\' cards and '
+                   "`kdedge-run info`.")
 @training_options
 @user_errors
-def train(data, out, config_file, labels_file, skip_invalid, force, quiet, **cli):
+def train(data, out, config_file, labels_file, skip_invalid, force, label_descriptions, quiet, **cli):
     """Train a teacher (binary relevance), a plain student and a distilled student."""
     cfg, data, out, labels_file = _command_setup(config_file, data, out, labels_file, cli)
     from kdedge.train import train_run
 
-    metrics = train_run(cfg, data, out, labels_file, force, skip_invalid, not quiet)
+    metrics = train_run(cfg, data, out, labels_file, force, skip_invalid, not quiet, label_descriptions)
     click.echo(f"run written to {out}")
     if "selected" in metrics:
         click.echo(f"selected for export: the {metrics['selected']['mode']} student ({metrics['selected']['reason']})")

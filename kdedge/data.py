@@ -263,3 +263,22 @@ def write_split(ds: Dataset, out_dir, test_share: float, seed: int, group_by: st
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
         written[str(names[name])] = len(rows)
     return written
+
+
+def read_label_descriptions(path, labels: list[str]) -> dict[str, str]:
+    """A JSON object {label: what it means} naming only `labels` (strings of at most 10,000 characters),
+    in label order; DataError naming the file otherwise."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(path, None, None, "label descriptions file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(path, None, None, f"not a readable JSON file: {e}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) and len(v) <= 10_000 for v in data.values()):
+        raise DataError(path, None, None, 'must be a JSON object {"label": "what it means", ...} '
+                                          "(strings of at most 10,000 characters)")
+    unknown = sorted(set(data) - set(labels))
+    if unknown:
+        raise DataError(path, None, None, f"unknown label(s) {', '.join(unknown)} (the labels: {', '.join(labels)})")
+    return {lab: data[lab] for lab in labels if lab in data}

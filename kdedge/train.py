@@ -14,7 +14,7 @@ import numpy as np
 
 from kdedge import __version__
 from kdedge.config import TrainConfig
-from kdedge.data import Dataset, load_dataset
+from kdedge.data import Dataset, load_dataset, read_label_descriptions
 from kdedge.embed import Vocabulary, embedding_matrix, load_vectors, train_word2vec
 from kdedge.evaluate import evaluate_logits
 from kdedge.files import RUN, check_replaceable, commit_dir, run_listing, staging_dir, write_json
@@ -231,8 +231,11 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
 
 
 def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = None, force: bool = False,
-              skip_invalid: bool = False, progress: bool = True) -> dict:
-    """Train the configured modes and write the run directory atomically; returns metrics.json."""
+              skip_invalid: bool = False, progress: bool = True, label_descriptions: str | None = None) -> dict:
+    """Train the configured modes and write the run directory atomically; returns metrics.json.
+
+    `label_descriptions`: JSON {label: what it means}, kept in the run (and so in its exported bundles).
+    """
     from kdedge.distribute import describe, get_strategy, is_chief
 
     modes = MODES if cfg.mode == "all" else (cfg.mode,)  # a mode outside these fails when cfg is built
@@ -243,6 +246,7 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
         check_replaceable(out_path, force, run_listing, RUN)  # before any data is read or model trained
     start = time.perf_counter()
     ds = load_dataset(data, labels_file, skip_invalid=skip_invalid)
+    descriptions = read_label_descriptions(label_descriptions, ds.label_names) if label_descriptions else None
     tmp = staging_dir(out_path, force) if chief else Path(tempfile.mkdtemp(prefix=".kdedge-worker-"))
     logging_handler = logging.FileHandler(tmp / "train.log", encoding="utf-8")
     log.addHandler(logging_handler)
@@ -264,6 +268,9 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
         if feats.segmenter.char_map is not None:
             feats.segmenter.char_map.save(tmp / "segmenter" / "t2s.json")
         feats.vocab.save(tmp / "vocab.txt")
+        if descriptions:
+            (tmp / "label_descriptions.json").write_text(json.dumps(descriptions, ensure_ascii=False, indent=1),
+                                                         encoding="utf-8")
         np.save(tmp / "vectors.npy", feats.table)
         (tmp / "predictions").mkdir()
         history = {}

@@ -270,24 +270,15 @@ def _run_descriptions(run):
 
 
 def read_label_descriptions(path, labels: list[str]) -> dict[str, str]:
-    """A JSON object {label: description} (labels of the run only; strings); {} for no file."""
+    """kdedge.data.read_label_descriptions as an ExportError; {} for no file."""
+    from kdedge.data import DataError, read_label_descriptions as read
+
     if path is None:
         return {}
-    import json
-
-    path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ExportError(f"{path}: label descriptions file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ExportError(f"{path}: not a readable JSON file: {e}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise ExportError(f'{path}: must be a JSON object {{"label": "what it means", ...}}')
-    unknown = sorted(set(data) - set(labels))
-    if unknown:
-        raise ExportError(f"{path}: unknown label(s) {', '.join(unknown)} (the run's labels: {', '.join(labels)})")
-    return {lab: data[lab] for lab in labels if lab in data}
+        return read(path, labels)
+    except DataError as e:
+        raise ExportError(str(e)) from None
 
 
 def read_test_data(path, labels: list[str]) -> tuple[list[str], np.ndarray]:

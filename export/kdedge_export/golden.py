@@ -20,6 +20,8 @@ CONTRACT_TEXTS = (
     "喉嚨痛\ud800咳嗽",                                          # a lone surrogate
     "哈哈哈",
     "12345",
+    "ЖЖЖ ЩЩЩ ѮѮѮ",                                            # nothing in the vocabulary: not judged
+    "頭痛ЖЖЖЖЖЖЖЖ",                                            # under min_coverage known: not judged
     "每天" + "喝水運動睡眠" * 60 + "後來胸口悶痛",                  # over-long: truncated
 )
 
