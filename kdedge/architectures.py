@@ -26,6 +26,9 @@ class Architecture:
     defaults: dict = field(default_factory=dict)  # hyper-parameters (`arch_params` may override them)
     input_kind: str = "sequence"                  # sequence: [max_len] ids | hierarchical: [sentences, words]
     batch_size: int = 32                          # the paper's batch size, used when batch_size is None
+    padding_margin: Callable[[dict], int] | None = None  # params → m: the outputs for a text of n tokens are
+                                                  # the same when its padding is cut after n + m tokens
+                                                  # (exported graphs then skip the rest); None: padding counts
 
     @property
     def hierarchical(self) -> bool:
@@ -58,7 +61,10 @@ class Architecture:
 
 
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
-    Architecture("textcnn", "kdedge.models:textcnn_body", None, {"kernel_sizes": [2, 3, 4], "filters": 100}),
+    # TextCNN: a window wholly in the (all-zero) padding gives relu(bias) whatever its position, so after
+    # n + max(kernel) positions the max-pool sees nothing new
+    Architecture("textcnn", "kdedge.models:textcnn_body", None, {"kernel_sizes": [2, 3, 4], "filters": 100},
+                 padding_margin=lambda params: max(params["kernel_sizes"])),
     Architecture("textrnn", "kdedge.models:textrnn_body", "kdedge.towers:textrnn_towers", {"units": 128}),
     Architecture("gru_att", "kdedge.models:gru_att_body", "kdedge.towers:gru_att_towers",
                  {"units": 128, "attention_units": 100}, batch_size=128),

@@ -284,6 +284,8 @@ def _graph_body(body, arch: str, params: dict, dropout: float, graph: CodepointG
     from kdedge.models import BodySpec, build_body
 
     shape = body_input_shape(body)
+    if _margin(arch, params) is not None:
+        shape = (None, *shape[1:])  # the graph cuts the padding it does not need (_codepoint_forward)
     n_labels = int(body.output[LOGITS].shape[-1])
     spec = BodySpec(shape, n_labels, params, dropout, unroll=static, batch_size=1 if static else None)
     rebuilt = build_body(arch, spec, name="body")
@@ -296,8 +298,19 @@ def _graph_body(body, arch: str, params: dict, dropout: float, graph: CodepointG
     return rebuilt
 
 
-def _codepoint_forward(body, graph: CodepointGraph):
-    """A tf.function: int32 code points [batch, max_len] → {probabilities, known[, attention]}."""
+def _margin(arch: str, params: dict) -> int | None:
+    from kdedge.architectures import architecture
+
+    rule = architecture(arch).padding_margin
+    return None if rule is None else int(rule(params))
+
+
+def _codepoint_forward(body, graph: CodepointGraph, margin: int | None = None):
+    """A tf.function: int32 code points [batch, max_len] → {probabilities, known[, attention]}.
+
+    With `margin` (the architecture's padding_margin), positions after the batch's last non-padding code
+    point plus `margin` are cut before the embedding: the outputs are the same, the work follows the text.
+    """
     import numpy as np
     import tensorflow as tf
 
@@ -316,12 +329,17 @@ def _codepoint_forward(body, graph: CodepointGraph):
         c = tf.clip_by_value(codepoints, 0, MAX_CODE_POINT)
         block = tf.gather(page_table, tf.math.floordiv(c, PAGE))
         ids = tf.gather(block_table, block * PAGE + tf.math.floormod(c, PAGE))
+        known = tf.reduce_sum(tf.cast(ids > 1, tf.int32), axis=1)
+        if margin is not None:
+            positions = tf.range(1, tf.shape(ids)[1] + 1)
+            last = tf.reduce_max(positions * tf.cast(ids > 0, tf.int32))
+            ids = ids[:, :tf.minimum(tf.shape(ids)[1], last + margin)]
         x = tf.gather(vectors, ids)
         if scales is not None:
             x = tf.cast(x, tf.float32) * tf.expand_dims(tf.gather(tf.constant(scales), ids), -1)
         out = body(x, training=False)
         result = {PROBABILITIES: tf.identity(tf.sigmoid(out[LOGITS] / tf.constant(temperatures)), name=PROBABILITIES),
-                  KNOWN: tf.identity(tf.reduce_sum(tf.cast(ids > 1, tf.int32), axis=1), name=KNOWN)}
+                  KNOWN: tf.identity(known, name=KNOWN)}
         if ATTENTION in keys:
             result[ATTENTION] = tf.identity(out[ATTENTION], name=ATTENTION)
         return result
@@ -359,7 +377,8 @@ def codepoint_onnx(body, arch: str, params: dict, dropout: float, graph: Codepoi
     import tf2onnx
 
     max_len = body_input_shape(body)[0]
-    forward, keys = _codepoint_forward(_graph_body(body, arch, params, dropout, graph, static=False), graph)
+    forward, keys = _codepoint_forward(_graph_body(body, arch, params, dropout, graph, static=False), graph,
+                                       _margin(arch, params))
     spec = (tf.TensorSpec([None, max_len], tf.int32, name=CODEPOINTS),)
     try:
         proto, _ = tf2onnx.convert.from_function(tf.function(forward), input_signature=spec, opset=OPSET)
@@ -401,7 +420,7 @@ def codepoint_tflite(body, arch: str, params: dict, dropout: float, graph: Codep
 
     max_len = body_input_shape(body)[0]
     static = _graph_body(body, arch, params, dropout, graph, static=True)
-    forward, keys = _codepoint_forward(static, graph)
+    forward, keys = _codepoint_forward(static, graph, _margin(arch, params))
     function = tf.function(forward)
     concrete = function.get_concrete_function(tf.TensorSpec([1, max_len], tf.int32, name=CODEPOINTS))
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], function)

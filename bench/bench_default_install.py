@@ -1,0 +1,113 @@
+"""The shipped default bundle as `pip install ./runtime` runs it, and every back-end of a format-2 bundle:
+p50 per text (1 thread, preprocessing included), batch invariance and back-end agreement, in one run.
+
+    python bench/bench_default_install.py [--texts ../shared/data/healthner9/texts.jsonl] \
+        [--bundle-all BUNDLE_WITH_ONNX_AND_TFLITE] [--n 2000]
+
+`--bundle-all` is the default run exported with `--format all` (models/README.md); without it only the
+default bundle (ONNX) is measured. Texts come from `--texts` (JSON Lines with "text") or, without it,
+from the bundle's golden vectors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+import kdedge_run
+from kdedge_run.backends import available
+
+DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default"
+
+
+def read_texts(path: Path | None, bundle: Path, n: int) -> list[str]:
+    if path is None:
+        lines = (bundle / "golden.jsonl").read_text(encoding="utf-8").splitlines()
+        return [json.loads(line)["text"] for line in lines]
+    texts = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            texts.append(json.loads(line)["text"])
+            if len(texts) == n:
+                break
+    return texts
+
+
+def p50_ms(clf, texts: list[str], repeats: int = 3) -> float:
+    """Median wall time of `clf.predict(text)`, one text at a time, after a warm-up pass."""
+    for text in texts[:50]:
+        clf.predict(text)
+    times = []
+    for _ in range(repeats):
+        for text in texts:
+            start = time.perf_counter()
+            clf.predict(text)
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def matrix(clf, predictions) -> np.ndarray:
+    return np.array([[p.probabilities[lab] for lab in clf.labels] for p in predictions])
+
+
+def batch_invariance(clf, texts: list[str], seed: int = 0) -> float:
+    """Largest |Δp| of a text predicted alone vs inside batches of random companions (sizes 2–64)."""
+    rng = random.Random(seed)
+    alone = matrix(clf, [clf.predict(t) for t in texts])
+    worst = 0.0
+    for size in (2, 7, 16, 64):
+        order = list(range(len(texts)))
+        rng.shuffle(order)
+        for start in range(0, len(order), size):
+            rows = order[start:start + size]
+            batch = matrix(clf, clf.predict([texts[i] for i in rows]))
+            worst = max(worst, float(np.abs(batch - alone[rows]).max()))
+    return worst
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--texts", type=Path, help="JSON Lines with a 'text' field")
+    parser.add_argument("--bundle-all", type=Path, help="a format-2 bundle with ONNX and TFLite models")
+    parser.add_argument("--n", type=int, default=2000, help="texts read from --texts")
+    args = parser.parse_args()
+    texts = read_texts(args.texts, DEFAULT, args.n)
+    print(f"# kdedge-run default install and back-ends ({platform.processor() or platform.machine()}, "
+          f"{len(texts)} texts, 1 thread)\n")
+    rows = []
+    default = kdedge_run.load()
+    rows.append(("default bundle, default install", default, texts))
+    if args.bundle_all:
+        for backend in ("onnx", "tflite"):
+            if available(backend):
+                rows.append((f"--format all bundle, {backend}", kdedge_run.load(args.bundle_all, backend=backend),
+                             texts))
+    print("| bundle, back-end | model | p50 ms/text | texts/s (batch 64) | max |Δp| alone vs in a batch |")
+    print("|---|---|---:|---:|---:|")
+    probs = {}
+    for name, clf, sample in rows:
+        entry = next(e for e in clf.info()["models"] if e["format"] == clf.backend)
+        p50 = p50_ms(clf, sample)
+        start = time.perf_counter()
+        probs[name] = matrix(clf, clf.predict(sample))
+        rate = len(sample) / (time.perf_counter() - start)
+        invariance = batch_invariance(clf, sample[:512])
+        print(f"| {name} | {entry['format']} {entry['precision']}, {entry['bytes'] / 1e6:.2f} MB | {p50:.3f} | "
+              f"{rate:,.0f} | {invariance:.1e} |")
+    if args.bundle_all and len(probs) == 3:
+        onnx, tflite = (probs[f"--format all bundle, {b}"] for b in ("onnx", "tflite"))
+        print(f"\nONNX vs TFLite, same bundle: max |Δp| {np.abs(onnx - tflite).max():.1e} over "
+              f"{onnx.size:,} probabilities; labels differ on "
+              f"{int(((onnx >= 0.5) != (tflite >= 0.5)).sum())} (at 0.5)")
+        default_vs = np.abs(probs["default bundle, default install"] - onnx).max()
+        print(f"default bundle vs the --format all bundle's ONNX: max |Δp| {default_vs:.1e}")
+
+
+if __name__ == "__main__":
+    main()
