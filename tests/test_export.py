@@ -153,6 +153,12 @@ def test_int8_export_reports_fp32_and_int8_rows(workdir, run_dir):
     np.testing.assert_allclose(q.astype(np.float32) * scales[:, None], table, atol=float(scales.max()) / 2 + 1e-7)
     clf = kdedge_run.load(out, backend="tflite")
     assert clf.predict("我发烧咳嗽怎么办").probabilities
+    # ONNX dynamic quantisation scales activations per batch: the runtime predicts int8 ONNX one text at
+    # a time, so a text's probabilities do not depend on its batch (issue 18)
+    onnx = kdedge_run.load(out, backend="onnx")
+    texts, _ = _validation(run_dir("textcnn"))
+    alone = np.array([[onnx.predict(t).probabilities[lab] for lab in onnx.labels] for t in texts])
+    assert np.abs(_probs(onnx, texts) - alone).max() <= 1e-6
 
 
 def test_fp16_export(workdir, run_dir):

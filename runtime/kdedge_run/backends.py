@@ -55,6 +55,10 @@ class OnnxBackend:
                 raise BundleError(f"{entry['file']}: input batch must be dynamic or 1, "
                                   f"found {inputs[0].shape[0]}")
             self.batch_size = 1
+        if entry.get("precision") == "int8":
+            # dynamic quantisation scales activations per batch: one text at a time keeps a text's
+            # probabilities independent of the other texts it is predicted with
+            self.batch_size = 1
         self.has_attention = "attention" in named
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
