@@ -406,3 +406,12 @@ def test_cli_info(built):
 def test_cli_without_command_prints_help():
     result = CliRunner().invoke(cli, [])
     assert result.exit_code == 0 and "predict" in result.stdout and "info" in result.stdout
+
+
+def test_cli_with_tflite_writes_nothing_to_stderr(built):
+    """LiteRT's native "INFO: Created TensorFlow Lite XNNPACK delegate" line is not shown (issue 20)."""
+    result = subprocess.run([sys.executable, "-m", "kdedge_run", "predict", "--model", str(built["gru_att"].path),
+                             "--backend", "tflite", "股市大涨"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert set(json.loads(result.stdout)) >= {"labels", "probabilities"}

@@ -1,8 +1,10 @@
 """Inference backends: ONNX Runtime and LiteRT (TFLite), imported only when used."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import sys
 import threading
 
 import numpy as np
@@ -89,7 +91,8 @@ class TfliteBackend:
         self.threads = threads
         try:
             self._interpreter = Interpreter(model_path=path, num_threads=threads)
-            self._interpreter.allocate_tensors()
+            with _native_stderr_silenced():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise BundleError(f"{entry['file']}: LiteRT cannot load the model: {e}") from e
         inputs = self._interpreter.get_input_details()
@@ -125,6 +128,28 @@ class TfliteBackend:
                 for key, index in self._outputs.items():
                     rows[key].append(self._interpreter.get_tensor(index).copy())
         return {k: np.concatenate(v) for k, v in rows.items()}
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null for the block: native libraries print there, not to sys.stderr.
+
+    Errors still surface as Python exceptions; a process whose stderr has no file descriptor is left as is.
+    """
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):  # e.g. a StringIO under a test runner
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 def _check_dims(file: str, what: str, actual, declared) -> None:
