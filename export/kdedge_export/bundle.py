@@ -10,14 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from kdedge.files import check_replaceable, commit_dir
-from kdedge_run.bundle import file_sha256
+from kdedge_run.bundle import FORMAT, MANIFEST, file_sha256
 
 from .errors import ExportError
 
-MANIFEST = "manifest.json"
-FORMAT = "kdedge-bundle"
-FORMAT_VERSION = 1             # ids and vectors outside the model (jieba, CKIP, HAN)
-CODEPOINT_FORMAT_VERSION = 2   # character runs: code points in, calibrated probabilities out
 # manifest keys in the order of docs/bundle.md
 KEY_ORDER = ("format", "format_version", "kdedge_version", "created", "architecture", "model_kind", "labels",
              "label_descriptions", "thresholds", "calibration", "abstain", "input", "vocab", "embeddings",

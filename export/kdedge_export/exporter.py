@@ -8,14 +8,16 @@ from typing import Callable
 
 import numpy as np
 
+from kdedge_run.bundle import CODEPOINTS_VERSION, FORMAT, IDS_VERSION
+
 from . import parity as par
-from .bundle import CODEPOINT_FORMAT_VERSION, FORMAT, FORMAT_VERSION, Staging, check_out
-from .golden import golden_vectors, test_metrics
+from .bundle import Staging, check_out
 from .calibrate import calibrate, read_thresholds_file
 from .card import label_f1_png, model_card
 from .codepoints import build_tables
 from .convert import CodepointGraph, codepoint_onnx, codepoint_tflite, quantize_onnx, to_onnx, to_tflite
 from .errors import ExportError
+from .golden import golden_vectors, test_metrics
 from .run import load_keras, load_run, read_vocab
 from .segmentation import T2S_FILE, agreement, segmenter_spec
 from .vectors import DEFAULT_FOR_QUANTIZE, DTYPES, encode, quantise_int8
@@ -104,7 +106,7 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
     precision = PRECISION[quantize]
 
     base = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "kdedge_version": __version__,
+        "format": FORMAT, "format_version": IDS_VERSION, "kdedge_version": __version__,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "architecture": run.arch, "model_kind": run.model_kind, "labels": run.labels,
         "thresholds": [float(t) for t in cal.thresholds],
@@ -333,7 +335,7 @@ def _export_codepoints(run, out: Path, base: dict, seg_files: dict, formats, pre
     reference_models = {fmt: convert_to[fmt](body, run.arch, params, dropout, graph(table, None, False))
                         for fmt in formats} if exact else shipped
     max_len = int(run.input_spec["max_len"])
-    manifest = {**base, "format_version": CODEPOINT_FORMAT_VERSION,
+    manifest = {**base, "format_version": CODEPOINTS_VERSION,
                 "calibration": {"method": "temperature", "temperatures": [float(t) for t in temperatures],
                                 "in_graph": True},
                 "input": {"kind": "codepoints", "dtype": "int32", "max_len": max_len, "pad": 0,

@@ -18,7 +18,9 @@ from .text import (OOV_ID, OOV_TOKEN, PAD_ID, PAD_TOKEN, CharMap, CharTokenizer,
                    JiebaTokenizer, Preprocessor, input_shape, read_dictionary)
 
 FORMAT = "kdedge-bundle"
-FORMAT_VERSION = 2                 # the newest version this reader knows; it reads 1 and 2
+IDS_VERSION = 1                    # ids and vectors outside the model (jieba, CKIP, HAN bundles)
+CODEPOINTS_VERSION = 2             # character bundles: code points in, calibrated probabilities out
+FORMAT_VERSION = CODEPOINTS_VERSION  # the newest version this reader knows; it reads 1 and 2
 MAX_CODE_POINT = 0x10FFFF
 MAX_DROPPED_RANGES = 100_000
 MAX_DESCRIPTION_CHARS = 10_000
@@ -126,7 +128,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     manifest = _read_manifest(root)
     _check_files(root, manifest["files"])
     _check_common(manifest)
-    if manifest["format_version"] == 2:
+    if manifest["format_version"] == CODEPOINTS_VERSION:
         _check_v2(manifest)
         _read_vocab(root, manifest)
         spec = manifest["input"]
