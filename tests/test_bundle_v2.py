@@ -6,7 +6,6 @@ ONNX and TFLite, read back by kdedge_run and by an independent code point loop w
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import numpy as np
@@ -66,21 +65,16 @@ def test_code_point_table_is_the_version_1_character_pipeline():
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("v2")
-    old = os.environ.get("KDEDGE_CACHE")
-    os.environ["KDEDGE_CACHE"] = str(root / "cache")
     rows = generated_texts(160, seed=3)
     for r in rows[::4]:  # some Traditional texts: the graph converts them
         r["text"] = r["text"].replace("发", "發").replace("烧", "燒").replace("头", "頭")
-    (root / "data.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
-                                     encoding="utf-8")
-    (root / "test.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
-                                             for r in generated_texts(40, seed=9)), encoding="utf-8")
+    for name, records in (("data.jsonl", rows), ("test.jsonl", generated_texts(40, seed=9))):
+        (root / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                                 encoding="utf-8")
     (root / "descriptions.json").write_text(json.dumps(DESCRIPTIONS), encoding="utf-8")
-    yield root
-    if old is None:
-        os.environ.pop("KDEDGE_CACHE", None)
-    else:
-        os.environ["KDEDGE_CACHE"] = old
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KDEDGE_CACHE", str(root / "cache"))
+        yield root
 
 
 @pytest.fixture(scope="module")

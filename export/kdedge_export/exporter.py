@@ -1,6 +1,7 @@
 """`export_run`: a training run directory → a verified kdedge bundle (docs/bundle.md)."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -138,22 +139,29 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
              "speed (TFLite int8 is not affected)")
     needs_reference = any(m.precision != "fp32" for m in shipped.values()) or vectors_dtype != "float32"
 
-    stage = Staging(out)
-    scratch = Staging() if needs_reference else None
-    try:
+    with _staging(out, needs_reference) as (stage, scratch):
         manifest = _write(stage, run, base, seg_files, table, vectors_dtype, shipped)
         if scratch is not None:
             _write(scratch, run, base, seg_files, table, "float32", fp32_models)
         manifest = _check_end_to_end(stage, scratch, manifest, run, keras_model, cal, formats, vectors_dtype,
                                      note)
-        manifest = _finish(stage, run, cal, manifest, notes, formats[0], test, force)
+        return _finish(stage, run, cal, manifest, notes, formats[0], test, force)
+
+
+@contextlib.contextmanager
+def _staging(out: Path, with_scratch: bool):
+    """(stage, scratch): the bundle's staging directory, removed unless committed, and a scratch bundle
+    directory for fp32 reference models (or None), always removed."""
+    stage = Staging(out)
+    scratch = Staging() if with_scratch else None
+    try:
+        yield stage, scratch
     except BaseException:
         stage.discard()
         raise
     finally:
         if scratch is not None:
             scratch.discard()
-    return manifest
 
 
 def _finish(stage: Staging, run, cal, manifest: dict, notes: list, backend: str, test, force: bool) -> dict:
@@ -351,9 +359,7 @@ def _export_codepoints(run, out: Path, base: dict, seg_files: dict, formats, pre
             stage.write_bytes(m.file, m.data)
         return stage.write_manifest({**manifest, "models": [m.entry() for m in models.values()]})
 
-    stage = Staging(out)
-    scratch = Staging() if exact else None
-    try:
+    with _staging(out, exact) as (stage, scratch):
         written = write(stage, shipped)
         if scratch is not None:
             write(scratch, reference_models)
@@ -395,14 +401,7 @@ def _export_codepoints(run, out: Path, base: dict, seg_files: dict, formats, pre
         stage.write_text("golden.jsonl", "".join(line + "\n" for line in golden))
         written["golden"] = {"file": "golden.jsonl", "texts": len(golden), "tolerance": 1e-5}
         written = stage.write_manifest(written)
-        written = _finish(stage, run, cal, written, notes, written["models"][0]["format"], test, force)
-    except BaseException:
-        stage.discard()
-        raise
-    finally:
-        if scratch is not None:
-            scratch.discard()
-    return written
+        return _finish(stage, run, cal, written, notes, written["models"][0]["format"], test, force)
 
 
 def _format_agreement(bundle_dir: Path, texts: list[str]) -> float:
