@@ -316,21 +316,23 @@ def embed(corpus, out, segmenter, ckip_model, convert, dim, epochs, min_count, s
 @click.option("--label-descriptions", type=click.Path(),
               help='JSON {"label": "what it means"} for the manifest, model card and `kdedge-run info` '
                    "(default: the run's, from `kdedge train --label-descriptions`).")
+@click.option("--intended-use", help="What the model is for (and not for), first in the model card "
+                                     "(default: tagging texts like the training data's).")
 @click.option("--test", "test_data", type=click.Path(),
               help="Labelled texts held out from training (e.g. from `kdedge data split`): the finished bundle "
                    "is scored on them and the model card reports it.")
 @click.option("--out", required=True, type=click.Path(), help="Bundle directory to create.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle directory.")
 @user_errors
-def export(run_dir, fmt, quantize, model_kind, thresholds_file, vectors_dtype, label_descriptions, test_data, out,
-           force):
+def export(run_dir, fmt, quantize, model_kind, thresholds_file, vectors_dtype, label_descriptions, intended_use,
+           test_data, out, force):
     """Export a run's distilled student as a kdedge bundle (docs/bundle.md), checked through kdedge-run."""
     import_tensorflow()
     from kdedge_export import export_run
 
     manifest = export_run(run_dir, out, formats=fmt, quantize=quantize, model=model_kind,
                           vectors_dtype=vectors_dtype, force=force, thresholds_file=thresholds_file,
-                          label_descriptions=label_descriptions, test_data=test_data,
+                          label_descriptions=label_descriptions, test_data=test_data, intended_use=intended_use,
                           log=lambda msg: click.echo(f"kdedge export: {msg}", err=True))
     parity = manifest["parity"]
     seg = manifest["segmentation_agreement"]

@@ -103,7 +103,7 @@ def bundle(workdir, run):
     out = workdir / "bundle"
     manifest = export_run(run(), out, formats="all", quantize="int8",
                           label_descriptions=workdir / "descriptions.json", test_data=workdir / "test.jsonl",
-                          log=lambda m: None)
+                          intended_use="Sorting test messages. Not a diagnosis.", log=lambda m: None)
     return out, manifest
 
 
@@ -131,6 +131,7 @@ def test_manifest_is_version_2_with_everything_in_the_graph(bundle):
     assert m["test_metrics"]["texts"] == 40 and 0.0 <= m["test_metrics"]["macro_f1"] <= 1.0
     card = (path / "README.md").read_text(encoding="utf-8")
     assert "Held-out test split" in card and "drug or medicine" in card and "format version 2" in card
+    assert "**Intended use:** Sorting test messages. Not a diagnosis." in card and "health" not in card
     info = kdedge_run.load(path).info()
     assert info["label_descriptions"] == DESCRIPTIONS and info["abstain"] == {"min_coverage": 0.5}
 

@@ -15,8 +15,8 @@ from kdedge_run.bundle import FORMAT, MANIFEST, file_sha256
 from .errors import ExportError
 
 # manifest keys in the order of docs/bundle.md
-KEY_ORDER = ("format", "format_version", "kdedge_version", "created", "architecture", "model_kind", "labels",
-             "label_descriptions", "thresholds", "calibration", "abstain", "input", "vocab", "embeddings",
+KEY_ORDER = ("format", "format_version", "kdedge_version", "created", "architecture", "model_kind",
+             "intended_use", "labels", "label_descriptions", "thresholds", "calibration", "abstain", "input", "vocab", "embeddings",
              "segmenter", "models", "files", "golden", "metrics", "test_metrics", "calibration_report",
              "segmentation_agreement", "parity", "notes")
 

@@ -7,9 +7,8 @@ import warnings
 from kdedge_run.text import escape
 
 LIMITS = (
-    "**Not a diagnosis.** This is a text classifier for health-related Chinese texts. "
-    "Its labels describe what a text talks about; they are not a medical diagnosis, triage or advice, "
-    "and the model must not be used for clinical decisions or to replace a qualified professional."
+    "Its labels describe what a text talks about, as the training data labelled it; they are not decisions. "
+    "Use it where a wrong or missing label is cheap, or with a human reviewing anything that matters."
 )
 
 
@@ -71,17 +70,22 @@ def model_card(manifest: dict, run_info: dict) -> str:
             f"by kdedge {m['kdedge_version']} and exported on {m['created']} as a kdedge bundle "
             f"(format version {m['format_version']}, see docs/bundle.md). Run it with `kdedge-run predict --model <this directory> "
             "\"文本\"` or `kdedge_run.load(path).predict(text)`.", ""]
-    out += ["## Intended use and limits", "", LIMITS, "",
-            "- Intended use: tagging and routing of short Chinese health texts (what topics a text mentions), "
-            "with a human reviewing anything that matters.",
+    data_name = ((run_info.get("data") or {}).get("path") or "its training data").rsplit("/", 1)[-1]
+    intended = m.get("intended_use") or (f"tagging and routing Chinese texts like those of `{data_name}` "
+                                         "(what a text mentions).")
+    out += ["## Intended use and limits", "", f"**Intended use:** {escape(intended)}", "", LIMITS, "",
             "- The scores are calibrated probabilities on the validation split of the training data; on text "
             "from another source, time or register they may be miscalibrated and labels may be missed.",
             f"- Texts longer than the model input ({_input_desc(m['input'])}) are truncated; only the beginning "
             "is classified.",
             "- Thresholds and temperatures were fitted on the same validation split the metrics below are "
             "measured on, so those metrics are optimistic; judge the model on your own held-out data.",
-            "- Words not seen in training map to one out-of-vocabulary id; rare labels (few validation "
-            "positives) have unreliable thresholds (below the run's minimum support they keep 0.5)."]
+            f"- {'Characters' if m['segmenter']['type'] == 'char' else 'Words'} not seen in training map to one "
+            "out-of-vocabulary id; rare labels (few validation positives) have unreliable thresholds (below the "
+            "run's minimum support they keep 0.5)."]
+    if m.get("abstain"):
+        out.append(f"- A text of which less than {100 * m['abstain']['min_coverage']:.0f}% is in the vocabulary "
+                   "(or nothing) is not judged: it gets no labels and `judged: false`, whatever its scores.")
     weak = [lab for lab in labels if tuned["per_label_f1"][lab] < 0.5]
     low = [f"{lab} ({t:.2f})" for lab, t in zip(labels, m["thresholds"]) if t < 0.15]
     if weak:

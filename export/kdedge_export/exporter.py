@@ -51,7 +51,8 @@ def _formats(formats) -> tuple[str, ...]:
 
 def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", model: str | None = None,
                vectors_dtype: str | None = None, force: bool = False, thresholds_file=None,
-               label_descriptions=None, test_data=None, log: Callable[[str], None] | None = None) -> dict:
+               label_descriptions=None, test_data=None, intended_use: str | None = None,
+               log: Callable[[str], None] | None = None) -> dict:
     """Export the `model` ("kd" or "student"; None: the one the run selected) of the run at `run_dir` as a
     bundle at `out_dir`.
 
@@ -60,7 +61,9 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
     `vectors_dtype` overrides the vectors' storage (default float32 / int8 / float16 after `quantize`).
     `thresholds_file`: JSON {label: threshold} replacing tuned thresholds. `label_descriptions`: JSON
     {label: meaning} for the manifest, card and `kdedge-run info` (default: the run's, if it has one).
-    `test_data`: labelled texts held out from training; the finished bundle is scored on them
+    `intended_use`: what the model is for (and not for), shown first in the card (default: a generic
+    sentence naming the training data). `test_data`: labelled texts held out from training; the finished
+    bundle is scored on them
     (manifest `test_metrics`, shown in the card). A character run of a sequence architecture gives a
     format-2 bundle (code points in), any other run format 1. The bundle is staged next to
     `out_dir`, checked end to end through kdedge_run, and renamed into place; an existing `out_dir` is
@@ -117,6 +120,8 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
     }
     if descriptions:
         base["label_descriptions"] = descriptions
+    if intended_use:
+        base["intended_use"] = str(intended_use)
     if seg_spec["type"] == "char" and run.arch in CODEPOINT_ARCHS:
         return _export_codepoints(run, out, base, seg_files, formats, precision, vectors_dtype, force, cal,
                                   keras_model, body, table, params, dropout, test, notes, note)
