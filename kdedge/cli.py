@@ -219,14 +219,27 @@ def train(data, out, config_file, labels_file, skip_invalid, force, label_descri
 
     metrics = train_run(cfg, data, out, labels_file, force, skip_invalid, not quiet, label_descriptions)
     click.echo(f"run written to {out}")
-    if "selected" in metrics:
-        click.echo(f"selected for export: the {metrics['selected']['mode']} student ({metrics['selected']['reason']})")
-    click.echo(f"{'mode':<9} {'micro':>6} {'macro':>6} {'wtd':>6} {'subset':>6}   (validation; at 0.5 | tuned)")
+    for line in summary_table(metrics):
+        click.echo(line)
+
+
+SUMMARY_KEYS = (("micro_f1", "micro"), ("macro_f1", "macro"), ("weighted_f1", "wtd"), ("subset_accuracy", "subset"))
+
+
+def summary_table(metrics: dict) -> list[str]:
+    """The end-of-training table: validation scores (%) at 0.5 and at tuned thresholds, seconds; * marks the
+    student the run selected for export."""
+    selected = (metrics.get("selected") or {}).get("mode")
+    head = " ".join(f"{name:>6}" for _, name in SUMMARY_KEYS)
+    lines = [f"validation scores (%)   {'at threshold 0.5':^27} | {'at tuned thresholds':^27} | seconds",
+             f"{'mode':<23} {head} | {head} |"]
     for mode, m in metrics["modes"].items():
-        a, t = m["at_0.5"], m["tuned"]
-        click.echo(f"{mode:<9} " + " ".join(f"{100 * a[k]:6.1f}" for k in ("micro_f1", "macro_f1", "weighted_f1",
-                                                                             "subset_accuracy"))
-                   + " | " + " ".join(f"{100 * t[k]:5.1f}" for k in ("micro_f1", "macro_f1")) + f"   {m['seconds']:.0f}s")
+        cells = [" ".join(f"{100 * m[at][k]:6.1f}" for k, _ in SUMMARY_KEYS) for at in ("at_0.5", "tuned")]
+        name = f"{mode}{' *' if mode == selected else ''}"
+        lines.append(f"{name:<23} {cells[0]} | {cells[1]} | {m['seconds']:7.0f}")
+    if selected:
+        lines.append(f"* selected for export: {metrics['selected']['reason']}")
+    return lines
 
 
 @main.command()

@@ -257,8 +257,11 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
         log.info("%s: %d texts (%d skipped), %d labels; train %d, validation %d", data, len(ds), ds.skipped,
                  len(ds.label_names), len(train_rows), len(val_rows))
         feats = featurize(cfg, splits)
-        log.info("segmenter %s; vocabulary %d; vectors %s", feats.segmenter.spec(), len(feats.vocab),
-                 feats.report["vectors"])
+        vectors = feats.report["vectors"]
+        log.info("segmenter %s%s; vocabulary %d tokens; vectors: %s", cfg.segmenter,
+                 " (Traditional → Simplified)" if feats.segmenter.char_map is not None else "", len(feats.vocab),
+                 f"{Path(vectors['source']).name}, {vectors.get('vocab_with_vector', '?')} of the tokens have one"
+                 if "sha256" in vectors else vectors["source"])
         results = train_modes(cfg, feats, modes, progress)
         metrics = {"data": str(data), "texts": {"train": len(train_rows), "val": len(val_rows)},
                    "labels": feats.label_names, "modes": {}}
@@ -292,8 +295,6 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
                 if "components" in res["fit"]:
                     metrics["modes"]["teacher"]["components"] = res["fit"]["components"]
             history[mode] = res["fit"]["history"]
-            log.info("%s: %s", mode, {k: round(v, 4) for k, v in metrics["modes"][mode]["at_0.5"].items()
-                                      if isinstance(v, float)})
         selected = select_student(results, cfg.monitor)
         if selected is not None:
             metrics["selected"] = selected

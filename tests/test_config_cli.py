@@ -370,3 +370,20 @@ def test_cv_unknown_architecture_is_refused_before_data_is_read(tmp_path):
     assert result.exit_code == 2
     assert result.stderr == "kdedge: error: --archs: unknown architecture 'bert'; choose from textcnn, textrnn, gru_att, han\n"
     assert not (tmp_path / "cv").exists()
+
+
+def test_train_summary_names_every_column_and_marks_the_selected_student():
+    from kdedge.cli import summary_table
+
+    scores = {"micro_f1": 0.9, "macro_f1": 0.8, "weighted_f1": 0.85, "subset_accuracy": 0.5}
+    metrics = {"modes": {m: {"at_0.5": scores, "tuned": {**scores, "macro_f1": 0.81}, "seconds": 12.4}
+                         for m in ("teacher", "student", "kd")},
+               "selected": {"mode": "kd", "reason": "validation macro-f1: KD student 0.81, plain student 0.80"}}
+    lines = summary_table(metrics)
+    header = lines[1].split()
+    rows = {line.split()[0]: line for line in lines[2:5]}
+    assert header == ["mode", "micro", "macro", "wtd", "subset", "|", "micro", "macro", "wtd", "subset", "|"]
+    assert rows["kd"].split()[:2] == ["kd", "*"] and "*" not in rows["student"]
+    values = rows["student"].replace("|", " ").split()[1:]
+    assert values == ["90.0", "80.0", "85.0", "50.0", "90.0", "81.0", "85.0", "50.0", "12"]
+    assert lines[-1].startswith("* selected for export: validation macro-f1")
