@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from kdedge_run.text import escape
 
 from kdedge.errors import KdedgeError
+
+MAX_INT_DIGITS = 4300  # Python's int-string limit (sys.get_int_max_str_digits()): longer integers are refused
 
 
 class DataError(KdedgeError, ValueError):
@@ -52,11 +56,23 @@ class Dataset:
                        [self.ids[r] for r in rows], [self.extra[r] for r in rows] if self.extra else [])
 
 
+def label_problem(name: str) -> str | None:
+    """Why `name` cannot be a label, or None. Unprintable characters (controls such as newline, tab, NUL
+    and ESC, bidi and other format characters such as U+202E, line/paragraph separators, surrogates,
+    private use, unassigned code points) are refused: the same notion as `kdedge_run.text.escape`, which
+    would have to escape them in every line of text output."""
+    shown = escape(name)
+    if shown != name:
+        bad = next(c for c in name if escape(c) != c)
+        return f"label {shown!r} holds the unprintable character {escape(bad)} (U+{ord(bad):04X}); rename it"
+    return None
+
+
 def read_label_file(path) -> list[str]:
-    """One label per line; blank lines ignored; duplicates are an error."""
+    """One label per line; blank lines ignored; duplicates and unprintable names are errors."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines(): U+2028, U+0085 are refused
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(path, None, None, f"cannot read label file: {exc}") from None
     names: list[str] = []
@@ -66,6 +82,9 @@ def read_label_file(path) -> list[str]:
             continue
         if name in names:
             raise DataError(path, n, None, f"duplicate label '{name}'")
+        problem = label_problem(name)
+        if problem:
+            raise DataError(path, n, None, problem)
         names.append(name)
     if not names:
         raise DataError(path, None, None, "label file is empty")
@@ -79,16 +98,55 @@ def _check_record(path, line: int, text, labels, allowed: set[str] | None) -> tu
         raise DataError(path, line, "text", f"must be a string, got {type(text).__name__}")
     if not text.strip():
         raise DataError(path, line, "text", "is empty")
+    surrogate = _SURROGATE.search(text)
+    if surrogate:
+        raise DataError(path, line, "text", f"holds a lone surrogate {escape(surrogate.group())} (not Unicode text)")
     if labels is None:
         raise DataError(path, line, "labels", "missing")
     if not isinstance(labels, list) or not all(isinstance(x, str) and x.strip() for x in labels):
         raise DataError(path, line, "labels", "must be a list of non-empty strings")
     labels = list(dict.fromkeys(x.strip() for x in labels))
+    for name in labels:
+        problem = label_problem(name)
+        if problem:
+            raise DataError(path, line, "labels", problem)
     if allowed is not None:
         unknown = [x for x in labels if x not in allowed]
         if unknown:
             raise DataError(path, line, "labels", f"unknown label '{unknown[0]}' (not in the label file)")
     return text, labels
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"number {text[:40]} is out of range (not a finite double)")
+    return number
+
+
+def _bounded_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise ValueError(f"integer of {digits:,} digits (at most {MAX_INT_DIGITS:,})")
+    return int(text)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json_line(line: str):
+    """One JSON value, strictly: NaN, Infinity, out-of-range floats and integers longer than Python's
+    int-string limit are refused; ValueError with a short reason (also for nesting too deep)."""
+    try:
+        return json.loads(line, parse_float=_finite_float, parse_int=_bounded_int, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{exc.msg}, column {exc.colno}") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def _jsonl_records(path: Path, text_field: str, label_field: str):
@@ -104,9 +162,9 @@ def _jsonl_records(path: Path, text_field: str, label_field: str):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield line_no, DataError(path, line_no, None, f"malformed JSON ({exc.msg}, column {exc.colno})")
+                obj = parse_json_line(line)
+            except ValueError as exc:
+                yield line_no, DataError(path, line_no, None, f"malformed JSON ({exc})")
                 continue
             if not isinstance(obj, dict):
                 yield line_no, DataError(path, line_no, None, "each line must be a JSON object")
@@ -185,6 +243,10 @@ def load_dataset(path, labels_file=None, text_field: str = "text", label_field: 
             if not labs and not allow_empty_labels:
                 raise DataError(path, line_no, "labels", "is empty")
             rid = obj.get("id")
+            if isinstance(rid, (bool, list, dict)):
+                raise DataError(path, line_no, "id", f"must be a string or a number, got {type(rid).__name__}")
+            if isinstance(rid, str) and _SURROGATE.search(rid):
+                raise DataError(path, line_no, "id", "holds a lone surrogate (not Unicode text)")
             rid = str(rid) if rid is not None and rid != "" else f"line{line_no}"
             if rid in seen_ids:
                 raise DataError(path, line_no, "id", f"duplicate id '{rid}' (first on line {seen_ids[rid]})")
