@@ -2,8 +2,10 @@
 """Teacher cost against a student's, as the label count grows: teacher ÷ student wall time at 9, 20, 40 labels.
 
 Trains, on the same texts and for the same fixed number of epochs (patience = epochs, so nothing stops
-early), the plain student (one multi-label network) and each teacher kind (`kdedge.teachers`):
-  * towers — the paper's binary relevance, one network per label (kdedge's tower-batched teacher);
+early), the plain student (one multi-label network) and each teacher (`kdedge.teachers`):
+  * towers-full — the paper's binary relevance, one full-width network per label (`--teacher-width-budget 0`:
+    before issue 17);
+  * towers — the same with kdedge's default width budget (the towers together about 3 networks wide);
   * linear — TF-IDF word + character n-grams, one logistic regression per label.
 Texts are the first --texts of ../shared/data/healthner9/paper2724.jsonl when present, else synthetic
 strings of common characters. Labels are synthetic so that any count can be asked for: label j is
@@ -24,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "healthner9" / "paper2724.jsonl"
-TEACHERS = ("towers", "linear")
+TEACHERS = {"towers-full": {"teacher": "towers", "teacher_width_budget": 0},
+            "towers": {"teacher": "towers"}, "linear": {"teacher": "linear"}}
 
 
 def texts(n: int, seed: int) -> tuple[list[str], str]:
@@ -75,18 +78,21 @@ def main() -> None:
         start = time.perf_counter()
         train_network(cfg, feats, "student")
         row = {"labels": len(ds.label_names), "student": time.perf_counter() - start}
-        for kind in TEACHERS:
+        for kind, settings in TEACHERS.items():
             start = time.perf_counter()
-            train_teacher(make_config({**base, "teacher": kind}), feats)
+            result = train_teacher(make_config({**base, **settings}), feats)
             row[kind] = time.perf_counter() - start
+            row[f"{kind} macro"] = result["fit"]["validation"]["macro_f1"]
         rows.append(row)
         print(f"{row['labels']:3d} labels: student {row['student']:7.1f} s | "
               + " | ".join(f"{k} {row[k]:7.1f} s ({row[k] / row['student']:.2f}x)" for k in TEACHERS), flush=True)
-    print("\n| labels | student s | " + " | ".join(f"{k} s | {k} ÷ student" for k in TEACHERS) + " |")
-    print("|---|---|" + "---|---|" * len(TEACHERS))
+    print("\n| labels | student s | " + " | ".join(f"{k} s | {k} ÷ student | {k} val. macro-F1" for k in TEACHERS)
+          + " |")
+    print("|---|---|" + "---|---|---|" * len(TEACHERS))
     for r in rows:
         print(f"| {r['labels']} | {r['student']:.1f} | "
-              + " | ".join(f"{r[k]:.1f} | {r[k] / r['student']:.2f}" for k in TEACHERS) + " |")
+              + " | ".join(f"{r[k]:.1f} | {r[k] / r['student']:.2f} | {100 * r[k + ' macro']:.1f}" for k in TEACHERS)
+              + " |")
 
 
 if __name__ == "__main__":

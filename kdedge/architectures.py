@@ -15,6 +15,9 @@ def _resolve(ref: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
+MIN_TOWER_WIDTH = 8  # filters or units of the narrowest teacher tower
+
+
 @dataclass(frozen=True)
 class Architecture:
     """Everything kdedge knows about one architecture, in one place."""
@@ -26,6 +29,7 @@ class Architecture:
     defaults: dict = field(default_factory=dict)  # hyper-parameters (`arch_params` may override them)
     input_kind: str = "sequence"                  # sequence: [max_len] ids | hierarchical: [sentences, words]
     batch_size: int = 32                          # the paper's batch size, used when batch_size is None
+    width: str | None = None                      # the hyper-parameter that sets the network's width
     padding_margin: Callable[[dict], int] | None = None  # params → m: the outputs for a text of n tokens are
                                                   # the same when its padding is cut after n + m tokens
                                                   # (exported graphs then skip the rest); None: padding counts
@@ -51,6 +55,15 @@ class Architecture:
                              f"{', '.join(a.name for a in ARCHITECTURES.values() if a.towered)}")
         return _resolve(self.towers)
 
+    def tower_params(self, params: dict, towers: int, budget: float) -> dict:
+        """Hyper-parameters of each tower of a binary-relevance teacher whose `towers` towers together are
+        about `budget` times as wide as one network: the width parameter scaled by budget / towers, at
+        least MIN_TOWER_WIDTH, never above `params`' own; budget 0 keeps every tower at full width (the paper)."""
+        if not budget or self.width is None:
+            return params
+        full = int(params[self.width])
+        return {**params, self.width: max(min(MIN_TOWER_WIDTH, full), min(full, round(full * budget / towers)))}
+
     def params(self, overrides: dict | None = None) -> dict:
         """The default hyper-parameters with `overrides` applied; ValueError naming unknown keys."""
         unknown = set(overrides or {}) - set(self.defaults)
@@ -64,12 +77,13 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     # TextCNN: a window wholly in the (all-zero) padding gives relu(bias) whatever its position, so after
     # n + max(kernel) positions the max-pool sees nothing new
     Architecture("textcnn", "kdedge.models:textcnn_body", None, {"kernel_sizes": [2, 3, 4], "filters": 100},
-                 padding_margin=lambda params: max(params["kernel_sizes"])),
-    Architecture("textrnn", "kdedge.models:textrnn_body", "kdedge.towers:textrnn_towers", {"units": 128}),
+                 width="filters", padding_margin=lambda params: max(params["kernel_sizes"])),
+    Architecture("textrnn", "kdedge.models:textrnn_body", "kdedge.towers:textrnn_towers", {"units": 128},
+                 width="units"),
     Architecture("gru_att", "kdedge.models:gru_att_body", "kdedge.towers:gru_att_towers",
-                 {"units": 128, "attention_units": 100}, batch_size=128),
+                 {"units": 128, "attention_units": 100}, batch_size=128, width="units"),
     Architecture("han", "kdedge.models:han_body", "kdedge.towers:han_towers", {"units": 50, "attention_units": 100},
-                 input_kind="hierarchical"),
+                 input_kind="hierarchical", width="units"),
 )}
 
 

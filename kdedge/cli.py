@@ -162,6 +162,10 @@ def training_options(func):
         config_option("--teacher-calibration", type=click.Choice(["none", "shift", "temperature", "platt"]),
                       help="Per-label calibration of the teacher on the validation split before its outputs "
                       "become soft targets (shift: its tuned threshold maps to 0.5)."),
+        config_option("--teacher-width-budget", type=float,
+                      help="towers teacher: the towers together are about this many times as wide as one network "
+                      "(each tower's filters/units × budget / labels, at least 8); 0: every tower full width "
+                      "(the paper)."),
         config_option("--teacher-crossfit", type=int,
                       help="K >= 2: soft targets on training texts come from K teachers that did not see them "
                       "(out-of-fold); 0: off."),

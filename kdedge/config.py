@@ -58,6 +58,8 @@ class TrainConfig:
     teacher: str = "linear"               # towers (paper: one network per label) | linear (TF-IDF + LR) | ensemble
     teacher_calibration: str = "shift"    # none | shift | temperature | platt: per label, on the validation split
     teacher_crossfit: int = 0             # K >= 2: the teacher's outputs on training texts are out-of-fold (K teachers)
+    teacher_width_budget: float = 3.0     # towers: all towers together about this many times one network's width
+                                          # (each tower's filters/units scaled by budget / labels); 0: full width
     kd_label_gate: bool = True            # labels where the teacher is weaker than the plain student learn from y only
     pos_weight: str = "none"              # none | sqrt | balanced: per-label weight of positives in the students' BCE
     # thresholds
@@ -145,7 +147,7 @@ RANGES = {
     "min_count": Range(1), "max_vocab": Range(3), "max_len": Range(1), "max_sentences": Range(1),
     "max_sentence_len": Range(1), "batch_size": Range(1), "epochs": Range(1), "patience": Range(0),
     "learning_rate": Range(0, low_open=True), "dropout": Range(0, 1), "kd_alpha": Range(0, 1, high_open=False),
-    "kd_temperature": Range(0, low_open=True), "threshold_min_support": Range(1),
+    "kd_temperature": Range(0, low_open=True), "threshold_min_support": Range(1), "teacher_width_budget": Range(0),
 }
 NO_FLAG = ("arch_params",)  # set in a config file only
 

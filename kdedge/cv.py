@@ -41,9 +41,12 @@ def teacher_cache_key(cfg: TrainConfig, feats) -> str:
 
     digest = hashlib.sha256()
     settings = {k: v for k, v in cfg.to_dict().items() if k not in STUDENT_ONLY_SETTINGS + EXECUTION_SETTINGS}
-    for name, before in (("teacher", "towers"), ("teacher_crossfit", 0)):  # keys of teachers cached before these
-        if settings[name] == before:                                       # settings existed stay valid
+    for name, before in (("teacher", "towers"), ("teacher_crossfit", 0),  # keys of teachers cached before these
+                         ("teacher_width_budget", 0)):                     # settings existed stay valid
+        if settings[name] == before:
             del settings[name]
+    if cfg.teacher == "linear":  # no towers: their width does not matter
+        settings.pop("teacher_width_budget", None)
     identity = {"version": TEACHER_CACHE_VERSION, "config": settings, "batch_size": cfg.resolved_batch_size()}
     if architecture(cfg.arch).towered:
         identity["implementation"] = "tower-batched"

@@ -123,6 +123,8 @@ def train_network(cfg: TrainConfig, feats: Features, role: str, progress: bool =
     _seed(cfg.seed)
     params = arch_params(cfg.arch, cfg.arch_params)
     n = len(feats.label_names)
+    if role == "teacher":
+        params = architecture(cfg.arch).tower_params(params, n, cfg.teacher_width_budget)
     rows = np.arange(len(feats.x["train"])) if rows is None else np.asarray(rows)
     x, y = feats.x["train"][rows], feats.y["train"][rows]
     id_shape = x.shape[1:]

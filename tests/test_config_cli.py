@@ -387,3 +387,20 @@ def test_train_summary_names_every_column_and_marks_the_selected_student():
     values = rows["student"].replace("|", " ").split()[1:]
     assert values == ["90.0", "80.0", "85.0", "50.0", "90.0", "81.0", "85.0", "50.0", "12"]
     assert lines[-1].startswith("* selected for export: validation macro-f1")
+
+
+def test_teacher_towers_share_a_width_budget():
+    """Issue 17: the towers teacher's cost must not grow with the label count like n full networks."""
+    from kdedge.architectures import architecture
+
+    cnn, gru = architecture("textcnn"), architecture("gru_att")
+    params = cnn.params()
+    assert cnn.tower_params(params, 9, 3.0)["filters"] == 33
+    assert cnn.tower_params(params, 40, 3.0)["filters"] == 8          # never narrower than 8
+    assert cnn.tower_params(params, 2, 3.0)["filters"] == 100         # never wider than the network
+    assert cnn.tower_params(params, 9, 0)["filters"] == 100           # the paper: full width
+    assert gru.tower_params(gru.params(), 20, 3.0) == {"units": 19, "attention_units": 100}
+    assert TrainConfig().teacher_width_budget == 3.0
+    assert make_config(read_config_file("paper")).teacher_width_budget == 0
+    with pytest.raises(ConfigError, match="teacher-width-budget"):
+        TrainConfig(teacher_width_budget=-1)
