@@ -332,10 +332,10 @@ def read_label_descriptions(path, labels: list[str]) -> dict[str, str]:
     in label order; DataError naming the file otherwise."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json_line(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(path, None, None, "label descriptions file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: also nesting, NaN, 5,000-digit numbers
         raise DataError(path, None, None, f"not a readable JSON file: {e}") from None
     if not isinstance(data, dict) or not all(isinstance(v, str) and len(v) <= 10_000 for v in data.values()):
         raise DataError(path, None, None, 'must be a JSON object {"label": "what it means", ...} '

@@ -145,3 +145,186 @@ def test_printable_label_names_still_load(tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(names) + "\n", encoding="utf-8")
     assert read_label_file(labels) == names
+
+
+# ===================================================================================================
+# Defect 8: hand-edited or hostile run directories in `kdedge export`
+# ===================================================================================================
+
+RUN_LABELS = ["体育", "经济"]
+
+
+def _fake_run(root: Path) -> Path:
+    """A run directory as `kdedge train` writes it, with a placeholder model file: everything export reads
+    before it opens the Keras model."""
+    import numpy as np
+
+    from kdedge.config import TrainConfig
+
+    (root / "predictions").mkdir(parents=True)
+    config = {"kdedge_version": "0", "config": TrainConfig().to_dict(), "labels": RUN_LABELS,
+              "input": {"kind": "sequence", "max_len": 16, "pad_id": 0, "oov_id": 1, "padding": "post",
+                        "truncation": "post"},
+              "segmenter": {"type": "char", "convert": "none", "hmm": True, "dictionary": None, "char_map": None},
+              "data": {"path": "data.jsonl", "sha256": "0", "texts": 4, "skipped": 0}}
+    (root / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    (root / "metrics.json").write_text(json.dumps({"texts": {"train": 2, "val": 2}, "selected": {"mode": "kd"}}))
+    (root / "vocab.txt").write_text("<pad>\n<oov>\n足\n球\n", encoding="utf-8")
+    rows = [{"id": "a", "text": "足球", "labels": ["体育"], "tokens": ["足", "球"]},
+            {"id": "b", "text": "股票", "labels": ["经济"], "tokens": ["股", "票"]}]
+    (root / "validation.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                           encoding="utf-8")
+    np.save(root / "predictions" / "val_kd.npy", np.array([[2.0, -2.0], [-2.0, 2.0]]))
+    (root / "kd.keras").write_bytes(b"not a model")
+    return root
+
+
+def _edit_json(path: Path, change):
+    value = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps(change(value), ensure_ascii=False), encoding="utf-8")
+
+
+def _set(keys: str, value):
+    def change(obj):
+        *parents, last = keys.split(".")
+        target = obj
+        for k in parents:
+            target = target[k]
+        target[last] = value
+        return obj
+    return change
+
+
+def _npy_header_claiming(shape) -> bytes:
+    header = f"{{'descr': '<f8', 'fortran_order': False, 'shape': {tuple(shape)}, }}".encode()
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\x00" * 16
+
+
+HOSTILE_RUNS = {  # file, how it is changed, words of the message (which starts with the file)
+    "config a list": ("config.json", lambda p: p.write_text("[1, 2]"), "must hold a JSON object, not list"),
+    "config nested 100000": ("config.json", lambda p: p.write_text("[" * 100_000 + "]" * 100_000),
+                             "nested too deeply"),
+    "config 5000-digit": ("config.json", lambda p: p.write_text('{"config": %s}' % ("9" * 5000)), "5,000 digits"),
+    "config NaN": ("config.json", lambda p: p.write_text('{"config": NaN}'), "NaN is not a JSON number"),
+    "config not UTF-8": ("config.json", lambda p: p.write_bytes(b'{"a": "\xff"}'), "cannot read"),
+    "config.config a string": ("config.json", lambda p: _edit_json(p, _set("config", "x")), "'config' must be"),
+    "arch unknown": ("config.json", lambda p: _edit_json(p, _set("config.arch", "bert")), "'config.arch'"),
+    "arch a list": ("config.json", lambda p: _edit_json(p, _set("config.arch", ["textcnn"])), "'config.arch'"),
+    "dropout 10**400": ("config.json", lambda p: p.write_text(p.read_text().replace('"dropout": 0.5', '"dropout": 1'
+                                                                                  + "0" * 400)), "'config.dropout'"),
+    "threshold_min_support a string": ("config.json", lambda p: _edit_json(
+        p, _set("config.threshold_min_support", "3")), "'config.threshold_min_support'"),
+    "arch_params filters -1": ("config.json", lambda p: _edit_json(p, _set("config.arch_params", {"filters": -1})),
+                               "'config.arch_params.filters'"),
+    "labels a string": ("config.json", lambda p: _edit_json(p, _set("labels", "体育")), "'labels' must be"),
+    "labels with an int": ("config.json", lambda p: _edit_json(p, _set("labels", ["体育", 3])), "'labels[1]'"),
+    "labels twice": ("config.json", lambda p: _edit_json(p, _set("labels", ["体育", "体育"])), "names a label twice"),
+    "label with a newline": ("config.json", lambda p: _edit_json(p, _set("labels", ["体育", "经\n济"])),
+                             "unprintable character"),
+    "input a list": ("config.json", lambda p: _edit_json(p, _set("input", [16])), "'input' must be"),
+    "max_len 10**9": ("config.json", lambda p: _edit_json(p, _set("input.max_len", 10**9)), "'input.max_len'"),
+    "max_len a string": ("config.json", lambda p: _edit_json(p, _set("input.max_len", "16")), "'input.max_len'"),
+    "input kind of another arch": ("config.json", lambda p: _edit_json(p, _set("input.kind", "hierarchical")),
+                                   "'input.kind'"),
+    "segmenter a list": ("config.json", lambda p: _edit_json(p, _set("segmenter", ["char"])), "'segmenter' must be"),
+    "segmenter type unknown": ("config.json", lambda p: _edit_json(p, _set("segmenter.type", 5)), "'segmenter.type'"),
+    "dictionary outside the run": ("config.json", lambda p: _edit_json(p, _set("segmenter.dictionary",
+                                                                               "../../etc/passwd")),
+                                   "'segmenter.dictionary' must be null or a relative path inside the run"),
+    "dictionary absolute": ("config.json", lambda p: _edit_json(p, _set("segmenter.dictionary", "/etc/passwd")),
+                            "'segmenter.dictionary'"),
+    "data a list": ("config.json", lambda p: _edit_json(p, _set("data", [1])), "'data' must be"),
+    "metrics a list": ("metrics.json", lambda p: p.write_text("[]"), "must hold a JSON object, not list"),
+    "metrics nested": ("metrics.json", lambda p: p.write_text('{"a": ' + "[" * 100_000 + "}"), "nested too deeply"),
+    "metrics texts a list": ("metrics.json", lambda p: p.write_text('{"texts": [1]}'), "'texts' must be"),
+    "validation text an int": ("validation.jsonl", lambda p: p.write_text(
+        '{"text": 5, "labels": ["体育"], "tokens": ["5"]}\n'), ":1: bad record: field 'text' must be"),
+    "validation tokens a string": ("validation.jsonl", lambda p: p.write_text(
+        '{"text": "足球", "labels": ["体育"], "tokens": "足球"}\n'), ":1: bad record: field 'tokens'"),
+    "validation labels an int": ("validation.jsonl", lambda p: p.write_text(
+        '{"text": "足球", "labels": 1, "tokens": ["足"]}\n'), ":1: bad record: field 'labels'"),
+    "validation unknown label": ("validation.jsonl", lambda p: p.write_text(
+        '{"text": "足球", "labels": ["健康"], "tokens": ["足"]}\n'), "not one of the run's labels"),
+    "validation a list": ("validation.jsonl", lambda p: p.write_text("[1]\n"), ":1: bad record: must be a JSON object"),
+    "validation nested": ("validation.jsonl", lambda p: p.write_text("[" * 100_000 + "\n"), ":1: bad record: nested"),
+    "validation NaN id": ("validation.jsonl", lambda p: p.write_text(
+        '{"id": NaN, "text": "足球", "labels": ["体育"], "tokens": ["足"]}\n'), ":1: bad record: NaN"),
+    "validation invalid UTF-8": ("validation.jsonl", lambda p: p.write_bytes(b'{"text": "\xff"}\n'),
+                                 ":1: bad record: 'utf-8' codec"),
+    "logits NaN": ("predictions/val_kd.npy", lambda p: __import__("numpy").save(
+        p, __import__("numpy").array([[float("nan"), 0.0], [0.0, 0.0]])), "NaN or infinite"),
+    "logits strings": ("predictions/val_kd.npy", lambda p: __import__("numpy").save(
+        p, __import__("numpy").array([["a", "b"], ["c", "d"]])), "not a number type"),
+    "logits header claims 10**12": ("predictions/val_kd.npy", lambda p: p.write_bytes(
+        _npy_header_claiming((1_000_000, 1_000_000))), "cannot read"),
+    "vocab not UTF-8": ("vocab.txt", lambda p: p.write_bytes(b"<pad>\n<oov>\n\xff\n"), "cannot read"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_RUNS))
+def test_hostile_run_directories_are_an_export_error_naming_the_file(tmp_path, case):
+    from kdedge_export import ExportError
+    from kdedge_export.run import load_run
+
+    run = _fake_run(tmp_path / "run")
+    load_run(run)  # the untouched fake run reads
+    rel, change, words = HOSTILE_RUNS[case]
+    change(run / rel)
+    with pytest.raises(ExportError) as err:
+        load_run(run)
+    message = str(err.value)
+    assert message.startswith(str(run / rel)) and words in message, message
+    assert len(message) < 600 and message.isprintable()
+
+
+THRESHOLD_FILES = {
+    "401-digit integer": ('{"体育": %s}' % ("9" * 401), "must be a number in [0, 1], got 9999"),
+    "5000-digit integer": ('{"体育": %s}' % ("9" * 5000), "5,000 digits"),
+    "NaN": ('{"体育": NaN}', "NaN is not a JSON number"),
+    "1e999": ('{"体育": 1e999}', "out of range"),
+    "nested": ("[" * 100_000, "nested too deeply"),
+    "a list": ("[0.5]", "must be a JSON object"),
+    "a string value": ('{"体育": "0.5"}', "must be a number in [0, 1]"),
+    "true": ('{"体育": true}', "must be a number in [0, 1]"),
+}
+
+
+@pytest.mark.parametrize("case", list(THRESHOLD_FILES))
+def test_hostile_thresholds_files_are_an_export_error(tmp_path, case):
+    from kdedge_export import ExportError, export_run
+
+    run = _fake_run(tmp_path / "run")
+    text, words = THRESHOLD_FILES[case]
+    (tmp_path / "t.json").write_text(text, encoding="utf-8")
+    with pytest.raises(ExportError) as err:
+        export_run(run, tmp_path / "bundle", thresholds_file=tmp_path / "t.json")
+    assert str(err.value).startswith(f"{tmp_path / 't.json'}: ") and words in str(err.value), str(err.value)
+    assert len(str(err.value)) < 600 and not (tmp_path / "bundle").exists()
+
+
+def test_hostile_label_descriptions_file_is_an_error(tmp_path):
+    from kdedge_export import ExportError, export_run
+
+    run = _fake_run(tmp_path / "run")
+    (tmp_path / "d.json").write_text('{"体育": "x", "n": %s}' % ("9" * 5000), encoding="utf-8")
+    with pytest.raises(ExportError, match="5,000 digits"):
+        export_run(run, tmp_path / "bundle", label_descriptions=tmp_path / "d.json")
+
+
+def test_export_command_reports_a_hostile_run_without_traceback(tmp_path):
+    run = _fake_run(tmp_path / "run")
+    (run / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    proc = subprocess.run(KDEDGE + ["export", str(run), "--out", str(tmp_path / "bundle")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (f"kdedge: error: {run / 'config.json'}: not valid JSON: "
+                                                     "nested too deeply")
+    (run / "config.json").unlink()
+    _fake_run(tmp_path / "run2")
+    (tmp_path / "t.json").write_text('{"体育": %s}' % ("9" * 401))
+    proc = subprocess.run(KDEDGE + ["export", str(tmp_path / "run2"), "--out", str(tmp_path / "bundle"),
+                                    "--thresholds", str(tmp_path / "t.json")], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "must be a number in [0, 1]" in proc.stderr and not (tmp_path / "bundle").exists()

@@ -1,13 +1,14 @@
 """Per-label temperatures and thresholds from the run's validation split, and what they change."""
 from __future__ import annotations
 
-import json
 import math
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from kdedge.data import parse_json_line
 from kdedge.evaluate import (decide, expected_calibration_error, fit_temperatures, scores, sigmoid,
                              tune_thresholds)
 
@@ -29,10 +30,10 @@ def read_thresholds_file(path, labels: list[str]) -> dict[str, float]:
     """A JSON object {label: threshold in [0, 1]}; labels not in the file keep their tuned threshold."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json_line(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ExportError(f"{path}: thresholds file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: also nesting, NaN, 5,000-digit numbers
         raise ExportError(f"{path}: not a readable JSON file: {e}") from None
     if not isinstance(data, dict):
         raise ExportError(f'{path}: must be a JSON object {{"label": threshold, ...}}')
@@ -41,10 +42,15 @@ def read_thresholds_file(path, labels: list[str]) -> dict[str, float]:
         raise ExportError(f"{path}: unknown label(s) {', '.join(unknown)} (the run's labels: {', '.join(labels)})")
     out = {}
     for label, value in data.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not 0.0 <= value <= 1.0:
-            raise ExportError(f"{path}: threshold for {label!r} must be a number in [0, 1], got {value!r}")
-        out[label] = float(value)
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+        try:
+            number = float(number)
+        except OverflowError:  # an integer beyond float range, e.g. 10**400
+            number = math.inf
+        if not 0.0 <= number <= 1.0:
+            shown = reprlib.repr(value)
+            raise ExportError(f"{path}: threshold for {label!r} must be a number in [0, 1], got {shown}")
+        out[label] = number
     return out
 
 

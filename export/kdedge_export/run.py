@@ -1,15 +1,33 @@
 """Read a training run directory (written by `kdedge train`) for export."""
 from __future__ import annotations
 
-import json
+import math
+import reprlib
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
+
+from kdedge.data import label_problem, parse_json_line
 
 from .errors import ExportError
 
 MODEL_KINDS = ("kd", "student")
+SEGMENTER_TYPES = ("char", "jieba", "ckip")
+MAX_LABELS = 100_000           # as kdedge_run.bundle reads them
+MAX_LABEL_CHARS = 1000
+MAX_INPUT = 1 << 22            # tokens per text (kdedge_run.bundle MAX_TEXT_FLOATS)
+MAX_ARCH_PARAM = 1 << 16       # units, filters, kernel sizes
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+
+
+def _short(value) -> str:
+    """A value in a message: short, whatever its size or depth."""
+    try:
+        return _REPR.repr(value)
+    except (RecursionError, ValueError):
+        return f"<{type(value).__name__}>"
 
 
 @dataclass
@@ -47,13 +65,145 @@ class Run:
         return self.path / f"{self.model_kind}.keras"
 
 
-def _read_json(path: Path):
+def _read_json(path: Path, kind=dict):
+    """The JSON file at `path`, which must hold a `kind` (NaN, Infinity, out-of-range numbers, integers
+    of more than 4,300 digits and nesting too deep for Python are refused); ExportError naming the file."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = parse_json_line(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ExportError(f"{path}: missing; is {path.parent} a run directory written by `kdedge train`?") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise ExportError(f"{path}: cannot read: {e}") from None
+    except ValueError as e:
+        raise ExportError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(value, kind):
+        raise ExportError(f"{path}: must hold a JSON object, not {type(value).__name__} "
+                          "(is it the file `kdedge train` wrote?)")
+    return value
+
+
+def _as_float(value) -> float:
+    """`value` as a float: NaN for what is not a number, ±∞ for an integer beyond float range (10**400)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def _int_in(value, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _check_config(path: Path, config: dict) -> None:
+    """Every value of a run's config.json that export reads: type and range; ExportError naming the key."""
+    from kdedge.architectures import ARCHITECTURES
+
+    def bad(key: str, rule: str, value) -> ExportError:
+        return ExportError(f"{path}: '{key}' must be {rule}, got {_short(value)}")
+
+    for key in ("config", "labels", "input", "segmenter"):
+        if key not in config:
+            raise ExportError(f"{path}: no '{key}' (written by an incompatible kdedge version?)")
+    cfg = config["config"]
+    if not isinstance(cfg, dict):
+        raise bad("config", "an object of training options", cfg)
+    arch = cfg.get("arch")
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
+        raise bad("config.arch", f"one of {', '.join(ARCHITECTURES)}", arch)
+    if not _int_in(cfg.get("threshold_min_support", 3), 1, 1 << 31):
+        raise bad("config.threshold_min_support", "a positive integer", cfg.get("threshold_min_support"))
+    dropout = cfg.get("dropout", 0.5)
+    if not 0 <= _as_float(dropout) < 1:
+        raise bad("config.dropout", "a number in [0, 1)", dropout)
+    params = cfg.get("arch_params") or {}
+    if not isinstance(params, dict):
+        raise bad("config.arch_params", "an object", params)
+    defaults = ARCHITECTURES[arch].defaults
+    for key, value in params.items():
+        if key not in defaults:
+            continue  # named by the architecture's own check (kdedge.models.arch_params)
+        ok = (_int_in(value, 1, MAX_ARCH_PARAM) if isinstance(defaults[key], int) else
+              isinstance(value, list) and 0 < len(value) <= 16 and all(_int_in(v, 1, MAX_ARCH_PARAM) for v in value))
+        if not ok:
+            raise bad(f"config.arch_params.{key}", "a positive integer" + ("" if isinstance(defaults[key], int)
+                                                                           else "s list (1 to 16)"), value)
+    labels = config["labels"]
+    if not isinstance(labels, list) or not 0 < len(labels) <= MAX_LABELS:
+        raise bad("labels", f"a list of 1 to {MAX_LABELS} label names", labels)
+    for i, name in enumerate(labels):
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_LABEL_CHARS or name != name.strip():
+            raise bad(f"labels[{i}]", f"a label name (a string of 1 to {MAX_LABEL_CHARS} characters)", name)
+        problem = label_problem(name)
+        if problem:
+            raise ExportError(f"{path}: 'labels[{i}]': {problem}")
+    if len(set(labels)) != len(labels):
+        raise ExportError(f"{path}: 'labels' names a label twice")
+    spec = config["input"]
+    if not isinstance(spec, dict):
+        raise bad("input", "an object", spec)
+    kind = "hierarchical" if ARCHITECTURES[arch].hierarchical else "sequence"
+    if spec.get("kind") != kind:
+        raise bad("input.kind", f"{kind!r} for {arch}", spec.get("kind"))
+    for key in (("max_sentences", "max_sentence_len") if kind == "hierarchical" else ("max_len",)):
+        if not _int_in(spec.get(key), 1, MAX_INPUT):
+            raise bad(f"input.{key}", f"a positive integer of at most {MAX_INPUT}", spec.get(key))
+    if kind == "hierarchical":
+        ends = spec.get("sentence_end_tokens")
+        if not isinstance(ends, list) or len(ends) > 256 or not all(isinstance(t, str) and 0 < len(t) <= 64
+                                                                    for t in ends):
+            raise bad("input.sentence_end_tokens", "a list of at most 256 strings of 1-64 characters", ends)
+    if spec.get("pad_id", 0) != 0 or spec.get("oov_id", 1) != 1:
+        raise bad("input.pad_id/oov_id", "0 and 1", [spec.get("pad_id"), spec.get("oov_id")])
+    seg = config["segmenter"]
+    if not isinstance(seg, dict):
+        raise bad("segmenter", "an object", seg)
+    if not isinstance(seg.get("type"), str) or seg["type"] not in SEGMENTER_TYPES:
+        raise bad("segmenter.type", f"one of {', '.join(SEGMENTER_TYPES)}", seg.get("type"))
+    for key in ("convert", "ckip_model"):
+        if not isinstance(seg.get(key), (str, type(None))):
+            raise bad(f"segmenter.{key}", "a string or null", seg.get(key))
+    if not isinstance(seg.get("hmm", True), bool):
+        raise bad("segmenter.hmm", "true or false", seg.get("hmm"))
+    for key in ("dictionary", "char_map"):
+        rel = seg.get(key)
+        if rel is None:
+            continue
+        inside = (isinstance(rel, str) and 0 < len(rel) <= 1000 and "\\" not in rel and "\x00" not in rel
+                  and not PurePosixPath(rel).is_absolute() and ".." not in PurePosixPath(rel).parts)
+        if not inside:
+            raise bad(f"segmenter.{key}", "null or a relative path inside the run directory", rel)
+    data = config.get("data")
+    if not (data is None or isinstance(data, dict) and isinstance(data.get("path"), (str, type(None)))):
+        raise bad("data", "an object with a string 'path'", data)
+
+
+def _check_metrics(path: Path, metrics: dict) -> None:
+    texts = metrics.get("texts")
+    if not (texts is None or isinstance(texts, dict)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in texts.values())):
+        raise ExportError(f"{path}: 'texts' must be an object of text counts, got {_short(texts)}")
+
+
+def _validation_record(line: str, index: dict[str, int]) -> tuple[str, list[str], np.ndarray]:
+    """(text, tokens, 0/1 label row) of one validation.jsonl line; ValueError saying what is wrong."""
+    rec = parse_json_line(line)
+    if not isinstance(rec, dict):
+        raise ValueError("must be a JSON object")
+    text, tokens, labels = rec.get("text"), rec.get("tokens"), rec.get("labels")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"field 'text' must be a non-empty string, got {_short(text)}")
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        raise ValueError(f"field 'tokens' must be a list of strings, got {_short(tokens)}")
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise ValueError(f"field 'labels' must be a list of strings, got {_short(labels)}")
+    row = np.zeros(len(index), dtype=np.float64)
+    for lab in labels:
+        if lab not in index:
+            raise ValueError(f"field 'labels': {_short(lab)} is not one of the run's labels (config.json)")
+        row[index[lab]] = 1.0
+    return text, tokens, row
 
 
 def selected_model(root: Path, metrics) -> str:
@@ -74,13 +224,12 @@ def load_run(run_dir, model_kind: str | None = None) -> Run:
     if not root.is_dir():
         raise ExportError(f"{root}: no such run directory")
     metrics = _read_json(root / "metrics.json") if (root / "metrics.json").is_file() else {}
+    _check_metrics(root / "metrics.json", metrics)
     model_kind = selected_model(root, metrics) if model_kind is None else model_kind
     if model_kind not in MODEL_KINDS:
         raise ExportError(f"--model must be one of {', '.join(MODEL_KINDS)}, not {model_kind!r}")
     config = _read_json(root / "config.json")
-    for key in ("config", "labels", "input", "segmenter"):
-        if key not in config:
-            raise ExportError(f"{root / 'config.json'}: no '{key}' (written by an incompatible kdedge version?)")
+    _check_config(root / "config.json", config)
     labels = list(config["labels"])
     if not (root / f"{model_kind}.keras").is_file():
         have = sorted(p.stem for p in root.glob("*.keras"))
@@ -92,35 +241,60 @@ def load_run(run_dir, model_kind: str | None = None) -> Run:
             raise ExportError(f"{root / rel}: missing from the run directory")
     texts, tokens, rows = [], [], []
     index = {name: i for i, name in enumerate(labels)}
-    with open(root / "validation.jsonl", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                texts.append(rec["text"])
-                tokens.append(list(rec["tokens"]))
-                row = np.zeros(len(labels), dtype=np.float64)
-                for lab in rec["labels"]:
-                    row[index[lab]] = 1.0
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ExportError(f"{root / 'validation.jsonl'}:{n}: bad record ({e!r})") from None
-            rows.append(row)
+    try:
+        with open(root / "validation.jsonl", "rb") as f:
+            for n, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                    if not line.strip():
+                        continue
+                    text, toks, row = _validation_record(line, index)
+                except ValueError as e:  # also invalid UTF-8
+                    raise ExportError(f"{root / 'validation.jsonl'}:{n}: bad record: {e}") from None
+                texts.append(text)
+                tokens.append(toks)
+                rows.append(row)
+    except OSError as e:
+        raise ExportError(f"{root / 'validation.jsonl'}: cannot read: {e}") from None
     if not texts:
         raise ExportError(f"{root / 'validation.jsonl'}: no validation texts; calibration and parity need them")
-    try:
-        logits = np.load(root / "predictions" / f"val_{model_kind}.npy", allow_pickle=False)
+    npy = root / "predictions" / f"val_{model_kind}.npy"
+    try:  # memory-mapped: a header claiming more than the file holds fails here, before any allocation
+        logits = np.load(npy, allow_pickle=False, mmap_mode="r")
     except (OSError, ValueError) as e:
-        raise ExportError(f"{root}/predictions/val_{model_kind}.npy: cannot read: {e}") from None
+        raise ExportError(f"{npy}: cannot read: {e}") from None
     if logits.shape != (len(texts), len(labels)):
-        raise ExportError(f"{root}/predictions/val_{model_kind}.npy: shape {list(logits.shape)}, expected "
+        raise ExportError(f"{npy}: shape {list(logits.shape)}, expected "
                           f"[{len(texts)} validation texts, {len(labels)} labels]")
-    return Run(root, config, model_kind, labels, texts, tokens, np.stack(rows), logits.astype(np.float64), metrics)
+    if logits.dtype.kind not in "fiu":
+        raise ExportError(f"{npy}: dtype {logits.dtype} is not a number type")
+    logits = np.asarray(logits, dtype=np.float64)
+    if not np.isfinite(logits).all():
+        raise ExportError(f"{npy}: holds NaN or infinite logits")
+    try:
+        read_vocab_file(root / "vocab.txt")
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+    return Run(root, config, model_kind, labels, texts, tokens, np.stack(rows), logits, metrics)
+
+
+def read_vocab_file(path: Path) -> list[str]:
+    """vocab.txt: token of id i on line i ("\\n" line ends, as the runtime reads it); ValueError naming it."""
+    try:
+        tokens = path.read_bytes().decode("utf-8").split("\n")[:-1]
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read: {e}") from None
+    if len(tokens) < 2:
+        raise ValueError(f"{path}: holds {len(tokens)} tokens; a run's vocabulary has at least <pad> and <oov>")
+    return tokens
 
 
 def read_vocab(run: Run) -> list[str]:
     """The run's vocab.txt: token of id i on line i ("\\n" line ends, as the runtime reads it)."""
-    return (run.path / "vocab.txt").read_bytes().decode("utf-8").split("\n")[:-1]
+    try:
+        return read_vocab_file(run.path / "vocab.txt")
+    except ValueError as e:
+        raise ExportError(str(e)) from None
 
 
 def load_keras(run: Run):
