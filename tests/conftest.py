@@ -44,6 +44,23 @@ def without_timings(obj):
     return obj
 
 
+def assert_same_results(got, expected, rel: float = 1e-5, where: str = "") -> None:
+    """Equal JSON-like results, floats within `rel` (TensorFlow's float sums depend on its thread count:
+    a Ray task runs with one intra-op thread, the local path with the machine's)."""
+    if isinstance(expected, float) and isinstance(got, float):
+        assert got == pytest.approx(expected, rel=rel, abs=1e-7), where
+    elif isinstance(expected, dict) and isinstance(got, dict):
+        assert sorted(got) == sorted(expected), where
+        for k in expected:
+            assert_same_results(got[k], expected[k], rel, f"{where}/{k}")
+    elif isinstance(expected, list) and isinstance(got, list):
+        assert len(got) == len(expected), where
+        for i, (a, b) in enumerate(zip(got, expected)):
+            assert_same_results(a, b, rel, f"{where}[{i}]")
+    else:
+        assert got == expected, where
+
+
 @pytest.fixture(scope="session", autouse=True)
 def kdedge_cache(tmp_path_factory):
     """Every test's segmentation cache lives in a temporary directory, never ~/.cache."""
