@@ -137,15 +137,20 @@ class Range:
         """The range in words, e.g. `between 0 and 1 (0 < val_split < 1)` or `at least 1`."""
         if math.isinf(self.high):
             return f"greater than {self.low} (and finite)" if self.low_open else f"at least {self.low}"
+        if not self.low_open and not self.high_open:
+            return f"at least {self.low} and at most {self.high}"
         lt, gt = ("<" if self.low_open else "<="), ("<" if self.high_open else "<=")
         return f"between {self.low} and {self.high} ({self.low} {lt} {name} {gt} {self.high})"
 
 
 # numeric options' ranges (kd_alpha and kd_temperature apply to each value of a list)
+# sizes have an upper end too: a typo (--max-len 1000000000) must not allocate GBs before it fails
 RANGES = {
-    "seed": Range(0), "val_split": Range(0, 1, low_open=True), "embedding_dim": Range(1), "w2v_epochs": Range(1),
-    "min_count": Range(1), "max_vocab": Range(3), "max_len": Range(1), "max_sentences": Range(1),
-    "max_sentence_len": Range(1), "batch_size": Range(1), "epochs": Range(1), "patience": Range(0),
+    "seed": Range(0), "val_split": Range(0, 1, low_open=True), "embedding_dim": Range(1, 4096, high_open=False),
+    "w2v_epochs": Range(1), "min_count": Range(1), "max_vocab": Range(3, 1 << 26, high_open=False),
+    "max_len": Range(1, 65536, high_open=False), "max_sentences": Range(1, 4096, high_open=False),
+    "max_sentence_len": Range(1, 4096, high_open=False), "batch_size": Range(1, 65536, high_open=False),
+    "epochs": Range(1), "patience": Range(0),
     "learning_rate": Range(0, low_open=True), "dropout": Range(0, 1), "kd_alpha": Range(0, 1, high_open=False),
     "kd_temperature": Range(0, low_open=True), "threshold_min_support": Range(1), "teacher_width_budget": Range(0),
 }

@@ -14,7 +14,7 @@ import numpy as np
 
 from kdedge import __version__
 from kdedge.config import TrainConfig
-from kdedge.data import Dataset, load_dataset, read_label_descriptions
+from kdedge.data import Dataset, check_trainable, load_dataset, read_label_descriptions
 from kdedge.embed import Vocabulary, embedding_matrix, load_vectors, train_word2vec
 from kdedge.evaluate import evaluate_logits
 from kdedge.files import RUN, check_replaceable, commit_dir, run_listing, staging_dir, write_json
@@ -248,6 +248,7 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
         check_replaceable(out_path, force, run_listing, RUN)  # before any data is read or model trained
     start = time.perf_counter()
     ds = load_dataset(data, labels_file, skip_invalid=skip_invalid)
+    check_trainable(ds, data, cfg.val_split)
     descriptions = read_label_descriptions(label_descriptions, ds.label_names) if label_descriptions else None
     tmp = staging_dir(out_path, force) if chief else Path(tempfile.mkdtemp(prefix=".kdedge-worker-"))
     logging_handler = logging.FileHandler(tmp / "train.log", encoding="utf-8")

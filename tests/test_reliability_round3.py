@@ -328,3 +328,72 @@ def test_export_command_reports_a_hostile_run_without_traceback(tmp_path):
                           timeout=600)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "must be a number in [0, 1]" in proc.stderr and not (tmp_path / "bundle").exists()
+
+
+# ===================================================================================================
+# Defect 9: clear, up-front training errors that say what to change
+# ===================================================================================================
+
+def _label_rows(n_labels: int, per_label: int) -> list[dict]:
+    return [{"id": f"t{i}", "text": f"第{i}条新闻的文本", "labels": [f"L{i % n_labels}"]}
+            for i in range(n_labels * per_label)]
+
+
+TRAIN_REFUSALS = {  # rows → words of the message
+    "one label": (lambda: [{"text": f"体育新闻{i}", "labels": ["体育"]} for i in range(60)],
+                  "only the label '体育' has texts; a multi-label classifier needs texts of at least 2 labels"),
+    "one label, some texts without": (lambda: [{"text": f"新闻{i}", "labels": ["体育"] if i % 2 else []}
+                                               for i in range(60)], "only the label '体育' has texts"),
+    "no label at all": (lambda: [{"text": f"新闻{i}", "labels": []} for i in range(20)], "no text has a label"),
+    "5,000 labels x 1 text": (lambda: _label_rows(5000, 1), "5,000 of 5,000 labels have fewer than 10 texts"),
+    "1,000 labels x 5 texts": (lambda: _label_rows(1000, 5), "1,000 of 1,000 labels have fewer than 10 texts"),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAIN_REFUSALS))
+def test_label_spaces_training_cannot_learn_are_refused_up_front(tmp_path, case):
+    rows, words = TRAIN_REFUSALS[case]
+    data = write_jsonl(tmp_path / "data.jsonl", rows())
+    start = time.monotonic()
+    proc = subprocess.run(KDEDGE + ["train", "--data", data, "--out", str(tmp_path / "run"), "-q"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"kdedge: error: {data}: field 'labels' ") and words in last, last
+    assert "add texts" in last.lower() and len(last) < 600
+    assert time.monotonic() - start < 120 and not (tmp_path / "run").exists()
+
+
+def test_a_few_rare_labels_are_still_trainable(tmp_path):
+    from kdedge.data import check_trainable
+
+    rows = make_corpus(60) + [{"text": "今天罕见的彗星出现了。", "labels": ["罕见"]}]
+    ds = load_dataset(write_jsonl(tmp_path / "d.jsonl", rows))
+    check_trainable(ds, "d.jsonl", 0.1)  # 1 rare label of 4: accepted (it keeps the threshold 0.5)
+    check_trainable(load_dataset(write_jsonl(tmp_path / "e.jsonl", _label_rows(1000, 5))), "e.jsonl", 0.5)
+    with pytest.raises(DataError, match="with --val-split 0.25 a label needs at least 4"):
+        check_trainable(load_dataset(write_jsonl(tmp_path / "f.jsonl", _label_rows(10, 3))), "f.jsonl", 0.25)
+
+
+OPTION_REFUSALS = [  # already refused by option checking before this round (kept as regression tests) ...
+    (["--epochs", "0"], "option epochs (--epochs) must be at least 1, not 0"),
+    (["--learning-rate", "nan"], "option learning_rate (--learning-rate) must be greater than 0 (and finite), not nan"),
+    (["--max-len", "0"], "option max_len (--max-len) must be at least 1"),
+    (["--batch-size", "-5"], "option batch_size (--batch-size) must be at least 1"),
+    (["--dropout", "1.5"], "option dropout (--dropout) must be between 0 and 1 (0 <= dropout < 1), not 1.5"),
+    # ... and new: sizes have an upper end (a typo allocated GBs before it failed)
+    (["--max-len", "1000000000"], "option max_len (--max-len) must be at least 1 and at most 65536, not 1000000000"),
+    (["--embedding-dim", "1000000"], "option embedding_dim (--embedding-dim) must be at least 1 and at most 4096"),
+    (["--batch-size", "100000000"], "option batch_size (--batch-size) must be at least 1 and at most 65536"),
+    (["--max-vocab", "1000000000000"], "option max_vocab (--max-vocab) must be at least 3 and at most 67108864"),
+    (["--max-sentences", "100000"], "option max_sentences (--max-sentences) must be at least 1 and at most 4096"),
+]
+
+
+@pytest.mark.parametrize("args,message", OPTION_REFUSALS, ids=[" ".join(a) for a, _ in OPTION_REFUSALS])
+def test_bad_training_options_are_refused_naming_the_option(tmp_path, args, message):
+    data = write_jsonl(tmp_path / "data.jsonl", make_corpus(30))
+    result = CliRunner().invoke(cli, ["train", "--data", data, "--out", str(tmp_path / "run"), "-q", *args])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.strip() == f"kdedge: error: {message}" or message in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
