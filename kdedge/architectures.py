@@ -76,7 +76,8 @@ class Architecture:
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     # TextCNN: a window wholly in the (all-zero) padding gives relu(bias) whatever its position, so after
     # n + max(kernel) positions the max-pool sees nothing new
-    Architecture("textcnn", "kdedge.models:textcnn_body", None, {"kernel_sizes": [2, 3, 4], "filters": 100},
+    Architecture("textcnn", "kdedge.models:textcnn_body", "kdedge.towers:textcnn_towers",
+                 {"kernel_sizes": [2, 3, 4], "filters": 100},
                  width="filters", padding_margin=lambda params: max(params["kernel_sizes"])),
     Architecture("textrnn", "kdedge.models:textrnn_body", "kdedge.towers:textrnn_towers", {"units": 128},
                  width="units"),

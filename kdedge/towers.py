@@ -1,4 +1,4 @@
-"""Tower-batched binary-relevance teachers for the recurrent architectures (textrnn, gru_att, han).
+"""Tower-batched binary-relevance teachers (textcnn, textrnn, gru_att, han).
 
 `models.build_classifier(towers=n)` builds n separate Keras bodies. Here the n single-label towers are
 one body whose every trainable variable has a leading towers axis (tower i's logit depends only on
@@ -248,6 +248,53 @@ class TowerDense(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "towers": self.towers}
+
+
+@keras.saving.register_keras_serializable("kdedge")
+class TowerConv1D(layers.Layer):
+    """`Conv1D(filters, kernel_size, activation="relu")` for `towers` towers at once, as one convolution with
+    towers × filters output channels: `[batch, time, dim]` → `[towers, batch, time, filters]`.
+
+    Kernel `[towers, kernel_size, dim, filters]`, bias `[towers, filters]` (tower i owns slice i). The time
+    axis is padded at the end with kernel_size − 1 zero rows, so every position starts a window: the
+    window of position t reads tokens t … t + kernel_size − 1 (zeros past the text), as the student's does.
+    """
+
+    def __init__(self, filters: int, kernel_size: int, towers: int, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.kernel_size, self.towers = filters, kernel_size, towers
+
+    def build(self, input_shape):
+        n, k, f = self.towers, self.kernel_size, self.filters
+        # Glorot-uniform as Keras' Conv1D (fans k·dim and k·filters) for each tower's kernel
+        scaled = _per_slice(lambda: keras.initializers.VarianceScaling(1.0 / k, "fan_avg", "uniform"))
+        self.kernel = self.add_weight(name="kernel", shape=(n, k, input_shape[-1], f), initializer=scaled)
+        self.bias = self.add_weight(name="bias", shape=(n, f), initializer="zeros")
+
+    def call(self, x):
+        n, k, f = self.towers, self.kernel_size, self.filters
+        x = ops.pad(x, [[0, 0], [0, k - 1], [0, 0]])
+        kernel = ops.reshape(ops.transpose(self.kernel, (1, 2, 0, 3)), (k, -1, n * f))
+        h = ops.relu(ops.conv(x, kernel, padding="valid") + ops.reshape(self.bias, (n * f,)))  # [b, t, n·f]
+        h = ops.reshape(h, (ops.shape(h)[0], ops.shape(h)[1], n, f))
+        return ops.transpose(h, (2, 0, 1, 3))
+
+    def compute_output_shape(self, input_shape):
+        return (self.towers, input_shape[0], input_shape[1], self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "towers": self.towers}
+
+
+def textcnn_towers(ids, embedded, towers: int, params: dict):
+    """Per-tower features of the textcnn teacher: tower-batched convolutions of each kernel size, each
+    max-pooled over the windows that start at a token (so padding after the text changes nothing)."""
+    mask = IdMask(name="mask")(ids)
+    pooled = [TowerMaxPool(name=f"pool{k}")([TowerConv1D(params["filters"], k, towers, name=f"conv{k}")(embedded),
+                                            mask])
+              for k in params["kernel_sizes"]]
+    return layers.Concatenate(name="concat")(pooled) if len(pooled) > 1 else pooled[0]
 
 
 def textrnn_towers(ids, embedded, towers: int, params: dict):

@@ -129,7 +129,7 @@ def train_network(cfg: TrainConfig, feats: Features, role: str, progress: bool =
     x, y = feats.x["train"][rows], feats.y["train"][rows]
     id_shape = x.shape[1:]
     record = architecture(cfg.arch)
-    towered = role == "teacher" and record.towered  # tower-batched teacher (textcnn: separate towers)
+    towered = role == "teacher" and record.towered  # tower-batched teacher (kdedge.towers)
     bucket = towered and not record.hierarchical    # any-length input: trimmed, length-bucketed batches
     strategy = get_strategy(cfg.strategy)
     with strategy.scope():  # the model's variables live on every replica (kdedge.distribute)

@@ -12,7 +12,8 @@ from kdedge.models import arch_params
 from kdedge.towers import (TowerBiGRU, TowerBiLSTM, TowerSlice, bucket_batches, bucketed_dataset, build_teacher,
                            text_lengths, tower_groups, trim_padding)
 
-TINY = {"textrnn": {"units": 4}, "gru_att": {"units": 4, "attention_units": 4},
+TINY = {"textcnn": {"kernel_sizes": [2, 3], "filters": 4}, "textrnn": {"units": 4},
+        "gru_att": {"units": 4, "attention_units": 4},
         "han": {"units": 4, "attention_units": 4}}
 N = 3  # labels = towers
 
@@ -94,7 +95,7 @@ def test_lstm_forget_bias_starts_at_one():
 
 # -------------------------------------------------------------------------------------------- masking
 
-@pytest.mark.parametrize("arch", ["textrnn", "gru_att"])
+@pytest.mark.parametrize("arch", ["textcnn", "textrnn", "gru_att"])
 def test_flat_teacher_logits_do_not_depend_on_padding(arch):
     model = _teacher(arch)
     x = np.zeros((6, 80), np.int32)
@@ -162,9 +163,29 @@ def test_teacher_loss_gives_each_tower_only_its_label_gradient(arch):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-def test_build_teacher_refuses_textcnn():
-    with pytest.raises(ValueError, match="towered"):
-        build_teacher("textcnn", (12,), _table(), N, arch_params("textcnn"))
+def test_textcnn_towers_compute_separate_textcnns():
+    """Tower i of the tower-batched textcnn teacher is a TextCNN with tower i's weights: relu(conv) over the
+    windows starting at each token (zeros past the text), max-pooled, then its own logit (numpy reference)."""
+    model = _teacher("textcnn")
+    for layer in model.layers:
+        if layer.weights and layer.name != "embedding":
+            _randomize(layer)
+    x = _flat_ids(6)
+    logits = np.asarray(model(x, training=False))
+    table = _table()
+    kernel_sizes = TINY["textcnn"]["kernel_sizes"]
+    dense, dense_bias = model.get_layer("logits").get_weights()
+    for row, length in enumerate(text_lengths(x)):
+        embedded = np.concatenate([table[x[row, :length]], np.zeros((max(kernel_sizes), 6), np.float32)])
+        for i in range(N):
+            features = []
+            for k in kernel_sizes:
+                kernel, bias = model.get_layer(f"conv{k}").get_weights()
+                windows = [np.maximum(0, np.einsum("kd,kdf->f", embedded[t:t + k], kernel[i]) + bias[i])
+                           for t in range(length)]
+                features.append(np.max(windows, axis=0) if windows else np.zeros(kernel.shape[-1]))
+            expected = np.concatenate(features) @ dense[i, :, 0] + dense_bias[i]
+            np.testing.assert_allclose(logits[row, i], expected, rtol=1e-4, atol=1e-5)
 
 
 # -------------------------------------------------------------------------------- epoch selection
