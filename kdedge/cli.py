@@ -1,11 +1,15 @@
 """The `kdedge` command: data stats, embed, train, cv, export."""
 from __future__ import annotations
 
+import _thread
+import atexit
 import functools
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 
 import click
 
@@ -19,21 +23,86 @@ CONFIG_SUMMARIES = {"char": "the defaults, spelled out", "paper": "the paper's s
                     "teacher, raw soft targets", "words": "jieba words, frozen vectors: kdedge's former default"}
 
 
+INTERRUPTED_MESSAGE = "kdedge: interrupted; nothing was written under the final name"
+INTERRUPT_GRACE_SECONDS = 10  # after Ctrl-C, the process ends within this even if a library swallowed it
+
+
+def _on_sigint(signum, frame):
+    """Ctrl-C: remember it (files.commit_dir then refuses to publish), make sure the process ends, and raise
+    KeyboardInterrupt as usual (user_errors reports it with exit code 130)."""
+    from kdedge.files import INTERRUPTED
+
+    if not INTERRUPTED.is_set():
+        INTERRUPTED.set()
+        watchdog = threading.Timer(INTERRUPT_GRACE_SECONDS, _exit_interrupted)
+        watchdog.daemon = True
+        watchdog.start()
+    raise KeyboardInterrupt
+
+
+def _exit_interrupted() -> None:
+    """The watchdog: the interrupt was swallowed (e.g. by a library's `except BaseException`) or cleanup hangs.
+    Staging directories are dot-prefixed and safe to delete; nothing is under the final name."""
+    os.write(2, (INTERRUPTED_MESSAGE + "\n").encode())
+    os._exit(130)
+
+
+def _unraisable_hook(default):
+    """sys.unraisablehook that raises a swallowed Ctrl-C again. A KeyboardInterrupt that lands in a weakref
+    callback or finalizer (TensorFlow and tf2onnx run many) is only printed there and the work went on; a
+    timer thread interrupts the main thread again, so it stops in ordinary code shortly after."""
+    def hook(unraisable):
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            threading.Timer(0.01, _thread.interrupt_main, (signal.SIGINT,)).start()
+            return
+        default(unraisable)
+    hook.kdedge = True
+    return hook
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _install_interrupt_handling():
+    """Our SIGINT handler for one command; returns the handler to restore after it (None: not the main thread)."""
+    from kdedge.files import INTERRUPTED
+
+    if threading.current_thread() is not threading.main_thread():
+        return None  # signal handlers belong to the main thread (e.g. the CLI run inside a test's worker thread)
+    INTERRUPTED.clear()
+    if not getattr(sys.unraisablehook, "kdedge", False):
+        sys.unraisablehook = _unraisable_hook(sys.unraisablehook)
+        atexit.register(_ignore_sigint)  # the command is done: a Ctrl-C while Python shuts down changes nothing
+    return signal.signal(signal.SIGINT, _on_sigint)
+
+
 def user_errors(func):
     """Report kdedge's own errors (kdedge.errors) as `kdedge: error: …` with exit code 2, without a traceback
-    unless `kdedge --debug`; any other exception is a bug and shows its traceback."""
+    unless `kdedge --debug`; any other exception is a bug and shows its traceback. Ctrl-C exits with 130 and
+    publishes nothing (see _on_sigint), also when a library turned it into another exception; once the
+    command is done, a Ctrl-C while Python shuts down is ignored."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from kdedge.files import INTERRUPTED
+
+        previous = _install_interrupt_handling()
         try:
             return func(*args, **kwargs)
-        except USER_ERRORS as exc:
-            if click.get_current_context().meta.get("kdedge.debug"):
+        except KeyboardInterrupt:
+            click.echo(INTERRUPTED_MESSAGE, err=True)
+            sys.exit(130)
+        except Exception as exc:
+            if INTERRUPTED.is_set():  # e.g. TensorFlow or onnxruntime interrupted while importing or tracing
+                click.echo(INTERRUPTED_MESSAGE, err=True)
+                sys.exit(130)
+            if not isinstance(exc, USER_ERRORS) or click.get_current_context().meta.get("kdedge.debug"):
                 raise
             click.echo(f"kdedge: error: {exc}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("kdedge: interrupted; nothing was written under the final name", err=True)
-            sys.exit(130)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
     return wrapper
 
 

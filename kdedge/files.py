@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -17,6 +18,9 @@ RUN_FILES = frozenset({"config.json", "metrics.json", "history.json", "validatio
                        "label_descriptions.json"})
 RUN_FILE_SUFFIXES = {"": ".keras", "predictions/": ".npy"}  # top-level models, saved logits
 RUN = "a kdedge run directory"
+# Set by the `kdedge` CLI's SIGINT handler. A library can swallow the KeyboardInterrupt (raised inside a
+# weakref callback or finalizer, Python only prints it), so a commit checks this first: never publish then.
+INTERRUPTED = threading.Event()
 
 
 def cache_dir(kind: str) -> Path:
@@ -126,6 +130,8 @@ def commit_dir(tmp: Path, out: Path, listed: Callable[[Path], Callable[[str], bo
         fsync_path(path)
     fsync_path(tmp)
     check_replaceable(out, True, listed, what)  # again: files may have appeared in `out` meanwhile
+    if INTERRUPTED.is_set():
+        raise KeyboardInterrupt
     if out.exists():
         old = out.with_name(f".{out.name}.old{os.getpid()}")
         os.replace(out, old)

@@ -397,3 +397,121 @@ def test_bad_training_options_are_refused_naming_the_option(tmp_path, args, mess
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.stderr.strip() == f"kdedge: error: {message}" or message in result.stderr, result.stderr
     assert not (tmp_path / "run").exists()
+
+
+# ===================================================================================================
+# Defect 10: `kdedge data stats | head -1`; Ctrl-C during `kdedge export`
+# ===================================================================================================
+
+def test_data_stats_into_a_closed_pipe_ends_quietly(tmp_path):
+    """Already held on this round's main (click handles EPIPE); kept as a regression test."""
+    data = write_jsonl(tmp_path / "d.jsonl", [{"text": f"新闻{i}", "labels": [f"标签{i}", "共同"]} for i in range(3000)])
+    for extra in ([], ["--json"]):
+        proc = subprocess.Popen(KDEDGE + ["data", "stats", data, *extra], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert proc.stdout.readline()
+        proc.stdout.close()  # like `| head -1`
+        assert proc.wait(timeout=120) in (0, 1)
+        assert proc.stderr.read() == b""
+
+
+# A command wrapped like kdedge's own (kdedge.cli.user_errors), committing a directory with kdedge.files;
+# the Ctrl-C arrives where a library would swallow it or turn it into another error.
+INTERRUPTED_COMMAND = """
+import os, signal, sys, time, weakref
+import click
+from kdedge import files
+from kdedge.cli import user_errors
+
+def ctrl_c_now():
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(1000):  # the handler runs between bytecodes, here
+        pass
+
+@click.command()
+@click.argument("out")
+@click.argument("how")
+@user_errors
+def command(out, how):
+    tmp = files.staging_dir(files.Path(out), False)
+    (tmp / "config.json").write_text("{}")
+    if how == "weakref":  # TensorFlow and tf2onnx drop many weakly referenced objects
+        class Thing:
+            pass
+        thing = Thing()
+        keep = weakref.ref(thing, lambda ref: ctrl_c_now())
+        del thing
+    elif how == "converted":  # a library that turns the interrupt into its own error
+        try:
+            ctrl_c_now()
+        except BaseException:
+            raise TypeError("Cannot find maximum value of <dtype: 'int32'>.") from None
+    elif how == "swallowed":  # a bare except that goes on working
+        try:
+            ctrl_c_now()
+        except BaseException:
+            pass
+        time.sleep(60)
+    files.commit_dir(tmp, files.Path(out))
+    print("published")
+
+command()
+"""
+
+
+@pytest.mark.parametrize("how", ["weakref", "converted"])
+def test_ctrl_c_that_a_library_swallows_or_converts_publishes_nothing(tmp_path, how):
+    script = tmp_path / "cmd.py"
+    script.write_text(INTERRUPTED_COMMAND, encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "out"), how], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 130, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stderr.strip().splitlines()[-1] == "kdedge: interrupted; nothing was written under the final name"
+    assert "Traceback" not in proc.stderr and "published" not in proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_swallowed_for_good_still_ends_the_process(tmp_path):
+    script = tmp_path / "cmd.py"
+    script.write_text(INTERRUPTED_COMMAND, encoding="utf-8")
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "out"), "swallowed"], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 130 and time.monotonic() - start < 40, proc.stderr
+    assert "interrupted; nothing was written" in proc.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_any_moment_of_a_real_export_publishes_nothing_or_all(tmp_path):
+    """SIGINT at random moments of `kdedge export` (TensorFlow, tf2onnx, TFLite and onnxruntime loaded):
+    either exit 130 with nothing under the final name, or exit 0 with a bundle committed before the signal."""
+    import random
+
+    data = write_jsonl(tmp_path / "d.jsonl", make_corpus(120, seed=3))
+    subprocess.run(KDEDGE + ["train", "--data", data, "--out", str(tmp_path / "run"), "--segmenter", "jieba",
+                             "--embedding-dim", "8", "--w2v-epochs", "1", "--max-len", "24", "--epochs", "2",
+                             "--batch-size", "16", "-q"], check=True, capture_output=True, timeout=900)
+    export = KDEDGE + ["export", str(tmp_path / "run"), "--format", "all", "--quantize", "int8"]
+    start = time.monotonic()
+    subprocess.run(export + ["--out", str(tmp_path / "whole")], check=True, capture_output=True, timeout=600)
+    whole = time.monotonic() - start
+    rng = random.Random(0)
+    outcomes = []
+    for i in range(12):
+        out = tmp_path / f"b{i}"
+        proc = subprocess.Popen(export + ["--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.45, 1.0) * whole)
+        sent = time.time()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+        stderr = stderr.decode()
+        assert "Traceback" not in stderr, stderr[-3000:]
+        if proc.returncode == 130:
+            assert not out.exists() and "interrupted; nothing was written" in stderr
+        else:
+            assert proc.returncode == 0 and b"bundle written to" in stdout, (proc.returncode, stderr[-3000:])
+            assert out.stat().st_ctime <= sent  # committed before the signal
+        outcomes.append(proc.returncode)
+    assert 130 in outcomes, outcomes
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".b")]  # staging cleaned up
