@@ -339,8 +339,9 @@ def cv(data, folds, archs, group_by, only_folds, no_baselines, jobs, engine, add
     from kdedge.cv import run_cv
 
     arch_list = [a.strip() for a in archs.split(",") if a.strip()]
-    results = run_cv(cfg, data, out, folds, arch_list, group_by, labels_file,
-                     not no_baselines, not quiet, list(only_folds) or None, skip_invalid, jobs, engine, address)
+    results = run_cv(cfg, data, out, folds=folds, archs=arch_list, group_by=group_by, labels_file=labels_file,
+                     baselines=not no_baselines, progress=not quiet, only_folds=list(only_folds) or None,
+                     skip_invalid=skip_invalid, jobs=jobs, engine=engine, address=address)
     click.echo(f"report: {out}/results.md ({len(results['architectures'])} architectures)")
 
 

@@ -347,7 +347,7 @@ def _without_inputs(settings: dict, hashed: bool) -> dict:
     return out
 
 
-def run_cv(cfg: TrainConfig, data: str, out: str, folds: int = 5, archs=("textcnn",), group_by=None,
+def run_cv(cfg: TrainConfig, data: str, out: str, *, folds: int = 5, archs=("textcnn",), group_by=None,
            labels_file=None, baselines: bool = True, progress: bool = True, only_folds=None,
            skip_invalid: bool = False, jobs: int = 1, engine: str = "local", address: str | None = None) -> dict:
     """Run (or resume) every fold; finished fold files are kept, so a killed run continues where it stopped.
