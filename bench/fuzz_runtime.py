@@ -244,6 +244,418 @@ def fuzz_cli(path: Path, n: int, seed: int) -> Tally:
     return tally
 
 
+# ------------------------------------------------------------------------------ bundle mutations
+
+MAX_MESSAGE = 2_000  # a refusal's message stays short whatever the hostile value's size
+JSON_VALUES = [None, True, False, 0, -1, 1, 2, 3, 7, 255, 10**9, 2**31, 2**63, -2**63, 0.5, -0.0, 1e-300, 1e308,
+               -1e308, 3e38, "", "x", "0.5", "1", "..", "../x", "/etc/passwd", "vocab.txt", "\x00", "\u202e",
+               "a\nb", "\ud800", "股" * 1000, [], {}, [0], [None], [[0, 0]], {"a": 1}, [1] * 1000, ["x"] * 300,
+               "onnx", "tflite", "int8", "float16", "char", "jieba", "sequence", "hierarchical", "codepoints",
+               "temperature", "int32", "sha256"]
+RAW_JSON = ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "9" * 5000, "1" + "0" * 400, "-" + "9" * 4000,
+            "[" * 100_000 + "]" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000, '"\\ud800"', '"\\u0000"',
+            "1.0000000000000002", "4294967296"]
+_SENTINEL = "\x00kdedge-fuzz\x00"
+
+
+def _value(rng: random.Random):
+    """A hostile JSON value (a fresh copy: mutations must never alter the list above)."""
+    import copy
+
+    return copy.deepcopy(rng.choice(JSON_VALUES))
+
+
+def _paths(value, path=()):
+    """Every (path) to a value inside a manifest, containers included (depth-first)."""
+    yield path
+    if len(path) > 12:
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value[:20]):
+            yield from _paths(v, path + (i,))
+
+
+def _parent(obj, path):
+    for k in path[:-1]:
+        obj = obj[k]
+    return obj
+
+
+def _mutate_manifest(rng: random.Random, manifest: dict) -> bytes:
+    """A copy of `manifest` with 1-3 hostile changes, as JSON bytes (maybe with raw NaN / huge numbers)."""
+    import copy
+
+    m = copy.deepcopy(manifest)
+    raw = None
+    for _ in range(rng.choice((1, 1, 1, 2, 3))):
+        paths = [p for p in _paths(m) if p]
+        path = rng.choice(paths)
+        parent, key = _parent(m, path), path[-1]
+        value = parent[key]
+        kind = rng.random()
+        if kind < 0.12 and raw is None:
+            parent[key], raw = _SENTINEL, rng.choice(RAW_JSON)
+        elif kind < 0.45:
+            parent[key] = _value(rng)
+        elif kind < 0.55:
+            del parent[key]
+        elif kind < 0.62 and isinstance(parent, dict):
+            parent[rng.choice(["extra", "x" * 50, "models2", "\u202e"])] = _value(rng)
+        elif isinstance(value, bool):
+            parent[key] = not value
+        elif isinstance(value, (int, float)):
+            parent[key] = rng.choice([value + 1, value - 1, -value, value * 10, value * 1000, value / 3,
+                                      int(value) if isinstance(value, float) else float(value), 0])
+        elif isinstance(value, str):
+            parent[key] = rng.choice([value + "x", value[:-1], value.upper(), value * 2, value + "\n", ""])
+        elif isinstance(value, list) and value:
+            choice = rng.random()
+            parent[key] = (value + [rng.choice(value)] if choice < 0.3 else value[:-1] if choice < 0.6
+                           else value[::-1] if choice < 0.8 else value * 2)
+        else:
+            parent[key] = _value(rng)
+    text = json.dumps(m, ensure_ascii=rng.random() < 0.5, allow_nan=True)
+    if raw is not None:
+        text = text.replace(json.dumps(_SENTINEL), raw)
+    data = bytearray(text.encode("utf-8", "surrogatepass"))  # a lone surrogate: invalid UTF-8 bytes
+    if rng.random() < 0.05:  # byte-level damage on top
+        for _ in range(rng.randint(1, 4)):
+            if data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+    return bytes(data)
+
+
+def _npy(rng: random.Random, original: bytes) -> bytes:
+    """A .npy file with a hostile header (shape, dtype, order) and some data, or the original damaged."""
+    if rng.random() < 0.3:
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        return bytes(data)
+    shape = rng.choice([(), (0,), (1,), (3, 8), (10**6, 10**6), (2**40,), (-1, 8), (1, 2, 3), (5, 0), (2**31, 2),
+                        (10, 16), (100, 8), (8,), (40, 16)])
+    descr = rng.choice(["<f4", "<f8", "<f2", "|i1", "<i4", "|O", "|b1", ">f4", "<c8", "|S4", "<U2", "V8", "<M8"])
+    header = f"{{'descr': '{descr}', 'fortran_order': {rng.choice(['False', 'True'])}, 'shape': {shape}, }}"
+    if rng.random() < 0.1:
+        header = rng.choice(["{}", "[1]", "{'descr': '<f4'}", "__import__('os').system('true')", "x" * 70000])
+    head = header.encode("latin-1", "replace")
+    head += b" " * (63 - (len(head) + 10) % 64) + b"\n"
+    size = rng.choice([0, 4, 64, 512, 4096, len(original)])
+    return (b"\x93NUMPY\x01\x00" + (len(head) % 65536).to_bytes(2, "little") + head
+            + bytes(rng.randrange(256) for _ in range(min(size, 64))) * max(1, size // 64))
+
+
+def _text_file(rng: random.Random, original: bytes, rel: str) -> bytes:
+    lines = original.split(b"\n")
+    op = rng.random()
+    if rel.endswith("dict.txt") and op < 0.5:  # "word freq [tag]" lines with hostile frequencies or words
+        word = rng.choice(["股市", "x" * 20_000, "", " ", "\x00", "股 市", "\ud800".encode("utf-8", "surrogatepass")
+                           .decode("latin-1")])
+        freq = rng.choice(["-5", "0", "1e400", "9" * 5000, "nan", "", "3.5", "9007199254740993", "2"])
+        line = f"{word} {freq}".encode("utf-8", "surrogateescape") if isinstance(word, str) else b""
+        lines.insert(rng.randrange(len(lines) + 1), line)
+    elif rel.endswith(".json") and op < 0.6:  # the t2s char map
+        return rng.choice([b"[]", b"{}", b'{"\xe9\x80\x99": "' + "这".encode() * 300_000 + b'"}', b'{"a": 1}',
+                           b'{"ab": "c"}', b'{"a": ["b"]}', b"[" * 100_000, b'{"a": NaN}', b"9" * 5000,
+                           b'{"\\ud800": "a"}', b'{"a": "\\ud800"}', b"\xff"])
+    elif op < 0.7:
+        for _ in range(rng.randint(1, 3)):
+            if not lines:
+                lines = [b""]
+            i = rng.randrange(len(lines))
+            choice = rng.random()
+            if choice < 0.25:
+                lines.insert(i, lines[i])  # a duplicate token
+            elif choice < 0.45:
+                del lines[i]
+            elif choice < 0.6:
+                lines[i] = b""
+            elif choice < 0.75:
+                lines[i] = lines[i] + rng.choice([b"\r", b"\x00", b" ", b"\xff", b"\t1"])
+            else:
+                lines[i] = rng.choice([b"x" * 100_000, b"\xed\xa0\x80", b"<pad>", b"<oov>", "股".encode()])
+    else:
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 6)):
+            if data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.3:
+            del data[rng.randrange(len(data) + 1):]
+        return bytes(data)
+    return b"\n".join(lines)
+
+
+class BundleMutator:
+    """A working copy of a bundle: mutate it, then restore every file it had."""
+
+    def __init__(self, source: Path, work: Path):
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(source, work)
+        self.root = work
+        self.files = {p.relative_to(work).as_posix(): p.read_bytes() for p in work.rglob("*") if p.is_file()}
+        self.manifest = json.loads(self.files["manifest.json"])
+
+    def restore(self) -> None:
+        import shutil
+
+        for p in sorted(self.root.rglob("*"), key=lambda q: -len(q.parts)):
+            rel = p.relative_to(self.root).as_posix()
+            if p.is_symlink() or (p.is_file() and rel not in self.files):
+                p.unlink()
+            elif p.is_dir() and not p.is_symlink() and rel in self.files:
+                shutil.rmtree(p)
+            elif p.is_dir() and not any(r.startswith(rel + "/") for r in self.files):
+                shutil.rmtree(p)
+        for rel, data in self.files.items():
+            path = self.root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.is_file() or path.stat().st_size != len(data) or path.read_bytes() != data:
+                path.write_bytes(data)
+
+    def mutate(self, rng: random.Random) -> str:
+        """Apply one hostile change; returns what it was (for reports)."""
+        import hashlib
+
+        kind = rng.random()
+        if kind < 0.55:
+            (self.root / "manifest.json").write_bytes(_mutate_manifest(rng, self.manifest))
+            return "manifest"
+        listed = sorted(self.manifest["files"])
+        if kind < 0.6:  # structural: missing, extra, a directory or a symlink in place of a file
+            rel = rng.choice(listed)
+            op = rng.random()
+            if op < 0.3:
+                (self.root / rel).unlink()
+            elif op < 0.55:
+                (self.root / rng.choice(["extra.txt", "segmenter/x", "new/dir/f", ".DS_Store"])).parent.mkdir(
+                    parents=True, exist_ok=True)
+                (self.root / rng.choice(["extra.txt", ".DS_Store"])).write_bytes(b"x")
+            elif op < 0.75:
+                (self.root / rel).unlink()
+                (self.root / rel).mkdir()
+            else:
+                (self.root / rel).unlink()
+                (self.root / rel).symlink_to(rng.choice(["/etc/passwd", "../outside", "manifest.json", "nowhere"]))
+            return "structure"
+        rel = rng.choice(listed)
+        original = self.files.get(rel, b"")
+        if rel.endswith(".npy"):
+            data = _npy(rng, original)
+        elif rel.endswith((".txt", ".json", ".md")):
+            data = _text_file(rng, original, rel)
+        else:  # model files: damaged bytes (load_bundle only checksums them)
+            data = bytearray(original)
+            for _ in range(rng.randint(1, 4)):
+                if data:
+                    data[rng.randrange(len(data))] = rng.randrange(256)
+            data = bytes(data)
+        (self.root / rel).write_bytes(data)
+        if rng.random() < 0.85:  # checksums updated: the content itself must be checked
+            m = json.loads(self.files["manifest.json"])
+            m["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+            (self.root / "manifest.json").write_text(json.dumps(m, ensure_ascii=False), encoding="utf-8")
+        return f"file {rel}"
+
+
+def _exercise(bundle) -> None:
+    """A loaded bundle must also encode texts (e.g. a dictionary frequency of -5 failed each text)."""
+    texts = ["今天股市大涨，投资者信心十足。", "x" * 3000, "這家餐廳的服務很好 👍🏽"]
+    bundle.preprocessor.encode(texts)
+
+
+def fuzz_bundle_mutations(directory: Path, n: int, seed: int, work_root: Path) -> tuple[Tally, dict]:
+    """Mutate manifest values and files of small bundles (format 1: char, jieba + t2s, HAN; format 2: the
+    shipped default); every `load_bundle` must load (and then encode texts) or raise BundleError."""
+    from kdedge_run.bundle import BundleError, load_bundle
+
+    sources = [directory / name for name in BUNDLES] + [ROOT / "runtime" / "kdedge_run" / "default_model"]
+    mutators = [BundleMutator(src, work_root / f"mut_{i}") for i, src in enumerate(sources)]
+    for m in mutators:
+        load_bundle(m.root)  # each seed loads untouched
+    rng = random.Random(f"{seed}:bundles")
+    tally = Tally()
+    outcome = {"loaded": 0, "refused": 0, "slowest_s": 0.0}
+    while tally.inputs < n:
+        mut = mutators[tally.inputs % len(mutators)]
+        what = mut.mutate(rng)
+        start = time.perf_counter()
+        try:
+            bundle = load_bundle(mut.root)
+            _exercise(bundle)
+            outcome["loaded"] += 1
+        except BundleError as e:
+            outcome["refused"] += 1
+            if len(str(e)) > MAX_MESSAGE or not str(e):
+                tally.crash(f"{what}: BundleError message of {len(str(e))} characters: {str(e)[:300]}")
+        except Exception as e:  # noqa: BLE001 - that is the point
+            tally.crash(f"{what}: unexpected {type(e).__name__}: {str(e)[:300]}\n{traceback.format_exc(limit=4)}")
+        outcome["slowest_s"] = max(outcome["slowest_s"], time.perf_counter() - start)
+        tally.inputs += 1
+        mut.restore()
+    return tally, outcome
+
+
+# -------------------------------------------------------------------------------- training files
+
+GOOD_ROWS = [{"id": "a1", "text": "今天股市大涨，投资者信心十足。", "labels": ["经济"]},
+             {"id": 2, "text": "球队昨晚赢得了冠军", "labels": ["体育", "新闻"], "source": "web"},
+             {"id": "c", "text": "這家餐廳的服務很好", "labels": ["美食"]},
+             {"text": "手机更新后电池不耐用", "labels": []},
+             {"id": "e", "text": "医生说要多休息", "labels": ["健康", "新闻"], "doc": 7}]
+LABEL_NAMES = ["经济", "体育", "新闻", "美食", "健康"]
+HOSTILE_FRAGMENTS = ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "9" * 5000, "9" * 4300, "1" + "0" * 400,
+                     "[" * 100_000, "{" * 100_000, "[" * 500 + "]" * 500, '"\\ud800"', '"\\udfff股"', '"\\u0000"',
+                     '"\\u001b[31m"', '"\\u202e"', '"a\\nb"', '"a\\tb"', '"\\u2028"', '"\\ufeff"', '""', '" "',
+                     '"\\u3000"', "null", "true", "[]", "{}", '["a", 1]', '[""]', '[" "]', '["\\u0085"]',
+                     '["\\udb80\\udc00"]', '["\\ue000"]', '["a", "a"]', '"x"', "0", "-0", "1.5", '"股' + "市" * 100_000 + '"']
+CSV_FRAGMENTS = ['"', '""', ",", "\t", "\r", "\n", '"a,b"', '"a\nb"', "\x00", "\ufeff", "\u202e", "\x1b", ",,",
+                 "\ud800", "，", "=cmd()", " ", "\u2028", "a" * 100_000]
+
+
+def _jsonl_file(rng: random.Random) -> bytes:
+    lines = [json.dumps(r, ensure_ascii=rng.random() < 0.3) for r in rng.sample(GOOD_ROWS, rng.randint(1, 5))]
+    for _ in range(rng.randint(1, 4)):
+        i = rng.randrange(len(lines))
+        op = rng.random()
+        if op < 0.45:  # one value replaced by a hostile JSON fragment
+            value = rng.choice(['"[^"]*"', r"\[[^\]]*\]", r"\b\d+\b", "null"])
+            spots = list(re.finditer(value, lines[i]))
+            if spots:
+                spot = rng.choice(spots)
+                lines[i] = lines[i][:spot.start()] + rng.choice(HOSTILE_FRAGMENTS) + lines[i][spot.end():]
+        elif op < 0.55:
+            lines[i] = lines[i][:rng.randrange(len(lines[i]) + 1)]  # truncated
+        elif op < 0.62:
+            lines.insert(i, lines[i])  # duplicate id
+        elif op < 0.7:
+            lines.insert(i, rng.choice(["", " ", "\r", "[1]", "1", '"s"', "{}", "\x00", "\ufeff{}"]))
+        elif op < 0.78:
+            lines[i] = lines[i].replace('"text"', rng.choice(['"txt"', '"text" ', '"TEXT"', '"labels"']), 1)
+        elif op < 0.85:
+            lines[i] = lines[i].replace('"labels"', rng.choice(['"label"', '"text"', '"id"']), 1)
+        else:
+            lines[i] = lines[i] + rng.choice([",", "}", " x", "\x00", "\u2028"])
+    data = "\n".join(lines).encode("utf-8", "surrogatepass")
+    return _bytes_damage(rng, data)
+
+
+def _csv_file(rng: random.Random, delimiter: str) -> bytes:
+    header = rng.choice([["text", "labels"], ["id", "text", "labels"], ["labels", "text", "doc"]])
+    rows = []
+    for r in rng.sample(GOOD_ROWS, rng.randint(1, 5)):
+        cells = {"id": str(r.get("id", "")), "text": r["text"], "labels": ",".join(r["labels"]), "doc": "1"}
+        rows.append([cells[h] for h in header])
+    out = [delimiter.join(header)] if rng.random() > 0.05 else [delimiter.join(rng.choice([["text"], ["txt", "lab"],
+                                                                                            ["text", "text"], [""]]))]
+    for row in rows:
+        quoted = [f'"{c}"' if ("," in c or rng.random() < 0.2) else c for c in row]
+        out.append(delimiter.join(quoted))
+    for _ in range(rng.randint(1, 4)):
+        i = rng.randrange(len(out))
+        line = out[i]
+        j = rng.randrange(len(line) + 1)
+        out[i] = line[:j] + rng.choice(CSV_FRAGMENTS) + line[j:]
+        if rng.random() < 0.2:
+            out.insert(i, rng.choice(["", delimiter, '"', delimiter * 3, "\x00"]))
+    ending = rng.choice(["\n", "\r\n", "\r"])
+    data = ending.join(out).encode("utf-8", "surrogatepass")
+    if rng.random() < 0.1:
+        data = b"\xef\xbb\xbf" + data
+    return _bytes_damage(rng, data)
+
+
+def _bytes_damage(rng: random.Random, data: bytes) -> bytes:
+    if rng.random() < 0.15 and data:
+        data = bytearray(data)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.choice([0, 0x0A, 0x22, 0x5B, 0x80, 0xC0, 0xED, 0xFF,
+                                                         rng.randrange(256)])
+        data = bytes(data)
+    return data
+
+
+def _label_file(rng: random.Random) -> bytes:
+    names = list(LABEL_NAMES)
+    for _ in range(rng.randint(0, 3)):
+        names.insert(rng.randrange(len(names) + 1), rng.choice(
+            ["", " ", "经济", "a\tb", "\x1b[31m", "sp\u202eorts", "\ud800", "\u2028", "a" * 5000, "\x00", "\ufeff体育"]))
+    if rng.random() < 0.2:
+        names = names[:rng.randint(0, len(names))]
+    return _bytes_damage(rng, "\n".join(names).encode("utf-8", "surrogatepass"))
+
+
+def _check_dataset(ds, skip_invalid: bool) -> str | None:
+    """What is wrong with a Dataset load_dataset returned, or None."""
+    from kdedge.data import describe, label_problem
+
+    if not (len(ds.texts) == len(ds.labels) == len(ds.ids) and ds.texts):
+        return "lengths differ or no texts"
+    if len(set(ds.ids)) != len(ds.ids):
+        return "duplicate ids"
+    if ds.skipped and not skip_invalid:
+        return "rows skipped without skip_invalid"
+    names = set(ds.label_names)
+    for text, labels in zip(ds.texts, ds.labels):
+        if not isinstance(text, str) or not text.strip() or re.search("[\ud800-\udfff]", text):
+            return f"bad text {text!r:.80}"
+        if not set(labels) <= names:
+            return f"labels {labels} outside label_names"
+    if any(label_problem(n) for n in ds.label_names):
+        return f"unprintable label in {ds.label_names!r:.200}"
+    json.dumps(describe(ds), ensure_ascii=False, allow_nan=False)  # `kdedge data stats --json`
+    return None
+
+
+def fuzz_training_files(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
+    """Mutated JSON Lines / CSV / TSV training files (and label files) through `kdedge.data.load_dataset`,
+    without and with skip_invalid: only a Dataset or a DataError may come out. With skip_invalid, a bad
+    row never stops the load: only file-level problems (no valid text, CSV header, label file) do."""
+    from kdedge.data import DataError, load_dataset
+
+    work.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(f"{seed}:training")
+    tally = Tally()
+    outcome = {"datasets": 0, "data_errors": 0, "skip_invalid_datasets": 0, "skip_invalid_errors": 0}
+    labels_path = work / "labels.txt"
+    while tally.inputs < n:
+        suffix = rng.choice([".jsonl", ".jsonl", ".csv", ".tsv"])
+        data = _jsonl_file(rng) if suffix == ".jsonl" else _csv_file(rng, "," if suffix == ".csv" else "\t")
+        path = work / f"data{suffix}"
+        path.write_bytes(data)
+        labels_file = None
+        if rng.random() < 0.2:
+            labels_path.write_bytes(_label_file(rng))
+            labels_file = labels_path
+        for skip in (False, True):
+            try:
+                ds = load_dataset(path, labels_file, skip_invalid=skip)
+            except DataError as e:
+                outcome["skip_invalid_errors" if skip else "data_errors"] += 1
+                row_level = e.path == path and e.line is not None and not (suffix != ".jsonl" and e.line == 1)
+                if skip and row_level:
+                    tally.crash(f"skip_invalid stopped at a row: {e}", data[:200])
+                if len(str(e)) > MAX_MESSAGE:
+                    tally.crash(f"DataError message of {len(str(e))} characters: {str(e)[:200]}", data[:100])
+            except Exception as e:  # noqa: BLE001 - that is the point
+                tally.crash(f"unexpected {type(e).__name__}: {str(e)[:300]}\n{traceback.format_exc(limit=4)}",
+                            data[:300])
+            else:
+                outcome["skip_invalid_datasets" if skip else "datasets"] += 1
+                try:
+                    problem = _check_dataset(ds, skip)
+                except Exception as e:  # noqa: BLE001
+                    problem = f"describe: {type(e).__name__}: {e}"
+                if problem:
+                    tally.crash(problem, data[:300])
+        tally.inputs += 1
+    return tally, outcome
+
+
 # ---------------------------------------------------------------------------------------- atheris
 
 def run_atheris(path: Path, backend: str, runs: int) -> None:
@@ -327,6 +739,10 @@ def main() -> int:
     parser.add_argument("--bundles-dir", type=Path, default=Path(tempfile.gettempdir()) / "kdedge_fuzz_bundles")
     parser.add_argument("--only", choices=list(BUNDLES), action="append", help="fuzz only these bundles")
     parser.add_argument("--atheris", type=int, metavar="RUNS", help="coverage-guided fuzzing instead (atheris)")
+    parser.add_argument("--bundle-mutations", type=int, default=0, metavar="N",
+                        help="mutated bundles (manifest values, files) through load_bundle")
+    parser.add_argument("--training-files", type=int, default=0, metavar="N",
+                        help="mutated JSON Lines / CSV training files through kdedge.data.load_dataset")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "runtime"))
@@ -337,7 +753,7 @@ def main() -> int:
         return 0
     total = Tally()
     start_all = time.perf_counter()
-    for name in args.only or list(BUNDLES):
+    for name in (args.only or list(BUNDLES)) if args.n else []:
         start = time.perf_counter()
         tally = fuzz_bundle(name, args.bundles_dir / name, BUNDLES[name][1], args.n, args.seed, args.long_max)
         seconds = time.perf_counter() - start
@@ -350,6 +766,30 @@ def main() -> int:
         seconds = time.perf_counter() - start
         _report(total, tally, f"{'cli predict --input -':<26} {tally.inputs:>8,} lines  in {seconds:7.1f} s = "
                 f"{tally.inputs / seconds:8,.0f}/s; error records {tally.empty:,}, crashes {tally.crashes}")
+    if args.bundle_mutations:
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="kdedge_fuzz_mut") as work:
+            tally, outcome = fuzz_bundle_mutations(args.bundles_dir, args.bundle_mutations, args.seed, Path(work))
+        seconds = time.perf_counter() - start
+        _report(total, tally, f"{'bundle mutations':<26} {tally.inputs:>8,} bundles in {seconds:7.1f} s = "
+                f"{tally.inputs / seconds:8,.0f}/s; loaded {outcome['loaded']:,}, BundleError "
+                f"{outcome['refused']:,}, slowest load {outcome['slowest_s']:.2f} s, unexpected {tally.crashes}")
+    if args.training_files:
+        sys.path.insert(0, str(ROOT))
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="kdedge_fuzz_data") as work:
+            tally, outcome = fuzz_training_files(args.training_files, args.seed, Path(work))
+        seconds = time.perf_counter() - start
+        _report(total, tally, f"{'training files':<26} {tally.inputs:>8,} files   in {seconds:7.1f} s = "
+                f"{tally.inputs / seconds:8,.0f}/s; Dataset {outcome['datasets']:,} / DataError "
+                f"{outcome['data_errors']:,}; with skip_invalid {outcome['skip_invalid_datasets']:,} / "
+                f"{outcome['skip_invalid_errors']:,}; unexpected {tally.crashes}")
+    try:
+        import resource
+
+        print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    except ImportError:
+        pass
     seconds = time.perf_counter() - start_all
     print(f"TOTAL {total.inputs:,} inputs in {seconds:.1f} s ({total.inputs / seconds:,.0f}/s), "
           f"crashes: {total.crashes}")

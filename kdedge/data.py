@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import re
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,15 +57,20 @@ class Dataset:
                        [self.ids[r] for r in rows], [self.extra[r] for r in rows] if self.extra else [])
 
 
+def _shown(value: str, limit: int = 80) -> str:
+    """A name or id inside a message: escaped (kdedge_run.text.escape) and cut to `limit` characters."""
+    shown = escape(value)
+    return shown if len(shown) <= limit else shown[:limit] + f"… ({len(value):,} characters)"
+
+
 def label_problem(name: str) -> str | None:
     """Why `name` cannot be a label, or None. Unprintable characters (controls such as newline, tab, NUL
     and ESC, bidi and other format characters such as U+202E, line/paragraph separators, surrogates,
     private use, unassigned code points) are refused: the same notion as `kdedge_run.text.escape`, which
     would have to escape them in every line of text output."""
-    shown = escape(name)
-    if shown != name:
+    if escape(name) != name:
         bad = next(c for c in name if escape(c) != c)
-        return f"label {shown!r} holds the unprintable character {escape(bad)} (U+{ord(bad):04X}); rename it"
+        return f"label '{_shown(name)}' holds the unprintable character {escape(bad)} (U+{ord(bad):04X}); rename it"
     return None
 
 
@@ -81,7 +87,7 @@ def read_label_file(path) -> list[str]:
         if not name:
             continue
         if name in names:
-            raise DataError(path, n, None, f"duplicate label '{name}'")
+            raise DataError(path, n, None, f"duplicate label '{_shown(name)}'")
         problem = label_problem(name)
         if problem:
             raise DataError(path, n, None, problem)
@@ -113,7 +119,7 @@ def _check_record(path, line: int, text, labels, allowed: set[str] | None) -> tu
     if allowed is not None:
         unknown = [x for x in labels if x not in allowed]
         if unknown:
-            raise DataError(path, line, "labels", f"unknown label '{unknown[0]}' (not in the label file)")
+            raise DataError(path, line, "labels", f"unknown label '{_shown(unknown[0])}' (not in the label file)")
     return text, labels
 
 
@@ -186,10 +192,13 @@ def _csv_records(path: Path, text_field: str, label_field: str, label_sep: str, 
     with handle:
         if _BAD_BYTES.search(header_line):
             raise DataError(path, 1, None, "invalid UTF-8")
-        header = next(csv.reader([header_line], delimiter=delimiter))
+        try:
+            header = next(csv.reader([header_line], delimiter=delimiter))
+        except (csv.Error, StopIteration) as exc:  # e.g. a column name longer than csv's field limit
+            raise DataError(path, 1, None, f"unreadable header: {exc or 'empty'}") from None
         for name in (text_field, label_field):
             if name not in header:
-                raise DataError(path, 1, name, f"column not in header {header}")
+                raise DataError(path, 1, name, f"column not in header {reprlib.repr(header)}")
         reader = csv.reader(handle, delimiter=delimiter)
         while True:
             try:
@@ -249,7 +258,7 @@ def load_dataset(path, labels_file=None, text_field: str = "text", label_field: 
                 raise DataError(path, line_no, "id", "holds a lone surrogate (not Unicode text)")
             rid = str(rid) if rid is not None and rid != "" else f"line{line_no}"
             if rid in seen_ids:
-                raise DataError(path, line_no, "id", f"duplicate id '{rid}' (first on line {seen_ids[rid]})")
+                raise DataError(path, line_no, "id", f"duplicate id '{_shown(rid)}' (first on line {seen_ids[rid]})")
         except DataError:
             if not skip_invalid:
                 raise
@@ -286,13 +295,13 @@ def check_trainable(ds: Dataset, path, val_split: float) -> None:
             counts[name] += 1
     used = [name for name, c in counts.items() if c > 0]
     if len(used) < 2:
-        only = f"only the label {escape(used[0])!r} has texts" if used else "no text has a label"
+        only = f"only the label '{_shown(used[0])}' has texts" if used else "no text has a label"
         raise DataError(path, None, "labels", f"{only}; a multi-label classifier needs texts of at least 2 "
                                               "labels: add texts of other labels")
     need = max(2, math.ceil(1 / val_split - 1e-9))
     rare = sorted((c, name) for name, c in counts.items() if 0 < c < need)
     if 2 * len(rare) > len(used):  # a few rare labels are common (they keep the threshold 0.5); most is not
-        shown = ", ".join(f"{escape(name)!r} ({c})" for c, name in rare[:5]) + (", …" if len(rare) > 5 else "")
+        shown = ", ".join(f"'{_shown(name, 40)}' ({c})" for c, name in rare[:5]) + (", …" if len(rare) > 5 else "")
         raise DataError(path, None, "labels", f"{len(rare):,} of {len(used):,} labels have fewer than {need} texts "
                                               f"({shown}); with --val-split {val_split:g} a label needs at least "
                                               f"{need} to have one in the validation split. Add texts, merge or "
@@ -310,7 +319,7 @@ def describe(ds: Dataset) -> dict:
         "labels": len(ds.label_names),
         "label_frequency": freq,
         "cardinality": float(y.sum(axis=1).mean()),
-        "density": float(y.mean()),
+        "density": float(y.mean()) if y.size else 0.0,  # no label at all: 0, never NaN (--json is strict JSON)
         "texts_without_label": int((y.sum(axis=1) == 0).sum()),
         "distinct_label_sets": len({tuple(sorted(x)) for x in ds.labels}),
         "imbalance_ratio": float(max(nonzero) / min(nonzero)) if nonzero else 0.0,

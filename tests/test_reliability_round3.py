@@ -515,3 +515,80 @@ def test_ctrl_c_at_any_moment_of_a_real_export_publishes_nothing_or_all(tmp_path
         outcomes.append(proc.returncode)
     assert 130 in outcomes, outcomes
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".b")]  # staging cleaned up
+
+
+# ===================================================================================================
+# Found by the fuzz harness's new targets (bench/fuzz_runtime.py --bundle-mutations / --training-files)
+# ===================================================================================================
+
+@pytest.fixture(scope="module")
+def jieba_bundle(tmp_path_factory):
+    from runtime_bundle_factory import build_bundle
+
+    return build_bundle(tmp_path_factory.mktemp("round3") / "b", arch="textcnn", segmenter="jieba", t2s=True,
+                        dtype="int8", formats=("onnx",)).path
+
+
+def _bundle_copy(src: Path, dest: Path) -> Path:
+    return Path(shutil.copytree(src, dest))
+
+
+def test_npy_header_that_numpy_cannot_tokenize_is_a_bundle_error(jieba_bundle, tmp_path):
+    from runtime_bundle_factory import read_manifest, write_manifest
+
+    from kdedge_run.bundle import BundleError, load_bundle
+
+    bundle = _bundle_copy(jieba_bundle, tmp_path / "b")
+    rel = read_manifest(bundle)["embeddings"]["file"]
+    header = b"{'descr': '|i1', 'fortran_order': False, 'shape': (56, 8), }" + b" " * 50 + b'"'  # unclosed string
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    (bundle / rel).write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\x00" * 448)
+    write_manifest(bundle, read_manifest(bundle))  # checksums updated: the content itself must be refused
+    with pytest.raises(BundleError, match=f"^{rel}: cannot read: "):  # was: tokenize.TokenError
+        load_bundle(bundle)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("embeddings.dtype", ["int8"], "manifest.json: embeddings.dtype ['int8'] unknown"),  # was: TypeError
+    ("format_version", -10**4000, "manifest.json: invalid format_version -"),             # was: 4,000 characters
+])
+def test_hostile_manifest_values_found_by_fuzzing(jieba_bundle, tmp_path, key, value, message):
+    from runtime_bundle_factory import read_manifest
+
+    from kdedge_run.bundle import BundleError, load_bundle
+
+    bundle = _bundle_copy(jieba_bundle, tmp_path / "b")
+    manifest = read_manifest(bundle)
+    parent = manifest
+    *parents, last = key.split(".")
+    for k in parents:
+        parent = parent[k]
+    parent[last] = value
+    (bundle / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(BundleError) as err:
+        load_bundle(bundle)
+    assert str(err.value).startswith(message) and len(str(err.value)) < 300, str(err.value)[:500]
+
+
+def test_training_files_found_by_fuzzing(tmp_path):
+    from kdedge.data import describe
+
+    csv_path = tmp_path / "d.csv"
+    csv_path.write_text("text,labels" + "a" * 200_000 + "\n足球,体育\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r":1: unreadable header: field larger than field limit"):  # was: csv.Error
+        load_dataset(csv_path)
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "没有标签的文本", "labels": []}])
+    stats = describe(load_dataset(path))  # no label at all
+    json.dumps(stats, allow_nan=False)  # `kdedge data stats --json` printed "density": NaN
+    assert stats["density"] == 0.0
+    long_name = "标" * 100_000
+    path = write_jsonl(tmp_path / "e.jsonl", [{"id": "a", "text": "文本", "labels": [long_name + "\x1b"]},
+                                            {"id": "a", "text": "文本", "labels": ["x"]}])
+    with pytest.raises(DataError) as err:
+        load_dataset(path)
+    assert len(str(err.value)) < 400 and "100,001 characters" in str(err.value)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("体育\n" + long_name + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        load_dataset(write_jsonl(tmp_path / "f.jsonl", [{"text": "文本", "labels": ["y" * 100_000]}]), labels)
+    assert len(str(err.value)) < 400 and "unknown label" in str(err.value)

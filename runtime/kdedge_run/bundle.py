@@ -9,6 +9,7 @@ import os
 import re
 import reprlib
 import stat
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -58,7 +59,8 @@ def _reading(rel: str):
         yield
     except BundleError:
         raise
-    except (OSError, ValueError, TypeError, KeyError, RecursionError, MemoryError) as e:
+    except (OSError, ValueError, TypeError, KeyError, RecursionError, MemoryError, tokenize.TokenError) as e:
+        # tokenize.TokenError: numpy parses a .npy header with ast.literal_eval (an unclosed bracket)
         raise BundleError(f"{rel}: cannot read: {type(e).__name__ if isinstance(e, MemoryError) else e}") from e
 
 
@@ -161,7 +163,7 @@ def _read_manifest(root: Path) -> dict:
         raise BundleError(f'{MANIFEST}: not a kdedge bundle (expected "format": "{FORMAT}")')
     version = manifest.get("format_version")
     if type(version) is not int or version < 1:
-        raise BundleError(f"{MANIFEST}: invalid format_version {version!r}")
+        raise BundleError(f"{MANIFEST}: invalid format_version {_short(version)}")
     if version > FORMAT_VERSION:
         raise BundleError(f"{MANIFEST}: format_version {version} is newer than this kdedge-run reads "
                           f"({FORMAT_VERSION}); upgrade kdedge-run")
@@ -364,7 +366,7 @@ def _check_manifest(m: dict) -> None:
                               "strings, attention_name a string or null")
         shape = entry.get("input_shape")
         if not isinstance(shape, list) or shape[1:] != expected or shape[:1] not in ([None], [1]):
-            raise BundleError(f"{entry['file']}: manifest input_shape {shape} does not match "
+            raise BundleError(f"{entry['file']}: manifest input_shape {_short(shape)} does not match "
                               f"input/embeddings [batch, {', '.join(map(str, expected))}]")
 
 
@@ -423,7 +425,7 @@ def _load_npy(root: Path, rel: str, problem) -> np.ndarray:
 def _read_vectors(root: Path, m: dict, vocab_size: int) -> tuple[np.ndarray, np.ndarray | None]:
     spec = m["embeddings"]
     dtype = spec.get("dtype")
-    if dtype not in _EMBEDDING_DTYPES:
+    if not isinstance(dtype, str) or dtype not in _EMBEDDING_DTYPES:
         raise BundleError(f"{MANIFEST}: embeddings.dtype {_short(dtype)} unknown (float32, float16 or int8)")
     rel = _require_listed(m, spec.get("file"), "embeddings.file")
 
