@@ -540,7 +540,7 @@ def test_npy_header_that_numpy_cannot_tokenize_is_a_bundle_error(jieba_bundle, t
 
     bundle = _bundle_copy(jieba_bundle, tmp_path / "b")
     rel = read_manifest(bundle)["embeddings"]["file"]
-    header = b"{'descr': '|i1', 'fortran_order': False, 'shape': (56, 8), }" + b" " * 50 + b'"'  # unclosed string
+    header = b"{'descr': '|i1', 'fortran_order': False, 'shape': (56, 8), "  # the brace never closed
     header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
     (bundle / rel).write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\x00" * 448)
     write_manifest(bundle, read_manifest(bundle))  # checksums updated: the content itself must be refused
