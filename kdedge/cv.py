@@ -13,7 +13,7 @@ import numpy as np
 
 from kdedge.architectures import ARCHITECTURES
 from kdedge.config import TrainConfig
-from kdedge.data import load_dataset
+from kdedge.data import check_trainable, load_dataset
 from kdedge.errors import MissingExtraError, UsageError
 from kdedge.tflog import import_tensorflow
 from kdedge.files import atomic_path, cache_dir, write_json_atomic
@@ -377,6 +377,7 @@ def run_cv(cfg: TrainConfig, data: str, out: str, *, folds: int = 5, archs=("tex
         out_path = out_path / ".workers" / str(json.loads(os.environ["TF_CONFIG"])["task"]["index"])
     (out_path / "folds").mkdir(parents=True, exist_ok=True)
     ds = load_dataset(data, labels_file, skip_invalid=skip_invalid)
+    check_trainable(ds, data, cfg.val_split, folds)
     settings = {"data": str(data), "folds": folds, "archs": list(archs), "group_by": group_by,
                 "config": cfg.to_dict(), "labels": ds.label_names, "inputs": input_hashes(data, cfg.vectors)}
     settings_path = out_path / "cv.json"

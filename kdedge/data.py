@@ -282,13 +282,14 @@ def load_dataset(path, labels_file=None, text_field: str = "text", label_field: 
     return Dataset(texts, labels, names, ids, extra, skipped)
 
 
-def check_trainable(ds: Dataset, path, val_split: float) -> None:
+def check_trainable(ds: Dataset, path, val_split: float, folds: int | None = None) -> None:
     """Refuse, before any training, label spaces a run cannot learn or validate, saying what to change:
     fewer than 2 labels with texts (a classifier of one label always says yes), or more than half of the
     labels with so few texts that the validation split (`val_split`) expects none of them (thresholds,
     early stopping and calibration would have nothing to go on; 5,000 labels of one text each left the
     validation split empty, and 1,000 labels of 5 texts ran for many minutes to learn nothing). A few
-    rare labels are accepted: they keep the threshold 0.5."""
+    rare labels are accepted: they keep the threshold 0.5. With `folds` (kdedge cv), each fold trains on
+    (folds − 1) / folds of the texts."""
     counts = dict.fromkeys(ds.label_names, 0)
     for labels in ds.labels:
         for name in labels:
@@ -298,12 +299,14 @@ def check_trainable(ds: Dataset, path, val_split: float) -> None:
         only = f"only the label '{_shown(used[0])}' has texts" if used else "no text has a label"
         raise DataError(path, None, "labels", f"{only}; a multi-label classifier needs texts of at least 2 "
                                               "labels: add texts of other labels")
-    need = max(2, math.ceil(1 / val_split - 1e-9))
+    share = val_split * ((folds - 1) / folds if folds else 1.0)
+    need = max(2, math.ceil(1 / share - 1e-9))
     rare = sorted((c, name) for name, c in counts.items() if 0 < c < need)
     if 2 * len(rare) > len(used):  # a few rare labels are common (they keep the threshold 0.5); most is not
         shown = ", ".join(f"'{_shown(name, 40)}' ({c})" for c, name in rare[:5]) + (", …" if len(rare) > 5 else "")
         raise DataError(path, None, "labels", f"{len(rare):,} of {len(used):,} labels have fewer than {need} texts "
-                                              f"({shown}); with --val-split {val_split:g} a label needs at least "
+                                              f"({shown}); with --val-split {val_split:g}"
+                                              + (f" and {folds} folds" if folds else "") + " a label needs at least "
                                               f"{need} to have one in the validation split. Add texts, merge or "
                                               "remove those labels, or raise --val-split")
 

@@ -592,3 +592,14 @@ def test_training_files_found_by_fuzzing(tmp_path):
     with pytest.raises(DataError) as err:
         load_dataset(write_jsonl(tmp_path / "f.jsonl", [{"text": "文本", "labels": ["y" * 100_000]}]), labels)
     assert len(str(err.value)) < 400 and "unknown label" in str(err.value)
+
+
+def test_cv_refuses_label_spaces_it_cannot_learn_before_any_fold(tmp_path):
+    """kdedge cv runs the same up-front check as train, for a fold's share of the texts."""
+    from kdedge.config import make_config
+    from kdedge.cv import run_cv
+
+    data = write_jsonl(tmp_path / "d.jsonl", _label_rows(200, 5))
+    with pytest.raises(DataError, match="with --val-split 0.1 and 5 folds a label needs at least 13"):
+        run_cv(make_config({}), data, str(tmp_path / "cv"), folds=5, progress=False)
+    assert not list((tmp_path / "cv").glob("folds/*"))
