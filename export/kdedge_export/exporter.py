@@ -18,7 +18,7 @@ from .card import label_f1_png, model_card
 from .codepoints import build_tables
 from .convert import CodepointGraph, codepoint_onnx, codepoint_tflite, quantize_onnx, to_onnx, to_tflite
 from .errors import ExportError
-from .golden import golden_vectors, test_metrics
+from .golden import GOLDEN_TOLERANCE, golden_vectors, test_metrics
 from .run import load_keras, load_run, read_vocab
 from .segmentation import T2S_FILE, agreement, segmenter_spec
 from .vectors import DEFAULT_FOR_QUANTIZE, DTYPES, encode, quantise_int8
@@ -404,7 +404,7 @@ def _export_codepoints(run, out: Path, base: dict, seg_files: dict, formats, pre
         written = stage.write_manifest(written)
         golden = golden_vectors(stage.path, written["models"][0]["format"], texts[:24])
         stage.write_text("golden.jsonl", "".join(line + "\n" for line in golden))
-        written["golden"] = {"file": "golden.jsonl", "texts": len(golden), "tolerance": 1e-5}
+        written["golden"] = {"file": "golden.jsonl", "texts": len(golden), "tolerance": GOLDEN_TOLERANCE}
         written = stage.write_manifest(written)
         return _finish(stage, run, cal, written, notes, written["models"][0]["format"], test, force)
 

@@ -67,4 +67,4 @@ def test_metrics(bundle_dir: Path, backend: str, texts: list[str], y: np.ndarray
             decided[i, index[lab]] = 1.0
     result = scores(y, decided, clf.labels)
     return {"texts": len(texts), "not_judged": int(sum(not p.judged for p in predictions)),
-            "thresholds": "bundle", **{k: v for k, v in result.items()}}
+            "thresholds": "bundle", **result}
