@@ -11,10 +11,7 @@ from the bundle's golden vectors.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import random
-import statistics
 import time
 from pathlib import Path
 
@@ -23,50 +20,27 @@ import numpy as np
 import kdedge_run
 from kdedge_run.backends import available
 
-DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default"
+from measure import REPO, machine_line, markdown_table, per_call, probabilities, read_texts, summary_ms
 
-
-def read_texts(path: Path | None, bundle: Path, n: int) -> list[str]:
-    if path is None:
-        lines = (bundle / "golden.jsonl").read_text(encoding="utf-8").splitlines()
-        return [json.loads(line)["text"] for line in lines]
-    texts = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            texts.append(json.loads(line)["text"])
-            if len(texts) == n:
-                break
-    return texts
+DEFAULT = REPO / "models" / "default"
 
 
 def p50_ms(clf, texts: list[str], repeats: int = 3) -> float:
-    """Median wall time of `clf.predict(text)`, one text at a time, after a warm-up pass."""
-    for text in texts[:50]:
-        clf.predict(text)
-    times = []
-    for _ in range(repeats):
-        for text in texts:
-            start = time.perf_counter()
-            clf.predict(text)
-            times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
-def matrix(clf, predictions) -> np.ndarray:
-    return np.array([[p.probabilities[lab] for lab in clf.labels] for p in predictions])
+    """Median wall time of `clf.predict(text)`, one text at a time, after a warm-up pass of 50 texts."""
+    return summary_ms(per_call(clf.predict, texts, warmup=50, repeats=repeats))["p50"]
 
 
 def batch_invariance(clf, texts: list[str], seed: int = 0) -> float:
     """Largest |Δp| of a text predicted alone vs inside batches of random companions (sizes 2–64)."""
     rng = random.Random(seed)
-    alone = matrix(clf, [clf.predict(t) for t in texts])
+    alone = probabilities(clf.labels, [clf.predict(t) for t in texts])
     worst = 0.0
     for size in (2, 7, 16, 64):
         order = list(range(len(texts)))
         rng.shuffle(order)
         for start in range(0, len(order), size):
             rows = order[start:start + size]
-            batch = matrix(clf, clf.predict([texts[i] for i in rows]))
+            batch = probabilities(clf.labels, clf.predict([texts[i] for i in rows]))
             worst = max(worst, float(np.abs(batch - alone[rows]).max()))
     return worst
 
@@ -77,9 +51,8 @@ def main() -> None:
     parser.add_argument("--bundle-all", type=Path, help="a format-2 bundle with ONNX and TFLite models")
     parser.add_argument("--n", type=int, default=2000, help="texts read from --texts")
     args = parser.parse_args()
-    texts = read_texts(args.texts, DEFAULT, args.n)
-    print(f"# kdedge-run default install and back-ends ({platform.processor() or platform.machine()}, "
-          f"{len(texts)} texts, 1 thread)\n")
+    texts = read_texts(args.texts or DEFAULT / "golden.jsonl", args.n if args.texts else None)
+    print(f"# kdedge-run default install and back-ends ({machine_line()}; {len(texts)} texts, 1 thread)\n")
     rows = []
     default = kdedge_run.load()
     rows.append(("default bundle, default install", default, texts))
@@ -88,18 +61,18 @@ def main() -> None:
             if available(backend):
                 rows.append((f"--format all bundle, {backend}", kdedge_run.load(args.bundle_all, backend=backend),
                              texts))
-    print("| bundle, back-end | model | p50 ms/text | texts/s (batch 64) | max |Δp| alone vs in a batch |")
-    print("|---|---|---:|---:|---:|")
-    probs = {}
+    table, probs = [], {}
     for name, clf, sample in rows:
         entry = next(e for e in clf.info()["models"] if e["format"] == clf.backend)
         p50 = p50_ms(clf, sample)
         start = time.perf_counter()
-        probs[name] = matrix(clf, clf.predict(sample))
+        probs[name] = probabilities(clf.labels, clf.predict(sample))
         rate = len(sample) / (time.perf_counter() - start)
         invariance = batch_invariance(clf, sample[:512])
-        print(f"| {name} | {entry['format']} {entry['precision']}, {entry['bytes'] / 1e6:.2f} MB | {p50:.3f} | "
-              f"{rate:,.0f} | {invariance:.1e} |")
+        table.append([name, f"{entry['format']} {entry['precision']}, {entry['bytes'] / 1e6:.2f} MB", f"{p50:.3f}",
+                      f"{rate:,.0f}", f"{invariance:.1e}"])
+    print(markdown_table(["bundle, back-end", "model", "p50 ms/text", "texts/s (batch 64)",
+                          "max |Δp| alone vs in a batch"], table))
     if args.bundle_all and len(probs) == 3:
         onnx, tflite = (probs[f"--format all bundle, {b}"] for b in ("onnx", "tflite"))
         print(f"\nONNX vs TFLite, same bundle: max |Δp| {np.abs(onnx - tflite).max():.1e} over "

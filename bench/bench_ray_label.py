@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from measure import machine_line, run_child
 
 WORDS = ["今天", "我们", "医院", "感冒", "医生", "头痛", "晚上", "睡不好", "股票", "银行", "市场", "比赛", "足球",
          "最近", "常常", "发烧", "咳嗽", "检查", "治疗", "药物", "血压", "心脏", "朋友", "城市", "新闻"]
@@ -52,14 +51,9 @@ def make_large_input(path: Path, gigabytes: float, seed: int = 0) -> int:
 def predict_process(bundle, path: Path) -> tuple[float, float]:
     """(texts/s, peak RSS MB) of one `kdedge-run predict --input` process over `path` (that process alone)."""
     n = sum(1 for _ in open(path, encoding="utf-8"))
-    start = time.perf_counter()
     args = [sys.executable, "-m", "kdedge_run", "predict", "--input", str(path), "--no-progress"]
-    proc = subprocess.Popen(args + (["--model", str(bundle)] if bundle else []), stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"kdedge-run predict failed on {path}")
-    return n / seconds, usage.ru_maxrss / 1024  # KiB on Linux
+    child = run_child(args + (["--model", str(bundle)] if bundle else []), output=False)
+    return n / child.seconds, child.rss_mb
 
 
 def main() -> None:
@@ -77,8 +71,7 @@ def main() -> None:
         big, small = Path(tmp) / "texts.jsonl", Path(tmp) / "small.jsonl"
         make_input(big, args.texts)
         make_input(small, args.texts // 10)
-        print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {args.texts} texts, "
-              f"{big.stat().st_size / 1e6:.1f} MB")
+        print(f"{machine_line()}; {args.texts} texts, {big.stat().st_size / 1e6:.1f} MB")
         rate_small, rss_small = predict_process(args.bundle, small)
         rate, rss = predict_process(args.bundle, big)
         print(f"kdedge-run predict --input, 1 process: {rate:.0f} texts/s; peak RSS {rss_small:.0f} MB at "

@@ -18,15 +18,15 @@ timed over a whole epoch, their step time varying with the batch's length) and t
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "healthner9" / "paper2724.jsonl"
+from measure import HEALTHNER9, markdown_table, read_texts
+
+DATA = HEALTHNER9 / "paper2724.jsonl"
 ARCHS = ("textrnn", "gru_att", "han")
 
 
@@ -35,8 +35,7 @@ def token_lists(n_texts: int, seed: int) -> tuple[list[list[str]], str]:
     if DATA.is_file():
         from kdedge.segment import Segmenter, resolve_convert
 
-        texts = [json.loads(line)["text"] for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
-        texts = texts[:n_texts]
+        texts = read_texts(DATA, n_texts)
         return Segmenter("jieba", resolve_convert("auto", texts)).segment(texts)["tokens"], str(DATA)
     rng = np.random.default_rng(seed)
     lengths = np.clip(rng.lognormal(np.log(25), 0.6, n_texts).astype(int), 1, 200)
@@ -124,11 +123,10 @@ def main() -> None:
         print(f"{arch:8s} batch {batch:3d}: old {row['old_ms']:7.0f} ms/step {row['old_epoch']:6.1f} s/epoch | "
               f"new {row['new_ms']:6.0f} ms/step {row['new_epoch']:6.1f} s/epoch | "
               f"speed-up {row['old_epoch'] / row['new_epoch']:.1f}x per epoch", flush=True)
-    print("\n| arch | batch | old ms/step | new ms/step | old s/epoch | new s/epoch | speed-up (epoch) |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['arch']} | {r['batch']} | {r['old_ms']:.0f} | {r['new_ms']:.0f} | {r['old_epoch']:.1f} | "
-              f"{r['new_epoch']:.1f} | {r['old_epoch'] / r['new_epoch']:.1f}x |")
+    print("\n" + markdown_table(
+        ["arch", "batch", "old ms/step", "new ms/step", "old s/epoch", "new s/epoch", "speed-up (epoch)"],
+        [[r["arch"], r["batch"], f"{r['old_ms']:.0f}", f"{r['new_ms']:.0f}", f"{r['old_epoch']:.1f}",
+          f"{r['new_epoch']:.1f}", f"{r['old_epoch'] / r['new_epoch']:.1f}x"] for r in rows]))
 
 
 if __name__ == "__main__":

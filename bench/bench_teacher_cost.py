@@ -20,14 +20,14 @@ Prints seconds and ratios measured in one run:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "healthner9" / "paper2724.jsonl"
+from measure import HEALTHNER9, markdown_table, read_texts
+
+DATA = HEALTHNER9 / "paper2724.jsonl"
 TEACHERS = {"towers-full": {"teacher": "towers", "teacher_width_budget": 0},
             "towers": {"teacher": "towers"}, "linear": {"teacher": "linear"}}
 KINDS = ("towers-before", *TEACHERS)
@@ -36,8 +36,7 @@ KINDS = ("towers-before", *TEACHERS)
 def texts(n: int, seed: int) -> tuple[list[str], str]:
     """The first n texts of paper2724, or n synthetic strings (20-80 of 300 common Han characters)."""
     if DATA.is_file():
-        rows = [json.loads(line)["text"] for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return rows[:n], str(DATA)
+        return read_texts(DATA, n), str(DATA)
     rng = np.random.default_rng(seed)
     alphabet = [chr(0x4E00 + i) for i in range(300)]
     return ["".join(rng.choice(alphabet, rng.integers(20, 80))) for _ in range(n)], "synthetic"
@@ -112,13 +111,10 @@ def main() -> None:
         rows.append(row)
         print(f"{row['labels']:3d} labels: student {row['student']:7.1f} s | "
               + " | ".join(f"{k} {row[k]:7.1f} s ({row[k] / row['student']:.2f}x)" for k in KINDS), flush=True)
-    print("\n| labels | student s | " + " | ".join(f"{k} s | {k} ÷ student | {k} val. macro-F1" for k in KINDS)
-          + " |")
-    print("|---|---|" + "---|---|---|" * len(KINDS))
-    for r in rows:
-        print(f"| {r['labels']} | {r['student']:.1f} | "
-              + " | ".join(f"{r[k]:.1f} | {r[k] / r['student']:.2f} | {100 * r[k + ' macro']:.1f}" for k in KINDS)
-              + " |")
+    print("\n" + markdown_table(
+        ["labels", "student s", *[f"{k} {c}" for k in KINDS for c in ("s", "÷ student", "val. macro-F1")]],
+        [[r["labels"], f"{r['student']:.1f}", *[x for k in KINDS for x in (
+            f"{r[k]:.1f}", f"{r[k] / r['student']:.2f}", f"{100 * r[k + ' macro']:.1f}")]] for r in rows]))
 
 
 if __name__ == "__main__":

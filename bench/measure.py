@@ -83,8 +83,9 @@ def probabilities(labels: list[str], predictions):
     return np.array([[p.probabilities[lab] for lab in labels] for p in predictions], dtype=np.float64)
 
 
-def run_child(cmd, env=None, check: bool = True) -> SimpleNamespace:
-    """Run `cmd` as one fresh process: its `seconds` (wall), `rss_mb` (peak RSS), exit `code`, `stdout`, `stderr`.
+def run_child(cmd, env=None, check: bool = True, output: bool = True) -> SimpleNamespace:
+    """Run `cmd` as one fresh process: its `seconds` (wall), `rss_mb` (peak RSS), exit `code`, `stdout` (kept
+    only with `output`) and `stderr`.
 
     The process is started by a small parent (this file run as a script) that times it and reads its peak RSS
     with os.wait4: Linux carries the forking process's peak RSS over into the child, so a child of this
@@ -94,12 +95,12 @@ def run_child(cmd, env=None, check: bool = True) -> SimpleNamespace:
 
     with tempfile.TemporaryDirectory(prefix="kdedge-child-") as tmp:
         result, out, err = (Path(tmp, name) for name in ("result.json", "out", "err"))
-        with open(out, "wb") as o, open(err, "wb") as e:
+        with open(out if output else os.devnull, "wb") as o, open(err, "wb") as e:
             subprocess.run([sys.executable, __file__, result, *map(str, cmd)], stdout=o, stderr=e,
                            stdin=subprocess.DEVNULL, env=env, check=True)
         r = json.loads(result.read_text())
         child = SimpleNamespace(seconds=r["seconds"], rss_mb=r["rss_kb"] / 1024, code=r["code"],
-                                stdout=out.read_text("utf-8", "replace"), stderr=err.read_text("utf-8", "replace"))
+                                stdout=out.read_text("utf-8", "replace") if output else "", stderr=err.read_text("utf-8", "replace"))
     if check and child.code != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} exited {child.code}:\n{child.stderr[-2000:]}")
     return child
