@@ -183,17 +183,18 @@ def closure(name: str, extras: tuple[str, ...] = ()) -> set[str]:
     return seen
 
 
-def installed_bytes(names: set[str] | None = None) -> dict[str, int]:
-    """Bytes of the installed files (their RECORD) of each distribution named (all: None)."""
+def installed_bytes() -> dict[str, int]:
+    """Bytes of the installed files (their RECORD) of every distribution in this environment; kdedge-run at
+    least its package directory (an editable install's RECORD lists only its import hook)."""
     from importlib.metadata import distributions
 
     from packaging.utils import canonicalize_name
 
-    sizes = {}
-    for dist in distributions():
-        name = canonicalize_name(dist.metadata["Name"])
-        if names is None or name in names:
-            sizes[name] = sum(p.stat().st_size for p in map(dist.locate_file, dist.files or []) if p.is_file())
+    sizes = {canonicalize_name(d.metadata["Name"]): sum(p.stat().st_size for p in map(d.locate_file, d.files or [])
+                                                        if p.is_file()) for d in distributions()}
+    package = Path(kdedge_run.__file__).parent
+    own = sum(p.stat().st_size for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    sizes["kdedge-run"] = max(sizes.get("kdedge-run", 0), own)
     return sizes
 
 
@@ -302,8 +303,9 @@ def report(R: dict) -> str:
         rows.append([f"this training environment ({size['distributions']} distributions)",
                      f"{size['training'] / 1e6:.1f} MB", "1×", ""])
         section("Installed size", ["environment", "installed files", "training / this", "largest (MB)"], rows,
-                ["- Sum of the files each distribution's RECORD lists, for kdedge-run's dependency closure as resolved "
-                 "in this environment (`importlib.metadata`), against every distribution installed here."])
+                ["- Sum of the files each distribution's RECORD lists (kdedge-run: at least its package directory, "
+                 "default bundle included), for kdedge-run's dependency closure as resolved in this environment "
+                 "(`importlib.metadata`), against every distribution installed here."])
     return "\n".join(doc).rstrip() + "\n"
 
 
