@@ -6,7 +6,7 @@ size) of
   * old: `models.build_classifier(towers=n)`, n Keras bodies on ids padded to max_len (80) or
     [max_sentences, max_sentence_len];
   * new: `towers.build_teacher`, masked tower-batched recurrences; textrnn and gru_att on
-    length-bucketed batches trimmed to their longest text (`towers.bucketed_dataset`), as `kdedge train`
+    length-bucketed batches trimmed to their longest text (`batching.bucketed_dataset`), as `kdedge train`
     does; han on the same fixed-shape batches as old.
 Texts are the jieba token lists of ../shared/data/healthner9/paper2724.jsonl when present (segmented
 as `kdedge train` does), else synthetic token lists with a realistic length distribution. Prints the
@@ -88,8 +88,10 @@ def main() -> None:
     from kdedge.config import TrainConfig
     from kdedge.embed import Vocabulary
     from kdedge.models import arch_params, build_classifier
-    from kdedge.towers import bucketed_dataset, build_teacher
-    from kdedge.train import _seed, input_spec_for
+    from kdedge.batching import bucketed_dataset
+    from kdedge.distill import seed_everything
+    from kdedge.towers import build_teacher
+    from kdedge.train import input_spec_for
     from kdedge_run.text import tokens_to_ids
 
     tokens, source = token_lists(args.texts, args.seed)
@@ -107,10 +109,10 @@ def main() -> None:
         table[0] = 0.0
         x = np.stack([tokens_to_ids(t, vocab.index, input_spec_for(cfg))[0] for t in tokens]).astype(np.int32)
         params, per_epoch = arch_params(arch), -(-len(x) // batch)
-        _seed(args.seed)
+        seed_everything(args.seed)
         old = build_classifier(arch, x.shape[1:], table, args.labels, params, cfg.dropout, towers=args.labels)
         old_steps = time_steps(old, (x, y), args.steps, args.warmup, batch)
-        _seed(args.seed)
+        seed_everything(args.seed)
         new = build_teacher(arch, x.shape[1:], table, args.labels, params, cfg.dropout)
         if arch == "han":  # fixed shape: a few steps tell the epoch
             new_steps = time_steps(new, (x, y), args.steps, args.warmup, batch)

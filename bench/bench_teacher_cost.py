@@ -54,13 +54,12 @@ def dataset(all_texts: list[str], n_labels: int):
 
 def separate_towers(cfg, feats) -> dict:
     """The towers teacher before issue 17 (full-width separate Keras bodies), trained and predicted as
-    `train_network` did then; returns its validation scores."""
-    from kdedge.distill import fit, predict_logits, teacher_groups, teacher_loss
+    `kdedge train` did then; returns its validation scores."""
+    from kdedge.distill import fit, predict_logits, seed_everything, teacher_groups, teacher_loss
     from kdedge.models import arch_params, build_classifier
     from kdedge.teachers import validation_scores
-    from kdedge.train import _seed
 
-    _seed(cfg.seed)
+    seed_everything(cfg.seed)
     n = len(feats.label_names)
     model = build_classifier(cfg.arch, feats.x["train"].shape[1:], feats.table, n,
                              arch_params(cfg.arch, cfg.arch_params), cfg.dropout, towers=n)
@@ -82,7 +81,7 @@ def main() -> None:
     from kdedge.config import make_config
     from kdedge.folds import stratified_split
     from kdedge.teachers import train_teacher
-    from kdedge.train import featurize, train_network
+    from kdedge.train import featurize, train_student
 
     raw, source = texts(args.texts, args.seed)
     print(f"{len(raw)} texts from {source}; {args.arch}, characters, {args.epochs} epochs each, "
@@ -96,9 +95,9 @@ def main() -> None:
         cfg = make_config(base)
         feats = featurize(cfg, {"train": ds.subset(train), "val": ds.subset(val)})
         if not rows:  # TensorFlow's first trainings pay one-off start-up costs: not the student's
-            train_network(cfg, feats, "student")
+            train_student(cfg, feats)
         start = time.perf_counter()
-        train_network(cfg, feats, "student")
+        train_student(cfg, feats)
         row = {"labels": len(ds.label_names), "student": time.perf_counter() - start}
         start = time.perf_counter()
         row["towers-before macro"] = separate_towers(cfg, feats)["macro_f1"]
@@ -107,7 +106,7 @@ def main() -> None:
             start = time.perf_counter()
             result = train_teacher(make_config({**base, **settings}), feats)
             row[kind] = time.perf_counter() - start
-            row[f"{kind} macro"] = result["fit"]["validation"]["macro_f1"]
+            row[f"{kind} macro"] = result.fit.validation["macro_f1"]
         rows.append(row)
         print(f"{row['labels']:3d} labels: student {row['student']:7.1f} s | "
               + " | ".join(f"{k} {row[k]:7.1f} s ({row[k] / row['student']:.2f}x)" for k in KINDS), flush=True)

@@ -171,7 +171,7 @@ def _choices() -> dict[str, tuple]:
     from kdedge.teachers import TEACHERS
 
     return {"arch": tuple(ARCHITECTURES), "mode": MODES, "segmenter": SEGMENTERS, "convert": CONVERTS,
-            "monitor": MONITORS, "teacher": TEACHERS, "teacher_calibration": CALIBRATIONS,
+            "monitor": MONITORS, "teacher": tuple(TEACHERS), "teacher_calibration": CALIBRATIONS,
             "pos_weight": POS_WEIGHTS, "strategy": STRATEGIES}
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from kdedge.tflog import import_tensorflow
 from kdedge.files import atomic_path, cache_dir, write_json_atomic
 from kdedge.evaluate import decide, scores, sigmoid, tune_thresholds
 from kdedge.folds import kfold, stratified_split
+from kdedge.trained import Fit, Trained
 
 log = logging.getLogger("kdedge")
 ROWS = ("teacher", "student", "student_same_budget", "kd", "selected")
@@ -69,29 +71,32 @@ def teacher_dirs(out: Path) -> list[Path]:
     return [out / "teachers", cache_dir("teachers")]
 
 
-def load_cached_teacher(key: str, dirs) -> tuple[dict | None, int]:
-    """A stored teacher result ({train,val,test}_logits and fit info) and the index of the first of `dirs`
+CACHED_SPLITS = ("train", "val", "test")  # stored as {split}_logits
+
+
+def load_cached_teacher(key: str, dirs) -> tuple[Trained | None, int]:
+    """A stored teacher (its logits on every split and its fit) and the index of the first of `dirs`
     holding an intact copy; (None, len(dirs)) when it is missing or damaged everywhere."""
     for index, directory in enumerate(dirs):
         base = Path(directory) / key
         try:
             with np.load(f"{base}.npz", allow_pickle=False) as arrays:
-                result = {name: arrays[name] for name in ("train_logits", "val_logits", "test_logits")}
-            result["fit"] = json.loads(Path(f"{base}.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError, KeyError):
+                logits = {split: arrays[f"{split}_logits"] for split in CACHED_SPLITS}
+            fit = Fit.from_dict(json.loads(Path(f"{base}.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        return {**result, "cached": True}, index
+        return Trained(fit=fit, logits=logits, cached=True), index
     return None, len(dirs)
 
 
-def save_cached_teacher(key: str, result: dict, dirs) -> None:
-    """Store a teacher's logits (.npz) and fit info (.json) atomically under the key in each of `dirs`."""
+def save_cached_teacher(key: str, teacher: Trained, dirs) -> None:
+    """Store a teacher's logits (.npz) and fit (.json) atomically under the key in each of `dirs`."""
     for directory in dirs:
         base = Path(directory) / key
         base.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(Path(f"{base}.npz")) as tmp:
-            np.savez(tmp, **{name: result[name] for name in ("train_logits", "val_logits", "test_logits")})
-        write_json_atomic(Path(f"{base}.json"), result["fit"])
+            np.savez(tmp, **{f"{split}_logits": teacher.logits[split] for split in CACHED_SPLITS})
+        write_json_atomic(Path(f"{base}.json"), teacher.fit.to_dict())
 
 
 def test_scores(probs_val, y_val, probs_test, y_test, label_names, min_support, global_threshold=False) -> dict:
@@ -107,16 +112,34 @@ def test_scores(probs_val, y_val, probs_test, y_test, label_names, min_support, 
             "thresholds": thresholds.tolist(), "test_probs": np.round(probs_test, 5).tolist()}
 
 
-def _fold_splits(ds, folds, seed, group_by, k, val_split):
-    groups = [e.get(group_by) for e in ds.extra] if group_by else None
+@dataclass(frozen=True)
+class CvPlan:
+    """What every fold of a cv run does: how many folds, which architectures, how texts are grouped into
+    folds, whether the baselines run, and the run directory the fold files go to."""
+
+    folds: int
+    archs: tuple[str, ...]
+    group_by: str | None
+    out: Path
+    baselines: bool = True
+
+    def fold_file(self, k: int, name: str) -> Path:
+        """Fold `k`'s result file for an architecture (or "baselines")."""
+        return self.out / "folds" / f"fold{k}_{name}.json"
+
+
+def fold_splits(ds, plan: CvPlan, k: int, seed: int, val_split: float) -> dict:
+    """Fold `k`'s train / val / test subsets of `ds`: the test fold, and a validation split of the rest
+    (grouped by `plan.group_by` when given)."""
+    groups = [e.get(plan.group_by) for e in ds.extra] if plan.group_by else None
     if groups is not None and any(g is None for g in groups):
         missing = groups.index(None)
-        raise UsageError(f"--group-by {group_by}: text '{ds.ids[missing]}' has no field '{group_by}'")
-    fold_of = kfold(ds.targets(), folds, seed, groups)
+        raise UsageError(f"--group-by {plan.group_by}: text '{ds.ids[missing]}' has no field '{plan.group_by}'")
+    fold_of = kfold(ds.targets(), plan.folds, seed, groups)
     rest = np.flatnonzero(fold_of != k)
     rest_groups = [groups[i] for i in rest] if groups else None
     train_i, val_i = stratified_split(ds.targets()[rest], val_split, seed, rest_groups)
-    return fold_of, rest[train_i], rest[val_i], np.flatnonzero(fold_of == k)
+    return {"train": ds.subset(rest[train_i]), "val": ds.subset(rest[val_i]), "test": ds.subset(np.flatnonzero(fold_of == k))}
 
 
 def same_budget_config(cfg: TrainConfig, kd_epochs: int) -> TrainConfig:
@@ -128,16 +151,95 @@ def same_budget_config(cfg: TrainConfig, kd_epochs: int) -> TrainConfig:
     return dataclasses.replace(cfg, epochs=kd_epochs, patience=kd_epochs)
 
 
-def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Path, baselines, progress) -> None:
-    """Train every architecture (and the baselines) on fold `k`; write one JSON per result."""
-    from kdedge.distill import predict_logits
-    from kdedge.train import featurize, select_student, train_modes
+def fold_teacher(cfg: TrainConfig, feats, out: Path, progress) -> Trained:
+    """The fold's teacher: from the run's or the shared cache when one with the same key is stored, else
+    trained and stored at once (a run killed while the students train keeps its teacher)."""
+    from kdedge.train import train_modes
 
-    _, train_i, val_i, test_i = _fold_splits(ds, folds, cfg.seed, group_by, k, cfg.val_split)
-    splits = {"train": ds.subset(train_i), "val": ds.subset(val_i), "test": ds.subset(test_i)}
+    key = teacher_cache_key(cfg, feats)
+    dirs = teacher_dirs(out)
+    teacher, found_in = load_cached_teacher(key, dirs)
+    if teacher is None:
+        teacher = train_modes(cfg, feats, ("teacher",), progress)["teacher"]
+    save_cached_teacher(key, teacher, dirs[:found_in])  # the places that lack it
+    return teacher
+
+
+def train_fold(cfg: TrainConfig, feats, out: Path, progress) -> tuple[dict[str, Trained], dict]:
+    """Every row of a fold (ROWS: teacher, plain student, same-budget control, KD student, the one selected
+    on validation), each with its test logits, and the selection's record."""
+    from kdedge.train import select_student, train_modes
+
+    results = train_modes(cfg, feats, ("student", "kd"), progress, fold_teacher(cfg, feats, out, progress))
+    kd_epochs = results["kd"].fit.epochs_run
+    if results["student"].fit.epochs_run == kd_epochs:  # retraining would repeat its epochs step for step
+        results["student_same_budget"] = results["student"]
+    else:
+        results["student_same_budget"] = train_modes(same_budget_config(cfg, kd_epochs), feats, ("student",),
+                                                     progress)["student"]
+    selected = select_student(results, cfg.monitor)
+    results["selected"] = results[selected["mode"]]
+    for res in results.values():
+        res.logits_on("test", feats.x["test"])  # the teacher's is computed (or cached) already
+    return results, selected
+
+
+def fold_record(k: int, arch: str, results: dict[str, Trained], selected: dict, feats, splits, cfg: TrainConfig,
+                seconds: float) -> dict:
+    """The JSON record of one (fold, architecture): test scores of every row at 0.5 and at thresholds tuned
+    on validation, the test probabilities and truth, and how each row was trained."""
+    y = feats.y
+    record = {"fold": k, "arch": arch, "seconds": seconds, "modes": {},
+              "teacher_cached": results["teacher"].cached,
+              "sizes": {s: len(v) for s, v in splits.items()}, "test_ids": splits["test"].ids}
+    for mode in ROWS:
+        res = results[mode]
+        record["modes"][mode] = {
+            **test_scores(sigmoid(res.logits["val"]), y["val"], sigmoid(res.logits["test"]), y["test"],
+                          feats.label_names, cfg.threshold_min_support),
+            "epochs_run": res.fit.epochs_run, "best_epoch": res.fit.best_epoch, "seconds": res.fit.seconds,
+            "history": res.fit.history}
+    record["modes"]["kd"].update(results["kd"].kd.to_dict())
+    record["modes"]["teacher"].update(results["teacher"].fit.teacher_record())
+    record["modes"]["student_same_budget"]["is_plain_student"] = results["student_same_budget"] is results["student"]
+    record["modes"]["selected"].update(mode=selected["mode"], reason=selected["reason"])
+    record["test_truth"] = y["test"].astype(int).tolist()
+    return record
+
+
+def fold_baselines(cfg: TrainConfig, splits, label_names) -> dict:
+    """The baselines' record of one fold (TF-IDF + LR; fastText when installed): test scores and seconds."""
+    from kdedge.baselines import fasttext_ova, lexical_tokens, tfidf_lr
+
+    toks = lexical_tokens(cfg, {name: s.texts for name, s in splits.items()})
+    y = {name: s.targets() for name, s in splits.items()}
+    record = {"modes": {}}
+    for name in BASELINES:
+        start = time.perf_counter()
+        if name == "tfidf_lr":
+            probs = tfidf_lr(toks["train"], y["train"], {"val": toks["val"], "test": toks["test"]}, seed=cfg.seed)
+        else:
+            try:
+                probs = fasttext_ova(toks["train"], y["train"], label_names,
+                                     {"val": toks["val"], "test": toks["test"]}, seed=cfg.seed)
+            except ImportError:
+                log.warning("fastText baseline skipped: pip install 'kdedge[baselines]'")
+                continue
+        record["modes"][name] = {**test_scores(probs["val"], y["val"], probs["test"], y["test"], label_names,
+                                               cfg.threshold_min_support, global_threshold=name == "fasttext"),
+                                 "seconds": time.perf_counter() - start}
+    return record
+
+
+def run_fold(cfg: TrainConfig, ds, k: int, plan: CvPlan, progress) -> None:
+    """Train every architecture of `plan` (and the baselines) on fold `k` that has no result file yet;
+    write one JSON per result."""
+    from kdedge.train import featurize
+
+    splits = fold_splits(ds, plan, k, cfg.seed, cfg.val_split)
     wv = None
-    for arch in archs:
-        path = out / "folds" / f"fold{k}_{arch}.json"
+    for arch in plan.archs:
+        path = plan.fold_file(k, arch)
         if path.exists():
             continue
         acfg = dataclasses.replace(cfg, arch=arch)
@@ -146,70 +248,14 @@ def run_fold(cfg: TrainConfig, ds, k: int, folds: int, archs, group_by, out: Pat
         # admit its words below --min-count into the next architecture's vocabulary, so an architecture's
         # result would depend on which ran before it in the same process (resume, --engine ray).
         wv = feats.wv if cfg.vectors else None
-
-        def test_logits(res):
-            return predict_logits(res["model"], feats.x["test"], trim=res["trim"])
-
         start = time.perf_counter()
-        key = teacher_cache_key(acfg, feats)
-        dirs = teacher_dirs(out)
-        teacher, found_in = load_cached_teacher(key, dirs)
-        if teacher is None:  # stored at once: a run killed while the students train keeps its teacher
-            teacher = {**train_modes(acfg, feats, ("teacher",), progress)["teacher"], "cached": False}
-        save_cached_teacher(key, teacher, dirs[:found_in])  # the places that lack it
-        results = train_modes(acfg, feats, ("student", "kd"), progress, teacher)
-        kd_epochs = results["kd"]["fit"]["epochs_run"]
-        same_budget_is_student = results["student"]["fit"]["epochs_run"] == kd_epochs
-        if same_budget_is_student:  # retraining would repeat the plain student's epochs step for step
-            results["student_same_budget"] = results["student"]
-        else:
-            budget_cfg = same_budget_config(acfg, kd_epochs)
-            results["student_same_budget"] = train_modes(budget_cfg, feats, ("student",), progress)["student"]
-        selected = select_student(results, acfg.monitor)
-        results["selected"] = results[selected["mode"]]
-        for res in results.values():
-            if "test_logits" not in res:  # the teacher's is computed (or cached) already
-                res["test_logits"] = test_logits(res)
-        record = {"fold": k, "arch": arch, "seconds": time.perf_counter() - start, "modes": {},
-                  "teacher_cached": teacher.get("cached", False),
-                  "sizes": {s: len(v) for s, v in splits.items()}, "test_ids": splits["test"].ids}
-        for mode in ROWS:
-            res = results[mode]
-            record["modes"][mode] = {
-                **test_scores(sigmoid(res["val_logits"]), feats.y["val"], sigmoid(res["test_logits"]),
-                              feats.y["test"], ds.label_names, cfg.threshold_min_support),
-                "epochs_run": res["fit"]["epochs_run"], "best_epoch": res["fit"]["best_epoch"],
-                "seconds": res["fit"]["seconds"], "history": res["fit"]["history"]}
-        record["modes"]["kd"].update({k: results["kd"][k] for k in ("alpha", "temperature", "search", "targets")})
-        record["modes"]["teacher"].update({k: teacher["fit"][k] for k in ("kind", "crossfit", "validation",
-                                                                           "components") if k in teacher["fit"]})
-        record["modes"]["student_same_budget"]["is_plain_student"] = same_budget_is_student
-        record["modes"]["selected"].update(mode=selected["mode"], reason=selected["reason"])
-        record["test_truth"] = feats.y["test"].astype(int).tolist()
+        results, selected = train_fold(acfg, feats, plan.out, progress)
+        record = fold_record(k, arch, results, selected, feats, splits, acfg, time.perf_counter() - start)
         write_json_atomic(path, record)
         log.info("fold %d %s done in %.0f s", k, arch, record["seconds"])
-    path = out / "folds" / f"fold{k}_baselines.json"
-    if baselines and not path.exists():
-        from kdedge.baselines import fasttext_ova, lexical_tokens, tfidf_lr
-
-        toks = lexical_tokens(cfg, {name: s.texts for name, s in splits.items()})
-        record = {"fold": k, "modes": {}}
-        y = {name: s.targets() for name, s in splits.items()}
-        for name in BASELINES:
-            start = time.perf_counter()
-            if name == "tfidf_lr":
-                probs = tfidf_lr(toks["train"], y["train"], {"val": toks["val"], "test": toks["test"]}, seed=cfg.seed)
-            else:
-                try:
-                    probs = fasttext_ova(toks["train"], y["train"], ds.label_names,
-                                         {"val": toks["val"], "test": toks["test"]}, seed=cfg.seed)
-                except ImportError:
-                    log.warning("fastText baseline skipped: pip install 'kdedge[baselines]'")
-                    continue
-            record["modes"][name] = {**test_scores(probs["val"], y["val"], probs["test"], y["test"], ds.label_names,
-                                                   cfg.threshold_min_support, global_threshold=name == "fasttext"),
-                                     "seconds": time.perf_counter() - start}
-        write_json_atomic(path, record)
+    path = plan.fold_file(k, "baselines")
+    if plan.baselines and not path.exists():
+        write_json_atomic(path, {"fold": k, **fold_baselines(cfg, splits, ds.label_names)})
 
 
 def _die_with_parent() -> None:
@@ -252,7 +298,7 @@ def split_cores(jobs: int) -> list[set[int]]:
     return [set(cores[i::jobs]) for i in range(jobs)]
 
 
-def _run_folds_in_parallel(cfg, ds, fold_ids, folds, archs, group_by, out, baselines, jobs: int) -> None:
+def _run_folds_in_parallel(cfg, ds, fold_ids, plan: CvPlan, jobs: int) -> None:
     """Run folds in `jobs` worker processes, each pinned to its own cores; the first failure stops the rest."""
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -263,7 +309,7 @@ def _run_folds_in_parallel(cfg, ds, fold_ids, folds, archs, group_by, out, basel
         core_sets.put(cores)
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_start_fold_worker,
                              initargs=(core_sets, log.getEffectiveLevel())) as pool:
-        futures = [pool.submit(run_fold, cfg, ds, k, folds, archs, group_by, out, baselines, False) for k in fold_ids]
+        futures = [pool.submit(run_fold, cfg, ds, k, plan, False) for k in fold_ids]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:
             future.cancel()
@@ -271,8 +317,9 @@ def _run_folds_in_parallel(cfg, ds, fold_ids, folds, archs, group_by, out, basel
             future.result()  # re-raises a worker's error; finished folds stay on disk for a resume
 
 
-def _ray_fold_task(cfg, ds, k, folds, archs, group_by, out, baselines) -> None:
-    """One Ray task: `run_fold` for fold `k` and `archs` (or its baselines), TensorFlow sized to the task's CPUs."""
+def _ray_fold_task(cfg, ds, k, plan: CvPlan) -> None:
+    """One Ray task: `run_fold` for fold `k` and `plan` (one architecture, or the baselines), TensorFlow sized
+    to the task's CPUs."""
     import ray
 
     import_tensorflow()
@@ -285,15 +332,15 @@ def _ray_fold_task(cfg, ds, k, folds, archs, group_by, out, baselines) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(cpus)
     except RuntimeError:
         pass
-    run_fold(cfg, ds, k, folds, archs, group_by, Path(out), baselines, False)
+    run_fold(cfg, ds, k, plan, False)
 
 
-def _run_folds_on_ray(cfg, ds, fold_ids, folds, archs, group_by, out: Path, baselines, address=None) -> None:
+def _run_folds_on_ray(cfg, ds, fold_ids, plan: CvPlan, address=None) -> None:
     """Each unfinished (fold, architecture), and each fold's baselines, as a Ray task; the first failure stops the rest.
 
     Without `address` (and no RAY_ADDRESS) a local Ray instance is started. A network task needs one CPU
     and, on a cluster with GPUs, one GPU; a baselines task one CPU. The tasks write the fold files
-    themselves (atomically, as `run_fold` does), so every node must see `out` at the same path.
+    themselves (atomically, as `run_fold` does), so every node must see `plan.out` at the same path.
     """
     try:
         import ray
@@ -304,13 +351,13 @@ def _run_folds_on_ray(cfg, ds, fold_ids, folds, archs, group_by, out: Path, base
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(_ray_fold_task)
     shared = ray.put(ds)
-    pieces = [(k, [arch], False) for k in fold_ids for arch in archs
-              if not (out / "folds" / f"fold{k}_{arch}.json").exists()]
-    if baselines:
-        pieces += [(k, [], True) for k in fold_ids if not (out / "folds" / f"fold{k}_baselines.json").exists()]
-    refs = [task.options(num_cpus=1, num_gpus=0 if only_baselines else gpus, max_retries=0)
-            .remote(cfg, shared, k, folds, piece_archs, group_by, str(out), only_baselines)
-            for k, piece_archs, only_baselines in pieces]
+    pieces = [(k, dataclasses.replace(plan, archs=(arch,), baselines=False)) for k in fold_ids for arch in plan.archs
+              if not plan.fold_file(k, arch).exists()]
+    if plan.baselines:
+        pieces += [(k, dataclasses.replace(plan, archs=())) for k in fold_ids
+                   if not plan.fold_file(k, "baselines").exists()]
+    refs = [task.options(num_cpus=1, num_gpus=0 if piece.baselines else gpus, max_retries=0)
+            .remote(cfg, shared, k, piece) for k, piece in pieces]
     pending = list(refs)
     try:
         while pending:
@@ -319,11 +366,11 @@ def _run_folds_on_ray(cfg, ds, fold_ids, folds, archs, group_by, out: Path, base
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
-    missing = [f"fold{k}_{a[0] if a else 'baselines'}.json" for k, a, _ in pieces
-               if not (out / "folds" / f"fold{k}_{a[0] if a else 'baselines'}.json").exists()]
+    missing = [path.name for path in (piece.fold_file(k, piece.archs[0] if piece.archs else "baselines")
+                                      for k, piece in pieces) if not path.exists()]
     if missing:
-        raise UsageError(f"{out}/folds: {', '.join(missing)} not found after the Ray tasks finished: every Ray node "
-                      "must see --out at the same path (a shared filesystem)")
+        raise UsageError(f"{plan.out}/folds: {', '.join(missing)} not found after the Ray tasks finished: every Ray "
+                         "node must see --out at the same path (a shared filesystem)")
 
 
 def input_hashes(data, vectors) -> dict:
@@ -398,11 +445,12 @@ def run_cv(cfg: TrainConfig, data: str, out: str, *, folds: int = 5, archs=("tex
         settings["archs"] = list(dict.fromkeys(previous["archs"] + list(archs)))
     write_json_atomic(settings_path, settings)
     fold_ids = list(only_folds if only_folds is not None else range(folds))
+    plan = CvPlan(folds, tuple(archs), group_by, out_path, baselines)
     if engine == "ray":
-        _run_folds_on_ray(cfg, ds, fold_ids, folds, archs, group_by, out_path, baselines, address)
+        _run_folds_on_ray(cfg, ds, fold_ids, plan, address)
     elif jobs > 1 and len(fold_ids) > 1:
-        _run_folds_in_parallel(cfg, ds, fold_ids, folds, archs, group_by, out_path, baselines, min(jobs, len(fold_ids)))
+        _run_folds_in_parallel(cfg, ds, fold_ids, plan, min(jobs, len(fold_ids)))
     else:
         for k in fold_ids:
-            run_fold(cfg, ds, k, folds, archs, group_by, out_path, baselines, progress)
+            run_fold(cfg, ds, k, plan, progress)
     return write_report(out_path)

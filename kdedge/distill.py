@@ -2,18 +2,25 @@
 
 Losses are small pure functions of tensors. `EpochSelector` keeps, for each group of labels (all
 labels for a student, one label per teacher tower), the weights of the epoch with the best validation
-criterion, and stops when every group has gone `patience` epochs without improving.
+criterion, and stops when every group has gone `patience` epochs without improving. `fit_network` is
+the one training routine every network goes through (`kdedge.train` for the students,
+`kdedge.teachers` for the towers).
 """
 from __future__ import annotations
 
+import logging
 import time
+from typing import Callable
 
 import keras
 import numpy as np
 from keras import ops
 
 from kdedge.evaluate import bce, f1_per_label, sigmoid, tune_thresholds
-from kdedge.towers import bucketed_dataset, text_lengths, trim_padding
+from kdedge.batching import bucketed_dataset, text_lengths, trim_padding
+from kdedge.trained import Fit, Trained
+
+log = logging.getLogger("kdedge")
 
 
 def bce_with_logits(targets, logits, pos_weight=1.0):
@@ -161,7 +168,7 @@ def fit(model, x_train, targets, x_val, y_val, loss, groups, cfg, progress=None,
     """Train with Adam, select the best epoch per group, restore it; returns timings and history.
 
     `bucket=True` (models whose input takes any length, e.g. the towered flat teachers) trains on
-    length-bucketed batches trimmed to their longest text (`towers.bucketed_dataset`, seeded by
+    length-bucketed batches trimmed to their longest text (`batching.bucketed_dataset`, seeded by
     `cfg.seed`) and predicts the validation texts in trimmed batches.
     """
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss, jit_compile=False)
@@ -182,6 +189,42 @@ def fit(model, x_train, targets, x_val, y_val, loss, groups, cfg, progress=None,
             "validation_seconds": selector.eval_seconds, "epochs_run": len(selector.history),
             "best_value": [float(v) for v in selector.best],
             "best_epoch": [b + 1 for b in selector.best_epoch], "history": selector.history}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Keras, TensorFlow, NumPy and Python, and make TensorFlow's ops deterministic."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def fit_network(cfg, feats, build: Callable[[], keras.Model], loss, groups_of: Callable, targets: np.ndarray,
+                desc: str, rows=None, bucket: bool = False, progress: bool = False) -> Trained:
+    """Seed, build the network (under the distribution strategy, `kdedge.distribute`), train it on `rows` of
+    the training texts (all by default) against `targets` (one row per trained text), selecting each label
+    group's epoch (`groups_of(model)`) on validation; returns it with its fit and validation logits.
+
+    `bucket=True` trains on length-bucketed, trimmed batches (a model whose input takes any length).
+    """
+    from tqdm.auto import tqdm
+
+    from kdedge.distribute import get_strategy, keras_workaround
+
+    seed_everything(cfg.seed)
+    x = feats.x["train"] if rows is None else feats.x["train"][np.asarray(rows)]
+    strategy = get_strategy(cfg.strategy)
+    with strategy.scope():  # the model's variables live on every replica
+        model = build()
+    keras_workaround(model, strategy)
+    bar = tqdm(total=cfg.epochs, desc=desc, leave=False, disable=not progress)
+    with strategy.scope():
+        info = Fit(**fit(model, x, targets, feats.x["val"], feats.y["val"], loss, groups_of(model), cfg, bar, bucket))
+    bar.close()
+    best = abs(info.best_value[0]) if cfg.monitor.endswith("f1") else info.best_value[0]  # F1 is stored negated
+    log.info("%s: %d epochs, %.1f s, best validation %s %.4f", desc, info.epochs_run, info.seconds, cfg.monitor, best)
+    return Trained(fit=info, logits={"val": predict_logits(model, feats.x["val"], trim=bucket)}, model=model,
+                   trim=bucket)
 
 
 def student_groups(model, n_labels: int):

@@ -20,10 +20,11 @@ from typing import Callable
 
 import numpy as np
 
+from kdedge.architectures import architecture
 from kdedge.evaluate import scores, sigmoid, tune_thresholds
 from kdedge.targets import fit_calibration, logit
+from kdedge.trained import Fit, Trained
 
-TEACHERS = ("towers", "linear", "ensemble")
 log = logging.getLogger("kdedge")
 
 
@@ -46,81 +47,92 @@ def validation_scores(val_logits: np.ndarray, y_val: np.ndarray, label_names, mi
     return {"micro_f1": round(s["micro_f1"], 4), "macro_f1": round(s["macro_f1"], 4)}
 
 
-def linear_teacher(cfg, feats) -> dict:
-    """TF-IDF + one logistic regression per label; {split}_logits for every split of `feats`, and fit info."""
+def linear_teacher(cfg, feats) -> Trained:
+    """TF-IDF + one logistic regression per label: logits on every split of `feats`, no network."""
     from kdedge.baselines import lexical_tokens, tfidf_lr
 
     start = time.perf_counter()
     toks = lexical_tokens(cfg, feats.texts)
     y = feats.y["train"]
     others = {s: t for s, t in toks.items() if s != "train" or not cfg.teacher_crossfit}
-    result = {f"{s}_logits": logit(p).astype(np.float32)
-              for s, p in tfidf_lr(toks["train"], y, others, seed=cfg.seed).items()}
+    logits = {s: logit(p).astype(np.float32) for s, p in tfidf_lr(toks["train"], y, others, seed=cfg.seed).items()}
     if cfg.teacher_crossfit:
         train = toks["train"]
 
         def fit_predict(rows, held):
             return logit(tfidf_lr([train[i] for i in rows], y[rows], {"held": [train[i] for i in held]},
                                   seed=cfg.seed)["held"])
-        result["train_logits"] = out_of_fold(fit_predict, y, cfg.teacher_crossfit, cfg.seed)
-    result["fit"] = {"seconds": time.perf_counter() - start}
-    return result
+        logits["train"] = out_of_fold(fit_predict, y, cfg.teacher_crossfit, cfg.seed)
+    return Trained(fit=Fit(seconds=time.perf_counter() - start), logits=logits)
 
 
-def towers_teacher(cfg, feats, progress: bool = False) -> dict:
-    """The paper's binary-relevance networks (one tower per label); the trained Keras model is kept."""
-    from kdedge.train import train_network
+def train_towers(cfg, feats, progress: bool = False, rows=None) -> Trained:
+    """One towers network (`kdedge.towers`: a tower per label, about `cfg.teacher_width_budget` networks wide
+    together) trained on `rows` of the training texts (all by default), each tower's epoch selected on its
+    own label; its logits on validation."""
+    from kdedge.distill import fit_network, teacher_loss
+    from kdedge.models import arch_params
+    from kdedge.towers import build_teacher, tower_groups
 
+    record, n = architecture(cfg.arch), len(feats.label_names)
+    params = record.tower_params(arch_params(cfg.arch, cfg.arch_params), n, cfg.teacher_width_budget)
+    y = feats.y["train"] if rows is None else feats.y["train"][np.asarray(rows)]
+
+    def build():
+        return build_teacher(cfg.arch, feats.x["train"].shape[1:], feats.table, n, params, cfg.dropout)
+    return fit_network(cfg, feats, build, teacher_loss, lambda model: tower_groups(model, n), y,
+                       f"{cfg.arch} teacher", rows, bucket=not record.hierarchical, progress=progress)
+
+
+def towers_teacher(cfg, feats, progress: bool = False) -> Trained:
+    """The paper's binary-relevance networks (one tower per label) with their logits on every split; the
+    trained Keras model is kept."""
     start = time.perf_counter()
-    result = train_network(cfg, feats, "teacher", progress=progress)
+    result = train_towers(cfg, feats, progress)
+    for split in feats.x:
+        result.logits_on(split, feats.x[split])
     if cfg.teacher_crossfit:
         def fit_predict(rows, held):
-            return train_network(cfg, feats, "teacher", rows=rows, predict_rows=held)["held_logits"]
-        result["train_logits"] = out_of_fold(fit_predict, feats.y["train"], cfg.teacher_crossfit, cfg.seed)
-    result["fit"]["seconds"] = time.perf_counter() - start
+            return train_towers(cfg, feats, rows=rows).predict(feats.x["train"][held])
+        result.logits["train"] = out_of_fold(fit_predict, feats.y["train"], cfg.teacher_crossfit, cfg.seed)
+    result.fit.seconds = time.perf_counter() - start
     return result
 
 
-def ensemble_teacher(cfg, feats, progress: bool = False) -> dict:
+def ensemble_teacher(cfg, feats, progress: bool = False) -> Trained:
     """Towers and linear teachers, each Platt-calibrated on validation, probabilities averaged (→ logits)."""
     parts = {"towers": towers_teacher(cfg, feats, progress), "linear": linear_teacher(cfg, feats)}
-    splits = [k for k in parts["linear"] if k.endswith("_logits")]
-    calibrations = {name: fit_calibration("platt", part["val_logits"], feats.y["val"]) for name, part in parts.items()}
-    result = {split: logit(np.mean([sigmoid(calibrations[name].apply(part[split])) for name, part in parts.items()],
-                                   axis=0)).astype(np.float32) for split in splits}
-    result["fit"] = {"seconds": sum(p["fit"]["seconds"] for p in parts.values()),
-                     "components": {name: {"seconds": round(p["fit"]["seconds"], 2),
-                                           "validation": validation_scores(p["val_logits"], feats.y["val"],
-                                                                           feats.label_names,
-                                                                           cfg.threshold_min_support)}
-                                    for name, p in parts.items()},
-                     "epochs_run": parts["towers"]["fit"]["epochs_run"],
-                     "best_epoch": parts["towers"]["fit"]["best_epoch"],
-                     "history": parts["towers"]["fit"]["history"]}
-    return result
+    calibrations = {name: fit_calibration("platt", part.logits["val"], feats.y["val"]) for name, part in parts.items()}
+    logits = {split: logit(np.mean([sigmoid(calibrations[name].apply(part.logits[split]))
+                                    for name, part in parts.items()], axis=0)).astype(np.float32)
+              for split in parts["linear"].logits}
+    towers = parts["towers"].fit
+    return Trained(logits=logits, fit=Fit(
+        seconds=sum(p.fit.seconds for p in parts.values()), epochs_run=towers.epochs_run,
+        best_epoch=towers.best_epoch, history=towers.history,
+        components={name: {"seconds": round(p.fit.seconds, 2),
+                           "validation": validation_scores(p.logits["val"], feats.y["val"], feats.label_names,
+                                                           cfg.threshold_min_support)}
+                    for name, p in parts.items()}))
 
 
-def train_teacher(cfg, feats, progress: bool = False) -> dict:
-    """The configured teacher (`cfg.teacher`): {split}_logits, "fit" (seconds, …, validation scores),
-    "model" (a Keras model, or None for teachers that are not networks) and "trim"."""
-    if cfg.teacher == "towers":
-        result = towers_teacher(cfg, feats, progress)
-    elif cfg.teacher == "linear":
-        result = {"model": None, "trim": False, **linear_teacher(cfg, feats)}
-    elif cfg.teacher == "ensemble":
-        result = {"model": None, "trim": False, **ensemble_teacher(cfg, feats, progress)}
-    else:
+TEACHERS: dict[str, Callable] = {
+    "towers": towers_teacher,
+    "linear": lambda cfg, feats, progress=False: linear_teacher(cfg, feats),
+    "ensemble": ensemble_teacher,
+}
+
+
+def train_teacher(cfg, feats, progress: bool = False) -> Trained:
+    """The configured teacher (`cfg.teacher`, one of TEACHERS) with its logits on every split, its
+    cost and its validation scores; its `model` is the Keras network of a towers teacher, else None."""
+    if cfg.teacher not in TEACHERS:
         raise ValueError(f"teacher must be one of {', '.join(TEACHERS)}, not {cfg.teacher!r}")
-    fit = result["fit"]
-    fit.setdefault("epochs_run", 0)
-    fit.setdefault("best_epoch", [])
-    fit.setdefault("history", [])
-    fit.setdefault("train_seconds", fit["seconds"])
-    fit.setdefault("validation_seconds", 0.0)
-    fit["kind"] = cfg.teacher
-    fit["crossfit"] = cfg.teacher_crossfit
-    fit["validation"] = validation_scores(result["val_logits"], feats.y["val"], feats.label_names,
-                                          cfg.threshold_min_support)
-    log.info("teacher %s: %.1f s, validation micro-F1 %.3f, macro-F1 %.3f (tuned)", cfg.teacher, fit["seconds"],
-             fit["validation"]["micro_f1"], fit["validation"]["macro_f1"])
+    result = TEACHERS[cfg.teacher](cfg, feats, progress)
+    fit = result.fit
+    fit.kind, fit.crossfit = cfg.teacher, cfg.teacher_crossfit
+    fit.validation = validation_scores(result.logits["val"], feats.y["val"], feats.label_names,
+                                       cfg.threshold_min_support)
+    log.info("teacher %s: %.1f s, validation micro-F1 %.3f, macro-F1 %.3f (tuned)", cfg.teacher, fit.seconds,
+             fit.validation["micro_f1"], fit.validation["macro_f1"])
     return result

@@ -20,6 +20,7 @@ from kdedge.evaluate import evaluate_logits
 from kdedge.files import RUN, check_replaceable, commit_dir, run_listing, staging_dir, write_json
 from kdedge.folds import stratified_split
 from kdedge.segment import Segmenter, resolve_convert, write_dictionary
+from kdedge.trained import KDChoice, Trained
 from kdedge_run.bundle import file_sha256
 from kdedge_run.text import SENTENCE_END_TOKENS, tokens_to_ids
 
@@ -94,116 +95,68 @@ def featurize(cfg: TrainConfig, splits: dict[str, Dataset], wv=None) -> Features
     return feats
 
 
-def _seed(seed: int) -> None:
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-
-
-def train_network(cfg: TrainConfig, feats: Features, role: str, progress: bool = False, rows=None,
-                  predict_rows=None, kd=None) -> dict:
-    """Train one network (`role` teacher | student | kd) on the training texts, selecting epochs on validation.
-
-    `rows` restricts training to those training rows and `predict_rows` adds their logits as
-    "held_logits" (cross-fitting); `kd` = (per-label α, T, soft targets of every training row) for the KD
-    student. Returns {"model", "fit", "trim", "val_logits"} (+ the logits of every other split for a teacher
-    trained on all rows).
-    """
-    from tqdm.auto import tqdm
-
-    from kdedge.distribute import get_strategy, keras_workaround
-    from kdedge.distill import (fit, make_hard_loss, make_kd_loss, positive_weights, predict_logits, student_groups,
-                                teacher_groups, teacher_loss)
-    from kdedge.architectures import architecture
+def train_student(cfg: TrainConfig, feats: Features, progress: bool = False, kd=None) -> Trained:
+    """The multi-label student, trained on every training text with epochs selected on validation: on the true
+    labels, or with `kd` = (per-label α, T, soft targets of every training row) the KD student."""
+    from kdedge.distill import fit_network, make_hard_loss, make_kd_loss, positive_weights, student_groups
     from kdedge.models import arch_params, build_classifier
-    from kdedge.towers import build_teacher, tower_groups
 
-    _seed(cfg.seed)
+    n, y = len(feats.label_names), feats.y["train"]
     params = arch_params(cfg.arch, cfg.arch_params)
-    n = len(feats.label_names)
-    if role == "teacher":
-        params = architecture(cfg.arch).tower_params(params, n, cfg.teacher_width_budget)
-    rows = np.arange(len(feats.x["train"])) if rows is None else np.asarray(rows)
-    x, y = feats.x["train"][rows], feats.y["train"][rows]
-    id_shape = x.shape[1:]
-    record = architecture(cfg.arch)
-    towered = role == "teacher" and record.towered  # tower-batched teacher (kdedge.towers)
-    bucket = towered and not record.hierarchical    # any-length input: trimmed, length-bucketed batches
-    strategy = get_strategy(cfg.strategy)
-    with strategy.scope():  # the model's variables live on every replica (kdedge.distribute)
-        model = (build_teacher(cfg.arch, id_shape, feats.table, n, params, cfg.dropout) if towered else
-                 build_classifier(cfg.arch, id_shape, feats.table, n, params, cfg.dropout,
-                                  cfg.trainable_embeddings and role != "teacher", n if role == "teacher" else 0))
-    keras_workaround(model, strategy)
-    pos_weight = positive_weights(feats.y["train"], cfg.pos_weight)  # students only
-    desc = f"{cfg.arch} {role}"
-    if role == "teacher":
-        groups = tower_groups(model, n) if towered else teacher_groups(model, n)
-        loss, targets = teacher_loss, y
-    elif role == "student":
-        loss, groups, targets = make_hard_loss(pos_weight), student_groups(model, n), y
+    pos_weight = positive_weights(y, cfg.pos_weight)
+    if kd is None:
+        loss, targets, desc = make_hard_loss(pos_weight), y, f"{cfg.arch} student"
     else:
         alphas, temperature, soft = kd
-        loss = make_kd_loss(n, alphas, temperature, pos_weight)
-        groups, targets = student_groups(model, n), np.concatenate([y, soft[rows]], axis=1)
-        desc += f" T={temperature:g}"
-    bar = tqdm(total=cfg.epochs, desc=desc, leave=False, disable=not progress)
-    with strategy.scope():
-        info = fit(model, x, targets, feats.x["val"], feats.y["val"], loss, groups, cfg, bar, bucket)
-    bar.close()
-    log.info("%s: %d epochs, %.1f s, best validation %s %.4f", desc, info["epochs_run"], info["seconds"],
-             cfg.monitor, abs(info["best_value"][0]) if cfg.monitor.endswith("f1") else info["best_value"][0])
-    result = {"model": model, "fit": info, "trim": bucket,  # trim: the model takes trimmed batches
-              "val_logits": predict_logits(model, feats.x["val"], trim=bucket)}
-    if role == "teacher" and len(rows) == len(feats.x["train"]):  # soft targets, and every other split
-        for split in (s for s in feats.x if s != "val"):
-            result[f"{split}_logits"] = predict_logits(model, feats.x[split], trim=bucket)
-    if predict_rows is not None:
-        result["held_logits"] = predict_logits(model, feats.x["train"][predict_rows], trim=bucket)
-    return result
+        loss, targets = make_kd_loss(n, alphas, temperature, pos_weight), np.concatenate([y, soft], axis=1)
+        desc = f"{cfg.arch} kd T={temperature:g}"
+
+    def build():
+        return build_classifier(cfg.arch, feats.x["train"].shape[1:], feats.table, n, params, cfg.dropout,
+                                cfg.trainable_embeddings)
+    return fit_network(cfg, feats, build, loss, lambda model: student_groups(model, n), targets, desc,
+                       progress=progress)
 
 
-def train_kd(cfg: TrainConfig, feats: Features, teacher: dict, student: dict | None, progress: bool = False) -> dict:
+def train_kd(cfg: TrainConfig, feats: Features, teacher: Trained, student: Trained | None,
+             progress: bool = False) -> Trained:
     """The KD student: teacher logits calibrated on validation (`cfg.teacher_calibration`), gated per label
     against the plain student (`cfg.kd_label_gate`, when one is given), one student per (α, T) of
     `cfg.kd_grid()`; the best on the validation criterion is kept, with the search and the targets' record."""
     from kdedge.targets import fit_calibration, label_alphas, label_gate, soft_targets
 
     y_val, min_support = feats.y["val"], cfg.threshold_min_support
-    calibration = fit_calibration(cfg.teacher_calibration, teacher["val_logits"], y_val, min_support)
+    calibration = fit_calibration(cfg.teacher_calibration, teacher.logits["val"], y_val, min_support)
     gate = None
     if cfg.kd_label_gate and student is not None:
-        gate = label_gate(calibration.apply(teacher["val_logits"]), student["val_logits"], y_val, min_support)
+        gate = label_gate(calibration.apply(teacher.logits["val"]), student.logits["val"], y_val, min_support)
         taught = [name for name, t in zip(feats.label_names, gate["teach"]) if t]
         log.info("KD teaches %d of %d labels (the teacher's validation F1 ≥ the plain student's): %s",
                  len(taught), len(feats.label_names), ", ".join(taught) or "none")
     best, search = None, []
     for alpha, temperature in cfg.kd_grid():
         alphas = label_alphas(alpha, gate["teach"]) if gate is not None else np.float32(alpha)
-        soft = soft_targets(teacher["train_logits"], calibration, temperature)
-        res = train_network(cfg, feats, "kd", progress, kd=(alphas, temperature, soft))
-        trial = {"alpha": alpha, "temperature": temperature, "criterion": res["fit"]["best_value"][0],
-                 "epochs_run": res["fit"]["epochs_run"], "seconds": res["fit"]["seconds"]}
-        search.append(trial)
-        if best is None or trial["criterion"] < best["criterion"]:
-            best = {**res, "alpha": alpha, "temperature": temperature, "criterion": trial["criterion"]}
-    best["search"] = search
-    best["targets"] = {"calibration": calibration.to_dict(), "crossfit": cfg.teacher_crossfit,
-                       "gate": None if gate is None else {
-                           "teach": [bool(t) for t in gate["teach"]],
-                           "teacher_f1": [round(float(v), 4) for v in gate["teacher_f1"]],
-                           "student_f1": [round(float(v), 4) for v in gate["student_f1"]]}}
+        soft = soft_targets(teacher.logits["train"], calibration, temperature)
+        res = train_student(cfg, feats, progress, kd=(alphas, temperature, soft))
+        search.append({"alpha": alpha, "temperature": temperature, "criterion": res.fit.criterion,
+                       "epochs_run": res.fit.epochs_run, "seconds": res.fit.seconds})
+        if best is None or res.fit.criterion < best.fit.criterion:
+            best, chosen = res, (alpha, temperature)
+    targets = {"calibration": calibration.to_dict(), "crossfit": cfg.teacher_crossfit,
+               "gate": None if gate is None else {
+                   "teach": [bool(t) for t in gate["teach"]],
+                   "teacher_f1": [round(float(v), 4) for v in gate["teacher_f1"]],
+                   "student_f1": [round(float(v), 4) for v in gate["student_f1"]]}}
+    best.kd = KDChoice(*chosen, search, targets)
     return best
 
 
-def select_student(results: dict, monitor: str) -> dict | None:
+def select_student(results: dict[str, Trained], monitor: str) -> dict | None:
     """Which student to ship: the KD or the plain student, whichever has the better validation criterion
     (the one epochs were selected on; a tie goes to KD). None unless both were trained."""
     if "student" not in results or "kd" not in results:
         return None
-    values = {m: results[m]["fit"]["best_value"][0] for m in ("student", "kd")}
+    values = {m: results[m].fit.criterion for m in ("student", "kd")}
     mode = "kd" if values["kd"] <= values["student"] else "student"
     shown = {m: (-v if monitor.endswith("f1") else v) for m, v in values.items()}
     name = monitor.removeprefix("val_").replace("_", "-")
@@ -213,20 +166,20 @@ def select_student(results: dict, monitor: str) -> dict | None:
             "reason": reason}
 
 
-def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False, teacher: dict | None = None) -> dict:
+def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False,
+                teacher: Trained | None = None) -> dict[str, Trained]:
     """Train the requested modes on `feats.x["train"]`, selecting epochs on `feats.x["val"]`.
 
-    Returns {mode: result}; `kd` trains the teacher first unless `teacher` (a previous result with
-    "train_logits" and "val_logits") is given, and uses the plain student (for its per-label gate) when
-    it is trained too.
+    Returns {mode: result}; `kd` trains the teacher first unless `teacher` (one with train and validation
+    logits) is given, and uses the plain student (for its per-label gate) when it is trained too.
     """
     from kdedge.teachers import train_teacher
 
-    out: dict = {"teacher": teacher} if teacher is not None else {}
+    out: dict[str, Trained] = {"teacher": teacher} if teacher is not None else {}
     if "teacher" not in out and ("teacher" in modes or "kd" in modes):
         out["teacher"] = train_teacher(cfg, feats, progress)
     if "student" in modes:
-        out["student"] = train_network(cfg, feats, "student", progress)
+        out["student"] = train_student(cfg, feats, progress)
     if "kd" in modes:
         out["kd"] = train_kd(cfg, feats, out["teacher"], out.get("student"), progress)
     return out
@@ -281,30 +234,22 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
         (tmp / "predictions").mkdir()
         history = {}
         for mode, res in results.items():
-            if res["model"] is not None:  # a linear teacher is not a network: its logits are kept
-                res["model"].save(tmp / f"{mode}.keras")
-            np.save(tmp / "predictions" / f"val_{mode}.npy", res["val_logits"])
+            if res.model is not None:  # a linear teacher is not a network: its logits are kept
+                res.model.save(tmp / f"{mode}.keras")
+            np.save(tmp / "predictions" / f"val_{mode}.npy", res.logits["val"])
             metrics["modes"][mode] = {
-                **evaluate_logits(res["val_logits"], feats.y["val"], feats.label_names,
-                                  cfg.threshold_min_support),
-                "epochs_run": res["fit"]["epochs_run"], "best_epoch": res["fit"]["best_epoch"],
-                "seconds": round(res["fit"]["seconds"], 2), "train_seconds": round(res["fit"]["train_seconds"], 2),
-                "validation_seconds": round(res["fit"]["validation_seconds"], 2)}
-            if mode == "kd":
-                metrics["modes"]["kd"].update({k: res[k] for k in ("alpha", "temperature", "search", "targets")})
-            if mode == "teacher":
-                metrics["modes"]["teacher"].update({k: res["fit"][k] for k in ("kind", "crossfit", "validation")
-                                                    if k in res["fit"]})
-                if "components" in res["fit"]:
-                    metrics["modes"]["teacher"]["components"] = res["fit"]["components"]
-            history[mode] = res["fit"]["history"]
+                **evaluate_logits(res.logits["val"], feats.y["val"], feats.label_names, cfg.threshold_min_support),
+                "epochs_run": res.fit.epochs_run, "best_epoch": res.fit.best_epoch,
+                "seconds": round(res.fit.seconds, 2), "train_seconds": round(res.fit.train_seconds, 2),
+                "validation_seconds": round(res.fit.validation_seconds, 2),
+                **res.fit.teacher_record(), **(res.kd.to_dict() if res.kd else {})}
+            history[mode] = res.fit.history
         selected = select_student(results, cfg.monitor)
         if selected is not None:
             metrics["selected"] = selected
             log.info("selected for export: %s student (%s)", selected["mode"], selected["reason"])
         if "teacher" in results and "student" in results:
-            metrics["teacher_to_student_time"] = round(results["teacher"]["fit"]["seconds"]
-                                                       / results["student"]["fit"]["seconds"], 2)
+            metrics["teacher_to_student_time"] = round(results["teacher"].fit.seconds / results["student"].fit.seconds, 2)
         with open(tmp / "validation.jsonl", "w", encoding="utf-8") as f:
             for text, labels, rid, toks in zip(splits["val"].texts, splits["val"].labels, splits["val"].ids,
                                                feats.tokens["val"]):

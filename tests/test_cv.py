@@ -82,10 +82,9 @@ def test_a_run_directory_keeps_its_teachers_without_the_shared_cache(first, corp
 
 
 @pytest.mark.slow
-def test_same_budget_control_reuses_the_plain_student_that_ran_as_long_as_kd(first, corpus_file):
-    from kdedge.cv import _fold_splits, same_budget_config
+def test_same_budget_control_reuses_the_plain_student_that_ran_as_long_as_kd(first, corpus_file, tmp_path):
+    from kdedge.cv import CvPlan, fold_splits, same_budget_config
     from kdedge.data import load_dataset
-    from kdedge.distill import predict_logits
     from kdedge.evaluate import sigmoid
     from kdedge.train import featurize, train_modes
 
@@ -96,10 +95,9 @@ def test_same_budget_control_reuses_the_plain_student_that_ran_as_long_as_kd(fir
     # the premise of the reuse: training the control anew gives that very student
     cfg = make_config(TINY)
     ds = load_dataset(corpus_file)
-    _, train_i, val_i, test_i = _fold_splits(ds, 3, cfg.seed, None, 0, cfg.val_split)
-    feats = featurize(cfg, {"train": ds.subset(train_i), "val": ds.subset(val_i), "test": ds.subset(test_i)}, None)
+    feats = featurize(cfg, fold_splits(ds, CvPlan(3, ("textcnn",), None, tmp_path), 0, cfg.seed, cfg.val_split), None)
     control = train_modes(same_budget_config(cfg, modes["kd"]["epochs_run"]), feats, ("student",), None)["student"]
-    probs = sigmoid(predict_logits(control["model"], feats.x["test"], trim=control["trim"]))
+    probs = sigmoid(control.predict(feats.x["test"]))
     np.testing.assert_allclose(probs, np.array(modes["student"]["test_probs"]), atol=1e-5)
 
 

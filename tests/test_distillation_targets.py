@@ -127,12 +127,12 @@ def test_linear_teacher_learns_keyword_labels_in_seconds(tmp_path):
 
     cfg, feats = _features(make_corpus(160, seed=1), tmp_path)
     teacher = train_teacher(cfg, feats)
-    assert teacher["model"] is None
-    assert teacher["train_logits"].shape == feats.y["train"].shape
-    assert teacher["val_logits"].shape == feats.y["val"].shape
-    assert teacher["fit"]["kind"] == "linear" and teacher["fit"]["seconds"] < 30
-    assert teacher["fit"]["validation"]["macro_f1"] >= 0.9  # keywords decide the labels
-    decided = (sig(teacher["val_logits"]) >= 0.5).astype(float)
+    assert teacher.model is None
+    assert teacher.logits["train"].shape == feats.y["train"].shape
+    assert teacher.logits["val"].shape == feats.y["val"].shape
+    assert teacher.fit.kind == "linear" and teacher.fit.seconds < 30
+    assert teacher.fit.validation["macro_f1"] >= 0.9  # keywords decide the labels
+    decided = (sig(teacher.logits["val"]) >= 0.5).astype(float)
     assert (decided == feats.y["val"]).mean() > 0.9
 
 
@@ -144,18 +144,18 @@ def test_crossfit_teacher_outputs_on_training_texts_are_out_of_fold(tmp_path):
     memorised = train_teacher(cfg, feats)
     cfg3, feats3 = _features(rows, tmp_path, teacher_crossfit=3)
     crossfit = train_teacher(cfg3, feats3)
-    assert np.array_equal(crossfit["val_logits"], memorised["val_logits"])  # the full teacher predicts validation
+    assert np.array_equal(crossfit.logits["val"], memorised.logits["val"])  # the full teacher predicts validation
     # a model scoring texts it trained on is surer of them than models that never saw them
-    assert np.abs(memorised["train_logits"]).mean() > np.abs(crossfit["train_logits"]).mean()
-    assert crossfit["fit"]["crossfit"] == 3
+    assert np.abs(memorised.logits["train"]).mean() > np.abs(crossfit.logits["train"]).mean()
+    assert crossfit.fit.crossfit == 3
 
 
 @pytest.mark.slow
 def test_ensemble_teacher_averages_calibrated_towers_and_linear_on_every_split(tmp_path):
     from kdedge.data import load_dataset
     from kdedge.targets import fit_calibration
-    from kdedge.teachers import linear_teacher, train_teacher
-    from kdedge.train import featurize, train_network
+    from kdedge.teachers import linear_teacher, towers_teacher, train_teacher
+    from kdedge.train import featurize
 
     cfg = make_config({"embedding_dim": 8, "w2v_epochs": 1, "segmenter": "char", "max_len": 24, "epochs": 2,
                        "patience": 2, "batch_size": 16, "arch_params": {"filters": 8}, "teacher": "ensemble"})
@@ -164,14 +164,14 @@ def test_ensemble_teacher_averages_calibrated_towers_and_linear_on_every_split(t
     feats = featurize(cfg, {"train": ds.subset(rows[:80]), "val": ds.subset(rows[80:100]),
                             "test": ds.subset(rows[100:])})
     teacher = train_teacher(cfg, feats)
-    towers, linear = train_network(cfg, feats, "teacher"), linear_teacher(cfg, feats)  # same seed: same parts
+    towers, linear = towers_teacher(cfg, feats), linear_teacher(cfg, feats)  # same seed: same parts
     for split in ("train", "val", "test"):
-        parts = [(towers[f"{split}_logits"], towers["val_logits"]), (linear[f"{split}_logits"], linear["val_logits"])]
+        parts = [(part.logits[split], part.logits["val"]) for part in (towers, linear)]
         probs = [sig(fit_calibration("platt", val, feats.y["val"]).apply(z)) for z, val in parts]
-        assert np.allclose(teacher[f"{split}_logits"], logit(np.mean(probs, axis=0)), atol=1e-4)
-    assert set(teacher["fit"]["components"]) == {"towers", "linear"}
-    assert teacher["fit"]["kind"] == "ensemble" and teacher["model"] is None
-    assert all("macro_f1" in c["validation"] for c in teacher["fit"]["components"].values())
+        assert np.allclose(teacher.logits[split], logit(np.mean(probs, axis=0)), atol=1e-4)
+    assert set(teacher.fit.components) == {"towers", "linear"}
+    assert teacher.fit.kind == "ensemble" and teacher.model is None
+    assert all("macro_f1" in c["validation"] for c in teacher.fit.components.values())
 
 
 def test_config_choices_fail_before_any_data_is_read(tmp_path):
@@ -219,10 +219,11 @@ def test_the_selected_student_is_the_better_one_on_validation_and_export_takes_i
 
 def test_select_student_prefers_kd_on_a_tie_and_names_the_reason():
     from kdedge.train import select_student
+    from kdedge.trained import Fit, Trained
 
-    results = {"student": {"fit": {"best_value": [-0.70]}}, "kd": {"fit": {"best_value": [-0.70]}}}
+    results = {mode: Trained(Fit(seconds=1.0, best_value=[-0.70]), {}) for mode in ("student", "kd")}
     assert select_student(results, "val_macro_f1")["mode"] == "kd"
-    results["student"]["fit"]["best_value"] = [-0.75]
+    results["student"].fit.best_value = [-0.75]
     chosen = select_student(results, "val_macro_f1")
     assert chosen["mode"] == "student" and "0.7500" in chosen["reason"]
     assert select_student({"kd": results["kd"]}, "val_macro_f1") is None

@@ -290,7 +290,6 @@ def test_threads_help_states_the_bound():
 
 def _nan_above(threshold: float, shape, n_labels: int) -> bytes:
     """An ONNX model: logits = bias, plus NaN when max|x| > threshold (sqrt of a negative number)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     axes = list(range(1, len(shape) + 1))

@@ -6,7 +6,6 @@ Each case is listed in docs/reliability.md ("Round 3"). Real files and real proc
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess

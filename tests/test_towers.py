@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kdedge.batching import bucket_batches, bucketed_dataset, text_lengths, trim_padding
 from kdedge.config import TrainConfig
 from kdedge.distill import EpochSelector, bce_with_logits, fit, predict_logits, teacher_loss
 from kdedge.models import arch_params
-from kdedge.towers import (TowerBiGRU, TowerBiLSTM, TowerSlice, bucket_batches, bucketed_dataset, build_teacher,
-                           text_lengths, tower_groups, trim_padding)
+from kdedge.towers import TowerBiGRU, TowerBiLSTM, TowerSlice, build_teacher, tower_groups
 
 TINY = {"textcnn": {"kernel_sizes": [2, 3], "filters": 4}, "textrnn": {"units": 4},
         "gru_att": {"units": 4, "attention_units": 4},
