@@ -309,6 +309,23 @@ def test_cli_error_from_real_process_has_no_traceback(copy_of):
     assert result.stderr == "kdedge-run: error: model.onnx: SHA-256 mismatch (file changed or corrupt)\n"
 
 
+def test_cli_bug_shows_its_traceback_while_input_errors_stay_one_line(built, monkeypatch):
+    """Only what a user can fix is a one-line error; a bug in kdedge-run (here a backend that fails in a way
+    no input can cause) is not dressed up as one."""
+    from kdedge_run.classifier import Classifier
+
+    path = str(built["gru_att"].path)
+    result = CliRunner().invoke(cli, ["predict", "--model", path, "   "])
+    assert result.exit_code == 2 and "empty text" in result.output
+
+    def broken(self, prepared, k, threshold, indexed=True):
+        raise ZeroDivisionError("a bug")
+    monkeypatch.setattr(Classifier, "_predict", broken)
+    result = CliRunner().invoke(cli, ["predict", "--model", path, "股市大涨"])
+    assert isinstance(result.exception, ZeroDivisionError)  # propagates: Python prints the traceback, exit 1
+    assert "kdedge-run: error" not in result.output
+
+
 # --- command line ----------------------------------------------------------------------------------
 
 def _json_lines(output: str) -> list[dict]:

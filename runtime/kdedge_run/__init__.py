@@ -9,7 +9,7 @@ Heavy modules (numpy, onnxruntime, jieba) load on first use, not on import.
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["load", "Classifier", "Prediction", "BundleError"]
+__all__ = ["load", "Classifier", "Prediction", "BundleError", "InputError"]
 
 
 def load(path=None, backend: str | None = None, threads: int = 1):
@@ -24,7 +24,7 @@ def load(path=None, backend: str | None = None, threads: int = 1):
 
 
 def __getattr__(name: str):
-    if name in ("Classifier", "Prediction"):
+    if name in ("Classifier", "Prediction", "InputError"):
         from . import classifier
 
         return getattr(classifier, name)

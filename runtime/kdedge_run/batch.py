@@ -24,6 +24,7 @@ class BundleLabeller:
     def __init__(self, model, backend: str | None = None, threads: int = 1, threshold: float | None = None,
                  k: int | None = None):
         from . import load
+    from .classifier import InputError
 
         self.clf = load(model, backend=backend, threads=threads)
         self.threshold, self.k = threshold, k
@@ -78,7 +79,7 @@ def label_dataset(input_path: str, out: str, model, workers: int = 2, batch_size
     # cluster (2 workers on 2 cores), and reads that wait for a free CPU would never run.
     data = ray.data.read_json(files, num_cpus=0) if jsonl else ray.data.read_text(files, num_cpus=0)
     if jsonl and "text" not in (data.schema().names or []):
-        raise ValueError(f"{input_path}: JSON lines need a \"text\" field")
+        raise InputError(f"{input_path}: JSON lines need a \"text\" field")
     labelled = data.map_batches(BundleLabeller, fn_constructor_kwargs={
         "model": None if model is None else str(model), "backend": backend, "threads": 1, "threshold": threshold, "k": k},
         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)

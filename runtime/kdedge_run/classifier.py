@@ -14,6 +14,11 @@ from .text import sigmoid, split_sentences
 DEFAULT_MODEL = Path(__file__).parent / "default_model"
 
 
+class InputError(ValueError):
+    """A text or option the classifier cannot take (an empty text, k < 1, a threshold outside [0, 1]), or a
+    text the model gives a non-finite output for. A ValueError, so `except ValueError` keeps working."""
+
+
 @dataclass(frozen=True)
 class Prediction:
     """One text's result.
@@ -100,13 +105,13 @@ class Classifier:
         if self._bundle.version == 2:
             cps, truncated = pre.code_points(text)
             if not len(cps):
-                raise ValueError("empty text")
+                raise InputError("empty text")
             row = np.zeros(pre.max_len, dtype=np.int32)
             row[:len(cps)] = cps
             return _Prepared(row, truncated, len(cps), [chr(c) for c in cps])
         tokens, cut = pre.segment(text)
         if not tokens:
-            raise ValueError("empty text")
+            raise InputError("empty text")
         ids, truncated = pre.ids(tokens)
         return _Prepared(ids, truncated or cut, len(tokens), tokens)
 
@@ -122,9 +127,9 @@ class Classifier:
         In a list, the first such text fails the whole call (`text i: ...`).
         """
         if k is not None and (not isinstance(k, int) or k < 1):
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+            raise InputError(f"k must be a positive integer, got {k!r}")
         if threshold is not None and not (isinstance(threshold, numbers.Real) and 0.0 <= threshold <= 1.0):
-            raise ValueError(f"threshold must be within [0, 1], got {threshold!r}")
+            raise InputError(f"threshold must be within [0, 1], got {threshold!r}")
         if isinstance(text, str):
             return self._predict([self._prepare(text)], k, threshold, indexed=False)[0]
         prepared = []
@@ -210,7 +215,7 @@ class Classifier:
             bad = np.flatnonzero(~good)
             if bad.size:
                 where = f"text {start + bad[0]}: " if indexed else ""
-                raise ValueError(f"{where}the model gave a NaN or infinite output for this text "
+                raise InputError(f"{where}the model gave a NaN or infinite output for this text "
                                  f"(faulty bundle {self.path})")
             probs.append(batch)
             known.append(out["known"].astype(np.int64) if v2 else (x > 1).reshape(len(x), -1).sum(axis=1))

@@ -15,6 +15,7 @@ import click
 
 from . import __version__, load
 from .bundle import BundleError
+from .classifier import InputError
 from .text import escape
 
 BATCH = 64
@@ -23,7 +24,8 @@ _DRAIN_BYTES = 1 << 20
 
 
 class _Cli(click.Group):
-    """Reports every error as `kdedge-run: error: ...` on stderr with exit code 2, never a traceback."""
+    """Reports a user's error (bad option, input, bundle or path) as `kdedge-run: error: ...` on stderr with
+    exit code 2; any other exception is a bug and shows its traceback (exit code 1)."""
 
     def main(self, args=None, prog_name=None, **kwargs):
         kwargs["standalone_mode"] = False
@@ -43,10 +45,8 @@ class _Cli(click.Group):
             _fail(e.format_message())
         except click.Abort:
             _fail("aborted")
-        except (BundleError, ValueError, TypeError, OSError) as e:
+        except (BundleError, InputError, OSError) as e:  # anything else is a bug: Python shows its traceback
             _fail(str(e))
-        except Exception as e:  # a bug: still no traceback for the user, but say what it was
-            _fail(f"unexpected {type(e).__name__}: {e}")
         sys.exit(code or 0)
 
 
@@ -221,12 +221,12 @@ def _bounded_lines(stream):
 def _finite_float(text: str) -> float:
     number = float(text)
     if not math.isfinite(number):
-        raise ValueError(f"number {text[:40]} is out of range (not a finite double)")
+        raise InputError(f"number {text[:40]} is out of range (not a finite double)")
     return number
 
 
 def _no_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
+    raise InputError(f"{name} is not valid JSON")
 
 
 def _read_lines(stream):
@@ -235,26 +235,26 @@ def _read_lines(stream):
         try:  # a cut line may end inside a UTF-8 sequence: the incremental decoder leaves it out
             line = codecs.getincrementaldecoder("utf-8")().decode(raw, final=not cut)
         except UnicodeDecodeError as e:
-            yield n, None, None, ValueError(f"invalid UTF-8: {e}"), cut
+            yield n, None, None, InputError(f"invalid UTF-8: {e}"), cut
             continue
         if not line.lstrip().startswith("{"):
             yield n, None, line, None, cut
             continue
         if cut:
-            yield n, None, None, ValueError(f"JSON line longer than {MAX_LINE_BYTES} bytes (a plain text "
+            yield n, None, None, InputError(f"JSON line longer than {MAX_LINE_BYTES} bytes (a plain text "
                                             "line would be cut and predicted)"), cut
             continue
         try:
             record = json.loads(line, parse_float=_finite_float, parse_constant=_no_constant)
         except RecursionError:
-            yield n, None, None, ValueError("invalid JSON: nested too deeply"), cut
+            yield n, None, None, InputError("invalid JSON: nested too deeply"), cut
             continue
         except ValueError as e:  # also a >4300-digit integer, NaN, Infinity, 1e999
-            yield n, None, None, ValueError(f"invalid JSON: {e}"), cut
+            yield n, None, None, InputError(f"invalid JSON: {e}"), cut
             continue
         rid = record.get("id") if isinstance(record, dict) else None
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            yield n, rid, None, ValueError('JSON line needs a string "text" field'), cut
+            yield n, rid, None, InputError('JSON line needs a string "text" field'), cut
             continue
         yield n, rid, record["text"], None, cut
 
@@ -263,12 +263,12 @@ def _predict_batch(clf, texts, k, threshold) -> list:
     """Predictions for `texts`; a text that cannot be classified gets its exception instead."""
     try:
         return clf.predict(texts, k=k, threshold=threshold)
-    except (TypeError, ValueError):
+    except InputError:
         results = []
         for text in texts:
             try:
                 results.append(clf.predict(text, k=k, threshold=threshold))
-            except (TypeError, ValueError) as e:
+            except InputError as e:
                 results.append(e)
         return results
 
@@ -289,7 +289,7 @@ def _result_line(fmt, rid, text, prediction, weights) -> str:
     try:
         return _dumps(record)
     except RecursionError:
-        raise ValueError("id nested too deeply to write back") from None
+        raise InputError("id nested too deeply to write back") from None
 
 
 def _error_line(fmt, n, rid, error) -> str:
@@ -325,7 +325,7 @@ def label(input_path, out, model, backend, workers, batch_size, top_k, threshold
     except ImportError as e:
         raise click.ClickException(str(e)) from None
     except Exception as e:  # Ray wraps a reader's or worker's error: report its last line only
-        if isinstance(e, (BundleError, ValueError, OSError)):
+        if isinstance(e, (BundleError, InputError, OSError)):
             raise
         raise click.ClickException(f"{input_path}: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from None
     click.echo(f"{result['texts']} texts labelled ({result['errors']} errors) into {result['out']}", err=True)
