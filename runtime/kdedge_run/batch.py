@@ -24,7 +24,6 @@ class BundleLabeller:
     def __init__(self, model, backend: str | None = None, threads: int = 1, threshold: float | None = None,
                  k: int | None = None):
         from . import load
-    from .classifier import InputError
 
         self.clf = load(model, backend=backend, threads=threads)
         self.threshold, self.k = threshold, k
@@ -62,6 +61,7 @@ def label_dataset(input_path: str, out: str, model, workers: int = 2, batch_size
     except ImportError:
         raise ImportError('batch labelling needs Ray: pip install "kdedge-run[ray]" (or "ray[data]")') from None
     from . import load
+    from .classifier import InputError
 
     out_path = Path(out)
     if out_path.exists():
