@@ -137,7 +137,9 @@ def _check_prediction(p, labels, tally: Tally, text) -> None:
 
 def fuzz_batch(clf, texts: list[str], tally: Tally, recheck: bool) -> None:
     """Predict `texts` as one batch; a documented empty-text error removes that text and retries."""
-    tokens = clf._bundle.preprocessor.tokens
+    from kdedge_run.bundle import load_bundle
+
+    tokens = load_bundle(clf.path).preprocessor.tokens
     pending = list(texts)
     while pending:
         try:
@@ -172,8 +174,10 @@ def fuzz_batch(clf, texts: list[str], tally: Tally, recheck: bool) -> None:
 
 def fuzz_bundle(name: str, path: Path, backend: str, n: int, seed: int, long_max: int) -> Tally:
     import kdedge_run
+    from kdedge_run.bundle import load_bundle
 
     clf = kdedge_run.load(path, backend=backend)
+    tokens = load_bundle(path).preprocessor.tokens
     rng = random.Random(f"{seed}:{name}")
     tally = Tally()
     batches = 0
@@ -186,7 +190,7 @@ def fuzz_bundle(name: str, path: Path, backend: str, n: int, seed: int, long_max
         try:
             _check_prediction(clf.predict(text), clf.labels, tally, text)
         except ValueError as e:
-            if not EMPTY.match(str(e)) or clf._bundle.preprocessor.tokens(text):
+            if not EMPTY.match(str(e)) or tokens(text):
                 tally.crash(f"ValueError {e}", text)
         except Exception as e:  # noqa: BLE001
             tally.crash(f"{type(e).__name__}: {e}", text)
@@ -662,10 +666,11 @@ def run_atheris(path: Path, backend: str, runs: int) -> None:
     import atheris
 
     import kdedge_run
+    from kdedge_run.bundle import load_bundle
     from kdedge_run.cli import _read_lines
 
     clf = kdedge_run.load(path, backend=backend)
-    tokens = clf._bundle.preprocessor.tokens
+    tokens = load_bundle(path).preprocessor.tokens
     atheris.instrument_all()  # TensorFlow is not loaded here: this covers kdedge_run, numpy, jieba, click
 
     def one_input(data: bytes) -> None:

@@ -81,7 +81,7 @@ def keras_workaround(model, strategy) -> None:
     by all-reducing the first data batch, a tuple the multi-worker all-reduce cannot take
     (`_maybe_symbolic_build`); and it all-reduces each step's scalar logs along axis 0, which a scalar
     lacks (`reduce_per_replica`). Forgetting the captured strategy defers the build to the first traced
-    step (`fit` finds the strategy in the scope it is called in, `kdedge.train.train_network`), and the
+    step (`fit` finds the strategy in the scope it is called in, `kdedge.distill.fit_network`), and the
     step's logs are given one axis, which that reduction removes again.
     """
     import tensorflow as tf

@@ -21,8 +21,8 @@ from kdedge.files import RUN, check_replaceable, commit_dir, run_listing, stagin
 from kdedge.folds import stratified_split
 from kdedge.segment import Segmenter, resolve_convert, write_dictionary
 from kdedge.trained import KDChoice, Trained
-from kdedge_run.bundle import file_sha256
-from kdedge_run.text import SENTENCE_END_TOKENS, tokens_to_ids
+from kdedge_run.bundle import file_sha256, ids_input_spec
+from kdedge_run.text import tokens_to_ids
 
 MODES = ("teacher", "student", "kd")
 log = logging.getLogger("kdedge")
@@ -47,15 +47,12 @@ class Features:
 
 
 def input_spec_for(cfg: TrainConfig) -> dict:
-    """The bundle's `input` object for this configuration (docs/bundle.md)."""
+    """The bundle's `input` object for this configuration (`kdedge_run.bundle.ids_input_spec`)."""
     from kdedge.architectures import architecture
 
     if architecture(cfg.arch).hierarchical:
-        return {"kind": "hierarchical", "max_sentences": cfg.max_sentences,
-                "max_sentence_len": cfg.max_sentence_len, "sentence_end_tokens": list(SENTENCE_END_TOKENS),
-                "pad_id": 0, "oov_id": 1, "padding": "post", "truncation": "post"}
-    return {"kind": "sequence", "max_len": cfg.max_len, "pad_id": 0, "oov_id": 1,
-            "padding": "post", "truncation": "post"}
+        return ids_input_spec(max_sentences=cfg.max_sentences, max_sentence_len=cfg.max_sentence_len)
+    return ids_input_spec(cfg.max_len)
 
 
 def featurize(cfg: TrainConfig, splits: dict[str, Dataset], wv=None) -> Features:

@@ -227,16 +227,12 @@ def _check_end_to_end(stage: Staging, scratch, manifest: dict, run, keras_model,
     from kdedge_run.bundle import BundleError, load_bundle
     from kdedge_run.text import tokens_to_ids
 
-    from kdedge.evaluate import decide, scores
-
     try:
         whole = load_bundle(stage.path).preprocessor.uncut()  # the segmenter on whole texts, as training
     except BundleError as e:
         raise ExportError(f"the staged bundle does not load in kdedge_run: {e}") from e
     seg = agreement(whole.tokens, run.val_texts, run.val_tokens)
     ids, keep = par.runtime_inputs(stage.path, run.val_texts)
-    texts = [run.val_texts[i] for i in keep]
-    y = run.val_y[keep]
     vocab = {t: i for i, t in enumerate(read_vocab(run))}
     training_ids = np.stack([tokens_to_ids(run.val_tokens[i], vocab, run.input_spec)[0] for i in keep]) \
         if keep else ids
@@ -244,32 +240,11 @@ def _check_end_to_end(stage: Staging, scratch, manifest: dict, run, keras_model,
     if seg["token_f1"] < 1.0:
         note(f"the runtime segments the validation texts differently from training (token F1 "
              f"{seg['token_f1']:.4f}); parity compares both on the runtime's ids")
-    logits, reference = par.keras_probabilities(keras_model, ids, cal.temperatures)
-    rows = []
-    for s, is_shipped, vdtype in ((scratch, False, "float32"), (stage, True, vectors_dtype)):
-        if s is None:
-            continue
-        files = s.files()
-        for entry in _read_models(s):
-            probs = par.runtime_probabilities(s.path, entry["format"], texts)
-            rows.append(par.compare(entry, files[entry["file"]]["bytes"], vdtype, probs, reference, y,
-                                    cal.thresholds, run.labels, is_shipped))
-    par.check(rows)
-    for row in rows:  # only after the check: a failing export should fail fast
-        row["latency_ms"] = round(par.latency_ms(scratch.path if not row["shipped"] else stage.path,
-                                                 row["format"], texts), 4)
-    keras_macro = float(scores(y, decide(reference, cal.thresholds), run.labels)["macro_f1"])
-    parity = {"texts": len(texts), "reference": "keras", "fp32_tolerance": par.FP32_TOLERANCE,
-              "keras_macro_f1": keras_macro,
-              "keras_vs_training_logits": float(np.abs(logits - run.val_logits[keep]).max()) if keep else 0.0,
-              "results": rows}
-    if len(keep) < len(run.val_texts):
-        parity["skipped_texts"] = len(run.val_texts) - len(keep)
-    latency = {r["format"]: r["latency_ms"] for r in rows if r["shipped"]}
-    models = sorted(manifest["models"], key=lambda e: latency[e["format"]])  # faster first (docs/bundle.md)
-    if len(models) > 1:
-        log_order = ", ".join(f"{e['format']} {latency[e['format']]:.2f} ms" for e in models)
-        note(f"models listed fastest first (median single-text latency at export, 1 thread): {log_order}")
+    candidates = [(s.path, s is stage, vectors_dtype if s is stage else "float32",
+                   [(entry, s.files()[entry["file"]]["bytes"]) for entry in _read_models(s)])
+                  for s in (scratch, stage) if s is not None]
+    parity = par.report(run, keras_model, ids, keep, cal.temperatures, cal.thresholds, candidates)
+    models = par.fastest_first(manifest["models"], parity, note)
     return {**manifest, "models": models, "segmentation_agreement": seg, "parity": parity}
 
 
@@ -322,8 +297,6 @@ def _export_codepoints(run, out: Path, base: dict, seg_files: dict, formats, pre
     """
     from kdedge_run.text import CharMap, CharTokenizer, Preprocessor
 
-    from kdedge.evaluate import decide, scores
-
     vocab_list = read_vocab(run)
     vocab = {t: i for i, t in enumerate(vocab_list)}
     convert = CharMap.load("t2s", seg_files[T2S_FILE]) if T2S_FILE in seg_files else None
@@ -374,33 +347,15 @@ def _export_codepoints(run, out: Path, base: dict, seg_files: dict, formats, pre
         keep = [i for i, t in enumerate(run.val_texts) if v1.tokens(t)]
         texts = [run.val_texts[i] for i in keep]
         ids, _ = v1.encode(texts)
-        y = run.val_y[keep]
-        logits, reference = par.keras_probabilities(keras_model, ids, temperatures.astype(np.float64))
-        rows = []
-        for s_, is_shipped, vdtype, models in ((scratch, False, "float32", reference_models),
-                                               (stage, True, vectors_dtype, shipped)):
-            if s_ is None:
-                continue
-            for fmt, m in models.items():
-                probs = par.runtime_probabilities(s_.path, fmt, texts)
-                rows.append(par.compare(m.entry(), len(m.data), vdtype, probs, reference, y, cal.thresholds,
-                                        run.labels, is_shipped))
-        par.check(rows)
-        for row in rows:
-            row["latency_ms"] = round(par.latency_ms(stage.path if row["shipped"] else scratch.path,
-                                                     row["format"], texts), 4)
+        candidates = [(s_.path, s_ is stage, vectors_dtype if s_ is stage else "float32",
+                       [(m.entry(), len(m.data)) for m in models.values()])
+                      for s_, models in ((scratch, reference_models), (stage, shipped)) if s_ is not None]
+        parity = par.report(run, keras_model, ids, keep, temperatures.astype(np.float64), cal.thresholds, candidates)
         if len(formats) > 1:
             agree = _format_agreement(stage.path, texts)
             note(f"ONNX and TFLite probabilities agree within {agree:.2e} on {len(texts)} validation texts")
-        keras_macro = float(scores(y, decide(reference, cal.thresholds), run.labels)["macro_f1"])
-        latency = {r["format"]: r["latency_ms"] for r in rows if r["shipped"]}
-        written["models"] = sorted(written["models"], key=lambda e: latency[e["format"]])
-        written.update({
-            "segmentation_agreement": {**seg, "identical_ids": len(texts)},
-            "parity": {"texts": len(texts), "reference": "keras", "fp32_tolerance": par.FP32_TOLERANCE,
-                       "keras_macro_f1": keras_macro,
-                       "keras_vs_training_logits": float(np.abs(logits - run.val_logits[keep]).max()) if keep else 0.0,
-                       "results": rows}})
+        written["models"] = par.fastest_first(written["models"], parity, note)
+        written.update({"segmentation_agreement": {**seg, "identical_ids": len(texts)}, "parity": parity})
         written = stage.write_manifest(written)
         golden = golden_vectors(stage.path, written["models"][0]["format"], texts[:24])
         stage.write_text("golden.jsonl", "".join(line + "\n" for line in golden))

@@ -31,10 +31,11 @@ def golden_vectors(bundle_dir: Path, backend: str, extra_texts: list[str]) -> li
     texts and `extra_texts`; texts with a probability within the tolerance of a threshold are left out (a
     reader's rounding could flip them)."""
     import kdedge_run
+    from kdedge_run.bundle import load_bundle
 
     clf = kdedge_run.load(bundle_dir, backend=backend)
-    encoder = clf._bundle.preprocessor  # noqa: SLF001  (export is the bundle's writer)
-    thresholds = np.asarray(clf._bundle.thresholds)  # noqa: SLF001
+    bundle = load_bundle(bundle_dir)  # the reader's own input encoding and thresholds
+    encoder, thresholds = bundle.preprocessor, np.asarray(bundle.thresholds)
     lines = []
     for text in (*CONTRACT_TEXTS, *extra_texts):
         row, truncated, tokens = encoder.encode([text])

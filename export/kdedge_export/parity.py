@@ -90,3 +90,38 @@ def check(rows: list[dict]) -> None:
         detail = "; ".join(f"{r['format']}: max |Δp| = {r['max_abs_dp']:.3g}" for r in bad)
         raise ExportError(f"parity check failed: fp32 model probabilities differ from the Keras model's by more "
                           f"than {FP32_TOLERANCE:g} ({detail}); the conversion is wrong, nothing was written")
+
+
+def report(run, keras_model, ids: np.ndarray, keep: list[int], temperatures: np.ndarray, thresholds,
+           candidates) -> dict:
+    """The manifest's `parity` object (docs/bundle.md "Parity"): Keras on `ids` (the model input of the
+    validation texts `keep`) against every candidate model through kdedge_run, each row with its median
+    single-text latency. `candidates`: (bundle dir, shipped?, vectors dtype, [(manifest entry, bytes)]).
+    Raises ExportError (`check`) when an fp32 model misses the tolerance, before latencies are measured."""
+    texts = [run.val_texts[i] for i in keep]
+    y = run.val_y[keep]
+    logits, reference = keras_probabilities(keras_model, ids, temperatures)
+    measured = [(path, compare(entry, size, vectors, runtime_probabilities(path, entry["format"], texts), reference,
+                               y, thresholds, run.labels, shipped))
+                for path, shipped, vectors, entries in candidates for entry, size in entries]
+    rows = [row for _, row in measured]
+    check(rows)
+    for path, row in measured:  # only after the check: a failing export should fail fast
+        row["latency_ms"] = round(latency_ms(path, row["format"], texts), 4)
+    parity = {"texts": len(texts), "reference": "keras", "fp32_tolerance": FP32_TOLERANCE,
+              "keras_macro_f1": float(scores(y, decide(reference, thresholds), run.labels)["macro_f1"]),
+              "keras_vs_training_logits": float(np.abs(logits - run.val_logits[keep]).max()) if keep else 0.0,
+              "results": rows}
+    if len(keep) < len(run.val_texts):
+        parity["skipped_texts"] = len(run.val_texts) - len(keep)
+    return parity
+
+
+def fastest_first(models: list[dict], parity: dict, note) -> list[dict]:
+    """The manifest's `models`, ordered by the shipped rows' `latency_ms` (docs/bundle.md), and a note saying so."""
+    latency = {r["format"]: r["latency_ms"] for r in parity["results"] if r["shipped"]}
+    models = sorted(models, key=lambda e: latency[e["format"]])
+    if len(models) > 1:
+        order = ", ".join(f"{e['format']} {latency[e['format']]:.2f} ms" for e in models)
+        note(f"models listed fastest first (median single-text latency at export, 1 thread): {order}")
+    return models

@@ -48,6 +48,19 @@ _REPR.maxlong, _REPR.maxlist, _REPR.maxdict, _REPR.maxlevel = 40, 4, 4, 2
 _short = _REPR.repr
 
 
+def ids_input_spec(max_len: int | None = None, max_sentences: int | None = None,
+                   max_sentence_len: int | None = None) -> dict:
+    """The `input` object of a version-1 bundle (docs/bundle.md): `max_len` ids, or (hierarchical, HAN)
+    `max_sentences` sentences of `max_sentence_len` ids; 0 pads, 1 is out of vocabulary, both cut at the end."""
+    from .text import SENTENCE_END_TOKENS
+
+    common = {"pad_id": PAD_ID, "oov_id": OOV_ID, "padding": "post", "truncation": "post"}
+    if max_len is None:
+        return {"kind": "hierarchical", "max_sentences": max_sentences, "max_sentence_len": max_sentence_len,
+                "sentence_end_tokens": list(SENTENCE_END_TOKENS), **common}
+    return {"kind": "sequence", "max_len": max_len, **common}
+
+
 class BundleError(Exception):
     """A bundle cannot be used; the message names the file and the problem."""
 
