@@ -324,7 +324,8 @@ def summary_table(metrics: dict) -> list[str]:
 @click.option("--only-fold", "only_folds", type=int, multiple=True, help="Run just these folds (resumable pieces).")
 @click.option("--no-baselines", is_flag=True, help="Skip the TF-IDF+LR and fastText baselines.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Folds run at once, each in its own process pinned to its share of the CPU cores.")
+              help="(fold, architecture) pieces run at once, each in its own process pinned to its share of the CPU "
+              "cores; list the slowest architecture first.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: each (fold, architecture) is a Ray task (pip install 'kdedge[ray]'); --out must be on a "
               "filesystem every node sees.")

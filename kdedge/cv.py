@@ -298,8 +298,20 @@ def split_cores(jobs: int) -> list[set[int]]:
     return [set(cores[i::jobs]) for i in range(jobs)]
 
 
-def _run_folds_in_parallel(cfg, ds, fold_ids, plan: CvPlan, jobs: int) -> None:
-    """Run folds in `jobs` worker processes, each pinned to its own cores; the first failure stops the rest."""
+def pieces(plan: CvPlan, fold_ids) -> list[tuple[int, CvPlan]]:
+    """The unfinished work of a run as independent pieces: (fold, plan of one architecture) for each
+    architecture in `plan.archs` order, fold by fold, then (fold, plan of the baselines only)."""
+    out = [(k, dataclasses.replace(plan, archs=(arch,), baselines=False)) for arch in plan.archs for k in fold_ids
+           if not plan.fold_file(k, arch).exists()]
+    if plan.baselines:
+        out += [(k, dataclasses.replace(plan, archs=())) for k in fold_ids if not plan.fold_file(k, "baselines").exists()]
+    return out
+
+
+def _run_pieces_in_parallel(cfg, ds, work: list[tuple[int, CvPlan]], jobs: int) -> None:
+    """Run the `pieces` in `jobs` worker processes, each pinned to its own cores, a piece to whichever worker is
+    free (whole folds would leave a core idle for the last fold when `jobs` does not divide the folds); the
+    first failure stops the rest."""
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
@@ -309,12 +321,12 @@ def _run_folds_in_parallel(cfg, ds, fold_ids, plan: CvPlan, jobs: int) -> None:
         core_sets.put(cores)
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_start_fold_worker,
                              initargs=(core_sets, log.getEffectiveLevel())) as pool:
-        futures = [pool.submit(run_fold, cfg, ds, k, plan, False) for k in fold_ids]
+        futures = [pool.submit(run_fold, cfg, ds, k, piece, False) for k, piece in work]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:
             future.cancel()
         for future in done:
-            future.result()  # re-raises a worker's error; finished folds stay on disk for a resume
+            future.result()  # re-raises a worker's error; finished fold files stay on disk for a resume
 
 
 def _ray_fold_task(cfg, ds, k, plan: CvPlan) -> None:
@@ -351,13 +363,9 @@ def _run_folds_on_ray(cfg, ds, fold_ids, plan: CvPlan, address=None) -> None:
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(_ray_fold_task)
     shared = ray.put(ds)
-    pieces = [(k, dataclasses.replace(plan, archs=(arch,), baselines=False)) for k in fold_ids for arch in plan.archs
-              if not plan.fold_file(k, arch).exists()]
-    if plan.baselines:
-        pieces += [(k, dataclasses.replace(plan, archs=())) for k in fold_ids
-                   if not plan.fold_file(k, "baselines").exists()]
+    work = pieces(plan, fold_ids)
     refs = [task.options(num_cpus=1, num_gpus=0 if piece.baselines else gpus, max_retries=0)
-            .remote(cfg, shared, k, piece) for k, piece in pieces]
+            .remote(cfg, shared, k, piece) for k, piece in work]
     pending = list(refs)
     try:
         while pending:
@@ -367,7 +375,7 @@ def _run_folds_on_ray(cfg, ds, fold_ids, plan: CvPlan, address=None) -> None:
         for ref in pending:
             ray.cancel(ref, force=True)
     missing = [path.name for path in (piece.fold_file(k, piece.archs[0] if piece.archs else "baselines")
-                                      for k, piece in pieces) if not path.exists()]
+                                      for k, piece in work) if not path.exists()]
     if missing:
         raise UsageError(f"{plan.out}/folds: {', '.join(missing)} not found after the Ray tasks finished: every Ray "
                          "node must see --out at the same path (a shared filesystem)")
@@ -399,8 +407,9 @@ def run_cv(cfg: TrainConfig, data: str, out: str, *, folds: int = 5, archs=("tex
            skip_invalid: bool = False, jobs: int = 1, engine: str = "local", address: str | None = None) -> dict:
     """Run (or resume) every fold; finished fold files are kept, so a killed run continues where it stopped.
 
-    `jobs` > 1 runs that many folds at once in worker processes, each pinned to its share of the CPU cores
-    (small models use many cores poorly: two one-core folds beat one two-core fold here). `engine="ray"`
+    `jobs` > 1 runs that many (fold, architecture) pieces at once in worker processes, each pinned to its share
+    of the CPU cores (small models use many cores poorly: two one-core folds beat one two-core fold here);
+    pieces are queued architecture by architecture, so listing the slowest first shortens the tail. `engine="ray"`
     runs each (fold, architecture) as a task on the Ray cluster at `address` (None: a local instance).
     """
     if engine not in ("local", "ray"):
@@ -448,8 +457,8 @@ def run_cv(cfg: TrainConfig, data: str, out: str, *, folds: int = 5, archs=("tex
     plan = CvPlan(folds, tuple(archs), group_by, out_path, baselines)
     if engine == "ray":
         _run_folds_on_ray(cfg, ds, fold_ids, plan, address)
-    elif jobs > 1 and len(fold_ids) > 1:
-        _run_folds_in_parallel(cfg, ds, fold_ids, plan, min(jobs, len(fold_ids)))
+    elif jobs > 1 and len(work := pieces(plan, fold_ids)) > 1:
+        _run_pieces_in_parallel(cfg, ds, work, min(jobs, len(work)))
     else:
         for k in fold_ids:
             run_fold(cfg, ds, k, plan, progress)

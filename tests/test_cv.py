@@ -116,6 +116,20 @@ def test_parallel_folds_match_the_sequential_run(first, corpus_file, tmp_path):
     assert results["architectures"]["textcnn"]["kd"]["folds"] == [0, 1]
 
 
+def test_parallel_work_is_queued_as_unfinished_fold_architecture_pieces(tmp_path):
+    from kdedge.cv import CvPlan, pieces
+
+    plan = CvPlan(3, ("gru_att", "textcnn"), None, tmp_path)
+    (tmp_path / "folds").mkdir()
+    (tmp_path / "folds" / "fold1_gru_att.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "folds" / "fold0_baselines.json").write_text("{}", encoding="utf-8")
+    work = [(k, piece.archs, piece.baselines) for k, piece in pieces(plan, [0, 1, 2])]
+    assert work == [(0, ("gru_att",), False), (2, ("gru_att",), False), (0, ("textcnn",), False),
+                    (1, ("textcnn",), False), (2, ("textcnn",), False), (1, (), True), (2, (), True)]
+    assert pieces(CvPlan(3, ("textcnn",), None, tmp_path, baselines=False), [1])[0][1].fold_file(1, "textcnn") == \
+        tmp_path / "folds" / "fold1_textcnn.json"
+
+
 def test_more_jobs_than_cores_is_a_clear_error():
     from kdedge.cv import split_cores
 
