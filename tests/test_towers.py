@@ -276,14 +276,14 @@ def test_teacher_on_empty_texts_gives_its_biases(arch):
 
 @pytest.mark.slow
 def test_same_seed_same_bucketed_teacher():
-    from kdedge.train import _seed
+    from kdedge.distill import seed_everything
 
     x = _flat_ids(24)
     y = (np.random.default_rng(2).random((len(x), N)) > 0.5).astype(np.float32)
     cfg = TrainConfig(arch="gru_att", epochs=2, batch_size=8, learning_rate=1e-2, monitor="val_loss", seed=3)
     logits = []
     for _ in range(2):
-        _seed(cfg.seed)
+        seed_everything(cfg.seed)
         model = build_teacher("gru_att", (12,), _table(), N, arch_params("gru_att", TINY["gru_att"]), 0.1)
         fit(model, x, y, x[:8], y[:8], teacher_loss, tower_groups(model, N), cfg, bucket=True)
         logits.append(predict_logits(model, x, trim=True))
