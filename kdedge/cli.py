@@ -50,10 +50,16 @@ def _exit_interrupted() -> None:
 def _unraisable_hook(default):
     """sys.unraisablehook that raises a swallowed Ctrl-C again. A KeyboardInterrupt that lands in a weakref
     callback or finalizer (TensorFlow and tf2onnx run many) is only printed there and the work went on; a
-    timer thread interrupts the main thread again, so it stops in ordinary code shortly after."""
+    timer thread interrupts the main thread again, so it stops in ordinary code shortly after. Once
+    interrupted, other finalizer errors are silent: they come from objects the interrupt left half-built
+    (e.g. TensorFlow's ApiDefMap.__del__ → AttributeError), not from a bug to report."""
+    from kdedge.files import INTERRUPTED
+
     def hook(unraisable):
         if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
             threading.Timer(0.01, _thread.interrupt_main, (signal.SIGINT,)).start()
+            return
+        if INTERRUPTED.is_set():
             return
         default(unraisable)
     hook.kdedge = True
