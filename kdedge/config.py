@@ -53,7 +53,7 @@ class TrainConfig:
     # distillation: loss = alpha*BCE(y, s) + (1-alpha)*T^2*BCE(sigmoid(z_t/T), sigmoid(z_s/T)).
     # A list (CLI: "0.25,0.5,0.75") is a search: one KD student per (alpha, T) pair, the best on validation kept.
     kd_alpha: float | list = 0.5
-    kd_temperature: float | list = field(default_factory=lambda: [2.0, 4.0])
+    kd_temperature: float | list = 4.0
     # the teacher and its soft targets (kdedge.teachers, kdedge.targets; measured in docs/results)
     teacher: str = "linear"               # towers (paper: one network per label) | linear (TF-IDF + LR) | ensemble
     teacher_calibration: str = "shift"    # none | shift | temperature | platt: per label, on the validation split
