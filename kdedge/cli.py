@@ -5,7 +5,6 @@ import _thread
 import atexit
 import functools
 import json
-import logging
 import os
 import signal
 import sys
@@ -17,7 +16,7 @@ from kdedge.architectures import ARCHITECTURES
 from kdedge.config import TRAIN_DEFAULTS, make_config, named_configs, read_config_file
 from kdedge.data import DataError
 from kdedge.errors import USER_ERRORS
-from kdedge.tflog import VERBOSE_ENV, import_tensorflow
+from kdedge.tflog import VERBOSE_ENV, import_tensorflow, log_to_stderr
 
 CONFIG_SUMMARIES = {"char": "the defaults, spelled out", "paper": "the paper's settings: jieba words, towers "
                     "teacher, raw soft targets", "words": "jieba words, frozen vectors: kdedge's former default"}
@@ -110,11 +109,6 @@ def user_errors(func):
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
     return wrapper
-
-
-def _log_to_stderr() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("gensim").setLevel(logging.WARNING)
 
 
 
@@ -276,7 +270,7 @@ def _command_setup(config_file, data, out, labels_file, cli: dict):
     if not data or not out:
         raise click.UsageError("--data and --out are required (on the command line or in --config)")
     import_tensorflow()
-    _log_to_stderr()
+    log_to_stderr()
     return cfg, data, out, labels_file or run["labels_file"]
 
 

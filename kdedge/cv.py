@@ -16,7 +16,7 @@ from kdedge.architectures import ARCHITECTURES
 from kdedge.config import TrainConfig
 from kdedge.data import check_trainable, load_dataset
 from kdedge.errors import MissingExtraError, UsageError
-from kdedge.tflog import import_tensorflow
+from kdedge.tflog import import_tensorflow, log_to_stderr
 from kdedge.files import atomic_path, cache_dir, write_json_atomic
 from kdedge.evaluate import decide, scores, sigmoid, tune_thresholds
 from kdedge.folds import kfold, stratified_split
@@ -154,13 +154,13 @@ def same_budget_config(cfg: TrainConfig, kd_epochs: int) -> TrainConfig:
 def fold_teacher(cfg: TrainConfig, feats, out: Path, progress) -> Trained:
     """The fold's teacher: from the run's or the shared cache when one with the same key is stored, else
     trained and stored at once (a run killed while the students train keeps its teacher)."""
-    from kdedge.train import train_modes
+    from kdedge.teachers import train_teacher
 
     key = teacher_cache_key(cfg, feats)
     dirs = teacher_dirs(out)
     teacher, found_in = load_cached_teacher(key, dirs)
     if teacher is None:
-        teacher = train_modes(cfg, feats, ("teacher",), progress)["teacher"]
+        teacher = train_teacher(cfg, feats, progress)
     save_cached_teacher(key, teacher, dirs[:found_in])  # the places that lack it
     return teacher
 
@@ -277,7 +277,7 @@ def _start_fold_worker(core_sets, log_level: int) -> None:
     _die_with_parent()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
-    logging.basicConfig(level=log_level, format="%(message)s")
+    log_to_stderr(log_level)
     import_tensorflow()
     import tensorflow as tf
 
@@ -337,7 +337,7 @@ def _ray_fold_task(cfg, ds, k, plan: CvPlan) -> None:
     import_tensorflow()
     import tensorflow as tf
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    log_to_stderr()
     cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
     try:  # a reused Ray worker has initialised TensorFlow already: its thread pools stay as they are
         tf.config.threading.set_intra_op_parallelism_threads(cpus)

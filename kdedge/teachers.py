@@ -47,8 +47,9 @@ def validation_scores(val_logits: np.ndarray, y_val: np.ndarray, label_names, mi
     return {"micro_f1": round(s["micro_f1"], 4), "macro_f1": round(s["macro_f1"], 4)}
 
 
-def linear_teacher(cfg, feats) -> Trained:
-    """TF-IDF + one logistic regression per label: logits on every split of `feats`, no network."""
+def linear_teacher(cfg, feats, progress: bool = False) -> Trained:
+    """TF-IDF + one logistic regression per label: logits on every split of `feats`, no network (it trains
+    in seconds, so `progress` shows nothing; every teacher takes it)."""
     from kdedge.baselines import lexical_tokens, tfidf_lr
 
     start = time.perf_counter()
@@ -118,7 +119,7 @@ def ensemble_teacher(cfg, feats, progress: bool = False) -> Trained:
 
 TEACHERS: dict[str, Callable] = {
     "towers": towers_teacher,
-    "linear": lambda cfg, feats, progress=False: linear_teacher(cfg, feats),
+    "linear": linear_teacher,
     "ensemble": ensemble_teacher,
 }
 

@@ -1,6 +1,8 @@
-"""TensorFlow's C++ log (device probing, oneDNN, CUDA stubs) is quiet unless `kdedge --verbose`."""
+"""The console's log: kdedge's messages on stderr; TensorFlow's C++ log (device probing, oneDNN, CUDA stubs)
+quiet unless `kdedge --verbose`, gensim's chatter hidden."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -27,3 +29,10 @@ def import_tensorflow() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(null)
+
+
+def log_to_stderr(level: int = logging.INFO) -> None:
+    """kdedge's log as bare messages on stderr, gensim's below warnings hidden; in the CLI and in each worker
+    process (fold workers and Ray tasks configure their own logging)."""
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("gensim").setLevel(logging.WARNING)

@@ -404,3 +404,17 @@ def test_teacher_towers_share_a_width_budget():
     assert make_config(read_config_file("paper")).teacher_width_budget == 0
     with pytest.raises(ConfigError, match="teacher-width-budget"):
         TrainConfig(teacher_width_budget=-1)
+
+
+def test_console_log_hides_gensim_chatter_in_the_cli_and_in_fold_workers(tmp_path):
+    """`kdedge cv --jobs 2` printed gensim's "KeyedVectors lifecycle event {…}" dicts: fold workers set up
+    their own logging. The CLI, fold workers and Ray tasks now all call tflog.log_to_stderr."""
+    vectors = tmp_path / "v.txt"
+    vectors.write_text("2 3\n頭 1 0 0\n痛 0 1 0\n", encoding="utf-8")
+    script = ("import logging\nfrom kdedge.tflog import log_to_stderr\nlog_to_stderr()\n"
+              "from kdedge.embed import load_vectors\n"
+              f"load_vectors({str(vectors)!r})\n"
+              "logging.getLogger('kdedge').info('kdedge message')\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == "kdedge message"

@@ -9,13 +9,33 @@ directory or glob of such files, on a filesystem every Ray node sees. Each of `w
 the bundle once (`BundleLabeller`) and labels batches of `batch_size` texts; the output directory holds
 JSON Lines files with the input's fields plus "labels", "probabilities" (every label's, in
 `labels_order`) and "error" (null, or why that text could not be labelled: an empty text, for one).
-Rows keep the input order. The output is written to a temporary sibling and renamed when complete.
+Rows keep the input order. The output is written to a temporary sibling, synced to disk and renamed when
+complete (a crash leaves the old output or the whole new one).
 """
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish_dir(tmp: Path, out_path: Path) -> None:
+    """Rename the complete directory `tmp` to `out_path` durably: its files and itself synced first, the
+    parent directory after (the same guarantee as kdedge's own outputs; the runtime imports nothing of ours)."""
+    for path in tmp.rglob("*"):
+        if path.is_file():
+            _fsync(path)
+    _fsync(tmp)
+    os.replace(tmp, out_path)
+    _fsync(out_path.parent)
 
 
 class BundleLabeller:
@@ -90,7 +110,7 @@ def label_dataset(input_path: str, out: str, model, workers: int = 2, batch_size
         written = ray.data.read_json(str(tmp))
         texts = written.count()
         errors = written.filter(lambda row: row["error"] is not None).count() if texts else 0
-        os.replace(tmp, out_path)
+        _publish_dir(tmp, out_path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
