@@ -111,8 +111,6 @@ def user_errors(func):
     return wrapper
 
 
-
-
 @click.group()
 @click.version_option(package_name="kdedge")
 @click.option("--debug", is_flag=True, help="Show the traceback of every error, kdedge's own ones too.")
