@@ -16,6 +16,8 @@ from kdedge.architectures import ARCHITECTURES
 from kdedge.config import TRAIN_DEFAULTS, make_config, named_configs, read_config_file
 from kdedge.data import DataError
 from kdedge.errors import USER_ERRORS
+from kdedge.targets import CALIBRATIONS
+from kdedge.teachers import TEACHER_CHOICES
 from kdedge.tflog import VERBOSE_ENV, import_tensorflow, log_to_stderr
 
 CONFIG_SUMMARIES = {"char": "the defaults, spelled out", "paper": "the paper's settings: jieba words, towers "
@@ -223,22 +225,27 @@ def training_options(func):
         config_option("--kd-alpha", help="Weight of the true labels in the KD loss; a list (0.25,0.5,0.75) is "
                       "searched on the validation split."),
         config_option("--kd-temperature", help="KD temperature; a list (1,2,4) is searched on the validation split."),
-        config_option("--teacher", type=click.Choice(["towers", "linear", "ensemble"]),
-                      help="towers: one network per label (the paper); linear: TF-IDF + one logistic regression "
-                      "per label (seconds); ensemble: both, calibrated and averaged."),
-        config_option("--teacher-calibration", type=click.Choice(["none", "shift", "temperature", "platt"]),
-                      help="Per-label calibration of the teacher on the validation split before its outputs "
-                      "become soft targets (shift: its tuned threshold maps to 0.5)."),
+        config_option("--teacher", type=click.Choice(TEACHER_CHOICES),
+                      help="auto: linear, and towers too when linear does not beat the plain student (the better "
+                      "teaches); towers: one network per label (the paper); linear: TF-IDF + one logistic "
+                      "regression per label (seconds); ensemble: both, calibrated and averaged."),
+        config_option("--teacher-calibration", type=click.Choice(CALIBRATIONS),
+                      help="Per-label calibration of the teacher before its outputs become soft targets (shift: "
+                      "its tuned threshold maps to 0.5), fitted on its out-of-fold training outputs when cross-fitted, "
+                      "else on the validation split."),
         config_option("--teacher-width-budget", type=float,
                       help="towers teacher: the towers together are about this many times as wide as one network "
                       "(each tower's filters/units × budget / labels, at least 8); 0: every tower full width "
                       "(the paper)."),
         config_option("--teacher-crossfit", type=int,
                       help="K >= 2: soft targets on training texts come from K teachers that did not see them "
-                      "(out-of-fold); 0: off."),
+                      "(out-of-fold), and the calibration and gate are fitted on those outputs; 0: off."),
         config_option("--kd-label-gate/--no-kd-label-gate", default=None,
-                      help="Labels where the teacher's validation F1 is below the plain student's learn from the "
-                      "true labels only."),
+                      help="Labels where the teacher is not shown better than the plain student (its F1 on ≥ 5 "
+                      "positives vs the student's validation F1) learn from the true labels only."),
+        config_option("--select-confidence", type=float,
+                      help="Ship the KD student only when it beats the plain student in this share of bootstrap "
+                      "resamples of the validation split (cross-fitted thresholds); else the plain student."),
         config_option("--pos-weight", type=click.Choice(["none", "sqrt", "balanced"]),
                       help="Weight of positive labels in the students' BCE (sqrt: √(negatives/positives))."),
         config_option("--trainable-embeddings/--frozen-embeddings", default=None),

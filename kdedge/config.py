@@ -55,12 +55,16 @@ class TrainConfig:
     kd_alpha: float | list = 0.5
     kd_temperature: float | list = 4.0
     # the teacher and its soft targets (kdedge.teachers, kdedge.targets; measured in docs/results)
-    teacher: str = "linear"               # towers (paper: one network per label) | linear (TF-IDF + LR) | ensemble
+    teacher: str = "auto"                 # auto (linear; towers too when linear does not beat the plain student)
+                                          # | towers (paper: one network per label) | linear (TF-IDF + LR) | ensemble
     teacher_calibration: str = "shift"    # none | shift | temperature | platt: per label, on the validation split
-    teacher_crossfit: int = 0             # K >= 2: the teacher's outputs on training texts are out-of-fold (K teachers)
+    teacher_crossfit: int = 5             # K >= 2: the teacher's outputs on training texts are out-of-fold (K more
+                                          # teachers), and its calibration and gate are fitted on them; 0: off
     teacher_width_budget: float = 3.0     # towers: all towers together about this many times one network's width
                                           # (each tower's filters/units scaled by budget / labels); 0: full width
-    kd_label_gate: bool = True            # labels where the teacher is weaker than the plain student learn from y only
+    kd_label_gate: bool = True            # labels where the teacher is not shown better than the plain student learn from y only
+    select_confidence: float = 0.8        # ship the KD student only when it beats the plain student in this share of
+                                          # bootstrap resamples of validation (cross-fitted thresholds; kdedge.selection)
     pos_weight: str = "none"              # none | sqrt | balanced: per-label weight of positives in the students' BCE
     # thresholds
     threshold_min_support: int = 3        # labels with fewer validation positives keep 0.5
@@ -153,6 +157,7 @@ RANGES = {
     "epochs": Range(1), "patience": Range(0),
     "learning_rate": Range(0, low_open=True), "dropout": Range(0, 1), "kd_alpha": Range(0, 1, high_open=False),
     "kd_temperature": Range(0, low_open=True), "threshold_min_support": Range(1), "teacher_width_budget": Range(0),
+    "select_confidence": Range(0, 1, high_open=False),
 }
 NO_FLAG = ("arch_params",)  # set in a config file only
 
@@ -168,10 +173,10 @@ def _choices() -> dict[str, tuple]:
     from kdedge.distribute import STRATEGIES
     from kdedge.segment import SEGMENTERS
     from kdedge.targets import CALIBRATIONS
-    from kdedge.teachers import TEACHERS
+    from kdedge.teachers import TEACHER_CHOICES
 
     return {"arch": tuple(ARCHITECTURES), "mode": MODES, "segmenter": SEGMENTERS, "convert": CONVERTS,
-            "monitor": MONITORS, "teacher": tuple(TEACHERS), "teacher_calibration": CALIBRATIONS,
+            "monitor": MONITORS, "teacher": TEACHER_CHOICES, "teacher_calibration": CALIBRATIONS,
             "pos_weight": POS_WEIGHTS, "strategy": STRATEGIES}
 
 

@@ -26,7 +26,7 @@ log = logging.getLogger("kdedge")
 ROWS = ("teacher", "student", "student_same_budget", "kd", "selected")
 BASELINES = ("tfidf_lr", "fasttext")
 STUDENT_ONLY_SETTINGS = ("mode", "trainable_embeddings", "kd_alpha", "kd_temperature", "pos_weight",
-                         "teacher_calibration", "kd_label_gate")
+                         "teacher_calibration", "kd_label_gate", "select_confidence")
 # How training runs, not what it learns (results equal up to float summation order): neither part of a
 # teacher's cache key nor a setting a resume must repeat.
 EXECUTION_SETTINGS = ("strategy",)
@@ -168,16 +168,18 @@ def fold_teacher(cfg: TrainConfig, feats, out: Path, progress) -> Trained:
 def train_fold(cfg: TrainConfig, feats, out: Path, progress) -> tuple[dict[str, Trained], dict]:
     """Every row of a fold (ROWS: teacher, plain student, same-budget control, KD student, the one selected
     on validation), each with its test logits, and the selection's record."""
-    from kdedge.train import select_student, train_modes
+    from kdedge.selection import select_student
+    from kdedge.train import train_modes
 
-    results = train_modes(cfg, feats, ("student", "kd"), progress, fold_teacher(cfg, feats, out, progress))
+    results = train_modes(cfg, feats, ("student", "kd"), progress,
+                          lambda kind: fold_teacher(dataclasses.replace(cfg, teacher=kind), feats, out, progress))
     kd_epochs = results["kd"].fit.epochs_run
     if results["student"].fit.epochs_run == kd_epochs:  # retraining would repeat its epochs step for step
         results["student_same_budget"] = results["student"]
     else:
         results["student_same_budget"] = train_modes(same_budget_config(cfg, kd_epochs), feats, ("student",),
                                                      progress)["student"]
-    selected = select_student(results, cfg.monitor)
+    selected = select_student(results, feats.y["val"], cfg.threshold_min_support, cfg.select_confidence, cfg.seed)
     results["selected"] = results[selected["mode"]]
     for res in results.values():
         res.logits_on("test", feats.x["test"])  # the teacher's is computed (or cached) already
@@ -202,7 +204,8 @@ def fold_record(k: int, arch: str, results: dict[str, Trained], selected: dict, 
     record["modes"]["kd"].update(results["kd"].kd.to_dict())
     record["modes"]["teacher"].update(results["teacher"].fit.teacher_record())
     record["modes"]["student_same_budget"]["is_plain_student"] = results["student_same_budget"] is results["student"]
-    record["modes"]["selected"].update(mode=selected["mode"], reason=selected["reason"])
+    record["modes"]["selected"].update(mode=selected["mode"], reason=selected["reason"],
+                                       confidence=selected["confidence"], comparison=selected["comparison"])
     record["test_truth"] = y["test"].astype(int).tolist()
     return record
 

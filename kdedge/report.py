@@ -88,6 +88,7 @@ def summarise(out: Path) -> dict:
         if "selected" in entry:
             entry["selected_vs_student"] = _kd_deltas(records, labels, "selected")
         entry["teacher_summary"] = _teacher_summary(records, labels)
+        entry["transfer"] = transfer(records)
     truth = {r["fold"]: np.asarray(r["test_truth"]) for arch, records in by_arch.items() if arch != "baselines"
              for r in records}  # the same test fold for every architecture
     results["test_support"] = {lab: int(sum(y[:, j].sum() for y in truth.values())) for j, lab in enumerate(labels)}
@@ -120,6 +121,34 @@ def _kd_vs_baselines(records, baseline_records) -> dict:
         out[name] = {"folds": [r["fold"] for r in shared],
                      "metrics": {m: {"delta": float(np.mean(kd[m]) - np.mean(other[m])),
                                      "p_fold_paired_t": paired_p_value(kd[m], other[m])} for m in METRICS}}
+    return out
+
+
+def transfer(records) -> dict:
+    """How much of the teacher's lead KD carries over and how well the selection chose, on the test folds (tuned
+    thresholds, macro- and micro-F1 in points): per metric the teacher − plain student gap, KD − plain student,
+    the share of the gap KD closes (where the teacher leads), and selected − plain student; per fold the mode
+    the selection shipped, its validation confidence, and its regret (the better of KD and plain on the test
+    fold − the shipped one)."""
+    def mean(mode, metric):
+        return 100 * float(np.mean([r["modes"][mode]["tuned"][metric] for r in records]))
+
+    out = {}
+    for metric in ("macro_f1", "micro_f1"):
+        gap, gain = mean("teacher", metric) - mean("student", metric), mean("kd", metric) - mean("student", metric)
+        out[metric] = {"teacher_lead": gap, "kd_gain": gain, "gap_closed": gain / gap if gap > 0 else None}
+        if all("selected" in r["modes"] for r in records):
+            out[metric]["selected_gain"] = mean("selected", metric) - mean("student", metric)
+    folds = []
+    for r in records:
+        if "selected" not in r["modes"]:
+            continue
+        macro = {m: 100 * r["modes"][m]["tuned"]["macro_f1"] for m in ("student", "kd", "selected")}
+        folds.append({"fold": r["fold"], "shipped": r["modes"]["selected"].get("mode"),
+                      "confidence": r["modes"]["selected"].get("confidence"),
+                      "regret": max(macro["student"], macro["kd"]) - macro["selected"],
+                      "kd_minus_student": macro["kd"] - macro["student"]})
+    out["selection"] = folds
     return out
 
 
@@ -214,8 +243,9 @@ def render_markdown(results: dict) -> str:
     lines += [f"| {a} | " + ", ".join(f"fold {k['fold']}: ({k['alpha']:g}, {k['temperature']:g}) of {k['searched']}"
                                      if k["alpha"] is not None else f"fold {k['fold']}: config"
                                      for k in e["kd_settings"]) + " |" for a, e in results["architectures"].items()]
+    lines += _transfer_table(results)
     lines += ["", "## Teachers", "", "Mean seconds per fold; taught: in how many folds the per-label gate let the "
-              "teacher teach each label (its validation F1 ≥ the plain student's).", "",
+              "teacher teach each label.", "",
               "| architecture | teacher | calibration | teacher s | student s | teacher ÷ student | taught |",
               "|---|---|---|---|---|---|---|"]
     for a, e in results["architectures"].items():
@@ -230,6 +260,36 @@ def render_markdown(results: dict) -> str:
               "|---|---|---|"]
     lines += [f"| {a} | {e['seconds']:.0f} | {e['teachers_cached']} |" for a, e in results["architectures"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _confidence(value) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
+def _transfer_table(results: dict) -> list[str]:
+    """Per architecture: the teacher's lead, the share of it KD closes, and how the selection fared per fold."""
+    lines = ["", "## Transfer and selection (tuned thresholds, test folds, points)", "",
+             "Gap closed = (KD − plain student) ÷ (teacher − plain student), where the teacher leads. Per fold: the "
+             "model shipped (KD or plain), the share of validation resamples in which KD won, and the regret (the "
+             "better of the two on the test fold − the shipped one, macro-F1).", "",
+             "| architecture | teacher − plain macro / micro | KD − plain macro / micro | gap closed macro / micro | "
+             "selected − plain macro / micro | folds: shipped (confidence, regret) |", "|---|---|---|---|---|---|"]
+
+    def closed(value):
+        return "n/a (no lead)" if value is None else f"{100 * value:.0f}%"
+
+    for arch, entry in results["architectures"].items():
+        t = entry.get("transfer")
+        if not t:
+            continue
+        ma, mi = t["macro_f1"], t["micro_f1"]
+        folds = ", ".join(f"{f['fold']}: {f['shipped']} ({_confidence(f['confidence'])}, {f['regret']:.1f})"
+                          for f in t["selection"])
+        selected = (f"{ma['selected_gain']:+.1f} / {mi['selected_gain']:+.1f}" if "selected_gain" in ma else "n/a")
+        lines.append(f"| {arch} | {ma['teacher_lead']:+.1f} / {mi['teacher_lead']:+.1f} | {ma['kd_gain']:+.1f} / "
+                     f"{mi['kd_gain']:+.1f} | {closed(ma['gap_closed'])} / {closed(mi['gap_closed'])} | {selected} | "
+                     f"{folds} |")
+    return lines
 
 
 def plot_label_names(labels) -> list[str]:

@@ -1,15 +1,19 @@
-"""The KD student's soft targets: the teacher's logits, calibrated per label on the validation split,
-softened by the KD temperature, and gated per label where the teacher is weaker than the plain student.
+"""The KD student's soft targets: the teacher's logits, calibrated per label, softened by the KD temperature,
+and gated per label where the teacher is not shown to be better than the plain student.
+
+Calibration and gate are fitted on the texts whose teacher outputs look like the ones that become targets:
+with a cross-fitted teacher (`--teacher-crossfit K`, the default) its out-of-fold outputs on the whole training
+split; otherwise the validation split (the teacher's training-text outputs are then its memory of them).
 
 A teacher whose towers stop at epoch 3 gives raw probabilities far below its own tuned thresholds; a
 student that imitates them learns the miscalibration, not the decisions. Each calibration here maps the
-teacher's logit z of label j to a_j·z + b_j, fitted on validation texts the teacher did not train on:
+teacher's logit z of label j to a_j·z + b_j, fitted on texts the teacher did not train on:
 
 - `none`: a = 1, b = 0 (the paper's raw teacher outputs).
-- `shift`: a = 1, b = −logit(t_j), where t_j is the label's F1-tuned validation threshold, so the
+- `shift`: a = 1, b = −logit(t_j), where t_j is the label's F1-tuned threshold, so the
   teacher's decision boundary becomes probability 0.5.
-- `temperature`: a = 1/T_j with T_j minimising validation log-loss (b = 0).
-- `platt`: a and b minimising validation log-loss against Platt's smoothed targets
+- `temperature`: a = 1/T_j with T_j minimising log-loss (b = 0).
+- `platt`: a and b minimising log-loss against Platt's smoothed targets
   ((N₊+1)/(N₊+2) for positives, 1/(N₋+2) for negatives).
 """
 from __future__ import annotations
@@ -66,38 +70,52 @@ def fit_platt(z: np.ndarray, y: np.ndarray, iterations: int = 100) -> tuple[floa
     return float(a), float(b)
 
 
-def fit_calibration(method: str, val_logits: np.ndarray, y_val: np.ndarray, min_support: int = 3) -> Calibration:
-    """Fit one of CALIBRATIONS per label on the teacher's validation logits and the true labels."""
-    n = val_logits.shape[1]
+def fit_calibration(method: str, logits: np.ndarray, y: np.ndarray, min_support: int = 3) -> Calibration:
+    """Fit one of CALIBRATIONS per label on the teacher's logits for texts it did not train on and their true labels."""
+    n = logits.shape[1]
     scale, bias = np.ones(n), np.zeros(n)
     if method == "shift":
-        bias = -logit(tune_thresholds(y_val, sigmoid(val_logits), min_support))
+        bias = -logit(tune_thresholds(y, sigmoid(logits), min_support))
     elif method == "temperature":
-        scale = 1.0 / fit_temperatures(val_logits, y_val)
+        scale = 1.0 / fit_temperatures(logits, y)
     elif method == "platt":
         for j in range(n):
-            scale[j], bias[j] = fit_platt(val_logits[:, j], y_val[:, j])
+            scale[j], bias[j] = fit_platt(logits[:, j], y[:, j])
     elif method != "none":
         raise ValueError(f"teacher calibration must be one of {', '.join(CALIBRATIONS)}, not {method!r}")
     return Calibration(method, scale, bias)
 
 
 def tuned_f1(y: np.ndarray, probs: np.ndarray, min_support: int = 3) -> np.ndarray:
-    """Each label's validation F1 at its own tuned threshold."""
+    """Each label's F1 at its own threshold tuned on the same texts."""
     thresholds = tune_thresholds(y, probs, min_support)
     return f1_per_label(y, (probs >= thresholds).astype(np.float64))
 
 
-def label_gate(teacher_val_logits: np.ndarray, student_val_logits: np.ndarray, y_val: np.ndarray,
-               min_support: int = 3) -> dict:
-    """Which labels the teacher may teach: those where its validation F1 (tuned) is ≥ the plain student's.
+GATE_MIN_POSITIVES = 5      # a label is taught only when the teacher's F1 was measured on at least this many positives
+GATE_UNJUDGED_F1 = 0.5      # … and, where validation is too small to judge the student, the teacher's F1 reaches this
 
-    Returns {"teach": bool per label, "teacher_f1": …, "student_f1": …}. A label the teacher loses on
-    falls back to the true label alone in the KD loss, so a weak tower cannot drag the student down.
+
+def label_gate(teacher_logits: np.ndarray, y_teacher: np.ndarray, student_val_logits: np.ndarray, y_val: np.ndarray,
+               min_support: int = 3) -> dict:
+    """Which labels the teacher may teach, on the evidence there is.
+
+    `teacher_logits` / `y_teacher` are the (calibrated) teacher's outputs on the texts its quality is measured
+    on: out-of-fold outputs on the whole training split when the teacher is cross-fitted, else the validation
+    split. A label is taught when the teacher's F1 there (tuned) was measured on ≥ GATE_MIN_POSITIVES positives
+    and is ≥ the plain student's validation F1; where validation has fewer than `min_support` positives of
+    the label (no estimate of the student), when the teacher's F1 is ≥ GATE_UNJUDGED_F1.
+
+    Returns {"teach": bool per label, "teacher_f1", "student_f1", "teacher_positives", "validation_positives"}.
+    A label the teacher does not teach falls back to the true label alone in the KD loss, so a weak teacher
+    cannot drag the student down.
     """
-    teacher = tuned_f1(y_val, sigmoid(teacher_val_logits), min_support)
+    teacher = tuned_f1(y_teacher, sigmoid(teacher_logits), min_support)
     student = tuned_f1(y_val, sigmoid(student_val_logits), min_support)
-    return {"teach": teacher >= student - 1e-12, "teacher_f1": teacher, "student_f1": student}
+    teacher_positives, val_positives = y_teacher.sum(axis=0), y_val.sum(axis=0)
+    better = np.where(val_positives >= min_support, teacher >= student - 1e-12, teacher >= GATE_UNJUDGED_F1)
+    return {"teach": (teacher_positives >= GATE_MIN_POSITIVES) & better, "teacher_f1": teacher, "student_f1": student,
+            "teacher_positives": teacher_positives.astype(int), "validation_positives": val_positives.astype(int)}
 
 
 def label_alphas(alpha: float, teach: np.ndarray) -> np.ndarray:

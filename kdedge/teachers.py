@@ -6,14 +6,18 @@
   character 1–3-grams (`kdedge.baselines.tfidf_lr`): the strongest classic model measured here,
   trained in seconds whatever the number of labels.
 - `ensemble`: both, each Platt-calibrated on the validation split, their probabilities averaged.
+- `auto` (the default, `choose_teacher`): the linear teacher first; when its macro-F1 (out of fold) does not beat
+  the plain student's validation estimate, the towers teacher too; the better of them by that macro-F1 teaches.
 
-`teacher_crossfit` K ≥ 2 makes the training-text outputs out-of-fold: K teachers each predict the
-training texts they did not see, so the soft targets are not the teacher's memory of its training set
-(validation and test outputs come from the teacher trained on all training texts). It multiplies the
-teacher's cost by about K + 1: cheap for `linear`, expensive for `towers`.
+`teacher_crossfit` K ≥ 2 (default 5) makes the training-text outputs out-of-fold: K teachers each predict
+the training texts they did not see, so the soft targets are not the teacher's memory of its training set
+(validation and test outputs come from the teacher trained on all training texts), and the calibration and
+gate are fitted on those outputs (`teacher_evidence`). It multiplies the teacher's cost by about K + 1:
+seconds for `linear`, K + 1 networks for `towers`.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Callable
@@ -124,11 +128,53 @@ TEACHERS: dict[str, Callable] = {
 }
 
 
+TEACHER_CHOICES = ("auto", *TEACHERS)
+
+
+def teacher_evidence(teacher: Trained, feats) -> tuple[np.ndarray, np.ndarray, str]:
+    """The teacher's logits and the true labels its quality, calibration and gate are judged on, and what they
+    are: its out-of-fold outputs on the whole training split when it is cross-fitted (the same kind of outputs
+    as the soft targets), else its validation outputs."""
+    if teacher.fit.crossfit:
+        return teacher.logits["train"], feats.y["train"], f"out-of-fold training outputs (K = {teacher.fit.crossfit})"
+    return teacher.logits["val"], feats.y["val"], "validation outputs"
+
+
+def choose_teacher(cfg, feats, student: Trained, teacher_of: Callable[[str], Trained]) -> Trained:
+    """`--teacher auto`: the linear teacher (`teacher_of("linear")`); when its macro-F1 on `teacher_evidence` is
+    below the plain student's validation macro-F1, the towers teacher as well; the one with the higher
+    macro-F1 is returned, every candidate's score and seconds and the reason recorded in its fit."""
+    target = validation_scores(student.logits["val"], feats.y["val"], feats.label_names,
+                               cfg.threshold_min_support)["macro_f1"]
+    candidates, tried = {}, {}
+    for kind in ("linear", "towers"):
+        teacher = teacher_of(kind)
+        logits, y, on = teacher_evidence(teacher, feats)
+        macro = validation_scores(logits, y, feats.label_names, cfg.threshold_min_support)["macro_f1"]
+        tried[kind] = teacher
+        candidates[kind] = {"macro_f1": macro, "on": on, "seconds": round(teacher.fit.seconds, 2)}
+        log.info("teacher candidate %s: macro-F1 %.3f on %s (the plain student: %.3f on validation)", kind, macro,
+                 on, target)
+        if macro >= target:  # as good as the student already: a towers teacher is not worth its cost
+            break
+    kind = max(candidates, key=lambda k: candidates[k]["macro_f1"])
+    chosen = tried[kind]
+    reason = (f"{kind}: macro-F1 {candidates[kind]['macro_f1']:.3f} ({candidates[kind]['on']}) "
+              + (f"≥ the plain student's {target:.3f} on validation" if candidates[kind]["macro_f1"] >= target
+                 else f"is the best of {', '.join(candidates)}; none beats the plain student's {target:.3f} on "
+                      "validation, so the per-label gate decides what it may teach"))
+    chosen.fit = dataclasses.replace(chosen.fit, candidates={"student_macro_f1": target, **candidates}, reason=reason)
+    log.info("teacher chosen: %s", reason)
+    return chosen
+
+
 def train_teacher(cfg, feats, progress: bool = False) -> Trained:
-    """The configured teacher (`cfg.teacher`, one of TEACHERS) with its logits on every split, its
-    cost and its validation scores; its `model` is the Keras network of a towers teacher, else None."""
+    """The configured teacher (`cfg.teacher`, one of TEACHERS; `auto` is `choose_teacher`'s) with its logits on
+    every split, its cost and its validation scores; its `model` is the Keras network of a towers teacher, else
+    None."""
     if cfg.teacher not in TEACHERS:
-        raise ValueError(f"teacher must be one of {', '.join(TEACHERS)}, not {cfg.teacher!r}")
+        raise ValueError(f"teacher must be one of {', '.join(TEACHERS)} here (auto needs a student: "
+                         f"choose_teacher), not {cfg.teacher!r}")
     result = TEACHERS[cfg.teacher](cfg, feats, progress)
     fit = result.fit
     fit.kind, fit.crossfit = cfg.teacher, cfg.teacher_crossfit

@@ -1,6 +1,7 @@
 """`kdedge train`: data → segmentation → vocabulary + Word2Vec → teacher, student and KD student → run dir."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -9,6 +10,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -20,6 +22,7 @@ from kdedge.evaluate import evaluate_logits
 from kdedge.files import RUN, check_replaceable, commit_dir, run_listing, staging_dir, write_json
 from kdedge.folds import stratified_split
 from kdedge.segment import Segmenter, resolve_convert, write_dictionary
+from kdedge.selection import select_student
 from kdedge.trained import KDChoice, Trained
 from kdedge_run.bundle import file_sha256, ids_input_spec
 from kdedge_run.text import tokens_to_ids
@@ -117,19 +120,22 @@ def train_student(cfg: TrainConfig, feats: Features, progress: bool = False, kd=
 
 def train_kd(cfg: TrainConfig, feats: Features, teacher: Trained, student: Trained | None,
              progress: bool = False) -> Trained:
-    """The KD student: teacher logits calibrated on validation (`cfg.teacher_calibration`), gated per label
-    against the plain student (`cfg.kd_label_gate`, when one is given), one student per (α, T) of
-    `cfg.kd_grid()`; the best on the validation criterion is kept, with the search and the targets' record."""
+    """The KD student: teacher logits calibrated (`cfg.teacher_calibration`) and gated per label against the plain
+    student (`cfg.kd_label_gate`, when one is given), both fitted on `teacher_evidence`; one student per (α, T)
+    of `cfg.kd_grid()`; the best on the validation criterion is kept, with the search and the targets' record."""
     from kdedge.targets import fit_calibration, label_alphas, label_gate, soft_targets
+    from kdedge.teachers import teacher_evidence
 
-    y_val, min_support = feats.y["val"], cfg.threshold_min_support
-    calibration = fit_calibration(cfg.teacher_calibration, teacher.logits["val"], y_val, min_support)
+    min_support = cfg.threshold_min_support
+    evidence_logits, evidence_y, fitted_on = teacher_evidence(teacher, feats)
+    calibration = fit_calibration(cfg.teacher_calibration, evidence_logits, evidence_y, min_support)
     gate = None
     if cfg.kd_label_gate and student is not None:
-        gate = label_gate(calibration.apply(teacher.logits["val"]), student.logits["val"], y_val, min_support)
+        gate = label_gate(calibration.apply(evidence_logits), evidence_y, student.logits["val"], feats.y["val"],
+                          min_support)
         taught = [name for name, t in zip(feats.label_names, gate["teach"]) if t]
-        log.info("KD teaches %d of %d labels (the teacher's validation F1 ≥ the plain student's): %s",
-                 len(taught), len(feats.label_names), ", ".join(taught) or "none")
+        log.info("KD teaches %d of %d labels (the teacher's F1 on %s ≥ the plain student's): %s",
+                 len(taught), len(feats.label_names), fitted_on, ", ".join(taught) or "none")
     best, search = None, []
     for alpha, temperature in cfg.kd_grid():
         alphas = label_alphas(alpha, gate["teach"]) if gate is not None else np.float32(alpha)
@@ -139,44 +145,38 @@ def train_kd(cfg: TrainConfig, feats: Features, teacher: Trained, student: Train
                        "epochs_run": res.fit.epochs_run, "seconds": res.fit.seconds})
         if best is None or res.fit.criterion < best.fit.criterion:
             best, chosen = res, (alpha, temperature)
-    targets = {"calibration": calibration.to_dict(), "crossfit": cfg.teacher_crossfit,
+    targets = {"calibration": calibration.to_dict(), "crossfit": cfg.teacher_crossfit, "fitted_on": fitted_on,
                "gate": None if gate is None else {
                    "teach": [bool(t) for t in gate["teach"]],
                    "teacher_f1": [round(float(v), 4) for v in gate["teacher_f1"]],
-                   "student_f1": [round(float(v), 4) for v in gate["student_f1"]]}}
+                   "student_f1": [round(float(v), 4) for v in gate["student_f1"]],
+                   "teacher_positives": [int(v) for v in gate["teacher_positives"]],
+                   "validation_positives": [int(v) for v in gate["validation_positives"]]}}
     best.kd = KDChoice(*chosen, search, targets)
     return best
 
 
-def select_student(results: dict[str, Trained], monitor: str) -> dict | None:
-    """Which student to ship: the KD or the plain student, whichever has the better validation criterion
-    (the one epochs were selected on; a tie goes to KD). None unless both were trained."""
-    if "student" not in results or "kd" not in results:
-        return None
-    values = {m: results[m].fit.criterion for m in ("student", "kd")}
-    mode = "kd" if values["kd"] <= values["student"] else "student"
-    shown = {m: (-v if monitor.endswith("f1") else v) for m, v in values.items()}
-    name = monitor.removeprefix("val_").replace("_", "-")
-    reason = (f"validation {name}: KD student {shown['kd']:.4f}, plain student {shown['student']:.4f}"
-              + ("" if mode == "kd" else " (the teacher did not help on this split)"))
-    return {"mode": mode, "criterion": monitor, "values": {m: round(float(v), 6) for m, v in shown.items()},
-            "reason": reason}
-
-
 def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False,
-                teacher: Trained | None = None) -> dict[str, Trained]:
+                teacher_of: Callable[[str], Trained] | None = None) -> dict[str, Trained]:
     """Train the requested modes on `feats.x["train"]`, selecting epochs on `feats.x["val"]`.
 
-    Returns {mode: result}; `kd` trains the teacher first unless `teacher` (one with train and validation
-    logits) is given, and uses the plain student (for its per-label gate) when it is trained too.
+    Returns {mode: result}. `kd` needs a teacher: `teacher_of(kind)` gives a trained one of that kind (default:
+    `teachers.train_teacher`; `kdedge cv` looks in its cache first); with `--teacher auto` the plain student is
+    trained first and `teachers.choose_teacher` picks the kind against it. The plain student, when trained, also
+    drives the KD student's per-label gate.
     """
-    from kdedge.teachers import train_teacher
+    from kdedge.teachers import choose_teacher, train_teacher
 
-    out: dict[str, Trained] = {"teacher": teacher} if teacher is not None else {}
-    if "teacher" not in out and ("teacher" in modes or "kd" in modes):
-        out["teacher"] = train_teacher(cfg, feats, progress)
-    if "student" in modes:
+    if teacher_of is None:
+        def teacher_of(kind):
+            return train_teacher(dataclasses.replace(cfg, teacher=kind), feats, progress)
+    out: dict[str, Trained] = {}
+    wants_teacher = "teacher" in modes or "kd" in modes
+    if "student" in modes or (wants_teacher and cfg.teacher == "auto"):
         out["student"] = train_student(cfg, feats, progress)
+    if wants_teacher:
+        out["teacher"] = (choose_teacher(cfg, feats, out["student"], teacher_of) if cfg.teacher == "auto"
+                          else teacher_of(cfg.teacher))
     if "kd" in modes:
         out["kd"] = train_kd(cfg, feats, out["teacher"], out.get("student"), progress)
     return out
@@ -241,10 +241,11 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
                 "validation_seconds": round(res.fit.validation_seconds, 2),
                 **res.fit.teacher_record(), **(res.kd.to_dict() if res.kd else {})}
             history[mode] = res.fit.history
-        selected = select_student(results, cfg.monitor)
+        selected = select_student(results, feats.y["val"], cfg.threshold_min_support, cfg.select_confidence, cfg.seed)
         if selected is not None:
             metrics["selected"] = selected
-            log.info("selected for export: %s student (%s)", selected["mode"], selected["reason"])
+            log.info("selected for export: the %s (%s)", "KD student" if selected["mode"] == "kd" else "plain student",
+                     selected["reason"])
         if "teacher" in results and "student" in results:
             metrics["teacher_to_student_time"] = round(results["teacher"].fit.seconds / results["student"].fit.seconds, 2)
         with open(tmp / "validation.jsonl", "w", encoding="utf-8") as f:

@@ -25,6 +25,8 @@ class Fit:
     crossfit: int | None = None                  # teachers: K of the out-of-fold training-text outputs (0: none)
     validation: dict | None = None               # teachers: micro/macro-F1 on validation at tuned thresholds
     components: dict | None = None               # ensemble teacher: each part's seconds and validation scores
+    candidates: dict | None = None               # auto teacher: every kind tried (macro-F1, on what, seconds)
+    reason: str | None = None                    # auto teacher: why this kind was chosen
 
     def __post_init__(self):
         if self.train_seconds is None:
@@ -36,8 +38,9 @@ class Fit:
         return self.best_value[0]
 
     def teacher_record(self) -> dict:
-        """The teacher facts a run or a cv fold records: kind, crossfit, validation scores, components."""
-        return {k: getattr(self, k) for k in ("kind", "crossfit", "validation", "components")
+        """The teacher facts a run or a cv fold records: kind, crossfit, validation scores, components, and for
+        an auto teacher the candidates and the reason."""
+        return {k: getattr(self, k) for k in ("kind", "crossfit", "validation", "components", "candidates", "reason")
                 if getattr(self, k) is not None}
 
     def to_dict(self) -> dict:

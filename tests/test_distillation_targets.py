@@ -83,12 +83,36 @@ def test_gate_keeps_labels_the_teacher_wins_or_ties_and_drops_the_others():
     y = np.array([[1, 1], [1, 0], [0, 1], [0, 0], [1, 1], [0, 0]], dtype=float)
     teacher = np.array([[3, -1], [2, 1], [-2, -1], [-3, 1], [2, -1], [-2, 1]], dtype=float)  # perfect on 0, not 1
     student = np.array([[2, 2], [1, -2], [-1, 2], [-2, -2], [1, 2], [-1, -2]], dtype=float)  # perfect on both
-    gate = label_gate(teacher, student, y, min_support=3)
+    # the teacher is judged on twice the texts (its out-of-fold outputs): 6 positives a label
+    gate = label_gate(np.tile(teacher, (2, 1)), np.tile(y, (2, 1)), student, y, min_support=3)
     assert gate["teach"].tolist() == [True, False]
     assert gate["teacher_f1"][0] == pytest.approx(1.0) and gate["student_f1"][1] == pytest.approx(1.0)
+    assert gate["teacher_positives"].tolist() == [6, 6] and gate["validation_positives"].tolist() == [3, 3]
     # label 1: the teacher ranks every positive below every negative, so its best cut (0.5) finds none
     assert gate["teacher_f1"][1] == 0.0 == tuned_f1(y[:, 1:], sig(teacher[:, 1:]))[0]
     assert label_alphas(0.25, gate["teach"]).tolist() == [0.25, 1.0]
+
+
+def test_gate_needs_evidence_before_the_teacher_teaches():
+    from kdedge.targets import GATE_MIN_POSITIVES
+
+    rows = 2 * GATE_MIN_POSITIVES
+    y = np.zeros((rows, 3))
+    y[:GATE_MIN_POSITIVES - 1, 0] = 1      # label 0: one positive short of the evidence needed
+    y[:GATE_MIN_POSITIVES, 1:] = 1         # labels 1 and 2: enough
+    perfect = np.where(y > 0, 4.0, -4.0)
+    coin = perfect.copy()
+    coin[:, 2] = np.where(np.arange(rows) % 2 == 0, 4.0, -4.0)  # label 2: right on half the texts
+    y_val = np.zeros((6, 3))
+    y_val[:2] = 1                          # 2 validation positives: too few to judge the student (min_support 3)
+    student = np.full((6, 3), -4.0)        # … which finds none
+    assert label_gate(perfect, y, student, y_val, min_support=3)["teach"].tolist() == [False, True, True]
+    gate = label_gate(coin, y, student, y_val, min_support=3)
+    # unjudged labels are taught only where the teacher's own F1 reaches GATE_UNJUDGED_F1 (label 2's is 0.5 exactly)
+    assert gate["teach"].tolist() == [False, True, gate["teacher_f1"][2] >= 0.5]
+    worse = coin.copy()
+    worse[:, 2] = np.where(np.arange(rows) % 3 == 0, 4.0, -4.0)
+    assert not label_gate(worse, y, student, y_val, min_support=3)["teach"][2]
 
 
 def test_per_label_alpha_in_the_kd_loss_matches_hand_computation():
@@ -125,7 +149,7 @@ def _features(rows, tmp_path, **settings):
 def test_linear_teacher_learns_keyword_labels_in_seconds(tmp_path):
     from kdedge.teachers import train_teacher
 
-    cfg, feats = _features(make_corpus(160, seed=1), tmp_path)
+    cfg, feats = _features(make_corpus(160, seed=1), tmp_path, teacher="linear")
     teacher = train_teacher(cfg, feats)
     assert teacher.model is None
     assert teacher.logits["train"].shape == feats.y["train"].shape
@@ -140,9 +164,9 @@ def test_crossfit_teacher_outputs_on_training_texts_are_out_of_fold(tmp_path):
     from kdedge.teachers import train_teacher
 
     rows = make_corpus(160, seed=2)
-    cfg, feats = _features(rows, tmp_path)
+    cfg, feats = _features(rows, tmp_path, teacher="linear", teacher_crossfit=0)
     memorised = train_teacher(cfg, feats)
-    cfg3, feats3 = _features(rows, tmp_path, teacher_crossfit=3)
+    cfg3, feats3 = _features(rows, tmp_path, teacher="linear", teacher_crossfit=3)
     crossfit = train_teacher(cfg3, feats3)
     assert np.array_equal(crossfit.logits["val"], memorised.logits["val"])  # the full teacher predicts validation
     # a model scoring texts it trained on is surer of them than models that never saw them
@@ -158,7 +182,8 @@ def test_ensemble_teacher_averages_calibrated_towers_and_linear_on_every_split(t
     from kdedge.train import featurize
 
     cfg = make_config({"embedding_dim": 8, "w2v_epochs": 1, "segmenter": "char", "max_len": 24, "epochs": 2,
-                       "patience": 2, "batch_size": 16, "arch_params": {"filters": 8}, "teacher": "ensemble"})
+                       "patience": 2, "batch_size": 16, "arch_params": {"filters": 8}, "teacher": "ensemble",
+                       "teacher_crossfit": 0})
     ds = load_dataset(write_jsonl(tmp_path / "d.jsonl", make_corpus(120, seed=4)))
     rows = np.arange(len(ds))
     feats = featurize(cfg, {"train": ds.subset(rows[:80]), "val": ds.subset(rows[80:100]),
@@ -191,8 +216,8 @@ def test_config_choices_fail_before_any_data_is_read(tmp_path):
 # ------------------------------------------------------------------------------------------ selection
 
 @pytest.mark.slow
-def test_the_selected_student_is_the_better_one_on_validation_and_export_takes_it(tmp_path):
-    from kdedge.distill import group_criterion
+def test_the_selected_student_is_the_one_the_validation_comparison_favours_and_export_takes_it(tmp_path):
+    from kdedge.selection import compare_students
     from kdedge.train import train_run
     from kdedge_export.run import load_run
 
@@ -203,27 +228,135 @@ def test_the_selected_student_is_the_better_one_on_validation_and_export_takes_i
     run = tmp_path / "run"
     val = [json.loads(line) for line in (run / "validation.jsonl").read_text(encoding="utf-8").splitlines()]
     y = np.array([[lab in v["labels"] for lab in metrics["labels"]] for v in val], dtype=float)
-    criterion = {m: group_criterion(cfg.monitor, y, np.load(run / "predictions" / f"val_{m}.npy"),
-                                    list(range(y.shape[1])), cfg.threshold_min_support) for m in ("student", "kd")}
-    better = "kd" if criterion["kd"] <= criterion["student"] else "student"
-    assert metrics["selected"]["mode"] == better
-    assert metrics["selected"]["values"][better] == pytest.approx(-criterion[better], abs=1e-6)
+    comparison = compare_students(y, {m: np.load(run / "predictions" / f"val_{m}.npy") for m in ("student", "kd")},
+                                  cfg.threshold_min_support, cfg.seed)
+    wins = comparison["confidence"]
+    better = "kd" if wins["macro"] >= cfg.select_confidence and wins["micro"] >= 0.5 else "student"
+    assert metrics["selected"]["mode"] == better and metrics["selected"]["comparison"] == comparison
     assert load_run(run).model_kind == better              # export's default follows the run's choice
     other = "student" if better == "kd" else "kd"
     assert load_run(run, other).model_kind == other          # unless --model says otherwise
-    assert metrics["modes"]["teacher"]["kind"] == "linear"
-    assert metrics["modes"]["kd"]["targets"]["calibration"]["method"] == "shift"
-    assert len(metrics["modes"]["kd"]["targets"]["gate"]["teach"]) == len(metrics["labels"])
+    assert metrics["modes"]["teacher"]["kind"] == "linear" and metrics["modes"]["teacher"]["crossfit"] == 5
+    targets = metrics["modes"]["kd"]["targets"]
+    assert targets["calibration"]["method"] == "shift" and targets["fitted_on"].startswith("out-of-fold")
+    assert len(targets["gate"]["teach"]) == len(metrics["labels"])
+    gate = targets["gate"]  # judged on the whole training split, not the validation split
+    assert gate["validation_positives"] == y.sum(axis=0).astype(int).tolist()
+    assert all(t > v for t, v in zip(gate["teacher_positives"], gate["validation_positives"]))
     assert not (run / "teacher.keras").exists() and (run / "predictions" / "val_teacher.npy").exists()
 
 
-def test_select_student_prefers_kd_on_a_tie_and_names_the_reason():
-    from kdedge.train import select_student
+def _val_labels(n=60, labels=3, seed=0):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, labels)) < 0.35).astype(float)
+    y[np.arange(labels) % n, np.arange(labels)] = 1.0
+    return y, rng
+
+
+def test_selection_ships_kd_only_when_the_resamples_favour_it():
+    from kdedge.selection import select_student
     from kdedge.trained import Fit, Trained
 
-    results = {mode: Trained(Fit(seconds=1.0, best_value=[-0.70]), {}) for mode in ("student", "kd")}
-    assert select_student(results, "val_macro_f1")["mode"] == "kd"
-    results["student"].fit.best_value = [-0.75]
-    chosen = select_student(results, "val_macro_f1")
-    assert chosen["mode"] == "student" and "0.7500" in chosen["reason"]
-    assert select_student({"kd": results["kd"]}, "val_macro_f1") is None
+    y, rng = _val_labels()
+    right = np.where(y > 0, 3.0, -3.0) + rng.normal(0, 0.5, y.shape)
+    noisy = np.where(y > 0, 1.0, -1.0) + rng.normal(0, 2.0, y.shape)
+
+    def pick(kd, student, confidence=0.8):
+        results = {"kd": Trained(Fit(seconds=1.0), {"val": kd}), "student": Trained(Fit(seconds=1.0), {"val": student})}
+        return select_student(results, y, 3, confidence, seed=0)
+
+    better = pick(right, noisy)
+    assert better["mode"] == "kd" and better["confidence"] > 0.95 and better["comparison"]["delta"]["macro"] > 0
+    assert "KD better in" in better["reason"]
+    same = pick(noisy, noisy)  # a tie in every resample: half a win each, below any confidence over 0.5
+    assert same["confidence"] == 0.5 and same["mode"] == "student" and "plain student is shipped" in same["reason"]
+    assert pick(noisy, noisy, confidence=0.5)["mode"] == "kd"
+    assert pick(noisy, right)["mode"] == "student" and pick(noisy, right)["confidence"] < 0.05
+    assert select_student({"kd": Trained(Fit(seconds=1.0), {"val": right})}, y, 3, 0.8, 0) is None
+
+
+def test_selection_scores_each_half_at_thresholds_tuned_on_the_other():
+    from kdedge.evaluate import decide, tune_thresholds
+    from kdedge.folds import kfold
+    from kdedge.selection import crossfit_decisions
+
+    y, rng = _val_labels(80)
+    probs = rng.random(y.shape)
+    half = kfold(y, 2, 7)
+    got = crossfit_decisions(y, probs, 3, seed=7)
+    for h in (0, 1):
+        thresholds = tune_thresholds(y[half != h], probs[half != h], 3)
+        assert np.array_equal(got[half == h], decide(probs[half == h], thresholds))
+    # thresholds tuned on the texts they score flatter a model with no skill; cross-fitted ones do not
+    in_sample = decide(probs, tune_thresholds(y, probs, 3))
+    from kdedge.evaluate import f1_per_label
+    assert f1_per_label(y, in_sample).mean() > f1_per_label(y, got).mean()
+
+
+def test_bootstrap_resamples_are_paired_and_unit_weights_give_the_plain_scores():
+    from kdedge.evaluate import scores
+    from kdedge.selection import bootstrap_f1, weighted_f1
+
+    y, rng = _val_labels(50)
+    a, b = (rng.random(y.shape) < 0.4).astype(float), (rng.random(y.shape) < 0.4).astype(float)
+    plain = weighted_f1(np.ones((1, len(y))), y, a)
+    expected = scores(y, a, ["x", "y", "z"])
+    assert plain["macro"][0] == pytest.approx(expected["macro_f1"]) and plain["micro"][0] == pytest.approx(expected["micro_f1"])
+    boot = bootstrap_f1(y, {"a": a, "b": b, "a_again": a}, draws=300, seed=1)
+    assert np.array_equal(boot["a"]["macro"], boot["a_again"]["macro"])  # the same resamples for every model
+    assert boot["a"]["macro"].shape == (300,) and boot["a"]["macro"].std() > 0
+
+
+# ------------------------------------------------------------------------------------------ a teacher that memorises
+
+@pytest.mark.slow
+def test_a_memorising_miscalibrated_teacher_no_longer_harms_the_student(tmp_path):
+    """A teacher whose outputs on its own training texts are not like its outputs on texts it never saw (here:
+    every training text scores above its validation threshold) made the KD student say yes to everything when
+    its calibration, fitted on validation outputs, was applied to those memorised outputs. Cross-fitted (the
+    default), the soft targets and the calibration both come from outputs on unseen texts."""
+    from kdedge.data import load_dataset
+    from kdedge.evaluate import decide, scores, tune_thresholds
+    from kdedge.teachers import out_of_fold
+    from kdedge.train import featurize, train_kd, train_student
+    from kdedge.trained import Fit, Trained
+
+    cfg = make_config({"embedding_dim": 8, "w2v_epochs": 1, "segmenter": "char", "max_len": 24, "epochs": 12,
+                       "patience": 12, "batch_size": 16, "arch_params": {"filters": 16}})
+    ds = load_dataset(write_jsonl(tmp_path / "d.jsonl", make_corpus(260, seed=5)))
+    rows = np.arange(len(ds))
+    feats = featurize(cfg, {"train": ds.subset(rows[:160]), "val": ds.subset(rows[160:210]),
+                            "test": ds.subset(rows[210:])})
+    rng = np.random.default_rng(0)
+
+    def unseen(y):  # texts the teacher never trained on: a perfect ranking, far below 0.5 (miscalibrated)
+        return (np.where(y > 0, -1.5, -4.5) + rng.normal(0, 0.3, y.shape)).astype(np.float32)
+
+    y = feats.y
+    memorised = np.where(y["train"] > 0, 4.0, 1.5).astype(np.float32)  # its own training texts: all above −3
+    outputs = {"val": unseen(y["val"]), "test": unseen(y["test"])}
+    teachers = {
+        "memorised": Trained(Fit(seconds=0.0, crossfit=0), {"train": memorised, **outputs}),
+        "crossfit": Trained(Fit(seconds=0.0, crossfit=5), {
+            "train": out_of_fold(lambda fit_rows, held: unseen(y["train"][held]), y["train"], 5, 0), **outputs}),
+    }
+    student = train_student(cfg, feats)
+    student.logits_on("test", feats.x["test"])
+
+    def test_macro(model, at_half=False):
+        val, test = sigmoid_(model.logits["val"]), sigmoid_(model.logits_on("test", feats.x["test"]))
+        thresholds = 0.5 if at_half else tune_thresholds(y["val"], val, 3)
+        return scores(y["test"], decide(test, thresholds), feats.label_names)["macro_f1"]
+
+    sigmoid_ = lambda z: 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))  # noqa: E731
+    kd = {name: train_kd(cfg, feats, teacher, student) for name, teacher in teachers.items()}
+    import dataclasses; kd["platt"] = train_kd(dataclasses.replace(cfg, teacher_calibration="platt"), feats, teachers["crossfit"], student)
+    assert kd["memorised"].kd.targets["fitted_on"] == "validation outputs"
+    assert kd["crossfit"].kd.targets["fitted_on"].startswith("out-of-fold")
+    assert all(kd["crossfit"].kd.targets["gate"]["teach"])  # the teacher ranks perfectly: it teaches every label
+    print({name: [round(test_macro(m, h), 3) for h in (True, False)] for name, m in {"student": student, **kd}.items()})
+    # the old way (calibration from validation applied to memorised outputs) does harm: yes to everything at 0.5
+    assert test_macro(kd["memorised"], at_half=True) < test_macro(student, at_half=True) - 0.15
+    # cross-fitted, the same teacher does not
+    for at_half in (True, False):
+        assert test_macro(kd["crossfit"], at_half) >= test_macro(student, at_half) - 0.03

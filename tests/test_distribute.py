@@ -21,7 +21,8 @@ from kdedge.config import ConfigError, make_config
 
 # gru_att with the towers teacher: the teacher trains on tf.data length-bucketed batches (kdedge.towers)
 SETTINGS = {"embedding_dim": 16, "w2v_epochs": 1, "segmenter": "char", "batch_size": 16, "epochs": 2, "patience": 2,
-            "max_len": 16, "dropout": 0.0, "arch": "gru_att", "teacher": "towers", "arch_params": {"units": 8}}
+            "max_len": 16, "dropout": 0.0, "arch": "gru_att", "teacher": "towers", "teacher_crossfit": 0,
+            "arch_params": {"units": 8}}
 TRAIN = """
 import json, sys
 import tensorflow as tf
