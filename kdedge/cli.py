@@ -315,6 +315,9 @@ def summary_table(metrics: dict) -> list[str]:
         cells = [" ".join(f"{100 * m[at][k]:6.1f}" for k, _ in SUMMARY_KEYS) for at in ("at_0.5", "tuned")]
         name = f"{mode}{' *' if mode == selected else ''}"
         lines.append(f"{name:<23} {cells[0]} | {cells[1]} | {m['seconds']:7.0f}")
+    teacher = metrics["modes"].get("teacher") or {}
+    if teacher.get("reason"):
+        lines.append(f"teacher (auto): {teacher['reason']}")
     if selected:
         lines.append(f"* selected for export: {metrics['selected']['reason']}")
     return lines

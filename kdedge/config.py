@@ -58,7 +58,7 @@ class TrainConfig:
     teacher: str = "auto"                 # auto (linear; towers too when linear does not beat the plain student)
                                           # | towers (paper: one network per label) | linear (TF-IDF + LR) | ensemble
     teacher_calibration: str = "shift"    # none | shift | temperature | platt: per label, on the validation split
-    teacher_crossfit: int = 5             # K >= 2: the teacher's outputs on training texts are out-of-fold (K more
+    teacher_crossfit: int = 3             # K >= 2: the teacher's outputs on training texts are out-of-fold (K
                                           # teachers), and its calibration and gate are fitted on them; 0: off
     teacher_width_budget: float = 3.0     # towers: all towers together about this many times one network's width
                                           # (each tower's filters/units scaled by budget / labels); 0: full width

@@ -175,6 +175,23 @@ def test_crossfit_teacher_outputs_on_training_texts_are_out_of_fold(tmp_path):
 
 
 @pytest.mark.slow
+def test_crossfit_towers_teacher_is_out_of_fold_on_training_texts_and_bagged_elsewhere(tmp_path):
+    from kdedge.folds import kfold
+    from kdedge.teachers import train_teacher, train_towers
+
+    cfg, feats = _features(make_corpus(90, seed=6), tmp_path, teacher="towers", teacher_crossfit=2, epochs=2,
+                           patience=2, batch_size=16, arch_params={"filters": 8})
+    teacher = train_teacher(cfg, feats)
+    fold_of = kfold(feats.y["train"], 2, cfg.seed)
+    parts = [train_towers(cfg, feats, rows=np.flatnonzero(fold_of != k)) for k in (0, 1)]  # seeded: the same nets
+    for k, part in enumerate(parts):
+        held = fold_of == k
+        assert np.allclose(teacher.logits["train"][held], part.predict(feats.x["train"][held]), atol=1e-5)
+    assert np.allclose(teacher.logits["val"], np.mean([p.predict(feats.x["val"]) for p in parts], axis=0), atol=1e-5)
+    assert teacher.model is None and teacher.fit.crossfit == 2 and teacher.fit.kind == "towers"
+
+
+@pytest.mark.slow
 def test_ensemble_teacher_averages_calibrated_towers_and_linear_on_every_split(tmp_path):
     from kdedge.data import load_dataset
     from kdedge.targets import fit_calibration
@@ -236,7 +253,7 @@ def test_the_selected_student_is_the_one_the_validation_comparison_favours_and_e
     assert load_run(run).model_kind == better              # export's default follows the run's choice
     other = "student" if better == "kd" else "kd"
     assert load_run(run, other).model_kind == other          # unless --model says otherwise
-    assert metrics["modes"]["teacher"]["kind"] == "linear" and metrics["modes"]["teacher"]["crossfit"] == 5
+    assert metrics["modes"]["teacher"]["kind"] == "linear" and metrics["modes"]["teacher"]["crossfit"] == 3
     targets = metrics["modes"]["kd"]["targets"]
     assert targets["calibration"]["method"] == "shift" and targets["fitted_on"].startswith("out-of-fold")
     assert len(targets["gate"]["teach"]) == len(metrics["labels"])
