@@ -118,6 +118,26 @@ def label_gate(teacher_logits: np.ndarray, y_teacher: np.ndarray, student_val_lo
             "teacher_positives": teacher_positives.astype(int), "validation_positives": val_positives.astype(int)}
 
 
+def teacher_evidence(teacher, feats) -> tuple[np.ndarray, np.ndarray, str]:
+    """The teacher's logits and the true labels its quality, calibration and gate are judged on, and what they
+    are: its out-of-fold outputs on the whole training split when it is cross-fitted (the same kind of outputs
+    as the soft targets), else its validation outputs."""
+    if teacher.fit.crossfit:
+        return teacher.logits["train"], feats.y["train"], f"out-of-fold training outputs (K = {teacher.fit.crossfit})"
+    return teacher.logits["val"], feats.y["val"], "validation outputs"
+
+
+def fit_targets(cfg, feats, teacher, student=None) -> tuple[Calibration, dict | None, str]:
+    """The teacher's calibration (`cfg.teacher_calibration`) and, with `cfg.kd_label_gate` and a plain `student`,
+    its per-label gate, both fitted on `teacher_evidence`; and what they were fitted on."""
+    logits, y, fitted_on = teacher_evidence(teacher, feats)
+    calibration = fit_calibration(cfg.teacher_calibration, logits, y, cfg.threshold_min_support)
+    gate = None
+    if cfg.kd_label_gate and student is not None:
+        gate = label_gate(calibration.apply(logits), y, student.logits["val"], feats.y["val"], cfg.threshold_min_support)
+    return calibration, gate, fitted_on
+
+
 def label_alphas(alpha: float, teach: np.ndarray) -> np.ndarray:
     """Per-label weight of the true labels in the KD loss: α where the teacher teaches, 1 where it does not."""
     return np.where(np.asarray(teach, dtype=bool), alpha, 1.0).astype(np.float32)

@@ -6,13 +6,13 @@
   character 1–3-grams (`kdedge.baselines.tfidf_lr`): the strongest classic model measured here,
   trained in seconds whatever the number of labels.
 - `ensemble`: both, each Platt-calibrated on the validation split, their probabilities averaged.
-- `auto` (the default, `choose_teacher`): the linear teacher first; when its validation macro-F1 is below the
-  plain student's, the towers teacher too; the better of them by out-of-fold macro-F1 teaches.
+- `auto` (the default, `choose_teacher`): the linear teacher, unless it is better than the plain student on no
+  label (its per-label gate); then the towers teacher too, and the one that passes the gate on more labels.
 
 `teacher_crossfit` K ≥ 2 (default 5) makes the training-text outputs out-of-fold: K teachers each predict
 the training texts they did not see, so the soft targets are not the teacher's memory of its training set
 (validation and test outputs come from the teacher trained on all training texts), and the calibration and
-gate are fitted on those outputs (`teacher_evidence`). For `linear` it costs seconds (K + 1 fits); `towers`
+gate are fitted on those outputs (`targets.teacher_evidence`). For `linear` it costs seconds (K + 1 fits); `towers`
 trains K networks on (K − 1)/K of the texts each and averages them on the other splits (`towers_teacher`).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 
 from kdedge.architectures import architecture
 from kdedge.evaluate import scores, sigmoid, tune_thresholds
-from kdedge.targets import fit_calibration, logit
+from kdedge.targets import fit_calibration, fit_targets, logit, teacher_evidence
 from kdedge.trained import Fit, Trained
 
 log = logging.getLogger("kdedge")
@@ -149,42 +149,32 @@ TEACHERS: dict[str, Callable] = {
 TEACHER_CHOICES = ("auto", *TEACHERS)
 
 
-def teacher_evidence(teacher: Trained, feats) -> tuple[np.ndarray, np.ndarray, str]:
-    """The teacher's logits and the true labels its quality, calibration and gate are judged on, and what they
-    are: its out-of-fold outputs on the whole training split when it is cross-fitted (the same kind of outputs
-    as the soft targets), else its validation outputs."""
-    if teacher.fit.crossfit:
-        return teacher.logits["train"], feats.y["train"], f"out-of-fold training outputs (K = {teacher.fit.crossfit})"
-    return teacher.logits["val"], feats.y["val"], "validation outputs"
-
-
 def choose_teacher(cfg, feats, student: Trained, teacher_of: Callable[[str], Trained]) -> Trained:
-    """`--teacher auto`: the linear teacher (`teacher_of("linear")`); when its validation macro-F1 is below the
-    plain student's (the same texts, thresholds tuned on each), the towers teacher as well; of those tried, the
-    one with the higher macro-F1 on `teacher_evidence` (out-of-fold on the whole training split when cross-fitted:
-    the same texts for both) teaches. Every candidate's scores and seconds and the reason are recorded in its fit."""
-    def macro(logits, y):
-        return validation_scores(logits, y, feats.label_names, cfg.threshold_min_support)["macro_f1"]
-
-    target = macro(student.logits["val"], feats.y["val"])
+    """`--teacher auto`: the linear teacher (`teacher_of("linear")`, seconds) unless it would teach nothing, i.e. no
+    label passes the per-label gate against the plain `student` (`targets.fit_targets`); then the towers teacher
+    as well, and of the two the one that teaches more labels (ties: the higher macro-F1 on
+    `targets.teacher_evidence`). Every candidate's labels taught, macro-F1 and seconds and the reason are recorded
+    in the chosen teacher's fit."""
+    gate_cfg = dataclasses.replace(cfg, kd_label_gate=True)  # the choice rests on the gate, even where KD skips it
     candidates, tried = {}, {}
     for kind in ("linear", "towers"):
         teacher = teacher_of(kind)
-        logits, y, on = teacher_evidence(teacher, feats)
+        _, gate, on = fit_targets(gate_cfg, feats, teacher, student)
+        logits, y, _ = teacher_evidence(teacher, feats)
+        macro = validation_scores(logits, y, feats.label_names, cfg.threshold_min_support)["macro_f1"]
         tried[kind] = teacher
-        candidates[kind] = {"validation_macro_f1": macro(teacher.logits["val"], feats.y["val"]),
-                            "macro_f1": macro(logits, y), "on": on, "seconds": round(teacher.fit.seconds, 2)}
-        log.info("teacher candidate %s: validation macro-F1 %.3f (the plain student: %.3f), %.3f on %s", kind,
-                 candidates[kind]["validation_macro_f1"], target, candidates[kind]["macro_f1"], on)
-        if candidates[kind]["validation_macro_f1"] >= target:  # as good as the student: towers are not worth their cost
+        candidates[kind] = {"labels_taught": int(gate["teach"].sum()), "macro_f1": macro, "on": on,
+                            "seconds": round(teacher.fit.seconds, 2)}
+        log.info("teacher candidate %s: passes the gate on %d of %d labels; macro-F1 %.3f on %s", kind,
+                 candidates[kind]["labels_taught"], len(feats.label_names), candidates[kind]["macro_f1"], on)
+        if candidates[kind]["labels_taught"]:
             break
-    kind = max(candidates, key=lambda k: candidates[k]["macro_f1"])
+    kind = max(candidates, key=lambda k: (candidates[k]["labels_taught"], candidates[k]["macro_f1"]))
     chosen, best = tried[kind], candidates[kind]
-    reason = (f"{kind} (validation macro-F1 {best['validation_macro_f1']:.3f}, plain student {target:.3f}"
-              + (f"; {best['macro_f1']:.3f} on {best['on']}, the best of {', '.join(candidates)})" if len(candidates) > 1
-                 else ")"))
-    chosen.fit = dataclasses.replace(chosen.fit, candidates={"student_validation_macro_f1": target, **candidates},
-                                     reason=reason)
+    reason = (f"{kind}: better than the plain student, on the evidence, on {best['labels_taught']} of "
+              f"{len(feats.label_names)} labels" + ("" if len(candidates) == 1 else
+                                                    f" (the linear teacher on none; tried {', '.join(candidates)})"))
+    chosen.fit = dataclasses.replace(chosen.fit, candidates=candidates, reason=reason)
     log.info("teacher chosen: %s", reason)
     return chosen
 

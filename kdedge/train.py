@@ -121,18 +121,12 @@ def train_student(cfg: TrainConfig, feats: Features, progress: bool = False, kd=
 def train_kd(cfg: TrainConfig, feats: Features, teacher: Trained, student: Trained | None,
              progress: bool = False) -> Trained:
     """The KD student: teacher logits calibrated (`cfg.teacher_calibration`) and gated per label against the plain
-    student (`cfg.kd_label_gate`, when one is given), both fitted on `teacher_evidence`; one student per (α, T)
+    student (`cfg.kd_label_gate`, when one is given), both fitted on `targets.teacher_evidence`; one student per (α, T)
     of `cfg.kd_grid()`; the best on the validation criterion is kept, with the search and the targets' record."""
-    from kdedge.targets import fit_calibration, label_alphas, label_gate, soft_targets
-    from kdedge.teachers import teacher_evidence
+    from kdedge.targets import fit_targets, label_alphas, soft_targets
 
-    min_support = cfg.threshold_min_support
-    evidence_logits, evidence_y, fitted_on = teacher_evidence(teacher, feats)
-    calibration = fit_calibration(cfg.teacher_calibration, evidence_logits, evidence_y, min_support)
-    gate = None
-    if cfg.kd_label_gate and student is not None:
-        gate = label_gate(calibration.apply(evidence_logits), evidence_y, student.logits["val"], feats.y["val"],
-                          min_support)
+    calibration, gate, fitted_on = fit_targets(cfg, feats, teacher, student)
+    if gate is not None:
         taught = [name for name, t in zip(feats.label_names, gate["teach"]) if t]
         log.info("KD teaches %d of %d labels (the teacher's F1 on %s ≥ the plain student's): %s",
                  len(taught), len(feats.label_names), fitted_on, ", ".join(taught) or "none")

@@ -174,6 +174,37 @@ def test_crossfit_teacher_outputs_on_training_texts_are_out_of_fold(tmp_path):
     assert crossfit.fit.crossfit == 3
 
 
+def test_auto_teacher_keeps_the_linear_one_unless_it_would_teach_nothing():
+    from types import SimpleNamespace
+
+    from kdedge.teachers import choose_teacher
+    from kdedge.trained import Fit, Trained
+
+    y, rng = _val_labels(60)
+    y_train = np.tile(y, (3, 1))
+    feats = SimpleNamespace(y={"train": y_train, "val": y}, label_names=["a", "b", "c"])
+    cfg = make_config({"teacher_crossfit": 3})
+    student = Trained(Fit(seconds=1.0), {"val": np.where(y > 0, 2.0, -2.0) + rng.normal(0, 1.2, y.shape)})
+
+    def teacher(train_logits):  # out-of-fold outputs on the training texts, as a cross-fitted teacher gives
+        return Trained(Fit(seconds=2.0, crossfit=3), {"train": train_logits, "val": np.zeros_like(y)})
+
+    perfect = teacher(np.where(y_train > 0, 3.0, -3.0))
+    useless = teacher(rng.normal(0, 1, y_train.shape))
+    asked = []
+
+    def teacher_of(kinds):
+        return lambda kind: asked.append(kind) or kinds[kind]
+
+    chosen = choose_teacher(cfg, feats, student, teacher_of({"linear": perfect, "towers": useless}))
+    assert chosen is perfect and asked == ["linear"]  # the linear teacher teaches: no towers trained
+    assert chosen.fit.candidates["linear"]["labels_taught"] == 3 and chosen.fit.reason.startswith("linear")
+    asked.clear()
+    chosen = choose_teacher(cfg, feats, student, teacher_of({"linear": useless, "towers": perfect}))
+    assert chosen is perfect and asked == ["linear", "towers"]
+    assert chosen.fit.candidates["linear"]["labels_taught"] == 0 and "tried linear, towers" in chosen.fit.reason
+
+
 @pytest.mark.slow
 def test_crossfit_towers_teacher_is_out_of_fold_on_training_texts_and_bagged_elsewhere(tmp_path):
     from kdedge.folds import kfold
