@@ -156,8 +156,9 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
 
     Returns {mode: result}. `kd` needs a teacher: `teacher_of(kind)` gives a trained one of that kind (default:
     `teachers.train_teacher`; `kdedge cv` looks in its cache first); with `--teacher auto` the plain student is
-    trained first and `teachers.choose_teacher` picks the kind against it. The plain student, when trained, also
-    drives the KD student's per-label gate.
+    trained first (also when `student` is not among `modes`: then it is not returned) and
+    `teachers.choose_teacher` picks the kind against it. The plain student, when trained, also drives the KD
+    student's per-label gate.
     """
     from kdedge.teachers import choose_teacher, train_teacher
 
@@ -166,13 +167,16 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
             return train_teacher(dataclasses.replace(cfg, teacher=kind), feats, progress)
     out: dict[str, Trained] = {}
     wants_teacher = "teacher" in modes or "kd" in modes
+    student = None
     if "student" in modes or (wants_teacher and cfg.teacher == "auto"):
-        out["student"] = train_student(cfg, feats, progress)
+        student = train_student(cfg, feats, progress)
+    if "student" in modes:  # otherwise it only served the teacher's choice and the gate
+        out["student"] = student
     if wants_teacher:
-        out["teacher"] = (choose_teacher(cfg, feats, out["student"], teacher_of) if cfg.teacher == "auto"
+        out["teacher"] = (choose_teacher(cfg, feats, student, teacher_of) if cfg.teacher == "auto"
                           else teacher_of(cfg.teacher))
     if "kd" in modes:
-        out["kd"] = train_kd(cfg, feats, out["teacher"], out.get("student"), progress)
+        out["kd"] = train_kd(cfg, feats, out["teacher"], student, progress)
     return out
 
 
