@@ -19,6 +19,32 @@ MIN_TOWER_WIDTH = 8  # filters or units of the narrowest teacher tower
 
 
 @dataclass(frozen=True)
+class Param:
+    """The allowed values of one hyper-parameter: an integer in low..high, or (`items` > 0) a list of 1 to `items`
+    distinct such integers. The upper ends keep a typo from allocating gigabytes before it fails."""
+
+    low: int
+    high: int
+    items: int = 0
+
+    def check(self, name: str, value) -> None:
+        """ValueError naming `name` and the allowed values when `value` is not one of them."""
+        values = value if self.items and isinstance(value, list) else [value]
+        ok = (isinstance(value, list) == bool(self.items) and 1 <= len(values) <= max(self.items, 1)
+              and len(set(map(repr, values))) == len(values)
+              and all(isinstance(v, int) and not isinstance(v, bool) and self.low <= v <= self.high for v in values))
+        if not ok:
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            kind = (f"a list of 1 to {self.items} distinct integers, each" if self.items else "an integer")
+            raise ValueError(f"{name} must be {kind} from {self.low} to {self.high}, not {shown}")
+
+
+# every hyper-parameter an architecture has, by name (the same name means the same thing in every architecture)
+PARAMS = {"filters": Param(1, 4096), "units": Param(1, 4096), "attention_units": Param(1, 4096),
+          "kernel_sizes": Param(1, 64, items=8)}
+
+
+@dataclass(frozen=True)
 class Architecture:
     """Everything kdedge knows about one architecture, in one place."""
 
@@ -68,9 +94,12 @@ class Architecture:
         """The default hyper-parameters with `overrides` applied; ValueError naming unknown keys."""
         unknown = set(overrides or {}) - set(self.defaults)
         if unknown:
-            raise ValueError(f"{self.name} has no parameter(s) {', '.join(sorted(unknown))}; "
+            raise ValueError(f"{self.name} has no parameter(s) {', '.join(sorted(map(str, unknown)))}; "
                              f"it has {', '.join(self.defaults)}")
-        return {**self.defaults, **(overrides or {})}
+        params = {**self.defaults, **(overrides or {})}
+        for name, value in params.items():
+            PARAMS[name].check(name, value)
+        return params
 
 
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (

@@ -13,6 +13,7 @@ from pathlib import Path
 from kdedge.errors import KdedgeError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+MAX_CONFIG_BYTES = 1 << 20
 MODES = ("teacher", "student", "kd", "all")
 CONVERTS = ("auto", "t2s", "none")
 MONITORS = ("val_loss", "val_macro_f1")
@@ -79,20 +80,23 @@ class TrainConfig:
         for name, choices in _choices().items():
             if getattr(self, name) not in choices:
                 raise ConfigError(f"option {_named(name)} must be one of {', '.join(choices)}, "
-                                  f"not {getattr(self, name)!r}")
+                                  f"not {_shown(getattr(self, name))}")
         for name, allowed in RANGES.items():
             value = getattr(self, name)
             if not isinstance(value, (list, type(None))) and value not in allowed:
-                raise ConfigError(f"option {_named(name)} must be {allowed.describe(name)}, not {value!r}")
+                raise ConfigError(f"option {_named(name)} must be {allowed.describe(name)}, not {_shown(value)}")
         if self.teacher_crossfit == 1 or self.teacher_crossfit < 0:
             raise ConfigError(f"option {_named('teacher_crossfit')} must be 0 (off) or at least 2, "
                               f"not {self.teacher_crossfit}")
         try:
             from kdedge.architectures import architecture
 
-            architecture(self.arch).params(self.arch_params)
+            params = architecture(self.arch).params(self.arch_params)
         except ValueError as exc:
             raise ConfigError(f"option {_named('arch_params')}: {exc}") from None
+        if max(params.get("kernel_sizes", [0])) > self.max_len:
+            raise ConfigError(f"option {_named('arch_params')}: kernel_sizes {params['kernel_sizes']} must not exceed "
+                              f"{_named('max_len')} {self.max_len}")
         self.kd_grid()
 
     def resolved_batch_size(self) -> int:
@@ -108,7 +112,7 @@ class TrainConfig:
         for name, values in (("kd_alpha", alphas), ("kd_temperature", temperatures)):
             if not values or not all(v in RANGES[name] for v in values):
                 raise ConfigError(f"option {_named(name)} must be {RANGES[name].describe(name)} "
-                                  f"(one value or a list), not {values!r}")
+                                  f"(one value or a list), not {_shown(values)}")
         return [(float(a), float(t)) for a in alphas for t in temperatures]
 
     def to_dict(self) -> dict:
@@ -134,7 +138,11 @@ class Range:
     high_open: bool = True
 
     def __contains__(self, value) -> bool:
-        return (math.isfinite(value) and (self.low < value if self.low_open else self.low <= value)
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer beyond any float: out of every range
+            return False
+        return (finite and (self.low < value if self.low_open else self.low <= value)
                 and (value < self.high if self.high_open else value <= self.high))
 
     def describe(self, name: str) -> str:
@@ -160,6 +168,12 @@ RANGES = {
     "select_confidence": Range(0, 1, high_open=False),
 }
 NO_FLAG = ("arch_params",)  # set in a config file only
+
+
+def _shown(value, limit: int = 60) -> str:
+    """`value` as an error message quotes it: its repr, cut to `limit` characters (a 400-digit number, a long list)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def _named(name: str) -> str:
@@ -198,7 +212,13 @@ def read_config_file(name_or_path: str) -> dict:
         path = CONFIG_DIR / f"{name_or_path}.toml"
     if not path.is_file():
         raise ConfigError(f"{name_or_path}: no such config file or named config ({', '.join(named_configs())})")
-    text = path.read_text(encoding="utf-8")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size} bytes; a config file is at most {MAX_CONFIG_BYTES}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 (byte {exc.start}); save the file as UTF-8") from None
     try:
         if path.suffix == ".toml":
             values = tomllib.loads(text)
@@ -211,6 +231,9 @@ def read_config_file(name_or_path: str) -> dict:
         raise ConfigError(f"{path}: cannot parse: {exc}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: must be a table of option = value")
+    for key in values:
+        if not isinstance(key, str):
+            raise ConfigError(f"{path}: option names are strings; {_shown(key)} is not")
     return {k.replace("-", "_"): v for k, v in values.items()}
 
 
@@ -220,7 +243,8 @@ def make_config(file_values: dict | None = None, **cli_values) -> TrainConfig:
     merged.update({k: v for k, v in cli_values.items() if v is not None})
     unknown = sorted(set(merged) - set(_field_types()))
     if unknown:
-        raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+        shown = ", ".join(_shown(name)[1:-1] for name in unknown[:10])
+        raise ConfigError(f"unknown option(s): {shown}" + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
     return TrainConfig(**merged)
 
 
@@ -247,4 +271,4 @@ def _checked(name: str, value, kinds: tuple):
             except ValueError:
                 pass
     names = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
-    raise ConfigError(f"option {_named(name)} must be {names}, not {value!r}")
+    raise ConfigError(f"option {_named(name)} must be {names}, not {_shown(value)}")

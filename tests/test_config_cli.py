@@ -174,6 +174,7 @@ def test_cli_train_bad_option_value_exits_2(tmp_path, corpus_file, args, message
 
 @pytest.mark.parametrize("content,message", [
     ("epochs = 2\nbogus = 1\n", "unknown option(s): bogus"),
+    ('"\\u001b]0;x" = 1\n', r"unknown option(s): \x1b]0;x"),  # a control character is escaped
     ('epochs = "two"\n', "option epochs (--epochs) must be int"),
     ("epochs = = 2\n", "cannot parse"),
 ])
@@ -184,6 +185,19 @@ def test_cli_train_bad_config_file_exits_2(tmp_path, corpus_file, content, messa
     assert result.exit_code == 2
     assert result.stderr.startswith("kdedge: error: ") and message in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("bad.yaml", b"epochs: 2\n1: 2\n", "option names are strings; 1 is not"),
+    ("bad.toml", b"epochs = 2\n# caf\xe9\n", "line 2: not UTF-8 (byte 16)"),
+    ("big.json", b"{" + b" " * (1 << 20) + b"}", "a config file is at most 1048576"),
+])
+def test_cli_train_unreadable_config_file_exits_2(tmp_path, corpus_file, name, content, message):
+    config = tmp_path / name
+    config.write_bytes(content)
+    result = _invoke(["train", "--config", str(config), "--data", corpus_file, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and result.stderr.startswith("kdedge: error: ") and message in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
 
 
 def test_cli_train_needs_data_and_out(tmp_path):
@@ -227,6 +241,19 @@ def test_cli_train_bad_validation_share_exits_2(tmp_path, corpus_file):
                                     r"it has kernel_sizes, filters"),
     ({"arch": "han", "arch_params": {"filters": 4}}, r"han has no parameter\(s\) filters"),
     ({"batch_size": "many"}, r"batch_size \(--batch-size\) must be int or None, not 'many'"),
+    # nested and oversized values fail here, not as an OOM or a traceback after the data is read
+    ({"epochs": int("9" * 400)}, r"epochs \(--epochs\) must be at least 1, not 9{57}\.\.\.$"),
+    ({"arch_params": {"filters": 10 ** 8}}, r"filters must be an integer from 1 to 4096, not 100000000"),
+    ({"arch_params": {"filters": -1}}, r"filters must be an integer from 1 to 4096, not -1"),
+    ({"arch_params": {"filters": "abc"}}, r"filters must be an integer from 1 to 4096, not 'abc'"),
+    ({"arch_params": {"filters": True}}, r"filters must be an integer"),
+    ({"arch_params": {"kernel_sizes": []}}, r"kernel_sizes must be a list of 1 to 8 distinct integers"),
+    ({"arch_params": {"kernel_sizes": [100000]}}, r"each from 1 to 64, not \[100000\]"),
+    ({"arch_params": {"kernel_sizes": [3, 3]}}, r"distinct integers"),
+    ({"arch_params": {"kernel_sizes": 3}}, r"kernel_sizes must be a list"),
+    ({"max_len": 4, "arch_params": {"kernel_sizes": [2, 5]}}, r"kernel_sizes \[2, 5\] must not exceed max_len"),
+    ({"arch": "gru_att", "arch_params": {"units": 10 ** 9}}, r"units must be an integer from 1 to 4096"),
+    ({"arch": "han", "arch_params": {"attention_units": 0}}, r"attention_units must be an integer from 1 to 4096"),
 ])
 def test_every_option_is_checked_when_the_config_is_built(values, message):
     with pytest.raises(ConfigError, match=message):
