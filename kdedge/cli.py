@@ -97,20 +97,37 @@ def user_errors(func):
         try:
             return func(*args, **kwargs)
         except KeyboardInterrupt:
-            click.echo(INTERRUPTED_MESSAGE, err=True)
-            sys.exit(130)
+            _exit_after_interrupt(previous)
         except Exception as exc:
             if INTERRUPTED.is_set():  # e.g. TensorFlow or onnxruntime interrupted while importing or tracing
-                click.echo(INTERRUPTED_MESSAGE, err=True)
-                sys.exit(130)
+                _exit_after_interrupt(previous)
             if not isinstance(exc, USER_ERRORS) or click.get_current_context().meta.get("kdedge.debug"):
                 raise
             click.echo(f"kdedge: error: {exc}", err=True)
             sys.exit(2)
         finally:
-            if previous is not None:
+            if previous is not None and not INTERRUPTED.is_set():
                 signal.signal(signal.SIGINT, previous)
     return wrapper
+
+
+def _exit_after_interrupt(previous) -> None:
+    """Exit 130 once the command stopped for Ctrl-C (its staging was removed as the interrupt unwound).
+    Further SIGINTs (Ctrl-C held or pressed again, the unraisable hook's re-raise still pending) are ignored
+    from here on, and the process ends here: in Python's own shutdown a KeyboardInterrupt that a library
+    swallowed earlier can still end it by the signal (exit -2, seen once in CI during `kdedge export`), which
+    a caller must not take for a crash. In a worker thread (previous is None) the caller gets SystemExit."""
+    if previous is None:
+        click.echo(INTERRUPTED_MESSAGE, err=True)
+        sys.exit(130)
+    _ignore_sigint()
+    click.echo(INTERRUPTED_MESSAGE, err=True)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(130)
 
 
 @click.group()

@@ -17,7 +17,8 @@ from kdedge.config import TrainConfig
 from kdedge.data import check_trainable, load_dataset
 from kdedge.errors import MissingExtraError, UsageError
 from kdedge.tflog import import_tensorflow, log_to_stderr
-from kdedge.files import atomic_path, cache_dir, write_json_atomic
+from kdedge.cvfiles import MAX_SETTINGS_BYTES, fold_file, read_fold_records, read_settings, write_fold_record
+from kdedge.files import atomic_path, cache_dir, read_json_file, write_json_atomic
 from kdedge.evaluate import decide, scores, sigmoid, tune_thresholds
 from kdedge.folds import kfold, stratified_split
 from kdedge.trained import Fit, Trained
@@ -82,7 +83,7 @@ def load_cached_teacher(key: str, dirs) -> tuple[Trained | None, int]:
         try:
             with np.load(f"{base}.npz", allow_pickle=False) as arrays:
                 logits = {split: arrays[f"{split}_logits"] for split in CACHED_SPLITS}
-            fit = Fit.from_dict(json.loads(Path(f"{base}.json").read_text(encoding="utf-8")))
+            fit = Fit.from_dict(read_json_file(Path(f"{base}.json"), MAX_SETTINGS_BYTES))
         except (OSError, ValueError, KeyError, TypeError):
             continue
         return Trained(fit=fit, logits=logits, cached=True), index
@@ -125,7 +126,7 @@ class CvPlan:
 
     def fold_file(self, k: int, name: str) -> Path:
         """Fold `k`'s result file for an architecture (or "baselines")."""
-        return self.out / "folds" / f"fold{k}_{name}.json"
+        return fold_file(self.out, k, name)
 
 
 def fold_splits(ds, plan: CvPlan, k: int, seed: int, val_split: float) -> dict:
@@ -254,11 +255,11 @@ def run_fold(cfg: TrainConfig, ds, k: int, plan: CvPlan, progress) -> None:
         start = time.perf_counter()
         results, selected = train_fold(acfg, feats, plan.out, progress)
         record = fold_record(k, arch, results, selected, feats, splits, acfg, time.perf_counter() - start)
-        write_json_atomic(path, record)
+        write_fold_record(path, record)
         log.info("fold %d %s done in %.0f s", k, arch, record["seconds"])
     path = plan.fold_file(k, "baselines")
     if plan.baselines and not path.exists():
-        write_json_atomic(path, {"fold": k, **fold_baselines(cfg, splits, ds.label_names)})
+        write_fold_record(path, {"fold": k, **fold_baselines(cfg, splits, ds.label_names)})
 
 
 def _die_with_parent() -> None:
@@ -441,7 +442,8 @@ def run_cv(cfg: TrainConfig, data: str, out: str, *, folds: int = 5, archs=("tex
                 "config": cfg.to_dict(), "labels": ds.label_names, "inputs": input_hashes(data, cfg.vectors)}
     settings_path = out_path / "cv.json"
     if settings_path.exists():
-        previous = json.loads(settings_path.read_text(encoding="utf-8"))
+        previous = read_settings(out_path)
+        read_fold_records(out_path, previous)  # every finished fold intact, before any work
         # settings added to kdedge after that run started count as their defaults
         previous["config"] = {**TrainConfig().to_dict(), **previous.get("config", {})}
         inputs = previous.get("inputs")  # runs made before hashes were kept have none: their paths must match

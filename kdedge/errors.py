@@ -26,3 +26,8 @@ class MissingExtraError(KdedgeError, ImportError):
 # Errors of user-given paths, reported like kdedge's own (the OS message names the path).
 PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 USER_ERRORS = (KdedgeError, *PATH_ERRORS)
+
+
+class ReadBackError(KdedgeError, ValueError):
+    """A file kdedge wrote and reads back (cv.json, a fold file, a config file) that is not a regular file, is
+    too large, is not strict JSON or fails its checks: damaged, edited or from another run. Nothing is written."""

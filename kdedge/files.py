@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from kdedge.errors import OutputExistsError
+from kdedge.errors import OutputExistsError, ReadBackError
 
 # What `kdedge train` writes into a run directory (kdedge/train.py): `--force` replaces a directory
 # holding nothing else. A new entry written there must be added here, or --force refuses such runs.
@@ -60,6 +61,51 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     fsync_path(path.parent)
+
+
+def shown_path(path) -> str:
+    """A path as an error message quotes it: control and other unprintable characters escaped."""
+    from kdedge_run.text import escape
+
+    return escape(str(path))
+
+
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of `path`, which must be a regular file (not a link, FIFO or device) of at most `max_bytes`:
+    the one rule for every file kdedge reads back. ReadBackError naming the file otherwise."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise ReadBackError(f"{shown_path(path)}: cannot read: {exc.strerror}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise ReadBackError(f"{shown_path(path)}: a symbolic link; kdedge reads back only regular files")
+    if not stat.S_ISREG(info.st_mode):
+        raise ReadBackError(f"{shown_path(path)}: not a regular file")
+    if info.st_size > max_bytes:
+        raise ReadBackError(f"{shown_path(path)}: {info.st_size:,} bytes; at most {max_bytes:,} expected here")
+    with open(path, "rb") as f:
+        return f.read(max_bytes + 1)
+
+
+def read_json_file(path: Path, max_bytes: int, allow_nan: bool = False):
+    """The JSON value in `path` (`read_regular_file`), parsed strictly (UTF-8; no NaN or Infinity unless
+    `allow_nan`: Python's json writes them, e.g. in a training history, and the caller checks its fields)."""
+    from kdedge.data import parse_json_line
+
+    try:
+        text = read_regular_file(path, max_bytes).decode("utf-8")
+        if allow_nan:
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{exc.msg}, line {exc.lineno} column {exc.colno}") from None
+        return parse_json_line(text)
+    except UnicodeDecodeError as exc:
+        raise ReadBackError(f"{shown_path(path)}: not UTF-8 (byte {exc.start})") from None
+    except ValueError as exc:
+        if isinstance(exc, ReadBackError):
+            raise
+        raise ReadBackError(f"{shown_path(path)}: not valid JSON: {exc}") from None
 
 
 def write_json_atomic(path: Path, obj) -> None:

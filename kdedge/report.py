@@ -1,11 +1,11 @@
 """Cross-validation report: paper-layout table (mean ± std), KD deltas with p-values, per-label F1 plots."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from kdedge.cvfiles import read_fold_records, read_settings
 from kdedge.evaluate import METRICS, decide, scores
 from kdedge.files import atomic_path, write_json_atomic
 
@@ -54,16 +54,11 @@ def _mean_std(values) -> dict:
 
 def summarise(out: Path) -> dict:
     """Aggregate every finished fold file of a cv directory into results.json's structure."""
-    settings = json.loads((out / "cv.json").read_text(encoding="utf-8"))
+    settings = read_settings(out)
     labels = settings["labels"]
     results = {"settings": settings, "architectures": {}, "baselines": {}}
-    files = sorted((out / "folds").glob("fold*_*.json"))
-    by_arch: dict[str, list] = {}
-    for path in files:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        by_arch.setdefault(path.stem.split("_", 1)[1], []).append(record)
+    by_arch = read_fold_records(out, settings)
     for arch, records in by_arch.items():
-        records.sort(key=lambda r: r["fold"])
         target = results["baselines"] if arch == "baselines" else results["architectures"].setdefault(arch, {})
         entry = {} if arch == "baselines" else target
         modes = [m for m in records[0]["modes"] if all(m in r["modes"] for r in records)]  # older folds lack some

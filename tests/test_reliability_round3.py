@@ -454,6 +454,15 @@ def command(out, how):
             def __del__(self):
                 del self.handle
         Handle()
+    elif how == "held":  # Ctrl-C held down or pressed again while the command is already stopping
+        import threading
+
+        def keep_pressing():
+            for _ in range(400):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.002)
+        threading.Thread(target=keep_pressing, daemon=True).start()
+        time.sleep(30)
     elif how == "swallowed":  # a bare except that goes on working
         try:
             ctrl_c_now()
@@ -467,7 +476,7 @@ command()
 """
 
 
-@pytest.mark.parametrize("how", ["weakref", "converted", "half_built"])
+@pytest.mark.parametrize("how", ["weakref", "converted", "half_built", "held"])
 def test_ctrl_c_that_a_library_swallows_or_converts_publishes_nothing(tmp_path, how):
     script = tmp_path / "cmd.py"
     script.write_text(INTERRUPTED_COMMAND, encoding="utf-8")

@@ -1,0 +1,163 @@
+"""A cv run directory read back (resume and report): damaged, edited or foreign files give one clear error
+naming the file and field, never a traceback or a silently wrong table. No training: the run directory is
+written here as `kdedge cv` writes it (kdedge.cvfiles)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kdedge.config import TrainConfig
+from kdedge.cvfiles import fold_file, read_fold_records, read_settings, write_fold_record
+from kdedge.errors import ReadBackError
+from kdedge.evaluate import decide, scores
+from kdedge.report import summarise, write_report
+
+LABELS = ["违约", "利息"]
+ARCH = "textcnn"
+
+
+def _mode(truth: np.ndarray, probs: np.ndarray) -> dict:
+    thresholds = [0.4, 0.6]
+    return {"at_0.5": scores(truth, decide(probs, 0.5), LABELS), "tuned": scores(truth, decide(probs, thresholds), LABELS),
+            "thresholds": thresholds, "test_probs": probs.round(4).tolist(), "history": [], "epochs_run": 1,
+            "best_epoch": [1], "seconds": 0.1}
+
+
+def make_run(out, folds: int = 3) -> None:
+    """A finished 3-fold run of one architecture plus baselines, as kdedge cv leaves it."""
+    rng = np.random.default_rng(0)
+    (out / "folds").mkdir(parents=True)
+    settings = {"data": "d.jsonl", "folds": folds, "archs": [ARCH], "group_by": None, "config": TrainConfig().to_dict(),
+                "labels": LABELS, "inputs": {}}
+    (out / "cv.json").write_text(json.dumps(settings, ensure_ascii=False), encoding="utf-8")
+    for k in range(folds):
+        truth = rng.integers(0, 2, size=(12, len(LABELS)))
+        modes = {name: _mode(truth, np.clip(truth * 0.6 + rng.random(truth.shape) * 0.5, 0, 1))
+                 for name in ("teacher", "student", "kd")}
+        modes["teacher"]["kind"] = "linear"
+        modes["student"]["history"] = [{"epoch": 1, "val_macro_f1": -0.5}]
+        write_fold_record(fold_file(out, k, ARCH), {"fold": k, "arch": ARCH, "seconds": 1.5, "modes": modes,
+                                                    "test_truth": truth.tolist(), "test_ids": list(range(12))})
+        baseline = {"at_0.5": modes["student"]["at_0.5"], "tuned": modes["student"]["tuned"]}
+        write_fold_record(fold_file(out, k, "baselines"), {"fold": k, "modes": {"tfidf_lr": baseline}})
+
+
+def edit(path, change) -> None:
+    record = json.loads(path.read_text(encoding="utf-8"))
+    change(record)
+    path.write_text(json.dumps(record), encoding="utf-8")
+
+
+def test_an_intact_run_reads_back_and_reports(tmp_path):
+    make_run(tmp_path)
+    records = read_fold_records(tmp_path, read_settings(tmp_path))
+    assert [r["fold"] for r in records[ARCH]] == [0, 1, 2] and len(records["baselines"]) == 3
+    results = write_report(tmp_path)
+    assert ARCH in results["architectures"] and (tmp_path / "results.md").exists()
+
+
+def _set_macro(record):
+    record["modes"]["kd"]["tuned"]["macro_f1"] = 0.99
+
+
+def _set_nan(record):
+    record["modes"]["kd"]["tuned"]["macro_f1"] = float("nan")
+
+
+def _drop_label(record):
+    del record["modes"]["student"]["tuned"]["per_label_f1"][LABELS[1]]
+
+
+def _short_probs(record):
+    record["modes"]["kd"]["test_probs"] = record["modes"]["kd"]["test_probs"][:-1]
+
+
+DAMAGES = {
+    # name: (what is done to fold 1's file, words the error must hold)
+    "empty": (lambda p: p.write_bytes(b""), "fold1_textcnn.json"),
+    "a list": (lambda p: p.write_text("[1, 2]"), "must be an object"),
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[:200]), "fold1_textcnn.json"),
+    "edited macro": (lambda p: edit(p, _set_macro), "digest mismatch"),
+    "NaN metric (digest removed)": (lambda p: edit(p, lambda r: (_set_nan(r), r.pop("digest"))),
+                                    "modes.kd.tuned.macro_f1"),
+    "label missing (digest removed)": (lambda p: edit(p, lambda r: (_drop_label(r), r.pop("digest"))),
+                                       "per_label_f1.利息"),
+    "short test_probs (digest removed)": (lambda p: edit(p, lambda r: (_short_probs(r), r.pop("digest"))),
+                                          "modes.kd.test_probs"),
+    "fold number differs": (lambda p: edit(p, lambda r: r.update(fold=2)), "the file name says 1"),
+    "not UTF-8": (lambda p: p.write_bytes(b'{"fold": 1, "x": "\xff"}'), "UTF-8"),
+    "a directory": (lambda p: (p.unlink(), p.mkdir()), "fold1_textcnn.json"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_fold_file_is_named_with_its_field(tmp_path, damage):
+    make_run(tmp_path)
+    change, words = DAMAGES[damage]
+    change(fold_file(tmp_path, 1, ARCH))
+    with pytest.raises(ReadBackError) as err:
+        summarise(tmp_path)
+    assert words in str(err.value) and "fold1_textcnn.json" in str(err.value), str(err.value)
+
+
+def test_a_symlinked_fold_file_is_refused(tmp_path):
+    make_run(tmp_path)
+    path = fold_file(tmp_path, 1, ARCH)
+    elsewhere = tmp_path / "elsewhere.json"
+    path.rename(elsewhere)
+    path.symlink_to(elsewhere)
+    with pytest.raises(ReadBackError, match="fold1_textcnn.json"):
+        summarise(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["fold7_textcnn.json", "fold0_gru_att.json", "notes.txt"])
+def test_a_file_that_is_not_of_this_run_is_refused_not_averaged(tmp_path, name):
+    make_run(tmp_path)
+    (tmp_path / "folds" / name).write_text((fold_file(tmp_path, 0, ARCH)).read_text(encoding="utf-8"))
+    with pytest.raises(ReadBackError, match="not a fold file of this run"):
+        summarise(tmp_path)
+
+
+def test_a_writers_temporary_file_is_skipped(tmp_path):
+    make_run(tmp_path)
+    (tmp_path / "folds" / ".fold2_textcnn.tmp123.json").write_text("{half")
+    assert len(read_fold_records(tmp_path, read_settings(tmp_path))[ARCH]) == 3
+
+
+@pytest.mark.parametrize("settings, words", [
+    ("", "cv.json"),
+    ("[]", "must be an object"),
+    ('{"folds": 1, "archs": ["textcnn"], "labels": ["a"], "config": {}}', "'folds'"),
+    ('{"folds": 3, "archs": [], "labels": ["a"], "config": {}}', "'archs'"),
+    ('{"folds": 3, "archs": ["textcnn"], "labels": [1], "config": {}}', "'labels'"),
+    ('{"folds": 3, "archs": ["textcnn"], "labels": ["a"], "config": {}}', "'config.monitor'"),
+    ('{"folds": 3, "archs": ["textcnn"], "labels": ["a"], "config": {"monitor": "val_loss", "seed": -1}}',
+     "'config.seed'"),
+])
+def test_a_damaged_cv_json_is_named(tmp_path, settings, words):
+    make_run(tmp_path)
+    (tmp_path / "cv.json").write_text(settings, encoding="utf-8")
+    with pytest.raises(ReadBackError) as err:
+        read_settings(tmp_path)
+    assert words in str(err.value) and "cv.json" in str(err.value), str(err.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_fifo_cv_json_does_not_hang_a_resume(tmp_path):
+    """`kdedge cv --out` on a directory whose cv.json is a FIFO: exit 2 naming it, at once, no traceback."""
+    make_run(tmp_path / "run")
+    (tmp_path / "run" / "cv.json").unlink()
+    os.mkfifo(tmp_path / "run" / "cv.json")
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": f"文本{i}", "labels": [LABELS[i % 2]]}, ensure_ascii=False) + "\n"
+                            for i in range(30)), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "kdedge.cli", "cv", "--data", str(data), "--folds", "3",
+                           "--archs", ARCH, "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "kdedge: error:" in proc.stderr and "cv.json" in proc.stderr and "Traceback" not in proc.stderr
