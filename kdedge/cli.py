@@ -188,8 +188,14 @@ def data_split(file, test_share, group_by, seed, out_dir, force, skip_invalid):
     from kdedge.data import load_dataset, write_split
 
     written = write_split(load_dataset(file, skip_invalid=skip_invalid), out_dir, test_share, seed, group_by, force)
+    total = sum(written.values())
     for name, count in written.items():
-        click.echo(f"{name}: {count} texts")
+        click.echo(f"{name}: {count} texts ({100 * count / total:.1f}%)")
+    held = sum(c for name, c in written.items() if str(name).endswith("test.jsonl")) / total if total else 0.0
+    if abs(held - test_share) > max(0.05, 0.5 * test_share):
+        why = f" (texts of one `{group_by}` stay together)" if group_by else ""
+        click.echo(f"kdedge: note: the test split holds {100 * held:.1f}% of the texts, not the {100 * test_share:g}% "
+                   f"asked{why}; the split is as close as the data allows", err=True)
 
 
 def _shown_default(name: str, flags: str) -> str | bool:

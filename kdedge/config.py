@@ -10,6 +10,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kdedge.data import shown_names
 from kdedge.errors import KdedgeError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -243,8 +244,7 @@ def make_config(file_values: dict | None = None, **cli_values) -> TrainConfig:
     merged.update({k: v for k, v in cli_values.items() if v is not None})
     unknown = sorted(set(merged) - set(_field_types()))
     if unknown:
-        shown = ", ".join(_shown(name)[1:-1] for name in unknown[:10])
-        raise ConfigError(f"unknown option(s): {shown}" + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""))
+        raise ConfigError(f"unknown option(s): {shown_names(unknown)}")
     return TrainConfig(**merged)
 
 

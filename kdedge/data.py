@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 from kdedge_run.text import escape
 
-from kdedge.errors import KdedgeError
+from kdedge.errors import KdedgeError, ReadBackError
+from kdedge.files import read_regular_file, shown_path
 
+MAX_SIDE_FILE_BYTES = 64 << 20  # label descriptions, thresholds: small JSON files beside the data
 MAX_INT_DIGITS = 4300  # Python's int-string limit (sys.get_int_max_str_digits()): longer integers are refused
 
 
@@ -61,6 +63,13 @@ def _shown(value: str, limit: int = 80) -> str:
     """A name or id inside a message: escaped (kdedge_run.text.escape) and cut to `limit` characters."""
     shown = escape(value)
     return shown if len(shown) <= limit else shown[:limit] + f"… ({len(value):,} characters)"
+
+
+def shown_names(names, limit: int = 10) -> str:
+    """Names (labels, options) as a message lists them: the first `limit`, escaped and cut, then how many more."""
+    names = list(names)
+    shown = ", ".join(_shown(str(name), 40) for name in names[:limit])
+    return shown + (f" and {len(names) - limit:,} more" if len(names) > limit else "")
 
 
 def label_problem(name: str) -> str | None:
@@ -369,16 +378,18 @@ def read_label_descriptions(path, labels: list[str]) -> dict[str, str]:
     """A JSON object {label: what it means} naming only `labels` (strings of at most 10,000 characters),
     in label order; DataError naming the file otherwise."""
     path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        raise DataError(path, None, None, "label descriptions file not found")
     try:
-        data = parse_json_line(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(path, None, None, "label descriptions file not found") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: also nesting, NaN, 5,000-digit numbers
+        data = parse_json_line(read_regular_file(path, MAX_SIDE_FILE_BYTES).decode("utf-8"))
+    except ReadBackError as e:
+        raise DataError(path, None, None, str(e).removeprefix(f"{shown_path(path)}: ")) from None
+    except (UnicodeDecodeError, ValueError) as e:  # ValueError: also nesting, NaN, 5,000-digit numbers
         raise DataError(path, None, None, f"not a readable JSON file: {e}") from None
     if not isinstance(data, dict) or not all(isinstance(v, str) and len(v) <= 10_000 for v in data.values()):
         raise DataError(path, None, None, 'must be a JSON object {"label": "what it means", ...} '
                                           "(strings of at most 10,000 characters)")
     unknown = sorted(set(data) - set(labels))
     if unknown:
-        raise DataError(path, None, None, f"unknown label(s) {', '.join(unknown)} (the labels: {', '.join(labels)})")
+        raise DataError(path, None, None, f"unknown label(s) {shown_names(unknown)} (the labels: {shown_names(labels)})")
     return {lab: data[lab] for lab in labels if lab in data}

@@ -72,7 +72,29 @@ def shown_path(path) -> str:
 
 def read_regular_file(path: Path, max_bytes: int) -> bytes:
     """The bytes of `path`, which must be a regular file (not a link, FIFO or device) of at most `max_bytes`:
-    the one rule for every file kdedge reads back. ReadBackError naming the file otherwise."""
+    the one rule for every file kdedge reads back. Opened without following a link and without blocking (a
+    FIFO never hangs the reader), then checked on the open file. ReadBackError naming the file otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if os.path.islink(path):
+            raise ReadBackError(f"{shown_path(path)}: a symbolic link; kdedge reads back only regular files") from None
+        raise ReadBackError(f"{shown_path(path)}: cannot read: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+        os.close(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ReadBackError(f"{shown_path(path)}: not a regular file")
+        raise ReadBackError(f"{shown_path(path)}: {info.st_size:,} bytes; at most {max_bytes:,} expected here")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:  # grew while being read
+        raise ReadBackError(f"{shown_path(path)}: more than {max_bytes:,} bytes; at most that expected here")
+    return data
+
+
+def check_regular_file(path: Path) -> None:
+    """ReadBackError unless `path` is a regular file, not a link (for files a library opens itself)."""
     try:
         info = os.lstat(path)
     except OSError as exc:
@@ -81,10 +103,6 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
         raise ReadBackError(f"{shown_path(path)}: a symbolic link; kdedge reads back only regular files")
     if not stat.S_ISREG(info.st_mode):
         raise ReadBackError(f"{shown_path(path)}: not a regular file")
-    if info.st_size > max_bytes:
-        raise ReadBackError(f"{shown_path(path)}: {info.st_size:,} bytes; at most {max_bytes:,} expected here")
-    with open(path, "rb") as f:
-        return f.read(max_bytes + 1)
 
 
 def read_json_file(path: Path, max_bytes: int, allow_nan: bool = False):
@@ -114,17 +132,39 @@ def write_json_atomic(path: Path, obj) -> None:
         json.dump(obj, f, ensure_ascii=False, indent=1)
 
 
-def unlisted(root: Path, listed: Callable[[str], bool]) -> list[str]:
-    """Relative paths of the entries under `root` that are not directories (files, symlinks, ...)
-    and that `listed` does not accept, sorted; empty directories count as nothing."""
+def unlisted(root: Path, listed: Callable[[str], bool], limit: int = 4) -> list[str]:
+    """Relative paths of up to `limit` entries under `root` that are not directories (files, symlinks, ...)
+    and that `listed` does not accept, in walk order; empty directories count as nothing. The walk stops at
+    the `limit`-th: a directory full of other things is refused without reading all of it."""
     extra = []
     for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
             full = Path(dirpath, name)
             rel = full.relative_to(root).as_posix()
             if (full.is_symlink() or not full.is_dir()) and not listed(rel):
                 extra.append(rel)
-    return sorted(extra)
+                if len(extra) >= limit:
+                    return extra
+    return extra
+
+
+def refuse_unreplaceable(out: Path) -> None:
+    """OutputExistsError for an --out that no command may replace, decided from the path alone: the
+    filesystem root, the home directory, the current directory or one of its ancestors."""
+    target = Path(os.path.abspath(out))
+    try:
+        resolved = target.resolve()
+    except (OSError, RuntimeError):
+        resolved = target
+    cwd = Path.cwd().resolve()
+    why = ("the filesystem root" if resolved == Path(resolved.anchor)
+           else "your home directory" if resolved == Path.home().resolve()
+           else "the current directory" if resolved == cwd
+           else "an ancestor of the current directory" if resolved in cwd.parents else None)
+    if why:
+        raise OutputExistsError(f"{shown_path(out)}: is {why}; --out must name a new directory (or one that kdedge "
+                                "wrote), e.g. --out ./run")
 
 
 def check_replaceable(out: Path, force: bool, listed: Callable[[Path], Callable[[str], bool] | None],
@@ -132,18 +172,19 @@ def check_replaceable(out: Path, force: bool, listed: Callable[[Path], Callable[
     """Refuse an existing `out` unless `force` and it is a directory that is empty or holds only what
     `listed(out)` accepts (None: not `what` at all). Raises OutputExistsError (a FileExistsError) saying what to do."""
     out = Path(out)
+    refuse_unreplaceable(out)
     if not (out.exists() or out.is_symlink()):
         return
     if not force:
-        raise OutputExistsError(f"{out}: already exists (use --force to replace it)")
+        raise OutputExistsError(f"{shown_path(out)}: already exists (use --force to replace it)")
     rule = f"--force replaces only {what} or an empty directory; move it away or choose another --out"
     if out.is_symlink() or not out.is_dir():
-        raise OutputExistsError(f"{out}: exists and is not a directory; {rule}")
+        raise OutputExistsError(f"{shown_path(out)}: exists and is not a directory; {rule}")
     accepts = listed(out) or (lambda rel: False)
     extra = unlisted(out, accepts)
     if extra:
-        shown = ", ".join(extra[:3]) + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
-        raise OutputExistsError(f"{out}: not {what}: it holds {shown}; {rule}")
+        shown = ", ".join(shown_path(rel) for rel in extra[:3]) + (" and more" if len(extra) > 3 else "")
+        raise OutputExistsError(f"{shown_path(out)}: not {what}: it holds {shown}; {rule}")
 
 
 def run_listing(path: Path) -> Callable[[str], bool]:
@@ -158,7 +199,7 @@ def run_listing(path: Path) -> Callable[[str], bool]:
 def staging_dir(out: Path, force: bool) -> Path:
     """A fresh temporary sibling of `out` to write into; refuses an existing `out` unless `force` and
     it is an empty directory or a kdedge run (nothing else: see `check_replaceable`)."""
-    out = Path(out)
+    out = Path(os.path.abspath(out))
     check_replaceable(out, force, run_listing, RUN)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     if tmp.exists():

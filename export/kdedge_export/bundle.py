@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdedge.files import check_replaceable, commit_dir
+from kdedge.files import check_replaceable, commit_dir, read_regular_file
 from kdedge_run.bundle import FORMAT, MANIFEST, file_sha256
 
 from .errors import ExportError
@@ -19,6 +19,9 @@ KEY_ORDER = ("format", "format_version", "kdedge_version", "created", "architect
              "intended_use", "labels", "label_descriptions", "thresholds", "calibration", "abstain", "input", "vocab", "embeddings",
              "segmenter", "models", "files", "golden", "metrics", "test_metrics", "calibration_report",
              "segmentation_agreement", "parity", "notes")
+
+
+MAX_MANIFEST_BYTES = 64 << 20
 
 
 def check_out(out: Path, force: bool) -> None:
@@ -33,8 +36,8 @@ def check_out(out: Path, force: bool) -> None:
 def bundle_listing(path: Path):
     """Accepts manifest.json and the files its `files` lists; None if `path` holds no kdedge manifest."""
     try:
-        manifest = json.loads((Path(path) / MANIFEST).read_bytes().decode("utf-8"))
-    except (OSError, ValueError, RecursionError):
+        manifest = json.loads(read_regular_file(Path(path) / MANIFEST, MAX_MANIFEST_BYTES).decode("utf-8"))
+    except (ValueError, RecursionError):  # ReadBackError (a link, a FIFO, too big, unreadable) is a ValueError
         return None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
             or not isinstance(manifest.get("files"), dict):
@@ -51,7 +54,7 @@ class Staging:
     """
 
     def __init__(self, out: Path | None = None):
-        self.out = Path(out) if out is not None else None
+        self.out = Path(os.path.abspath(out)) if out is not None else None  # "." has no name to stage beside
         if self.out is not None:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))

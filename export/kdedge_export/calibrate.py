@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kdedge.data import parse_json_line
+from kdedge.data import MAX_SIDE_FILE_BYTES, parse_json_line, shown_names
+from kdedge.errors import ReadBackError
+from kdedge.files import read_regular_file
 from kdedge.evaluate import (decide, expected_calibration_error, fit_temperatures, scores, sigmoid,
                              tune_thresholds)
 
@@ -29,17 +31,19 @@ class Calibration:
 def read_thresholds_file(path, labels: list[str]) -> dict[str, float]:
     """A JSON object {label: threshold in [0, 1]}; labels not in the file keep their tuned threshold."""
     path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        raise ExportError(f"{path}: thresholds file not found")
     try:
-        data = parse_json_line(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ExportError(f"{path}: thresholds file not found") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: also nesting, NaN, 5,000-digit numbers
+        data = parse_json_line(read_regular_file(path, MAX_SIDE_FILE_BYTES).decode("utf-8"))
+    except ReadBackError as e:
+        raise ExportError(str(e)) from None
+    except (UnicodeDecodeError, ValueError) as e:  # ValueError: also nesting, NaN, 5,000-digit numbers
         raise ExportError(f"{path}: not a readable JSON file: {e}") from None
     if not isinstance(data, dict):
         raise ExportError(f'{path}: must be a JSON object {{"label": threshold, ...}}')
     unknown = sorted(set(data) - set(labels))
     if unknown:
-        raise ExportError(f"{path}: unknown label(s) {', '.join(unknown)} (the run's labels: {', '.join(labels)})")
+        raise ExportError(f"{path}: unknown label(s) {shown_names(unknown)} (the run's labels: {shown_names(labels)})")
     out = {}
     for label, value in data.items():
         number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan

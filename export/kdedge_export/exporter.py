@@ -273,12 +273,12 @@ def read_label_descriptions(path, labels: list[str]) -> dict[str, str]:
 
 def read_test_data(path, labels: list[str]) -> tuple[list[str], np.ndarray]:
     """(texts, 0/1 matrix in the run's label order) of a labelled held-out file."""
-    from kdedge.data import load_dataset
+    from kdedge.data import load_dataset, shown_names
 
     ds = load_dataset(path)
     unknown = sorted(set(ds.label_names) - set(labels))
     if unknown:
-        raise ExportError(f"{path}: label(s) {', '.join(unknown)} are not the run's ({', '.join(labels)})")
+        raise ExportError(f"{path}: label(s) {shown_names(unknown)} are not the run's ({shown_names(labels)})")
     index = {lab: j for j, lab in enumerate(labels)}
     y = np.zeros((len(ds), len(labels)), dtype=np.float64)
     for i, labs in enumerate(ds.labels):

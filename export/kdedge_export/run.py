@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -9,6 +10,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from kdedge.data import label_problem, parse_json_line
+from kdedge.errors import ReadBackError
+from kdedge.files import check_regular_file, read_regular_file, shown_path
 
 from .errors import ExportError
 
@@ -65,14 +68,44 @@ class Run:
         return self.path / f"{self.model_kind}.keras"
 
 
+MAX_RUN_JSON_BYTES = 64 << 20     # config.json, metrics.json
+MAX_RUN_ENTRIES = 10_000          # a run directory holds a few dozen files
+RUN_SUBDIRS = ("segmenter", "predictions")
+
+
+def _check_run_entries(root: Path) -> None:
+    """Every entry of a run directory (and of its segmenter/ and predictions/) is a regular file or one of
+    those folders: a link (e.g. a vocab.txt pointing out of the run), a FIFO or a device is refused before
+    anything is read, so nothing outside the run is exported and no read can hang."""
+    for folder in (root, *(root / sub for sub in RUN_SUBDIRS)):
+        if folder is not root and not (folder.is_dir() and not folder.is_symlink()):
+            if folder.is_symlink() or folder.exists():
+                raise ExportError(f"{shown_path(folder)}: not a folder of the run (a link or a file)")
+            continue
+        with os.scandir(folder) as entries:
+            for n, entry in enumerate(entries):
+                if n >= MAX_RUN_ENTRIES:
+                    raise ExportError(f"{shown_path(folder)}: more than {MAX_RUN_ENTRIES:,} entries; "
+                                      "not a run directory written by `kdedge train`")
+                if entry.is_symlink():
+                    raise ExportError(f"{shown_path(entry.path)}: a symbolic link; export reads only the run's own "
+                                      "regular files (copy the file into the run)")
+                if entry.is_dir(follow_symlinks=False):
+                    continue
+                if not entry.is_file(follow_symlinks=False):
+                    raise ExportError(f"{shown_path(entry.path)}: not a regular file")
+
+
 def _read_json(path: Path, kind=dict):
     """The JSON file at `path`, which must hold a `kind` (NaN, Infinity, out-of-range numbers, integers
     of more than 4,300 digits and nesting too deep for Python are refused); ExportError naming the file."""
+    if not (path.exists() or path.is_symlink()):
+        raise ExportError(f"{path}: missing; is {path.parent} a run directory written by `kdedge train`?")
     try:
-        value = parse_json_line(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ExportError(f"{path}: missing; is {path.parent} a run directory written by `kdedge train`?") from None
-    except (OSError, UnicodeDecodeError) as e:
+        value = parse_json_line(read_regular_file(path, MAX_RUN_JSON_BYTES).decode("utf-8"))
+    except ReadBackError as e:
+        raise ExportError(str(e)) from None
+    except UnicodeDecodeError as e:
         raise ExportError(f"{path}: cannot read: {e}") from None
     except ValueError as e:
         raise ExportError(f"{path}: not valid JSON: {e}") from None
@@ -206,6 +239,30 @@ def _validation_record(line: str, index: dict[str, int]) -> tuple[str, list[str]
     return text, tokens, row
 
 
+def _check_recorded_scores(root: Path, metrics: dict, model_kind: str, labels: list[str], y: np.ndarray,
+                           logits: np.ndarray) -> None:
+    """The per-label validation F1 at 0.5 that training recorded in metrics.json, recomputed from the saved
+    validation logits and validation.jsonl: they agree unless labels were reordered or a file of the run was
+    replaced (export would then calibrate and describe the wrong outputs). Older runs without them pass."""
+    from kdedge.evaluate import decide, f1_per_label
+
+    mode = metrics.get("modes", {}).get(model_kind) if isinstance(metrics.get("modes"), dict) else None
+    recorded = mode.get("at_0.5", {}).get("per_label_f1") if isinstance(mode, dict) \
+        and isinstance(mode.get("at_0.5"), dict) else None
+    if not isinstance(recorded, dict) or set(recorded) != set(labels):
+        return
+    # logits within 1e-5 of 0 may have been decided either way in training's float32 arithmetic
+    now = [f1_per_label(y, decide(1.0 / (1.0 + np.exp(-(logits + shift))), 0.5)) for shift in (-1e-5, 1e-5)]
+    differ = [lab for j, lab in enumerate(labels)
+              if not (isinstance(recorded[lab], (int, float))
+                      and any(abs(recorded[lab] - f1[j]) <= 1e-6 for f1 in now))]
+    if differ:
+        raise ExportError(f"{root}: the validation outputs do not match what training recorded in metrics.json "
+                          f"(per-label F1 at 0.5 differs for {len(differ)} of {len(labels)} labels, e.g. "
+                          f"{_short(differ[0])}): labels reordered in config.json, or validation.jsonl or "
+                          f"predictions/val_{model_kind}.npy replaced?")
+
+
 def selected_model(root: Path, metrics) -> str:
     """The student the run selected on its validation split (metrics.json "selected"), else "kd"."""
     selected = metrics.get("selected") if isinstance(metrics, dict) else None
@@ -223,6 +280,7 @@ def load_run(run_dir, model_kind: str | None = None) -> Run:
     root = Path(run_dir)
     if not root.is_dir():
         raise ExportError(f"{root}: no such run directory")
+    _check_run_entries(root)
     metrics = _read_json(root / "metrics.json") if (root / "metrics.json").is_file() else {}
     _check_metrics(root / "metrics.json", metrics)
     model_kind = selected_model(root, metrics) if model_kind is None else model_kind
@@ -231,6 +289,9 @@ def load_run(run_dir, model_kind: str | None = None) -> Run:
     config = _read_json(root / "config.json")
     _check_config(root / "config.json", config)
     labels = list(config["labels"])
+    if "labels" in metrics and metrics["labels"] != labels:
+        raise ExportError(f"{root / 'config.json'}: its labels differ from metrics.json's (order included): the "
+                          "model's outputs follow the order training wrote; was a file of the run edited?")
     if not (root / f"{model_kind}.keras").is_file():
         have = sorted(p.stem for p in root.glob("*.keras"))
         raise ExportError(f"{root}: no {model_kind}.keras (the run has {', '.join(have) or 'no model'}; "
@@ -271,6 +332,7 @@ def load_run(run_dir, model_kind: str | None = None) -> Run:
     logits = np.asarray(logits, dtype=np.float64)
     if not np.isfinite(logits).all():
         raise ExportError(f"{npy}: holds NaN or infinite logits")
+    _check_recorded_scores(root, metrics, model_kind, labels, np.stack(rows), logits)
     try:
         read_vocab_file(root / "vocab.txt")
     except ValueError as e:
@@ -278,11 +340,14 @@ def load_run(run_dir, model_kind: str | None = None) -> Run:
     return Run(root, config, model_kind, labels, texts, tokens, np.stack(rows), logits, metrics)
 
 
+MAX_VOCAB_BYTES = 256 << 20
+
+
 def read_vocab_file(path: Path) -> list[str]:
     """vocab.txt: token of id i on line i ("\\n" line ends, as the runtime reads it); ValueError naming it."""
     try:
-        tokens = path.read_bytes().decode("utf-8").split("\n")[:-1]
-    except (OSError, UnicodeDecodeError) as e:
+        tokens = read_regular_file(path, MAX_VOCAB_BYTES).decode("utf-8").split("\n")[:-1]
+    except UnicodeDecodeError as e:
         raise ValueError(f"{path}: cannot read: {e}") from None
     if len(tokens) < 2:
         raise ValueError(f"{path}: holds {len(tokens)} tokens; a run's vocabulary has at least <pad> and <oov>")
@@ -303,6 +368,20 @@ def load_keras(run: Run):
 
     import kdedge.models  # noqa: F401  (registers the custom layers)
 
+    import zipfile
+
+    try:
+        check_regular_file(run.model_file)
+        with zipfile.ZipFile(run.model_file) as archive:
+            damaged = archive.testzip()
+    except ReadBackError as e:
+        raise ExportError(str(e)) from None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise ExportError(f"{shown_path(run.model_file)}: not a complete Keras archive (truncated or damaged: "
+                          f"{e}); train again or restore the file") from None
+    if damaged is not None:
+        raise ExportError(f"{shown_path(run.model_file)}: damaged Keras archive (member {damaged!r} fails its "
+                          "checksum); train again or restore the file")
     try:
         model = keras.models.load_model(run.model_file, compile=False)
     except Exception as e:  # Keras raises many types for unreadable archives
