@@ -161,3 +161,36 @@ def test_a_fifo_cv_json_does_not_hang_a_resume(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "kdedge: error:" in proc.stderr and "cv.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _cached_teacher(tmp_path):
+    from kdedge.cv import CACHED_SPLITS, save_cached_teacher
+    from kdedge.trained import Fit, Trained
+
+    logits = {split: np.zeros((4, len(LABELS)), dtype=np.float32) for split in CACHED_SPLITS}
+    save_cached_teacher("k", Trained(fit=Fit(seconds=1.0, kind="linear"), logits=logits), [tmp_path])
+    return tmp_path / "k.npz"
+
+
+def test_an_intact_cached_teacher_is_used(tmp_path):
+    from kdedge.cv import load_cached_teacher
+
+    _cached_teacher(tmp_path)
+    teacher, index = load_cached_teacher("k", [tmp_path])
+    assert teacher is not None and teacher.cached and index == 0
+
+
+@pytest.mark.parametrize("damage", ["fifo", "link", "nan"])
+def test_a_damaged_cached_teacher_is_trained_again_not_trusted(tmp_path, damage):
+    from kdedge.cv import CACHED_SPLITS, load_cached_teacher
+
+    npz = _cached_teacher(tmp_path)
+    if damage == "fifo":
+        npz.unlink()
+        os.mkfifo(npz)
+    elif damage == "link":
+        npz.rename(tmp_path / "elsewhere.npz")
+        npz.symlink_to(tmp_path / "elsewhere.npz")
+    else:
+        np.savez(npz, **{f"{split}_logits": np.full((4, len(LABELS)), np.nan) for split in CACHED_SPLITS})
+    assert load_cached_teacher("k", [tmp_path]) == (None, 1)
