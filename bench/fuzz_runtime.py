@@ -660,6 +660,131 @@ def fuzz_training_files(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
     return tally, outcome
 
 
+def _mutated_json(rng: random.Random, value) -> bytes:
+    """`value` with 1-3 hostile changes (a field replaced, deleted or added; maybe a raw NaN or a huge
+    number), as JSON bytes; sometimes the bytes themselves are damaged."""
+    value = json.loads(json.dumps(value))
+    for _ in range(rng.randint(1, 3)):
+        paths = list(_paths(value))
+        if not paths:
+            break
+        path = rng.choice(paths)
+        if not path:
+            value = _value(rng)
+            continue
+        parent, key = _parent(value, path), path[-1]
+        action = rng.random()
+        if action < 0.6:
+            parent[key] = _value(rng)
+        elif action < 0.8 and isinstance(parent, dict):
+            del parent[key]
+        elif isinstance(parent, dict):
+            parent[f"extra{rng.randint(0, 9)}"] = _value(rng)
+    data = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    if rng.random() < 0.1:
+        data = data.replace(b"0.", rng.choice([b"NaN", b"1e999", b"9" * 400 + b"."]), 1)
+    if rng.random() < 0.1:
+        data = _bytes_damage(rng, data)
+    return data
+
+
+def fuzz_fold_files(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
+    """Mutated cv run directories (cv.json and fold files, digests recomputed half the time so the field
+    checks are reached) through `kdedge.report.summarise`: only results or a ReadBackError may come out,
+    and results only with finite numbers (results.json is strict JSON)."""
+    import shutil
+
+    from kdedge.cvfiles import digest, fold_file
+    from kdedge.errors import ReadBackError
+    from kdedge.report import summarise
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_cv_files import ARCH, make_run
+
+    template = work / "template"
+    make_run(template)
+    settings = json.loads((template / "cv.json").read_text(encoding="utf-8"))
+    records = {k: json.loads(fold_file(template, k, ARCH).read_text(encoding="utf-8")) for k in range(3)}
+    rng = random.Random(f"{seed}:folds")
+    tally = Tally()
+    outcome = {"reported": 0, "refused": 0}
+    run = work / "run"
+    while tally.inputs < n:
+        if run.exists():
+            shutil.rmtree(run)
+        shutil.copytree(template, run)
+        if rng.random() < 0.2:
+            target, data = run / "cv.json", _mutated_json(rng, settings)
+        else:
+            k = rng.randrange(3)
+            record = {key: value for key, value in records[k].items() if key != "digest"}
+            data = _mutated_json(rng, record)
+            if rng.random() < 0.5:
+                try:
+                    mutated = json.loads(data)
+                    if isinstance(mutated, dict):
+                        mutated["digest"] = digest(mutated)
+                        data = json.dumps(mutated).encode("utf-8")
+                except (ValueError, RecursionError):
+                    pass
+            target = fold_file(run, k, ARCH)
+        target.write_bytes(data)
+        try:
+            results = summarise(run)
+            json.dumps(results, allow_nan=False)
+        except ReadBackError as e:
+            outcome["refused"] += 1
+            if len(str(e)) > MAX_MESSAGE:
+                tally.crash(f"message of {len(str(e))} characters: {str(e)[:200]}", data[:100])
+        except Exception as e:  # noqa: BLE001 - that is the point
+            tally.crash(f"unexpected {type(e).__name__}: {str(e)[:300]}\n{traceback.format_exc(limit=4)}", data[:300])
+        else:
+            outcome["reported"] += 1
+        tally.inputs += 1
+    return tally, outcome
+
+
+def fuzz_config_files(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
+    """Mutated config files (JSON, TOML, YAML; keys and values hostile) through `read_config_file` and
+    `make_config`, as `kdedge train --config FILE` reads them: only a TrainConfig or a ConfigError."""
+    from kdedge.config import ConfigError, TrainConfig, make_config, read_config_file
+
+    base = {"arch": "textcnn", "epochs": 3, "kd_alpha": [0.5], "arch_params": {"filters": 8, "kernel_sizes": [2, 3]},
+            "max_len": 64, "segmenter": "char", "monitor": "val_macro_f1"}
+    rng = random.Random(f"{seed}:config")
+    tally = Tally()
+    outcome = {"configs": 0, "refused": 0}
+    while tally.inputs < n:
+        kind = rng.choice(["json", "toml", "yaml"])
+        data = _mutated_json(rng, base)
+        if kind != "json":  # the same hostile value written as TOML / YAML text, or raw JSON bytes under that name
+            try:
+                value = json.loads(data)
+                if kind == "yaml" and rng.random() < 0.7:
+                    data = ("\n".join(f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in value.items())
+                            if isinstance(value, dict) else json.dumps(value)).encode("utf-8", "surrogatepass")
+                elif kind == "toml" and rng.random() < 0.7 and isinstance(value, dict):
+                    data = "\n".join(f"{json.dumps(str(k))} = {json.dumps(v, ensure_ascii=False)}"
+                                      for k, v in value.items()).encode("utf-8", "surrogatepass")
+            except (ValueError, RecursionError):
+                pass
+        path = work / f"config.{kind}"
+        path.write_bytes(data)
+        try:
+            cfg = make_config(read_config_file(str(path)))
+            if not isinstance(cfg, TrainConfig):
+                tally.crash(f"not a TrainConfig: {cfg!r:.200}", data[:200])
+        except ConfigError as e:
+            outcome["refused"] += 1
+            if len(str(e)) > MAX_MESSAGE:
+                tally.crash(f"message of {len(str(e))} characters: {str(e)[:200]}", data[:100])
+        except Exception as e:  # noqa: BLE001 - that is the point
+            tally.crash(f"unexpected {type(e).__name__}: {str(e)[:300]}\n{traceback.format_exc(limit=4)}", data[:300])
+        else:
+            outcome["configs"] += 1
+        tally.inputs += 1
+    return tally, outcome
+
+
 # ---------------------------------------------------------------------------------------- atheris
 
 def run_atheris(path: Path, backend: str, runs: int) -> None:
@@ -748,10 +873,15 @@ def main() -> int:
                         help="mutated bundles (manifest values, files) through load_bundle")
     parser.add_argument("--training-files", type=int, default=0, metavar="N",
                         help="mutated JSON Lines / CSV training files through kdedge.data.load_dataset")
+    parser.add_argument("--fold-files", type=int, default=0, metavar="N",
+                        help="mutated cv run directories (cv.json, fold files) through kdedge.report.summarise")
+    parser.add_argument("--config-files", type=int, default=0, metavar="N",
+                        help="mutated JSON / TOML / YAML config files through read_config_file and make_config")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "runtime"))
-    build_bundles(args.bundles_dir)
+    if args.n or args.cli_lines or args.bundle_mutations or args.atheris:
+        build_bundles(args.bundles_dir)
     print(f"machine: {machine()}")
     if args.atheris:
         run_atheris(args.bundles_dir / "gru_char_onnx", "onnx", args.atheris)
@@ -789,6 +919,18 @@ def main() -> int:
                 f"{tally.inputs / seconds:8,.0f}/s; Dataset {outcome['datasets']:,} / DataError "
                 f"{outcome['data_errors']:,}; with skip_invalid {outcome['skip_invalid_datasets']:,} / "
                 f"{outcome['skip_invalid_errors']:,}; unexpected {tally.crashes}")
+    for count, name, fuzz in ((args.fold_files, "cv fold files", fuzz_fold_files),
+                              (args.config_files, "config files", fuzz_config_files)):
+        if not count:
+            continue
+        sys.path.insert(0, str(ROOT))
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="kdedge_fuzz_read_back") as work:
+            tally, outcome = fuzz(count, args.seed, Path(work))
+        seconds = time.perf_counter() - start
+        counts = ", ".join(f"{key} {value:,}" for key, value in outcome.items())
+        _report(total, tally, f"{name:<26} {tally.inputs:>8,} inputs  in {seconds:7.1f} s = "
+                f"{tally.inputs / seconds:8,.0f}/s; {counts}; unexpected {tally.crashes}")
     try:
         import resource
 

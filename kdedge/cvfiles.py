@@ -74,14 +74,14 @@ def read_fold_records(out: Path, settings: dict) -> dict[str, list[dict]]:
             raise ReadBackError(f"{shown_path(path)}: not a fold file of this run ({settings['folds']} folds; "
                                 f"fold<k>_<name>.json with name one of {', '.join(sorted(names))}); move it away")
         record = read_json_file(path, MAX_FOLD_BYTES, allow_nan=True)
-        check_fold_record(path, record, int(match[1]), match[2], settings["labels"])
+        check_fold_record(path, record, int(match[1]), match[2], settings["labels"], settings["config"]["monitor"])
         by_name.setdefault(match[2], []).append(record)
     for records in by_name.values():
         records.sort(key=lambda r: r["fold"])
     return by_name
 
 
-def check_fold_record(path: Path, record, k: int, name: str, labels: list[str]) -> None:
+def check_fold_record(path: Path, record, k: int, name: str, labels: list[str], monitor: str) -> None:
     """ReadBackError naming `path` and the field unless `record` is fold `k`'s intact result for `name`."""
     _need(path, record, "", dict)
     _need(path, record.get("fold"), "fold", int)
@@ -114,18 +114,30 @@ def check_fold_record(path: Path, record, k: int, name: str, labels: list[str]) 
             for i, row in enumerate(result["history"]):
                 _need(path, row, f"modes.{mode}.history[{i}]", dict)
                 _need(path, row.get("epoch"), f"modes.{mode}.history[{i}].epoch", int, low=0)
+                value = row.get(monitor)  # a number, or one per label group (a teacher's towers); NaN allowed
+                if not (_any_number(value) or isinstance(value, list) and value and all(map(_any_number, value))):
+                    raise ReadBackError(f"{shown_path(path)}: field 'modes.{mode}.history[{i}].{monitor}' must be a "
+                                        f"number or a list of numbers, not {_shown(value)}")
         _need(path, record.get("seconds"), "seconds", float, low=0)
         _need(path, record.get("test_truth"), "test_truth", list)
         _need_matrix(path, record["test_truth"], "test_truth", None, len(labels))
-        for mode, result in record["modes"].items():
-            if "test_probs" in result:
-                _need_matrix(path, result["test_probs"], f"modes.{mode}.test_probs", len(record["test_truth"]),
-                             len(labels))
-                thresholds = result.get("thresholds")
-                _need(path, thresholds, f"modes.{mode}.thresholds", list)
-                if len(thresholds) != len(labels) or not all(_number(v, 0, 1) for v in thresholds):
-                    raise ReadBackError(f"{shown_path(path)}: field 'modes.{mode}.thresholds' must hold "
-                                        f"{len(labels)} numbers from 0 to 1")
+        for mode, result in record["modes"].items():  # test predictions: the report pools them for its tests
+            _need_matrix(path, result.get("test_probs"), f"modes.{mode}.test_probs", len(record["test_truth"]),
+                         len(labels))
+            thresholds = result.get("thresholds")
+            _need(path, thresholds, f"modes.{mode}.thresholds", list)
+            if len(thresholds) != len(labels) or not all(_number(v, 0, 1) for v in thresholds):
+                raise ReadBackError(f"{shown_path(path)}: field 'modes.{mode}.thresholds' must hold "
+                                    f"{len(labels)} numbers from 0 to 1")
+
+
+def _any_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _number(value, low: float, high: float) -> bool:
@@ -152,6 +164,5 @@ def _need(path: Path, value, field: str, kind: type, low: float = -math.inf, hig
         what = {dict: "an object", list: "a list", int: "an integer", float: "a number"}[kind]
         if numeric and (low > -math.inf or high < math.inf):
             what += f" from {low:g}" + (f" to {high:g}" if high < math.inf else " up")
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
         name = f"field {field!r}" if field else "the file"
-        raise ReadBackError(f"{shown_path(path)}: {name} must be {what}, not {shown}")
+        raise ReadBackError(f"{shown_path(path)}: {name} must be {what}, not {_shown(value)}")

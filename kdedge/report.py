@@ -101,7 +101,9 @@ def learning_curve(histories, monitor: str) -> list[float]:
     per_epoch: dict[int, list[float]] = {}
     for history in histories:
         for row in history:
-            per_epoch.setdefault(row["epoch"], []).append(sign * float(np.mean(row[monitor])))
+            value = float(np.mean(row[monitor]))
+            if np.isfinite(value):  # a diverged epoch (NaN loss) is left out, not averaged into NaN
+                per_epoch.setdefault(row["epoch"], []).append(sign * value)
     return [float(np.mean(per_epoch[e])) for e in sorted(per_epoch)]
 
 
