@@ -289,15 +289,18 @@ export class Classifier {
   readonly manifest: Manifest;
   readonly labels: string[];
   readonly model: ModelEntry;
+  /** Where the bundle came from (a directory or a URL), named in errors about the model's outputs. */
+  readonly source: string;
   private readonly session: OrtSession;
   private readonly ort: OrtLike;
 
-  constructor(manifest: Manifest, session: OrtSession, ort: OrtLike) {
+  constructor(manifest: Manifest, session: OrtSession, ort: OrtLike, source = "(bundle)") {
     this.manifest = manifest;
     this.labels = [...manifest.labels];
     this.model = onnxEntry(manifest);
     this.session = session;
     this.ort = ort;
+    this.source = source;
     const { input_name: inputName, outputs, file } = this.model;
     if (!session.inputNames.includes(inputName)) {
       fail(`${file}: model has no input named ${JSON.stringify(inputName)} (it has ${JSON.stringify(session.inputNames)})`);
@@ -340,41 +343,84 @@ export class Classifier {
     const out: Prediction[] = [];
     for (let start = 0; start < encoded.length; start += BATCH_SIZE) {
       const batch = encoded.slice(start, start + BATCH_SIZE);
-      const { probabilities, known } = await this.run(batch.map((e) => e.codepoints));
-      batch.forEach((e, j) => out.push(this.decide(e, probabilities, known, j, threshold, k, indexed ? start + j : -1)));
+      const { probabilities, known } = await this.run(batch.map((e) => e.codepoints), indexed ? start : null);
+      batch.forEach((e, j) => out.push(this.decide(e, probabilities, known, j, threshold, k)));
     }
     return out;
   }
 
-  /** Run the model on rows of code points → probabilities [batch × n_labels] and known [batch]. */
-  async run(rows: Int32Array[]): Promise<{ probabilities: Float32Array; known: Int32Array }> {
+  /**
+   * Run the model on rows of code points → probabilities [batch × n_labels] and known [batch].
+   * The outputs are checked, not trusted: shapes [batch, n_labels] and [batch], every probability finite
+   * and within [0, 1], 0 <= known <= the row's code points; anything else is a BundleError naming the
+   * text (`text i: `, counting from `firstIndex` when it is a number; null: one text; omitted: a
+   * test input) and the bundle.
+   */
+  async run(rows: Int32Array[], firstIndex?: number | null): Promise<{ probabilities: Float32Array; known: Int32Array }> {
     const maxLen = this.manifest.input.max_len;
     const n = this.labels.length;
-    const data = new Int32Array(rows.length * maxLen);
+    const batch = rows.length;
+    const data = new Int32Array(batch * maxLen);
     rows.forEach((r, i) => data.set(r, i * maxLen));
-    const feeds = { [this.model.input_name]: new this.ort.Tensor("int32", data, [rows.length, maxLen]) };
+    const feeds = { [this.model.input_name]: new this.ort.Tensor("int32", data, [batch, maxLen]) };
     const result = await this.session.run(feeds);
-    const p = result[this.model.outputs.probabilities];
-    const k = result[this.model.outputs.known];
+    const { probabilities: pName, known: kName } = this.model.outputs;
+    const p = result[pName];
+    const k = result[kName];
     const file = this.model.file;
-    if (!p || p.type !== "float32" || !(p.data instanceof Float32Array) || p.data.length !== rows.length * n) {
-      fail(`${file}: output ${this.model.outputs.probabilities} is not float32 [${rows.length}, ${n}] (got ${p?.type} ${JSON.stringify(p?.dims)})`);
+    const faulty = `(faulty bundle ${this.source})`;
+    const dims = (t: OrtTensor | undefined) => JSON.stringify(t?.dims === undefined ? null : Array.from(t.dims));
+    const sameDims = (t: OrtTensor, want: number[]) =>
+      Array.isArray(t.dims) || ArrayBuffer.isView(t.dims) ? t.dims.length === want.length && want.every((d, i) => t.dims[i] === d) : false;
+    if (!p || p.type !== "float32" || !(p.data instanceof Float32Array) || !sameDims(p, [batch, n]) || p.data.length !== batch * n) {
+      fail(`${file}: output ${pName} is not float32 [${batch}, ${n}] (batch, labels): got ${p?.type} ${dims(p)} ${faulty}`);
     }
-    if (!k || k.type !== "int32" || !(k.data instanceof Int32Array) || k.data.length !== rows.length) {
-      fail(`${file}: output ${this.model.outputs.known} is not int32 [${rows.length}] (got ${k?.type} ${JSON.stringify(k?.dims)})`);
+    if (!k || k.type !== "int32" || !(k.data instanceof Int32Array) || !sameDims(k, [batch]) || k.data.length !== batch) {
+      fail(`${file}: output ${kName} is not int32 [${batch}] (batch): got ${k?.type} ${dims(k)} ${faulty}`);
     }
-    return { probabilities: p.data, known: k.data };
+    const probs = p.data, known = k.data;
+    for (let j = 0; j < batch; j++) {
+      const where = firstIndex === undefined || firstIndex === null ? "" : `text ${firstIndex + j}: `;
+      const what = firstIndex === undefined ? "this input" : "this text";
+      for (let i = 0; i < n; i++) {
+        const v = probs[j * n + i];
+        if (!Number.isFinite(v)) {
+          fail(`${where}the model gave a NaN or infinite output for ${what} (${this.labels[i]}: ${v}) ${faulty}`);
+        }
+        if (v < 0 || v > 1) {
+          fail(`${where}the model gave a probability outside [0, 1] for ${what} (${this.labels[i]}: ${v}) ${faulty}`);
+        }
+      }
+      let tokens = 0;
+      for (const cp of rows[j]) if (cp !== 0) tokens++;
+      if (known[j] < 0 || known[j] > tokens) {
+        fail(`${where}the model's ${kName} output ${known[j]} is outside [0, ${tokens}] (the code points read) ${faulty}`);
+      }
+    }
+    return { probabilities: probs, known };
+  }
+
+  /**
+   * Load-time check (as kdedge_run does): run an all-padding input and one of CJK code points through
+   * the model and check its outputs (run()); a model that fails is refused before any text is classified.
+   */
+  async probe(): Promise<void> {
+    const maxLen = this.manifest.input.max_len;
+    const cjk = new Int32Array(maxLen);
+    for (let i = 0; i < maxLen; i++) cjk[i] = 0x4e00 + (i % 0x5000);
+    for (const [what, row] of [["an all-padding input", new Int32Array(maxLen)], ["an input of CJK code points", cjk]] as const) {
+      try {
+        await this.run([row]);
+      } catch (e) {
+        fail(`${this.model.file}: test inference on ${what} failed: ${(e as Error).message}`);
+      }
+    }
   }
 
   private decide(e: Encoded, probabilities: Float32Array, knownAll: Int32Array, j: number,
-                 threshold: number | undefined, k: number | undefined, index: number): Prediction {
+                 threshold: number | undefined, k: number | undefined): Prediction {
     const n = this.labels.length;
-    const row = probabilities.subarray(j * n, (j + 1) * n);
-    for (const p of row) {
-      if (!Number.isFinite(p)) {
-        throw new Error(`${index >= 0 ? `text ${index}: ` : ""}the model gave a NaN or infinite output for this text (faulty bundle)`);
-      }
-    }
+    const row = probabilities.subarray(j * n, (j + 1) * n); // finite, within [0, 1]: checked by run()
     const known = knownAll[j];
     const coverage = known / e.tokens;
     const judged = known > 0 && coverage >= this.manifest.abstain.min_coverage;
@@ -403,7 +449,8 @@ export interface LoadOptions {
 
 /** Shared loading: manifest → verified files → ONNX session → Classifier. */
 export async function loadWith(readFile: ReadFile, ort: OrtLike, sessionOptions: object,
-                               checkLayout?: (manifest: Manifest) => Promise<void>): Promise<Classifier> {
+                               checkLayout?: (manifest: Manifest) => Promise<void>,
+                               source = "(bundle)"): Promise<Classifier> {
   let raw: Uint8Array;
   try {
     raw = await readFile(MANIFEST);
@@ -420,5 +467,13 @@ export async function loadWith(readFile: ReadFile, ort: OrtLike, sessionOptions:
   } catch (e) {
     fail(`${entry.file}: ONNX Runtime cannot load the model: ${(e as Error).message}`);
   }
-  return new Classifier(manifest, session, ort);
+  let clf: Classifier;
+  try {
+    clf = new Classifier(manifest, session, ort, source);
+    await clf.probe();
+  } catch (e) {
+    await session.release?.().catch(() => undefined);
+    throw e;
+  }
+  return clf;
 }
