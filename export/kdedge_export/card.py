@@ -20,9 +20,28 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
+def _html(text: str) -> str:
+    """`text` for Markdown prose: '&', '<' and '>' as entities, so that GitHub, npm or a viewer shows a label
+    or description such as `<img src=x onerror=...>` or `<script>` as text instead of rendering raw HTML."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _text(text: str) -> str:
+    """Prose from the manifest or the run (labels, descriptions, intended use, notes): unprintable
+    characters escaped, then HTML."""
+    return _html(escape(str(text)))
+
+
+def _code(text) -> str:
+    """Text for inside a Markdown code span (shown literally): unprintable characters escaped and backticks
+    replaced, so that it cannot close the span and be read as Markdown or HTML."""
+    return escape(str(text)).replace("`", "'")
+
+
 def _cell(text: str) -> str:
-    """A Markdown table cell: unprintable characters, '|' and '\\' escaped (a label cannot break the table)."""
-    return escape(text, also="\\|").replace("\\x7c", "\\|")
+    """A Markdown table cell: unprintable characters, '|' and '\\' escaped (a label cannot break the table),
+    then HTML ('&', '<', '>')."""
+    return _html(escape(text, also="\\|").replace("\\x7c", "\\|"))
 
 
 def label_f1_png(labels: list[str], f1_05: dict, f1_tuned: dict, title: str) -> bytes:
@@ -63,17 +82,17 @@ def model_card(manifest: dict, run_info: dict) -> str:
     at05, tuned = metrics["at_0.5"], metrics["tuned"]
     seg, agree = m["segmenter"], m["segmentation_agreement"]
     parity = m["parity"]
-    out = [f"# kdedge model: {m['architecture']} ({m['model_kind']})", ""]
+    out = [f"# kdedge model: {_text(m['architecture'])} ({_text(m['model_kind'])})", ""]
     how = ("distilled from a teacher model" if m["model_kind"] == "kd" else
            "trained on the labels alone (the plain student of a kdedge run)")
     out += [f"Multi-label Chinese text classifier with {len(labels)} labels, {how}, "
             f"by kdedge {m['kdedge_version']} and exported on {m['created']} as a kdedge bundle "
             f"(format version {m['format_version']}, see docs/bundle.md). Run it with `kdedge-run predict --model <this directory> "
             "\"文本\"` or `kdedge_run.load(path).predict(text)`.", ""]
-    data_name = ((run_info.get("data") or {}).get("path") or "its training data").rsplit("/", 1)[-1]
+    data_name = _code(((run_info.get("data") or {}).get("path") or "its training data").rsplit("/", 1)[-1])
     intended = m.get("intended_use") or (f"tagging and routing Chinese texts like those of `{data_name}` "
                                          "(what a text mentions).")
-    out += ["## Intended use and limits", "", f"**Intended use:** {escape(intended)}", "", LIMITS, "",
+    out += ["## Intended use and limits", "", f"**Intended use:** {_text(intended)}", "", LIMITS, "",
             "- The scores are calibrated probabilities on the validation split of the training data; on text "
             "from another source, time or register they may be miscalibrated and labels may be missed.",
             f"- Texts longer than the model input ({_input_desc(m['input'])}) are truncated; only the beginning "
@@ -86,8 +105,8 @@ def model_card(manifest: dict, run_info: dict) -> str:
     if m.get("abstain"):
         out.append(f"- A text of which less than {100 * m['abstain']['min_coverage']:.0f}% is in the vocabulary "
                    "(or nothing) is not judged: it gets no labels and `judged: false`, whatever its scores.")
-    weak = [lab for lab in labels if tuned["per_label_f1"][lab] < 0.5]
-    low = [f"{lab} ({t:.2f})" for lab, t in zip(labels, m["thresholds"]) if t < 0.15]
+    weak = [_text(lab) for lab in labels if tuned["per_label_f1"][lab] < 0.5]
+    low = [f"{_text(lab)} ({t:.2f})" for lab, t in zip(labels, m["thresholds"]) if t < 0.15]
     if weak:
         out.append(f"- Weak labels (validation F1 below 50% at the tuned thresholds): {', '.join(weak)}; treat "
                    "their predictions as hints only.")
@@ -98,7 +117,7 @@ def model_card(manifest: dict, run_info: dict) -> str:
     out += ["## Data", ""]
     data = run_info.get("data") or {}
     texts = run_info.get("texts") or {}
-    out += [f"- Training data: `{data.get('path', '?')}` (sha256 `{str(data.get('sha256', '?'))[:16]}…`, "
+    out += [f"- Training data: `{_code(data.get('path', '?'))}` (sha256 `{_code(str(data.get('sha256', '?'))[:16])}…`, "
             f"{data.get('texts', '?')} texts)",
             f"- Split: {texts.get('train', '?')} training texts, {texts.get('val', metrics['texts'])} validation texts "
             "(validation: epoch selection, calibration, thresholds, metrics and parity)",
@@ -172,7 +191,7 @@ def model_card(manifest: dict, run_info: dict) -> str:
     out += ["", f"Agreement with the training segmentation on the validation texts: token F1 "
             f"{agree['token_f1']:.4f}, {agree['identical_texts']} of {agree['texts']} texts identical.", ""]
     if m.get("notes"):
-        out += ["## Export notes", ""] + [f"- {n}" for n in m["notes"]] + [""]
+        out += ["## Export notes", ""] + [f"- {_text(n)}" for n in m["notes"]] + [""]
     return "\n".join(out)
 
 

@@ -19,7 +19,15 @@ const TYPES = {
 export function startServer({ bundleDir, demoDir = DEMO_DIR, port = 0, host = "127.0.0.1", log = false }) {
   const requests = [];
   const server = createServer(async (req, res) => {
-    const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
+    let path;
+    try {
+      path = decodeURIComponent(new URL(req.url, "http://x").pathname);
+    } catch { // a malformed URL or percent-encoding (e.g. /%E0%A4%A): the request's fault, not the server's
+      requests.push(req.url);
+      res.writeHead(400, { "content-type": "text/plain" }).end("bad request");
+      if (log) console.log(`400 ${JSON.stringify(req.url)}`);
+      return;
+    }
     requests.push(path);
     let root = demoDir, rel = path;
     if (path === "/bundle" || path.startsWith("/bundle/")) {
@@ -41,7 +49,7 @@ export function startServer({ bundleDir, demoDir = DEMO_DIR, port = 0, host = "1
         "content-length": st.size,
         "cache-control": "no-store",
       });
-      createReadStream(file).pipe(res);
+      createReadStream(file).on("error", () => res.destroy()).pipe(res); // e.g. removed since stat: drop, not crash
       if (log) console.log(`200 ${path}`);
     } catch {
       res.writeHead(404, { "content-type": "text/plain" }).end("not found");

@@ -7,6 +7,7 @@ export const MANIFEST = "manifest.json";
 const MAX_FILES = 1000;
 const MAX_CODEPOINT = 0x10ffff;
 const MAX_INPUT_LEN = 1 << 22;
+const MAX_DESCRIPTION_CHARS = 10_000;
 /** Texts per model run in a batch prediction (probabilities do not depend on the batch). */
 export const BATCH_SIZE = 64;
 
@@ -59,7 +60,8 @@ export interface Manifest {
 export interface Prediction {
   /** Labels with probability >= their threshold, most probable first; none when not judged. */
   labels: string[];
-  /** Every label's calibrated probability. */
+  /** Every label's calibrated probability (an object without prototype: a label named "__proto__",
+   * "constructor" or "toString" is an own key like any other). */
   probabilities: Record<string, number>;
   /** More code points remained after the first max_len. */
   truncated: boolean;
@@ -186,8 +188,11 @@ export function checkManifest(m: unknown): asserts m is Manifest {
   if (!isObject(abstain) || !isNumberIn(abstain.min_coverage, 0, 1)) {
     fail(`${MANIFEST}: abstain.min_coverage must be a number within [0, 1]`);
   }
-  if (m.label_descriptions !== undefined && m.label_descriptions !== null && !isObject(m.label_descriptions)) {
-    fail(`${MANIFEST}: label_descriptions must be an object {label: text}`);
+  const descriptions = m.label_descriptions;
+  if (descriptions !== undefined && descriptions !== null && (!isObject(descriptions) ||
+      !Object.entries(descriptions).every(([lab, text]) => labels.includes(lab) && typeof text === "string" &&
+        text.length <= MAX_DESCRIPTION_CHARS))) {
+    fail(`${MANIFEST}: 'label_descriptions' must map labels of 'labels' to strings of at most ${MAX_DESCRIPTION_CHARS} characters`);
   }
   const models = m.models;
   if (!Array.isArray(models) || models.length === 0) fail(`${MANIFEST}: 'models' must be a non-empty list`);
@@ -195,7 +200,7 @@ export function checkManifest(m: unknown): asserts m is Manifest {
     if (!isObject(e) || typeof e.format !== "string" || typeof e.file !== "string") {
       fail(`${MANIFEST}: models[${i}] needs 'format' and 'file' strings`);
     }
-    if (!(e.file in files)) fail(`${MANIFEST}: models[${i}].file ${e.file} is not listed in 'files'`);
+    if (!Object.hasOwn(files, e.file)) fail(`${MANIFEST}: models[${i}].file ${e.file} is not listed in 'files'`);
   });
 }
 
@@ -312,9 +317,12 @@ export class Classifier {
     }
   }
 
-  /** Label descriptions from the manifest ({} when absent). */
+  /** Label descriptions from the manifest (empty when absent): an object without prototype, so a label
+   * without a description is undefined, even one named "constructor" or "toString". */
   get labelDescriptions(): Record<string, string> {
-    return { ...(this.manifest.label_descriptions ?? {}) };
+    const out: Record<string, string> = Object.create(null);
+    for (const [label, text] of Object.entries(this.manifest.label_descriptions ?? {})) out[label] = text;
+    return out;
   }
 
   /** Classify one text (→ Prediction) or a list (→ Prediction[]); Error("empty text") when nothing is left after dropping. */
@@ -424,7 +432,7 @@ export class Classifier {
     const known = knownAll[j];
     const coverage = known / e.tokens;
     const judged = known > 0 && coverage >= this.manifest.abstain.min_coverage;
-    const probs: Record<string, number> = {};
+    const probs: Record<string, number> = Object.create(null); // no prototype: any label is an own key
     this.labels.forEach((lab, i) => { probs[lab] = row[i]; });
     let labels: string[] = [];
     if (judged) {

@@ -21,7 +21,7 @@ async function checkLayout(root: string, manifest: Manifest): Promise<void> {
       }
       if (rel === MANIFEST) continue;
       if (!st.isFile()) throw new BundleError(`${rel}: not a regular file`);
-      if (!(rel in manifest.files)) throw new BundleError(`${rel}: unlisted file (not in manifest.json 'files')`);
+      if (!Object.hasOwn(manifest.files, rel)) throw new BundleError(`${rel}: unlisted file (not in manifest.json 'files')`);
     }
   };
   await walk(root);
