@@ -60,12 +60,12 @@ def tarball(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app(tarball, tmp_path_factory) -> Path:
-    """A scratch project with the packed reader and onnxruntime-node installed (no registry)."""
+    """A scratch project with the packed reader, onnxruntime-node and onnxruntime-web installed (no registry)."""
     _, npm = _tools()
     app = tmp_path_factory.mktemp("app")
     (app / "package.json").write_text(json.dumps({"name": "scratch-app", "private": True, "type": "module"}))
     _run([npm, "install", "--offline", "--ignore-scripts", "--no-package-lock", str(tarball),
-          str(JS / "node_modules" / "onnxruntime-node")], app)
+          str(JS / "node_modules" / "onnxruntime-node"), str(JS / "node_modules" / "onnxruntime-web")], app)
     return app
 
 
@@ -84,6 +84,23 @@ def test_tarball_contents(tarball):
     assert all(manifest["peerDependenciesMeta"][k]["optional"] for k in manifest["peerDependencies"])
     for entry in (manifest["exports"]["."]["node"], manifest["exports"]["."]["browser"], manifest["exports"]["./core"]):
         assert entry["types"].endswith(".d.ts") and entry["default"].endswith(".js") and list(entry)[0] == "types"
+
+
+def _compare(js_predictions: list[dict], where: str) -> None:
+    """Predictions of the JS reader for TEXTS against kdedge_run's (onnx backend): labels equal, |Δp| <= 1e-4."""
+    import kdedge_run
+
+    py = kdedge_run.load(str(BUNDLE), backend="onnx").predict(TEXTS)
+    assert len(js_predictions) == len(TEXTS)
+    worst = 0.0
+    for text, a, b in zip(TEXTS, js_predictions, py):
+        assert a["labels"] == list(b.labels), f"{where}, {text}: {a['labels']} vs kdedge_run {list(b.labels)}"
+        assert set(a["probabilities"]) == set(b.probabilities)
+        for label, p in b.probabilities.items():
+            worst = max(worst, abs(a["probabilities"][label] - float(p)))
+        assert a["truncated"] == b.truncated and a["tokens"] == b.tokens and a["judged"] == b.judged
+    assert worst <= TOLERANCE, f"{where}: max |Δp| {worst} > {TOLERANCE}"
+    assert any(p["labels"] for p in js_predictions), "no text got a label: the comparison would be vacuous"
 
 
 def test_installed_package_predicts_like_kdedge_run(app):
@@ -106,17 +123,8 @@ process.stdout.write(JSON.stringify({ formatVersion: FORMAT_VERSION, labels: clf
 """, encoding="utf-8")
     js = json.loads(_run([node, str(script), str(BUNDLE), json.dumps(TEXTS, ensure_ascii=False)], app))
     assert js["formatVersion"] == 2
-    py = kdedge_run.load(str(BUNDLE), backend="onnx").predict(TEXTS)
     assert js["labels"] == list(kdedge_run.load(str(BUNDLE), backend="onnx").labels)
-    worst = 0.0
-    for text, a, b in zip(TEXTS, js["predictions"], py):
-        assert a["labels"] == list(b.labels), f"{text}: {a['labels']} vs kdedge_run {list(b.labels)}"
-        assert set(a["probabilities"]) == set(b.probabilities)
-        for label, p in b.probabilities.items():
-            worst = max(worst, abs(a["probabilities"][label] - float(p)))
-        assert a["truncated"] == b.truncated and a["tokens"] == b.tokens and a["judged"] == b.judged
-    assert worst <= TOLERANCE, f"max |Δp| {worst} > {TOLERANCE}"
-    assert any(p["labels"] for p in js["predictions"]), "no text got a label: the comparison would be vacuous"
+    _compare(js["predictions"], "Node")
 
 
 def test_installed_package_types(app):
@@ -143,3 +151,69 @@ export type { OrtLike };
     (app / "check.ts").write_text('import { load } from "@kdedge/reader";\nconst x: number = load;\nexport { x };\n')
     proc = subprocess.run([node, str(tsc), "-p", "tsconfig.json"], cwd=app, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "TS2322" in proc.stdout, proc.stdout
+
+
+BROWSER_DRIVER = """
+// Bundle the scratch app's page script (which imports "@kdedge/reader") for the browser with esbuild,
+// serve it and the bundle on localhost, run it in headless Chromium; print the predictions as JSON.
+import { createRequire } from "node:module";
+import { copyFile, mkdir, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+const [js, bundleDir, chromiumPath, textsJson] = process.argv.slice(2);
+const tools = createRequire(join(js, "package.json"));  // esbuild and playwright-core: runtime/js's dev tools
+const { build } = tools("esbuild");
+const { chromium } = tools("playwright-core");
+const { startServer } = await import(join(js, "scripts", "server.mjs"));
+const www = join(process.cwd(), "www");
+await mkdir(join(www, "ort"), { recursive: true });
+await build({ entryPoints: ["page.mjs"], outfile: join(www, "page.js"), bundle: true, format: "esm",
+              platform: "browser", target: "es2022", logLevel: "warning" });
+const app = createRequire(join(process.cwd(), "package.json"));  // the app's own onnxruntime-web
+const ortDist = dirname(app.resolve("onnxruntime-web/ort-wasm-simd-threaded.wasm"));
+for (const name of ["ort-wasm-simd-threaded.wasm", "ort-wasm-simd-threaded.mjs"]) await copyFile(join(ortDist, name), join(www, "ort", name));
+await writeFile(join(www, "index.html"), '<!doctype html><meta charset="utf-8"><script type="module" src="page.js"></script>');
+const { server, url } = await startServer({ bundleDir, demoDir: www });
+const browser = await chromium.launch({ executablePath: chromiumPath,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"] });
+try {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  await page.route("**/*", (r) => r.request().url().startsWith(url) ? r.continue() : r.abort());
+  await page.goto(url);
+  await page.waitForFunction(() => window.kdedgeReady !== undefined, null, { timeout: 120000 });
+  const out = await page.evaluate(async (texts) => {
+    if (window.kdedgeReady !== true) return { error: String(window.kdedgeReady) };
+    return { predictions: await window.kdedgePredict(texts) };
+  }, JSON.parse(textsJson));
+  if (errors.length) out.pageErrors = errors;
+  process.stdout.write(JSON.stringify(out));
+} finally {
+  await browser.close();
+  server.close();
+}
+"""
+
+PAGE = """
+import { load } from "@kdedge/reader";  // the browser condition: dist/browser.js with onnxruntime-web
+load(new URL("bundle/", location.href).href, { wasmPaths: new URL("ort/", location.href).href }).then(
+  (clf) => { window.kdedgePredict = (texts) => clf.predict(texts); window.kdedgeReady = true; },
+  (e) => { window.kdedgeReady = `${e.name}: ${e.message}`; });
+"""
+
+
+def test_installed_package_in_chromium(app):
+    """The installed package bundled for the browser (esbuild, `browser` condition) in headless Chromium
+    with onnxruntime-web: the same predictions as kdedge_run (1e-4)."""
+    node, _ = _tools()
+    chromium = os.environ.get("KDEDGE_CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{chromium} missing: apt-get install -y chromium")
+        pytest.skip(f"{chromium} missing")
+    (app / "page.mjs").write_text(PAGE, encoding="utf-8")
+    (app / "driver.mjs").write_text(BROWSER_DRIVER, encoding="utf-8")
+    out = json.loads(_run([node, "driver.mjs", str(JS), str(BUNDLE), chromium, json.dumps(TEXTS, ensure_ascii=False)],
+                          app, timeout=600))
+    assert "error" not in out and "pageErrors" not in out, out
+    _compare(out["predictions"], "Chromium")
