@@ -688,6 +688,22 @@ def _mutated_json(rng: random.Random, value) -> bytes:
     return data
 
 
+def _judge(call, refusal: type, accepted: str, data: bytes, tally: Tally, outcome: dict) -> None:
+    """Run one fuzz input: `call` may succeed (outcome[accepted]) or raise `refusal` with a short message
+    (outcome["refused"]); anything else is a crash."""
+    try:
+        call()
+    except refusal as e:
+        outcome["refused"] += 1
+        if len(str(e)) > MAX_MESSAGE:
+            tally.crash(f"message of {len(str(e))} characters: {str(e)[:200]}", data[:100])
+    except Exception as e:  # noqa: BLE001 - that is the point
+        tally.crash(f"unexpected {type(e).__name__}: {str(e)[:300]}\n{traceback.format_exc(limit=4)}", data[:300])
+    else:
+        outcome[accepted] += 1
+    tally.inputs += 1
+
+
 def fuzz_fold_files(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
     """Mutated cv run directories (cv.json and fold files, digests recomputed half the time so the field
     checks are reached) through `kdedge.report.summarise`: only results or a ReadBackError may come out,
@@ -728,18 +744,7 @@ def fuzz_fold_files(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
                     pass
             target = fold_file(run, k, ARCH)
         target.write_bytes(data)
-        try:
-            results = summarise(run)
-            json.dumps(results, allow_nan=False)
-        except ReadBackError as e:
-            outcome["refused"] += 1
-            if len(str(e)) > MAX_MESSAGE:
-                tally.crash(f"message of {len(str(e))} characters: {str(e)[:200]}", data[:100])
-        except Exception as e:  # noqa: BLE001 - that is the point
-            tally.crash(f"unexpected {type(e).__name__}: {str(e)[:300]}\n{traceback.format_exc(limit=4)}", data[:300])
-        else:
-            outcome["reported"] += 1
-        tally.inputs += 1
+        _judge(lambda: json.dumps(summarise(run), allow_nan=False), ReadBackError, "reported", data, tally, outcome)
     return tally, outcome
 
 
@@ -769,19 +774,11 @@ def fuzz_config_files(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
                 pass
         path = work / f"config.{kind}"
         path.write_bytes(data)
-        try:
+        def build():
             cfg = make_config(read_config_file(str(path)))
             if not isinstance(cfg, TrainConfig):
-                tally.crash(f"not a TrainConfig: {cfg!r:.200}", data[:200])
-        except ConfigError as e:
-            outcome["refused"] += 1
-            if len(str(e)) > MAX_MESSAGE:
-                tally.crash(f"message of {len(str(e))} characters: {str(e)[:200]}", data[:100])
-        except Exception as e:  # noqa: BLE001 - that is the point
-            tally.crash(f"unexpected {type(e).__name__}: {str(e)[:300]}\n{traceback.format_exc(limit=4)}", data[:300])
-        else:
-            outcome["configs"] += 1
-        tally.inputs += 1
+                raise TypeError(f"not a TrainConfig: {cfg!r:.200}")
+        _judge(build, ConfigError, "configs", data, tally, outcome)
     return tally, outcome
 
 
