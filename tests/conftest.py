@@ -76,3 +76,18 @@ def kdedge_cache(tmp_path_factory):
 def corpus_file(tmp_path_factory) -> str:
     """The keyword corpus as a .jsonl file (90 texts, 3 labels)."""
     return write_jsonl(tmp_path_factory.mktemp("corpus") / "corpus.jsonl", make_corpus())
+
+
+def require_extra(module: str, extra: str):
+    """`module` imported, or the test skipped: but under CI (`CI` set), where .ci/run installs every extra, a
+    missing one fails the run instead of hiding tests."""
+    import importlib
+    import os
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        message = f"{module} missing ({exc}): pip install '.[{extra}]'"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message, allow_module_level=True)

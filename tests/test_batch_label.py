@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import make_corpus, write_jsonl
+from conftest import make_corpus, require_extra, write_jsonl
 
-ray = pytest.importorskip("ray")
+ray = require_extra("ray", "ray")
 pytestmark = pytest.mark.slow  # a local Ray instance
 
 

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from conftest import assert_same_results, without_timings
+from conftest import assert_same_results, require_extra, without_timings
 from kdedge.config import make_config
 from kdedge.cv import run_cv
 from test_cv import TINY
 
-ray = pytest.importorskip("ray")
+ray = require_extra("ray", "ray")
 pytestmark = pytest.mark.slow  # a local Ray instance
 
 
