@@ -106,7 +106,7 @@ def user_errors(func):
             click.echo(f"kdedge: error: {exc}", err=True)
             sys.exit(2)
         finally:
-            if previous is not None and not INTERRUPTED.is_set():
+            if previous is not None:  # not reached after Ctrl-C: _exit_after_interrupt ends the process
                 signal.signal(signal.SIGINT, previous)
     return wrapper
 
@@ -117,11 +117,11 @@ def _exit_after_interrupt(previous) -> None:
     from here on, and the process ends here: in Python's own shutdown a KeyboardInterrupt that a library
     swallowed earlier can still end it by the signal (exit -2, seen once in CI during `kdedge export`), which
     a caller must not take for a crash. In a worker thread (previous is None) the caller gets SystemExit."""
-    if previous is None:
-        click.echo(INTERRUPTED_MESSAGE, err=True)
-        sys.exit(130)
-    _ignore_sigint()
+    if previous is not None:
+        _ignore_sigint()
     click.echo(INTERRUPTED_MESSAGE, err=True)
+    if previous is None:
+        sys.exit(130)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
