@@ -26,6 +26,7 @@ tf2onnx) in a subprocess, so the fuzzing process itself never imports TensorFlow
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -789,7 +790,7 @@ def run_atheris(path: Path, backend: str, runs: int) -> None:
 
     import kdedge_run
     from kdedge_run.bundle import load_bundle
-    from kdedge_run.cli import _read_lines
+    from kdedge_run.lines import read_lines
 
     clf = kdedge_run.load(path, backend=backend)
     tokens = load_bundle(path).preprocessor.tokens
@@ -807,8 +808,8 @@ def run_atheris(path: Path, backend: str, runs: int) -> None:
             assert all(math.isfinite(v) and 0 <= v <= 1 for v in p.probabilities.values()), p
             assert tokens(text)
         raw = fdp.ConsumeBytes(fdp.remaining_bytes())
-        for n, rid, line, error in _read_lines(iter(raw.split(b"\n"))):
-            assert (line is None) == (error is not None)
+        for line in read_lines(io.BytesIO(raw)):
+            assert (line.text is None) == (line.error is not None)
 
     atheris.Setup([sys.argv[0], f"-runs={runs}", "-max_len=4096", "-print_final_stats=1"], one_input)
     atheris.Fuzz()

@@ -246,7 +246,7 @@ def test_a_huge_line_is_read_in_bounded_memory_and_reported_truncated(built, tmp
 
 
 def test_lines_longer_than_the_read_limit(built):
-    from kdedge_run.cli import MAX_LINE_BYTES
+    from kdedge_run.lines import MAX_LINE_BYTES
 
     spaces = b"a" + b" " * (MAX_LINE_BYTES + 10) + b"b\n"        # cut: only whitespace was left out
     json_line = b'{"text": "' + b"x" * (MAX_LINE_BYTES + 10) + b'"}\n'
@@ -348,6 +348,8 @@ def test_a_text_the_model_gives_nan_for_is_an_error_never_a_probability(copy_of)
         clf.predict("股市" + trigger)
     with pytest.raises(ValueError, match="^text 1: the model gave a NaN"):
         clf.predict(["股市", trigger])
+    with pytest.raises(ValueError, match="^text 2: the model gave a NaN"):  # the input index, not the batch's
+        clf.predict(["股市手机大涨股市", "股市", trigger + "股市手机", trigger])  # sorted, text 3 runs first
     result = CliRunner().invoke(run_cli, ["predict", "--model", str(path), trigger])
     assert result.exit_code == 2
     assert _strict_records(result.stdout_bytes)[0]["error"].startswith("the model gave a NaN")

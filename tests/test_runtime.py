@@ -83,6 +83,24 @@ def test_batches_larger_than_64_keep_order(built, classifiers):
                                built["gru_att"].reference(texts), atol=2e-6)
 
 
+def test_batches_are_sorted_by_length_yet_each_text_gets_its_own_result_in_input_order():
+    """Texts of 1 to 300 characters in random order: predicted as one list (run in batches of similar length;
+    the default bundle's graph cuts a batch's padding after its longest text) they get exactly what each gets
+    alone, in input order."""
+    clf = kdedge_run.load()
+    rng = np.random.default_rng(0)
+    alphabet = "股市大涨医院头痛發燒咳嗽藥物血壓心臟，。"
+    texts = ["".join(rng.choice(list(alphabet), size=n)) for n in rng.permutation(np.arange(1, 301))[:150]]
+    batch = clf.predict(texts)
+    alone = [clf.predict(t) for t in texts]
+    assert max(abs(b.probabilities[k] - a.probabilities[k]) for b, a in zip(batch, alone) for k in clf.labels) <= 1e-6
+    assert [p.labels for p in batch] == [p.labels for p in alone]
+    assert [p.tokens for p in batch] == [min(len(t), 128) for t in texts]  # in input order
+    each = clf._predict_each(["股市", "", 3, "   ", "头痛"])  # the streaming commands' rule
+    assert each[0] == clf.predict("股市") and each[4] == clf.predict("头痛")
+    assert [type(e).__name__ for e in each[1:4]] == ["InputError", "TypeError", "InputError"]
+
+
 def test_thresholds_k_and_global_threshold(built, classifiers):
     clf = classifiers("gru_att")
     text = CORPUS[0]
@@ -318,9 +336,9 @@ def test_cli_bug_shows_its_traceback_while_input_errors_stay_one_line(built, mon
     result = CliRunner().invoke(cli, ["predict", "--model", path, "   "])
     assert result.exit_code == 2 and "empty text" in result.output
 
-    def broken(self, prepared, k, threshold, indexed=True):
+    def broken(self, prepared, k, threshold):
         raise ZeroDivisionError("a bug")
-    monkeypatch.setattr(Classifier, "_predict", broken)
+    monkeypatch.setattr(Classifier, "_decide", broken)
     result = CliRunner().invoke(cli, ["predict", "--model", path, "股市大涨"])
     assert isinstance(result.exception, ZeroDivisionError)  # propagates: Python prints the traceback, exit 1
     assert "kdedge-run: error" not in result.output
@@ -383,6 +401,17 @@ def test_cli_predict_input_file_with_bad_lines(built, classifiers, tmp_path):
         assert records[7]["probabilities"] == pytest.approx(clf.predict(CORPUS[2]).probabilities)
         assert [r["probabilities"] for r in records[8:]] == [
             pytest.approx(p.probabilities) for p in clf.predict([ln.decode() for ln in lines[8:]])]
+
+
+def test_cli_predict_input_skips_a_byte_order_mark(built, tmp_path):
+    """A file saved with a UTF-8 BOM (Windows editors): line 1 is still read as JSON, its id kept."""
+    body = [{"id": "first", "text": CORPUS[0]}, {"id": "second", "text": CORPUS[1]}]
+    data = "\n".join(json.dumps(r, ensure_ascii=False) for r in body).encode() + b"\n"
+    path = str(built["gru_att"].path)
+    plain = _json_lines(CliRunner().invoke(cli, ["predict", "--model", path, "--input", "-"], input=data).stdout)
+    result = CliRunner().invoke(cli, ["predict", "--model", path, "--input", "-"], input=b"\xef\xbb\xbf" + data)
+    assert result.exit_code == 0 and _json_lines(result.stdout) == plain
+    assert [r["id"] for r in plain] == ["first", "second"]
 
 
 def test_cli_text_format_errors_keep_line_alignment(built):

@@ -50,6 +50,11 @@ class _Prepared:
     tokens: int
     token_list: list[str]
 
+    @property
+    def filled(self) -> int:
+        """Input positions that hold a token (the batching sort key)."""
+        return int(np.count_nonzero(self.row))
+
 
 class Classifier:
     """A loaded, verified bundle plus one reusable inference backend; safe to share across threads.
@@ -149,7 +154,9 @@ class Classifier:
                               "explain needs a gru_att or han bundle")
         prepared = self._prepare(text)
         tokens = prepared.token_list
-        attention = self._run([prepared], indexed=False)[2]
+        attention, good = self._run([prepared])[2:]
+        if not good[0]:
+            raise self._non_finite()
         spec = self._bundle.input_spec
         if spec["kind"] == "hierarchical":
             sentences = split_sentences(tokens, tuple(spec["sentence_end_tokens"]))
@@ -191,48 +198,86 @@ class Classifier:
             "parity": m.get("parity"),
         }
 
-    def _run(self, prepared: list[_Prepared], indexed: bool = True):
+    def _run(self, prepared: list[_Prepared]):
         """Prepared texts → (calibrated probabilities [n, labels], in-vocabulary tokens read [n],
-        attention or None).
+        attention or None, good [n]), in the order of `prepared`.
 
-        Raises ValueError (prefixed "text i: " when `indexed`) for the first text whose output is not
-        finite (version 1: scaled logits; version 2: probabilities outside [0, 1] too).
+        Texts are run in batches of similar length (sorted by the number of input positions they fill;
+        a format-2 graph cuts a batch's padding after its longest text, so a batch costs its longest
+        text): a text's outputs do not depend on the texts it is batched with.
+        `good[i]` is False when text i's output is not finite (version 1: scaled logits; version 2:
+        probabilities outside [0, 1] too); its row is then not to be used.
         """
-        probs, known, attention = [], [], []
+        n = len(prepared)
+        if not n:
+            return np.zeros((0, len(self.labels))), np.zeros(0, dtype=np.int64), None, np.zeros(0, dtype=bool)
         size = self._backend.batch_size
         v2 = self._bundle.version == 2
-        for start in range(0, len(prepared), size):
-            x = np.stack([p.row for p in prepared[start:start + size]])
+        order = np.argsort([p.filled for p in prepared], kind="stable")
+        probs = np.empty((n, len(self.labels)))
+        known = np.empty(n, dtype=np.int64)
+        good = np.empty(n, dtype=bool)
+        attention = None
+        for start in range(0, n, size):
+            rows = order[start:start + size]
+            x = np.stack([prepared[i].row for i in rows])
             out = self._backend.run(x if v2 else self._bundle.embed(x))
             with np.errstate(all="ignore"):
                 if v2:
                     batch = out["probabilities"].astype(np.float64)
-                    good = np.isfinite(batch).all(axis=1) & ((batch >= 0) & (batch <= 1)).all(axis=1)
+                    good[rows] = np.isfinite(batch).all(axis=1) & ((batch >= 0) & (batch <= 1)).all(axis=1)
                 else:
                     scaled = out["logits"].astype(np.float64) / self._temperatures
-                    good = np.isfinite(scaled).all(axis=1)
+                    good[rows] = np.isfinite(scaled).all(axis=1)
                     batch = sigmoid(scaled)
-            bad = np.flatnonzero(~good)
-            if bad.size:
-                where = f"text {start + bad[0]}: " if indexed else ""
-                raise InputError(f"{where}the model gave a NaN or infinite output for this text "
-                                 f"(faulty bundle {self.path})")
-            probs.append(batch)
-            known.append(out["known"].astype(np.int64) if v2 else (x > 1).reshape(len(x), -1).sum(axis=1))
+            probs[rows] = batch
+            known[rows] = out["known"] if v2 else (x > 1).reshape(len(x), -1).sum(axis=1)
             if "attention" in out:
-                attention.append(out["attention"])
-        if not probs:
-            return np.zeros((0, len(self.labels))), np.zeros(0, dtype=np.int64), None
-        return np.concatenate(probs), np.concatenate(known), (np.concatenate(attention) if attention else None)
+                if attention is None:
+                    attention = np.empty((n, *out["attention"].shape[1:]), dtype=out["attention"].dtype)
+                attention[rows] = out["attention"]
+        return probs, known, attention, good
+
+    def _non_finite(self) -> InputError:
+        return InputError(f"the model gave a NaN or infinite output for this text (faulty bundle {self.path})")
 
     def _predict(self, prepared: list[_Prepared], k, threshold, indexed: bool = True) -> list[Prediction]:
-        probs, known, _ = self._run(prepared, indexed)
+        """Predictions for prepared texts; InputError (prefixed "text i: " when `indexed`) for the first,
+        in input order, that the model gives a non-finite output for."""
+        results = self._decide(prepared, k, threshold)
+        for i, result in enumerate(results):
+            if isinstance(result, InputError):
+                raise InputError(f"text {i}: {result}" if indexed else str(result))
+        return results
+
+    def _predict_each(self, texts: list, k=None, threshold=None) -> list:
+        """Like `predict(texts)`, but a text that cannot be classified (not a str, empty, a non-finite
+        output) gets its exception in place of its Prediction and the others are classified (the
+        streaming commands' rule: one bad line never stops a job)."""
+        results: list = [None] * len(texts)
+        prepared, where = [], []
+        for i, text in enumerate(texts):
+            try:
+                prepared.append(self._prepare(text))
+                where.append(i)
+            except (TypeError, ValueError) as e:
+                results[i] = e
+        for i, result in zip(where, self._decide(prepared, k, threshold)):
+            results[i] = result
+        return results
+
+    def _decide(self, prepared: list[_Prepared], k, threshold) -> list:
+        """Prepared texts → a Prediction each, or the InputError of a text with a non-finite output."""
+        probs, known, _, good = self._run(prepared)
         labels = self.labels
         cut = self._thresholds if threshold is None else np.full(len(labels), float(threshold))
         min_coverage = self._bundle.min_coverage
         out = []
-        for row, n_known, p in zip(probs, known, prepared):
-            read = int((p.row > 0).sum())  # tokens the model read (after truncation)
+        for row, n_known, ok, p in zip(probs, known, good, prepared):
+            if not ok:
+                out.append(self._non_finite())
+                continue
+            read = p.filled  # tokens the model read (after truncation)
             coverage = float(n_known) / read if read else 0.0
             judged = bool(n_known >= 1 and coverage >= min_coverage)
             order = [i for i in np.argsort(-row, kind="stable") if row[i] >= cut[i]] if judged else []

@@ -1,7 +1,6 @@
 """`kdedge-run`: predict labels for texts and show what a bundle holds."""
 from __future__ import annotations
 
-import codecs
 import dataclasses
 import json
 import math
@@ -9,18 +8,14 @@ import os
 import stat
 import sys
 import time
-from itertools import islice
 
 import click
 
 from . import __version__, load
 from .bundle import BundleError
 from .classifier import InputError
+from .lines import Line, read_lines, windows
 from .text import escape
-
-BATCH = 64
-MAX_LINE_BYTES = 16 << 20  # an input line is read up to this; the rest is skipped (docs/reliability.md)
-_DRAIN_BYTES = 1 << 20
 
 
 class _Cli(click.Group):
@@ -142,26 +137,26 @@ def predict(ctx, texts, input_file, model, backend, threads, fmt, top_k, thresho
     if explain and not clf.has_attention:
         raise click.UsageError(f"--explain needs a model with an attention output (gru_att or han); "
                                f"{clf.path} has none")
-    items = ((n, None, t, None, False) for n, t in enumerate(texts, 1)) if texts else _read_lines(input_file)
+    lines = (Line(n, {"text": t}, None, False) for n, t in enumerate(texts, 1)) if texts else read_lines(input_file)
     out = sys.stdout.buffer
     total = failed = 0
     shown = _Progress(input_file) if input_file and (progress if progress is not None else sys.stderr.isatty()) else None
-    while batch := list(islice(items, BATCH)):
-        results = iter(_predict_batch(clf, [item[2] for item in batch if item[3] is None], top_k, threshold))
-        for n, rid, text, error, cut in batch:
-            result = next(results) if error is None else error
+    for window in windows(lines):  # sorted by length and batched inside the window, written in input order
+        results = iter(clf._predict_each([line.text for line in window if line.error is None], top_k, threshold))
+        for line in window:
+            result = next(results) if line.error is None else line.error
             if not isinstance(result, Exception):
-                if cut:
+                if line.cut:
                     result = dataclasses.replace(result, truncated=True)
                 try:
-                    weights = clf.explain(text) if explain else None
-                    line = _result_line(fmt, rid, text, result, weights)
+                    weights = clf.explain(line.text) if explain else None
+                    text_out = _result_line(fmt, line.id, line.text, result, weights)
                 except ValueError as e:  # an id that is no valid JSON value
                     result = e
             if isinstance(result, Exception):
                 failed += 1
-                line = _error_line(fmt, n, rid, result)
-            out.write(line.encode("utf-8", "backslashreplace") + b"\n")
+                text_out = _error_line(fmt, line.number, line.id, result)
+            out.write(text_out.encode("utf-8", "backslashreplace") + b"\n")
             total += 1
         out.flush()
         if shown:
@@ -204,73 +199,6 @@ class _Progress:
         """Draw the final figures and end the line."""
         self.update(total, failed, force=True)
         sys.stderr.write("\n")
-
-
-def _bounded_lines(stream):
-    """Yield (line bytes without its end, whether it was cut) with at most MAX_LINE_BYTES held."""
-    while raw := stream.readline(MAX_LINE_BYTES):
-        cut = False
-        if not raw.endswith(b"\n"):
-            while rest := stream.readline(_DRAIN_BYTES):  # skip the rest of a longer line
-                cut = True
-                if rest.endswith(b"\n"):
-                    break
-        yield raw.removesuffix(b"\n").removesuffix(b"\r"), cut
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
-        raise InputError(f"number {text[:40]} is out of range (not a finite double)")
-    return number
-
-
-def _no_constant(name: str):
-    raise InputError(f"{name} is not valid JSON")
-
-
-def _read_lines(stream):
-    """Yield (line number, id, text, error, cut) per input line, decoding and parsing each on its own."""
-    for n, (raw, cut) in enumerate(_bounded_lines(stream), 1):
-        try:  # a cut line may end inside a UTF-8 sequence: the incremental decoder leaves it out
-            line = codecs.getincrementaldecoder("utf-8")().decode(raw, final=not cut)
-        except UnicodeDecodeError as e:
-            yield n, None, None, InputError(f"invalid UTF-8: {e}"), cut
-            continue
-        if not line.lstrip().startswith("{"):
-            yield n, None, line, None, cut
-            continue
-        if cut:
-            yield n, None, None, InputError(f"JSON line longer than {MAX_LINE_BYTES} bytes (a plain text "
-                                            "line would be cut and predicted)"), cut
-            continue
-        try:
-            record = json.loads(line, parse_float=_finite_float, parse_constant=_no_constant)
-        except RecursionError:
-            yield n, None, None, InputError("invalid JSON: nested too deeply"), cut
-            continue
-        except ValueError as e:  # also a >4300-digit integer, NaN, Infinity, 1e999
-            yield n, None, None, InputError(f"invalid JSON: {e}"), cut
-            continue
-        rid = record.get("id") if isinstance(record, dict) else None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            yield n, rid, None, InputError('JSON line needs a string "text" field'), cut
-            continue
-        yield n, rid, record["text"], None, cut
-
-
-def _predict_batch(clf, texts, k, threshold) -> list:
-    """Predictions for `texts`; a text that cannot be classified gets its exception instead."""
-    try:
-        return clf.predict(texts, k=k, threshold=threshold)
-    except InputError:
-        results = []
-        for text in texts:
-            try:
-                results.append(clf.predict(text, k=k, threshold=threshold))
-            except InputError as e:
-                results.append(e)
-        return results
 
 
 def _result_line(fmt, rid, text, prediction, weights) -> str:
