@@ -8,7 +8,11 @@ const MAX_FILES = 1000;
 const MAX_CODEPOINT = 0x10ffff;
 const MAX_INPUT_LEN = 1 << 22;
 const MAX_DESCRIPTION_CHARS = 10_000;
-/** Texts per model run in a batch prediction (probabilities do not depend on the batch). */
+/**
+ * Texts per model run in a batch prediction (probabilities do not depend on the batch). The texts of
+ * one predict() call are sorted by length before they are cut into batches: the model trims the padding
+ * after the batch's longest text, so a batch costs about its size times its longest text.
+ */
 export const BATCH_SIZE = 64;
 
 /** A bundle cannot be used; the message names the file and the problem. */
@@ -274,6 +278,12 @@ export function encode(text: string, manifest: Pick<Manifest, "input">): number[
   return Array.from(encodeText(text, manifest).codepoints);
 }
 
+/** A text whose model outputs break the contract: its index and the BundleError message naming it. */
+interface RowFault {
+  index: number;
+  message: string;
+}
+
 // ---- the classifier ----------------------------------------------------------------------------
 
 /** The first `models` entry whose format is "onnx". */
@@ -348,12 +358,25 @@ export class Classifier {
       if (e.tokens === 0) throw new Error(indexed ? `text ${i}: empty text` : "empty text");
       return e;
     });
-    const out: Prediction[] = [];
-    for (let start = 0; start < encoded.length; start += BATCH_SIZE) {
-      const batch = encoded.slice(start, start + BATCH_SIZE);
-      const { probabilities, known } = await this.run(batch.map((e) => e.codepoints), indexed ? start : null);
-      batch.forEach((e, j) => out.push(this.decide(e, probabilities, known, j, threshold, k)));
+    // Length-aware batching: sort by code points read (stable: ties keep input order), cut the sorted
+    // order into batches of BATCH_SIZE, and put each prediction back at its input index. Short texts
+    // then run with short texts, and no batch pays for a long text it does not hold.
+    const order = encoded.map((_, i) => i);
+    order.sort((a, b) => encoded[a].tokens - encoded[b].tokens || a - b);
+    const out = new Array<Prediction>(encoded.length);
+    let bad: RowFault | null = null; // the faulty text of smallest input index so far
+    for (let start = 0; start < order.length; start += BATCH_SIZE) {
+      const idx = order.slice(start, start + BATCH_SIZE);
+      // after a fault, only a batch that holds an earlier text can change which text is named
+      if (bad !== null && idx.every((i) => i > bad!.index)) continue;
+      const r = await this.runRows(idx.map((i) => encoded[i].codepoints), indexed ? idx : null);
+      if (r.fault !== null) {
+        if (bad === null || r.fault.index < bad.index) bad = r.fault;
+        continue;
+      }
+      if (bad === null) idx.forEach((i, j) => { out[i] = this.decide(encoded[i], r.probabilities, r.known, j, threshold, k); });
     }
+    if (bad !== null) fail(bad.message);
     return out;
   }
 
@@ -361,10 +384,22 @@ export class Classifier {
    * Run the model on rows of code points → probabilities [batch × n_labels] and known [batch].
    * The outputs are checked, not trusted: shapes [batch, n_labels] and [batch], every probability finite
    * and within [0, 1], 0 <= known <= the row's code points; anything else is a BundleError naming the
-   * text (`text i: `, counting from `firstIndex` when it is a number; null: one text; omitted: a
-   * test input) and the bundle.
+   * text and the bundle. `indices` says how texts are named (`text i: `): an array gives each row's
+   * index (row j is text indices[j]), a number the first row's (row j is text indices + j); null: one
+   * text, unnamed; omitted: a test input. When several rows are faulty, the one of smallest index is named.
    */
-  async run(rows: Int32Array[], firstIndex?: number | null): Promise<{ probabilities: Float32Array; known: Int32Array }> {
+  async run(rows: Int32Array[], indices?: number | readonly number[] | null): Promise<{ probabilities: Float32Array; known: Int32Array }> {
+    const { probabilities, known, fault } = await this.runRows(rows, indices);
+    if (fault !== null) fail(fault.message);
+    return { probabilities, known };
+  }
+
+  /** run() without the throw for a faulty row: the fault (smallest index) is returned; a wrong shape still throws. */
+  private async runRows(rows: Int32Array[], indices?: number | readonly number[] | null):
+      Promise<{ probabilities: Float32Array; known: Int32Array; fault: RowFault | null }> {
+    if (Array.isArray(indices) && indices.length !== rows.length) {
+      throw new RangeError(`run: ${indices.length} indices for ${rows.length} rows`);
+    }
     const maxLen = this.manifest.input.max_len;
     const n = this.labels.length;
     const batch = rows.length;
@@ -387,25 +422,27 @@ export class Classifier {
       fail(`${file}: output ${kName} is not int32 [${batch}] (batch): got ${k?.type} ${dims(k)} ${faulty}`);
     }
     const probs = p.data, known = k.data;
-    for (let j = 0; j < batch; j++) {
-      const where = firstIndex === undefined || firstIndex === null ? "" : `text ${firstIndex + j}: `;
-      const what = firstIndex === undefined ? "this input" : "this text";
+    const indexOf = (j: number) => typeof indices === "number" ? indices + j : Array.isArray(indices) ? indices[j] : j;
+    const what = indices === undefined ? "this input" : "this text";
+    // rows in the order of their text index, so that the first fault found is the smallest index
+    const check = [...Array(batch).keys()];
+    if (Array.isArray(indices)) check.sort((a, b) => indexOf(a) - indexOf(b));
+    for (const j of check) {
+      const index = indexOf(j);
+      const where = indices === undefined || indices === null ? "" : `text ${index}: `;
+      const faultAt = (message: string) => ({ probabilities: probs, known, fault: { index, message: `${where}${message} ${faulty}` } });
       for (let i = 0; i < n; i++) {
         const v = probs[j * n + i];
-        if (!Number.isFinite(v)) {
-          fail(`${where}the model gave a NaN or infinite output for ${what} (${this.labels[i]}: ${v}) ${faulty}`);
-        }
-        if (v < 0 || v > 1) {
-          fail(`${where}the model gave a probability outside [0, 1] for ${what} (${this.labels[i]}: ${v}) ${faulty}`);
-        }
+        if (!Number.isFinite(v)) return faultAt(`the model gave a NaN or infinite output for ${what} (${this.labels[i]}: ${v})`);
+        if (v < 0 || v > 1) return faultAt(`the model gave a probability outside [0, 1] for ${what} (${this.labels[i]}: ${v})`);
       }
       let tokens = 0;
       for (const cp of rows[j]) if (cp !== 0) tokens++;
       if (known[j] < 0 || known[j] > tokens) {
-        fail(`${where}the model's ${kName} output ${known[j]} is outside [0, ${tokens}] (the code points read) ${faulty}`);
+        return faultAt(`the model's ${kName} output ${known[j]} is outside [0, ${tokens}] (the code points read)`);
       }
     }
-    return { probabilities: probs, known };
+    return { probabilities: probs, known, fault: null };
   }
 
   /**

@@ -1,6 +1,9 @@
 // Shared by the tests: where the bundle, the repository and the parity texts are; the Python runtime.
-import { spawn } from "node:child_process";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
+import { cp, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -42,6 +45,23 @@ export function readTexts(file = TEXTS_FILE, n = PARITY_TEXTS) {
     out.push(JSON.parse(line).text);
   }
   return out;
+}
+
+/**
+ * A copy of `bundle` at `dir` whose ONNX model is `variant` of the original (test/faulty_model.py, run
+ * with $KDEDGE_PYTHON, which needs Python `onnx`), its manifest.json checksum recomputed → `dir`.
+ */
+export async function faultyBundle(dir, variant, bundle = BUNDLE) {
+  const rel = readManifest(bundle).models.find((m) => m.format === "onnx").file;
+  await cp(bundle, dir, { recursive: true, dereference: true });
+  const model = join(dir, ...rel.split("/"));
+  const r = spawnSync(PYTHON, [join(PACKAGE_DIR, "test", "faulty_model.py"), model, model, variant], { encoding: "utf-8" });
+  assert.equal(r.status, 0, `faulty_model.py ${variant}: ${r.error ?? ""}${r.stderr}`);
+  const bytes = await readFile(model);
+  const m = readManifest(dir);
+  m.files[rel] = { sha256: createHash("sha256").update(bytes).digest("hex"), bytes: bytes.length };
+  await writeFile(join(dir, "manifest.json"), JSON.stringify(m, null, 2));
+  return dir;
 }
 
 /** Unknown characters (Private Use Area): no vocabulary holds them. */

@@ -4,14 +4,12 @@
 // The faulty models are real ONNX graphs: the bundle's model.onnx with nodes added (test/faulty_model.py,
 // Python `onnx`), and manifest.json's checksum for it recomputed.
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
-import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { BundleError, load } from "../dist/node.js";
-import { BUNDLE, PACKAGE_DIR, PYTHON, readManifest } from "./common.mjs";
+import { BUNDLE, faultyBundle, readManifest } from "./common.mjs";
 
 const TRIGGER = "😣"; // U+1F623: the code point that makes the "p=5@" model misbehave on one text only
 
@@ -24,18 +22,7 @@ describe(`model outputs are checked (faulty copies of ${BUNDLE})`, () => {
   after(async () => { await rm(tmp, { recursive: true, force: true }); });
 
   /** A copy of the bundle whose model is `variant` of the original (faulty_model.py), checksums updated. */
-  async function faulty(variant) {
-    const dir = join(tmp, `b${n++}`);
-    await cp(BUNDLE, dir, { recursive: true, dereference: true });
-    const model = join(dir, ...rel.split("/"));
-    const r = spawnSync(PYTHON, [join(PACKAGE_DIR, "test", "faulty_model.py"), model, model, variant], { encoding: "utf-8" });
-    assert.equal(r.status, 0, `faulty_model.py ${variant}: ${r.error ?? ""}${r.stderr}`);
-    const bytes = await readFile(model);
-    const m = readManifest(dir);
-    m.files[rel] = { sha256: createHash("sha256").update(bytes).digest("hex"), bytes: bytes.length };
-    await writeFile(join(dir, "manifest.json"), JSON.stringify(m, null, 2));
-    return dir;
-  }
+  const faulty = (variant) => faultyBundle(join(tmp, `b${n++}`), variant);
 
   async function refused(dir, pattern) {
     await assert.rejects(load(dir), (e) => {
