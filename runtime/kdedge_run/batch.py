@@ -1,22 +1,41 @@
-"""Label a large dataset with a bundle on a Ray cluster (Ray Data); Ray is imported only when used.
+"""Label a large dataset with a bundle: in this process, or on the actors of a Ray cluster.
 
-    pip install "./runtime[ray]"
-    kdedge-run label --model bundle/ --input texts.jsonl --out labelled/ --workers 2 [--address ray://head:10001]
+    kdedge-run label --model bundle/ --input texts.jsonl --out labelled/ [--engine ray --workers 2 --address …]
 
-or from Python: `label_dataset("texts.jsonl", "labelled/", "bundle/", workers=2)`. The input is JSON Lines
-with a "text" field (other fields, e.g. "id", are kept) or plain text (one text a line); a path may be a
-directory or glob of such files, on a filesystem every Ray node sees. Each of `workers` Ray actors loads
-the bundle once (`BundleLabeller`) and labels batches of `batch_size` texts; the output directory holds
-JSON Lines files with the input's fields plus "labels", "probabilities" (every label's, in
-`labels_order`) and "error" (null, or why that text could not be labelled: an empty text, for one).
-Rows keep the input order. The output is written to a temporary sibling, synced to disk and renamed when
-complete (a crash leaves the old output or the whole new one).
+or from Python: `label_dataset("texts.jsonl", "labelled/", "bundle/", engine="ray", workers=2)`.
+
+- Input: a file, or a directory (its regular files, sorted by name; hidden ones skipped). Lines are read by
+  the rule of `kdedge-run predict --input` (`kdedge_run.lines`): JSON with a string "text" (other fields
+  are kept) or plain text; a line that cannot be read (invalid UTF-8 or JSON, no "text", a JSON line over
+  16 MiB) becomes an error record for that line and the job goes on; a leading UTF-8 BOM is skipped.
+- Output: `out/NAME.jsonl` for each input file NAME (`NAME` itself when it ends in .jsonl), one line per
+  input line, in input order: the input's fields plus "labels", "probabilities" (every label's, in
+  `labels_order`; [] on error) and "error" (null, or why this line got no labels: then "line" is added).
+- Work: this process reads and writes; lines go in windows (`kdedge_run.lines.windows`, ≤ 2,048 texts,
+  ≈ 4 Mi characters) to the predictor: this process (`engine="local"`) or `workers` Ray actors, each
+  loading the bundle once, at most two windows per actor in flight. Memory is bounded by the windows in
+  flight, not by the input or its longest line. An actor that dies is restarted and its window retried
+  (twice); a job that must stop ends with one line (`LabelError`).
+- Output is written under `.OUT.partial/` beside `out`, locked (flock) while a run writes it: a second
+  run into the same `--out` is refused up front; the partial output of a run that was killed is cleared
+  by the next. Files are synced and the directory renamed to `out` when complete.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from collections import deque
 from pathlib import Path
+
+from .lines import Line, read_lines, windows
+
+LOCK = ".lock"
+RETRIES = 2
+
+
+class LabelError(RuntimeError):
+    """Labelling stopped (a worker that keeps failing, a cluster that cannot be reached); one line."""
 
 
 def _fsync(path: Path) -> None:
@@ -27,19 +46,8 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _publish_dir(tmp: Path, out_path: Path) -> None:
-    """Rename the complete directory `tmp` to `out_path` durably: its files and itself synced first, the
-    parent directory after (the same guarantee as kdedge's own outputs; the runtime imports nothing of ours)."""
-    for path in tmp.rglob("*"):
-        if path.is_file():
-            _fsync(path)
-    _fsync(tmp)
-    os.replace(tmp, out_path)
-    _fsync(out_path.parent)
-
-
 class BundleLabeller:
-    """A Ray Data `map_batches` callable class: loads the bundle once per worker, labels numpy batches."""
+    """Loads the bundle once; labels a window of texts (a Ray actor, or called in this process)."""
 
     def __init__(self, model, backend: str | None = None, threads: int = 1, threshold: float | None = None,
                  k: int | None = None):
@@ -48,70 +56,187 @@ class BundleLabeller:
         self.clf = load(model, backend=backend, threads=threads)
         self.threshold, self.k = threshold, k
 
-    def __call__(self, batch: dict) -> dict:
-        """Add "labels", "probabilities" and "error" columns to a batch with a "text" column."""
-        texts = [t if isinstance(t, str) else "" for t in batch["text"]]
-        try:
-            results = self.clf.predict(texts, k=self.k, threshold=self.threshold)
-        except (TypeError, ValueError):  # one bad text: label the others one by one
-            results = []
-            for text in texts:
-                try:
-                    results.append(self.clf.predict(text, k=self.k, threshold=self.threshold))
-                except (TypeError, ValueError) as e:
-                    results.append(e)
+    def __call__(self, texts: list[str]) -> list[dict]:
+        """{"labels", "probabilities", "error"} per text, in order; a text that cannot be labelled gets its error."""
         names = self.clf.labels
-        ok = [not isinstance(r, Exception) for r in results]
-        batch["labels"] = [list(r.labels) if good else [] for r, good in zip(results, ok)]
-        batch["probabilities"] = [[r.probabilities[n] for n in names] if good else [] for r, good in zip(results, ok)]
-        batch["error"] = [None if good else str(r) for r, good in zip(results, ok)]
-        return batch
+        return [{"labels": [], "probabilities": [], "error": str(r)} if isinstance(r, Exception) else
+                {"labels": list(r.labels), "probabilities": [r.probabilities[n] for n in names], "error": None}
+                for r in self.clf._predict_each(texts, k=self.k, threshold=self.threshold)]
 
 
-def label_dataset(input_path: str, out: str, model, workers: int = 2, batch_size: int = 256,
-                  backend: str | None = None, threshold: float | None = None, k: int | None = None,
-                  address: str | None = None) -> dict:
-    """Label every text of `input_path` with `workers` Ray actors; write JSON Lines under `out`.
-
-    Joins the Ray cluster at `address` (None: the running or a new local instance). Returns
-    {"texts", "errors", "labels_order", "out"}. Refuses an existing `out`.
-    """
+def _output_record(line: Line, result: dict | None) -> str:
+    """The output line for an input line and its result (None: the line could not be read)."""
+    error = str(line.error) if result is None else result["error"]
+    record = dict(line.record or {})
+    if error is None:
+        record |= result
+    else:
+        record |= {"line": line.number, "labels": [], "probabilities": [], "error": error}
     try:
-        import ray
-    except ImportError:
-        raise ImportError('batch labelling needs Ray: pip install "kdedge-run[ray]" (or "ray[data]")') from None
-    from . import load
-    from .classifier import InputError
+        return json.dumps(record, ensure_ascii=False, allow_nan=False)
+    except (ValueError, RecursionError) as e:  # a field that cannot be written back
+        return json.dumps({"line": line.number, "labels": [], "probabilities": [],
+                           "error": f"the line's fields cannot be written back as JSON: {e}"}, ensure_ascii=False)
 
-    out_path = Path(out)
-    if out_path.exists():
-        raise FileExistsError(f"{out_path}: already exists; choose another --out")
-    if not Path(input_path).exists():
+
+def _inputs(input_path: Path) -> list[tuple[Path, str]]:
+    """(input file, output file name) pairs."""
+    if input_path.is_dir():
+        files = sorted(p for p in input_path.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise FileNotFoundError(f"{input_path}: no input files in this directory")
+    elif input_path.is_file():
+        files = [input_path]
+    else:
         raise FileNotFoundError(f"{input_path}: no such file or directory")
-    labels_order = load(model).labels  # a bad bundle fails here, before the cluster starts
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False)
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
-    files = [input_path] if Path(input_path).is_file() else sorted(str(p) for p in Path(input_path).iterdir()
-                                                                   if p.is_file())
-    jsonl = all(f.endswith((".jsonl", ".json")) for f in files)
-    # Reading and writing take no CPU reservation: the labelling actors may hold every CPU of a small
-    # cluster (2 workers on 2 cores), and reads that wait for a free CPU would never run.
-    data = ray.data.read_json(files, num_cpus=0) if jsonl else ray.data.read_text(files, num_cpus=0)
-    if jsonl and "text" not in (data.schema().names or []):
-        raise InputError(f"{input_path}: JSON lines need a \"text\" field")
-    labelled = data.map_batches(BundleLabeller, fn_constructor_kwargs={
-        "model": None if model is None else str(model), "backend": backend, "threads": 1, "threshold": threshold, "k": k},
-        batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
-    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    pairs = [(f, f.name if f.name.endswith(".jsonl") else f"{f.name}.jsonl") for f in files]
+    names = [name for _, name in pairs]
+    clash = next((n for n in names if names.count(n) > 1), None)
+    if clash:
+        raise ValueError(f"{input_path}: two input files would both be written to {clash}; rename one")
+    return pairs
+
+
+def _claim(out_path: Path) -> tuple[Path, int, bool]:
+    """Create or take over `.OUT.partial/` and lock it: (directory, lock fd, whether a stale partial output
+    was cleared). FileExistsError when `out` exists or another run holds the lock."""
     try:
-        labelled.write_json(str(tmp), ray_remote_args={"num_cpus": 0})
-        written = ray.data.read_json(str(tmp))
-        texts = written.count()
-        errors = written.filter(lambda row: row["error"] is not None).count() if texts else 0
-        _publish_dir(tmp, out_path)
+        import fcntl
+    except ImportError:  # no flock (Windows): no protection against a concurrent run
+        fcntl = None
+    if os.path.lexists(out_path):
+        raise FileExistsError(f"{out_path}: already exists; choose another --out")
+    tmp = out_path.with_name(f".{out_path.name}.partial")
+    try:
+        tmp.mkdir()
+    except FileExistsError:
+        if tmp.is_symlink() or not tmp.is_dir():
+            raise FileExistsError(f"{tmp}: exists and is not a directory this command made; remove it") from None
+    fd = os.open(tmp / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FileExistsError(f"{out_path}: another kdedge-run label is writing it (into {tmp}); wait for it "
+                              "to finish or choose another --out") from None
+    if os.path.lexists(out_path):  # it finished while we waited
+        os.close(fd)
+        raise FileExistsError(f"{out_path}: already exists; choose another --out")
+    stale = [p for p in tmp.iterdir() if p.name != LOCK]
+    for p in stale:
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    return tmp, fd, bool(stale)
+
+
+class _LocalPool:
+    """The predictor in this process: a window is labelled when submitted."""
+
+    def __init__(self, make):
+        self.labeller = make()
+        self.size = 1
+
+    def submit(self, texts):
+        return self.labeller(texts)
+
+    def get(self, handle):
+        return handle
+
+
+class _RayPool:
+    """`workers` Ray actors (restarted and retried on death), windows assigned round-robin."""
+
+    def __init__(self, ray, workers: int, kwargs: dict):
+        actor = ray.remote(num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)(BundleLabeller)
+        self.ray, self.size = ray, workers
+        self.actors = [actor.remote(**kwargs) for _ in range(workers)]
+        self.turn = 0
+
+    def submit(self, texts):
+        actor = self.actors[self.turn % len(self.actors)]
+        self.turn += 1
+        return actor.__call__.remote(texts)
+
+    def get(self, handle):
+        return self.ray.get(handle)
+
+
+def _ray_error(e: BaseException) -> str:
+    """A Ray exception's last meaningful line (no Ray boilerplate)."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, Exception) and not type(cause).__module__.startswith("ray"):
+        return f"{type(cause).__name__}: {cause}"
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(e).__name__
+
+
+def label_dataset(input_path: str, out: str, model=None, workers: int = 2, backend: str | None = None,
+                  threshold: float | None = None, k: int | None = None, address: str | None = None,
+                  engine: str = "ray") -> dict:
+    """Label every line of `input_path` (a file or a directory of files) into `out` (see the module doc).
+
+    `engine`: "ray" (`workers` actors on the cluster at `address`; None: the running or a new local
+    instance) or "local" (this process). Returns {"texts", "errors", "labels_order", "out", "cleared"}.
+    """
+    from . import load
+
+    if engine not in ("ray", "local"):
+        raise ValueError(f"engine must be 'ray' or 'local', got {engine!r}")
+    out_path = Path(out)
+    pairs = _inputs(Path(input_path))
+    labels_order = load(model, backend=backend).labels  # a bad bundle fails here, before any worker starts
+    kwargs = {"model": None if model is None else str(model), "backend": backend, "threads": 1,
+              "threshold": threshold, "k": k}
+    if engine == "ray":
+        try:
+            import ray
+        except ImportError:
+            raise ImportError('labelling on Ray needs Ray: pip install "kdedge-run[ray]" (or use --engine local)') from None
+    tmp, lock_fd, cleared = _claim(out_path)
+    texts = errors = 0
+    try:
+        if engine == "ray":
+            try:
+                if not ray.is_initialized():
+                    ray.init(address=address, log_to_driver=False)
+                pool = _RayPool(ray, workers, kwargs)
+            except Exception as e:
+                raise LabelError(f"cannot start the Ray workers: {_ray_error(e)}") from None
+        else:
+            pool = _LocalPool(lambda: BundleLabeller(**kwargs))
+        pending: deque = deque()
+
+        def drain(limit: int) -> None:
+            nonlocal texts, errors
+            while len(pending) > limit:
+                sink, window, handle = pending.popleft()
+                try:
+                    results = iter(pool.get(handle))
+                except Exception as e:
+                    raise LabelError(f"labelling stopped: a worker failed {RETRIES + 1} times on lines "
+                                     f"{window[0].number}–{window[-1].number}: {_ray_error(e)}") from None
+                for line in window:
+                    result = None if line.error is not None else next(results)
+                    errors += result is None or result["error"] is not None
+                    sink.write(_output_record(line, result) + "\n")
+                texts += len(window)
+
+        for source, name in pairs:
+            with open(source, "rb") as stream, open(tmp / name, "w", encoding="utf-8") as sink:
+                for window in windows(read_lines(stream)):
+                    pending.append((sink, window, pool.submit([ln.text for ln in window if ln.error is None])))
+                    drain(2 * pool.size - 1)
+                drain(0)
+                sink.flush()
+                os.fsync(sink.fileno())
+        _fsync(tmp)
+        os.replace(tmp, out_path)  # with the lock file in it and still locked: no second run can claim `tmp`
+        _fsync(out_path.parent)
+        os.unlink(out_path / LOCK)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"texts": texts, "errors": errors, "labels_order": labels_order, "out": str(out_path)}
+    finally:
+        os.close(lock_fd)
+    return {"texts": texts, "errors": errors, "labels_order": labels_order, "out": str(out_path),
+            "cleared": cleared}

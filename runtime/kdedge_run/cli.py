@@ -38,17 +38,17 @@ class _Cli(click.Group):
             _fail(e.format_message() + hint)
         except click.ClickException as e:
             _fail(e.format_message())
-        except click.Abort:
-            _fail("aborted")
+        except (click.Abort, KeyboardInterrupt):
+            _fail("interrupted", 130)
         except (BundleError, InputError, OSError) as e:  # anything else is a bug: Python shows its traceback
             _fail(str(e))
         sys.exit(code or 0)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     if sys.stderr is not None:
         click.echo(f"kdedge-run: error: {message}", err=True)
-    sys.exit(2)
+    sys.exit(code)
 
 
 def _utf8_argument(arg: str) -> str:
@@ -237,26 +237,26 @@ def _error_line(fmt, n, rid, error) -> str:
 @click.option("--out", required=True, metavar="DIR", help="Output directory of JSON Lines files (must not exist).")
 @_model_option
 @_backend_option
+@click.option("--engine", type=click.Choice(["ray", "local"]), default="ray", show_default=True,
+              help="ray: --workers Ray actors (pip install \"kdedge-run[ray]\"); local: this process.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Ray actors, each loading the bundle once and using one CPU.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="At most K labels per text.")
 @click.option("--threshold", type=_Probability(0.0, 1.0), default=None,
               help="One threshold for all labels instead of the tuned per-label thresholds.")
 @click.option("--address", default=None, help="Ray cluster to join; default: a local Ray instance.")
-def label(input_path, out, model, backend, workers, batch_size, top_k, threshold, address):
-    """Label a large dataset on a Ray cluster (Ray Data; pip install "kdedge-run[ray]"). See kdedge_run.batch."""
-    from .batch import label_dataset
+def label(input_path, out, model, backend, engine, workers, top_k, threshold, address):
+    """Label a large dataset into --out: one output line per input line, in order; a bad line gets an error
+    record and the job goes on. See kdedge_run.batch."""
+    from .batch import LabelError, label_dataset
 
     try:
-        result = label_dataset(input_path, out, model, workers, batch_size, backend, threshold, top_k, address)
-    except ImportError as e:
+        result = label_dataset(input_path, out, model, workers, backend, threshold, top_k, address, engine)
+    except (ImportError, LabelError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    except Exception as e:  # Ray wraps a reader's or worker's error: report its last line only
-        if isinstance(e, (BundleError, InputError, OSError)):
-            raise
-        raise click.ClickException(f"{input_path}: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}") from None
-    click.echo(f"{result['texts']} texts labelled ({result['errors']} errors) into {result['out']}", err=True)
+    if result["cleared"]:
+        click.echo("kdedge-run: cleared the partial output of an earlier run that stopped", err=True)
+    click.echo(f"{result['texts']} lines labelled ({result['errors']} errors) into {result['out']}", err=True)
 
 
 @main.command()
