@@ -4,7 +4,7 @@ A line is a JSON object with a string "text" (other fields, e.g. "id", are kept)
 else a plain text. A line is read up to MAX_LINE_BYTES and the rest skipped: a cut plain line is predicted
 with "truncated": true, a cut JSON line is an error. Every line is decoded and parsed on its own, so one bad
 line (invalid UTF-8, invalid JSON, no "text") becomes an error for that line and the others go on. A UTF-8
-byte order mark at the start of the input is skipped. docs/reliability.md "Input lines".
+byte order mark at the start of the input is skipped. docs/reliability.md section 12.
 """
 from __future__ import annotations
 
