@@ -15,7 +15,7 @@ import numpy as np
 from kdedge.architectures import ARCHITECTURES
 from kdedge.config import TrainConfig
 from kdedge.data import check_trainable, load_dataset
-from kdedge.errors import MissingExtraError, UsageError
+from kdedge.errors import MissingExtraError, PieceFailed, UsageError
 from kdedge.tflog import import_tensorflow, log_to_stderr
 from kdedge.cvfiles import MAX_SETTINGS_BYTES, fold_file, read_fold_records, read_settings, write_fold_record
 from kdedge.files import atomic_path, cache_dir, check_regular_file, read_json_file, write_json_atomic
@@ -238,6 +238,20 @@ def fold_baselines(cfg: TrainConfig, splits, label_names) -> dict:
     return record
 
 
+def ran_on() -> dict:
+    """Where a piece ran (kept in its fold file): host, process id and, in a Ray task, the Ray node id."""
+    import socket
+    import sys
+
+    node = None
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            node = ray.get_runtime_context().get_node_id()
+    return {"host": socket.gethostname(), "pid": os.getpid(), "ray_node": node}
+
+
 def run_fold(cfg: TrainConfig, ds, k: int, plan: CvPlan, progress) -> None:
     """Train every architecture of `plan` (and the baselines) on fold `k` that has no result file yet;
     write one JSON per result."""
@@ -258,11 +272,11 @@ def run_fold(cfg: TrainConfig, ds, k: int, plan: CvPlan, progress) -> None:
         start = time.perf_counter()
         results, selected = train_fold(acfg, feats, plan.out, progress)
         record = fold_record(k, arch, results, selected, feats, splits, acfg, time.perf_counter() - start)
-        write_fold_record(path, record)
+        write_fold_record(path, record | {"ran_on": ran_on()})
         log.info("fold %d %s done in %.0f s", k, arch, record["seconds"])
     path = plan.fold_file(k, "baselines")
     if plan.baselines and not path.exists():
-        write_fold_record(path, {"fold": k, **fold_baselines(cfg, splits, ds.label_names)})
+        write_fold_record(path, {"fold": k, **fold_baselines(cfg, splits, ds.label_names), "ran_on": ran_on()})
 
 
 def _die_with_parent() -> None:
@@ -321,6 +335,7 @@ def _run_pieces_in_parallel(cfg, ds, work: list[tuple[int, CvPlan]], jobs: int) 
     first failure stops the rest."""
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: TensorFlow is not fork-safe
     core_sets = ctx.Queue()
@@ -332,8 +347,15 @@ def _run_pieces_in_parallel(cfg, ds, work: list[tuple[int, CvPlan]], jobs: int) 
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for future in pending:
             future.cancel()
-        for future in done:
-            future.result()  # re-raises a worker's error; finished fold files stay on disk for a resume
+        try:
+            for future in done:
+                future.result()  # re-raises a worker's error; finished fold files stay on disk for a resume
+        except BrokenProcessPool:
+            raise PieceFailed("a fold worker process died (killed, or out of memory); the finished folds are "
+                              "kept: run the same command again to resume") from None
+
+
+RAY_RETRIES = 2  # runs of a Ray task whose worker died, after the first
 
 
 def _ray_fold_task(cfg, ds, k, plan: CvPlan) -> None:
@@ -365,19 +387,30 @@ def _run_folds_on_ray(cfg, ds, fold_ids, plan: CvPlan, address=None) -> None:
         import ray
     except ImportError:
         raise MissingExtraError("--engine ray needs Ray: pip install 'kdedge[ray]'") from None
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False)
+    from kdedge_run.raycluster import RayConnectError, connect, failure_line
+
+    try:
+        connect(ray, address)
+    except RayConnectError as exc:
+        raise UsageError(str(exc)) from None
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(_ray_fold_task)
     shared = ray.put(ds)
     work = pieces(plan, fold_ids)
-    refs = [task.options(num_cpus=1, num_gpus=0 if piece.baselines else gpus, max_retries=0)
+    # a task whose worker process or node dies is run again (it writes its fold file atomically, so a rerun is
+    # safe); an error raised by the task itself is not retried
+    refs = [task.options(num_cpus=1, num_gpus=0 if piece.baselines else gpus, max_retries=RAY_RETRIES)
             .remote(cfg, shared, k, piece) for k, piece in work]
     pending = list(refs)
     try:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            ray.get(done)  # re-raises a task's error; finished fold files stay on disk for a resume
+            try:
+                ray.get(done)  # re-raises a task's error; finished fold files stay on disk for a resume
+            except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                    ray.exceptions.RaySystemError) as exc:
+                raise PieceFailed(f"a Ray task failed {RAY_RETRIES + 1} times ({failure_line(exc)}); the finished "
+                                  "folds are kept: run the same command again to resume") from None
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)

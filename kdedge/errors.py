@@ -31,3 +31,8 @@ USER_ERRORS = (KdedgeError, *PATH_ERRORS)
 class ReadBackError(KdedgeError, ValueError):
     """A file kdedge wrote and reads back (cv.json, a fold file, a config file) that is not a regular file, is
     too large, is not strict JSON or fails its checks: damaged, edited or from another run. Nothing is written."""
+
+
+class PieceFailed(KdedgeError, RuntimeError):
+    """A cv worker (a `--jobs` process or a Ray task) died or a Ray cluster failed: the finished folds are kept,
+    and the message says how to resume."""

@@ -36,11 +36,11 @@ def write_jsonl(path, rows) -> str:
 
 
 def without_timings(obj):
-    """A JSON-like result without wall-clock timings and teacher-cache facts (which vary from run to run), and
-    without a fold file's digest (a hash of its content, timings included)."""
+    """A JSON-like result without wall-clock timings, teacher-cache facts and where a piece ran (which vary from
+    run to run), and without a fold file's digest (a hash of its content, timings included)."""
     if isinstance(obj, dict):
         return {k: without_timings(v) for k, v in obj.items()
-                if "seconds" not in k and "cached" not in k and k != "digest"}
+                if "seconds" not in k and "cached" not in k and k not in ("digest", "ran_on")}
     if isinstance(obj, list):
         return [without_timings(v) for v in obj]
     return obj

@@ -29,6 +29,7 @@ from collections import deque
 from pathlib import Path
 
 from .lines import Line, read_lines, windows
+from .raycluster import RayConnectError, connect, failure_line
 
 LOCK = ".lock"
 RETRIES = 2
@@ -161,15 +162,6 @@ class _RayPool:
         return self.ray.get(handle)
 
 
-def _ray_error(e: BaseException) -> str:
-    """A Ray exception's last meaningful line (no Ray boilerplate)."""
-    cause = getattr(e, "cause", None)
-    if isinstance(cause, Exception) and not type(cause).__module__.startswith("ray"):
-        return f"{type(cause).__name__}: {cause}"
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else type(e).__name__
-
-
 def label_dataset(input_path: str, out: str, model=None, workers: int = 2, backend: str | None = None,
                   threshold: float | None = None, k: int | None = None, address: str | None = None,
                   engine: str = "ray") -> dict:
@@ -197,11 +189,12 @@ def label_dataset(input_path: str, out: str, model=None, workers: int = 2, backe
     try:
         if engine == "ray":
             try:
-                if not ray.is_initialized():
-                    ray.init(address=address, log_to_driver=False)
+                connect(ray, address)
                 pool = _RayPool(ray, workers, kwargs)
+            except RayConnectError as e:
+                raise LabelError(str(e)) from None
             except Exception as e:
-                raise LabelError(f"cannot start the Ray workers: {_ray_error(e)}") from None
+                raise LabelError(f"cannot start the Ray workers: {failure_line(e)}") from None
         else:
             pool = _LocalPool(lambda: BundleLabeller(**kwargs))
         pending: deque = deque()
@@ -214,7 +207,7 @@ def label_dataset(input_path: str, out: str, model=None, workers: int = 2, backe
                     results = iter(pool.get(handle))
                 except Exception as e:
                     raise LabelError(f"labelling stopped: a worker failed {RETRIES + 1} times on lines "
-                                     f"{window[0].number}–{window[-1].number}: {_ray_error(e)}") from None
+                                     f"{window[0].number}–{window[-1].number}: {failure_line(e)}") from None
                 for line in window:
                     result = None if line.error is not None else next(results)
                     errors += result is None or result["error"] is not None
