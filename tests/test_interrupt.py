@@ -315,3 +315,39 @@ def test_cv_killed_then_resumed_equals_an_uninterrupted_run(work, cv_runs):
     for mode in record["modes"].values():
         assert mode["tuned"]["per_label_f1"][RARE] == 0.0 and np.isfinite(mode["tuned"]["macro_f1"])
     assert RARE in results[0]["architectures"]["textcnn"]["kd"]["per_label_f1"]
+
+
+def _spawned_workers(parent: int) -> list[int]:
+    """Process ids of `parent`'s multiprocessing children (the --jobs fold workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit():
+                continue
+            stat = (entry / "stat").read_text()
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            if ppid == parent and b"spawn_main" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--jobs 2 needs two CPU cores")
+def test_a_killed_jobs_worker_ends_cv_with_one_line_and_the_same_command_resumes(work, tmp_path):
+    """kill -9 of a `kdedge cv --jobs 2` fold worker: was a BrokenProcessPool traceback (issue 31)."""
+    args = KDEDGE + ["cv", "--data", str(work / "data.jsonl"), "--out", str(tmp_path / "cv"), "--jobs", "2",
+                     "--folds", "3", "--no-baselines", "--epochs", "2", "--patience", "2", "--max-len", "16",
+                     "--config", str(work / "tiny.toml"), "--skip-invalid", "-q"]
+    proc = Proc(args, work)
+    proc.wait_until(lambda: len(_spawned_workers(proc.popen.pid)) >= 2, "two fold workers")
+    time.sleep(2)  # the workers take their pieces
+    os.kill(_spawned_workers(proc.popen.pid)[0], signal.SIGKILL)
+    assert proc.finish(timeout=120) == 2
+    last = proc.text().strip().splitlines()[-1]
+    assert last.startswith("kdedge: error: a fold worker process died") and "run the same command again" in last
+    assert "Traceback" not in proc.text()
+    done = run(args, work)  # resumes: the pieces that finished are kept
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in (tmp_path / "cv" / "folds").iterdir()) == [
+        f"fold{k}_textcnn.json" for k in range(3)]
