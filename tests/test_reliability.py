@@ -258,11 +258,11 @@ def test_cli_single_empty_argument_is_an_error_with_exit_2(built):
     for text in ("", "   ", "\u3000"):
         result = _run(built, [text])
         assert result.exit_code == 2
-        assert _records(result.stdout_bytes) == [{"line": 1, "error": "empty text"}]
+        assert _records(result.stdout_bytes) == [{"argument": 1, "error": "empty text"}]
         assert result.stderr == "kdedge-run: error: 1 of 1 inputs failed\n"
     result = _run(built, [" "], fmt="text")
     assert result.exit_code == 2 and result.stdout == "\n"
-    assert "line 1: empty text" in result.stderr
+    assert "argument 1: empty text" in result.stderr
 
 
 def test_cli_arguments_batch_goes_on_after_a_bad_one(built, clf):
@@ -270,7 +270,7 @@ def test_cli_arguments_batch_goes_on_after_a_bad_one(built, clf):
     assert result.exit_code == 2
     records = _records(result.stdout_bytes)
     assert len(records) == 5
-    assert records[1] == {"line": 2, "error": "empty text"} and records[3] == {"line": 4, "error": "empty text"}
+    assert records[1] == {"argument": 2, "error": "empty text"} and records[3] == {"argument": 4, "error": "empty text"}
     assert records[2]["probabilities"] == pytest.approx(clf().predict("手机 模型").probabilities)
     assert "labels" in records[0] and "labels" in records[4]
     assert result.stderr == "kdedge-run: error: 2 of 5 inputs failed\n"
@@ -345,7 +345,7 @@ def test_cli_real_process_invalid_utf8_arguments_and_stdin(built):
     proc = subprocess.run(cmd + [b"\xff\xfe\xe8\x82\xa1", b"\xff"], capture_output=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     records = _records(proc.stdout)
-    assert "labels" in records[0] and records[1] == {"line": 2, "error": "empty text"}
+    assert "labels" in records[0] and records[1] == {"argument": 2, "error": "empty text"}
     assert proc.stderr == b"kdedge-run: error: 1 of 2 inputs failed\n"
     proc = subprocess.run(cmd + ["--format", "text", b"\xff\xe8\x82\xa1\x01"], capture_output=True, timeout=120)
     assert proc.returncode == 0

@@ -586,7 +586,7 @@ def test_arguments_are_utf8_under_a_c_locale(built):
     records = _strict_records(out)
     expected = kdedge_run.load(built["gru"].path).predict("股市大涨")
     assert records[0]["probabilities"] == pytest.approx(expected.probabilities)
-    assert records[1] == {"line": 2, "error": "empty text"} and rc == 2
+    assert records[1] == {"argument": 2, "error": "empty text"} and rc == 2
 
 
 # ===================================================================================================

@@ -155,7 +155,7 @@ def predict(ctx, texts, input_file, model, backend, threads, fmt, top_k, thresho
                     result = e
             if isinstance(result, Exception):
                 failed += 1
-                text_out = _error_line(fmt, line.number, line.id, result)
+                text_out = _error_line(fmt, line.number, line.id, result, "argument" if texts else "line")
             out.write(text_out.encode("utf-8", "backslashreplace") + b"\n")
             total += 1
         out.flush()
@@ -220,11 +220,12 @@ def _result_line(fmt, rid, text, prediction, weights) -> str:
         raise InputError("id nested too deeply to write back") from None
 
 
-def _error_line(fmt, n, rid, error) -> str:
+def _error_line(fmt, n, rid, error, where: str = "line") -> str:
+    """The output for input `n` that failed: `where` is "line" (of --input) or "argument" (a TEXT argument)."""
     if fmt == "text":
-        click.echo(f"kdedge-run: error: line {n}: {error}", err=True)
+        click.echo(f"kdedge-run: error: {where} {n}: {error}", err=True)
         return ""
-    record = {"line": n, "error": str(error)}
+    record = {where: n, "error": str(error)}
     try:
         return _dumps(record | ({} if rid is None else {"id": rid}))
     except (ValueError, RecursionError):  # an id that cannot be written back as JSON
@@ -288,6 +289,7 @@ def info(model, backend, fmt):
               for m in data["models"]]
     lines.append("files")
     lines += [f"  {rel:<38}{size:>12,} bytes" for rel, size in data["files"].items()]
+    lines += _test_scores(data.get("test_metrics"))
     for key in ("metrics", "calibration_report", "segmentation_agreement", "parity"):
         lines += [key, *_tree(data[key], 1)]
     for line in lines:  # informative manifest fields are free text: nothing reaches the terminal raw
@@ -310,11 +312,28 @@ def _plain(value, depth: int = 0):
     return value
 
 
+def _test_scores(test) -> list[str]:
+    """The held-out test scores (`kdedge export --test`) as lines, F1 in percent; a note when there are none."""
+    if not isinstance(test, dict):
+        return ["test scores   none in this bundle (export with --test FILE to measure them on held-out texts)"]
+    def pct(v):
+        return f"{100 * v:.1f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "?"
+    lines = [f"test scores   {test.get('texts')} held-out texts at the bundle's thresholds: micro-F1 "
+             f"{pct(test.get('micro_f1'))}, macro-F1 {pct(test.get('macro_f1'))}, weighted-F1 "
+             f"{pct(test.get('weighted_f1'))}, exact match {pct(test.get('subset_accuracy'))}%"]
+    per_label = test.get("per_label_f1")
+    if isinstance(per_label, dict):
+        lines.append("  F1 " + ", ".join(f"{_label(str(k))} {pct(v)}" for k, v in per_label.items()))
+    return lines
+
+
 def _flat(value) -> str:
     """A dict as `k=v, ...` on one line (nested dicts in braces)."""
     if isinstance(value, dict):
         return ", ".join(f"{k}={_flat(v) if not isinstance(v, dict) else '{' + _flat(v) + '}'}"
                          for k, v in value.items())
+    if isinstance(value, float):
+        return f"{value:.4g}"  # 0.8608, 1.21e-07: not 0.8607594936708861
     return json.dumps(value, ensure_ascii=False)
 
 
