@@ -428,7 +428,9 @@ def input_hashes(data, vectors) -> dict:
     """
     from kdedge_run.bundle import file_sha256
 
-    hashes = {"data_sha256": file_sha256(data)}
+    from kdedge.samples import resolve
+
+    hashes = {"data_sha256": file_sha256(resolve(data))}
     if vectors:
         hashes["vectors_sha256"] = file_sha256(vectors)
     return hashes

@@ -237,9 +237,12 @@ def load_dataset(path, labels_file=None, text_field: str = "text", label_field: 
                  label_sep: str = ",", skip_invalid: bool = False, allow_empty_labels: bool = True) -> Dataset:
     """Load a .jsonl, .csv or .tsv file; raise DataError (file:line field problem) on bad input.
 
-    With `skip_invalid`, bad rows are skipped and counted in `Dataset.skipped` instead.
+    With `skip_invalid`, bad rows are skipped and counted in `Dataset.skipped` instead. `sample:NAME` reads a
+    sample shipped with kdedge (kdedge.samples).
     """
-    path = Path(path)
+    from kdedge.samples import resolve
+
+    path = resolve(path)
     if not path.is_file():
         raise DataError(path, None, None, "file not found")
     allowed_list = read_label_file(labels_file) if labels_file else None

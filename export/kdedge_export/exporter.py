@@ -200,9 +200,11 @@ def _check_table(run, table: np.ndarray, note) -> None:
     saved = run.path / "vectors.npy"
     if saved.is_file():
         vectors = np.load(saved, allow_pickle=False, mmap_mode="r")
-        if vectors.shape != table.shape or not np.array_equal(np.asarray(vectors, dtype=np.float32), table):
-            note("the model's embedding table differs from the run's vectors.npy (trainable embeddings?); "
-                 "the bundle ships the model's table")
+        trained = run.train_config.get("trainable_embeddings", True)  # then the students changed the table
+        if not trained and (vectors.shape != table.shape or
+                            not np.array_equal(np.asarray(vectors, dtype=np.float32), table)):
+            note("the model's embedding table differs from the run's vectors.npy although the run froze its "
+                 "embeddings; the bundle ships the model's table")
     if np.any(table[0] != 0):
         note("row 0 (<pad>) of the embedding table is not all zeros; shipped as trained")
 
