@@ -260,3 +260,20 @@ def test_cli_data_stats_subprocess_bad_csv(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"kdedge: error: {path}:3: ")
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_the_shipped_sample_loads_by_name_and_is_what_its_generator_writes(tmp_path):
+    """`--data sample:health` (issue 28): the file in the package is exactly the generator's output (its
+    provenance), healthner9's nine labels, under 1 MB; an unknown sample name is one clear error."""
+    from kdedge.samples import SAMPLES
+    from kdedge.samples.generate import generate
+
+    ds = load_dataset("sample:health")
+    assert len(ds) == 3000 and sorted(ds.label_names) == sorted(
+        ["BODY", "DISE", "SYMP", "CHEM", "DRUG", "TREAT", "EXAM", "INST", "SUPP"])
+    path = SAMPLES["health"]
+    assert path.stat().st_size < 1 << 20
+    expected = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in generate())
+    assert path.read_text(encoding="utf-8") == expected
+    with pytest.raises(DataError, match=r"^sample:nope: no such sample \(shipped samples: sample:health\)"):
+        load_dataset("sample:nope")
