@@ -273,8 +273,15 @@ def training_options(func):
                       help="Weight of positive labels in the students' BCE (sqrt: √(negatives/positives))."),
         config_option("--trainable-embeddings/--frozen-embeddings", default=None),
         config_option("--strategy", type=click.Choice(["auto", "one", "mirrored", "multiworker"]),
-                      help="tf.distribute: one device; mirrored (this machine's GPUs); multiworker (reads TF_CONFIG); "
-                      "auto: mirrored with more than one GPU. --batch-size is the global batch."),
+                      help="tf.distribute: one device; mirrored (this machine's GPUs, or the CPU split by "
+                      "--cpu-replicas); multiworker (reads TF_CONFIG); auto: mirrored with more than one GPU "
+                      "or CPU replica. --batch-size is the global batch."),
+        config_option("--cpu-replicas", type=int,
+                      help="Split the CPU into N logical devices before TensorFlow starts, so --strategy mirrored (or "
+                      "auto) trains N replicas on this machine's CPU (each gets --batch-size/N texts of a step)."),
+        config_option("--peer-timeout", type=float,
+                      help="--strategy multiworker: seconds to wait for every worker of TF_CONFIG to start before "
+                      "giving up."),
         click.option("--labels", "labels_file", type=click.Path(), help="File with one label per line."),
         click.option("--skip-invalid", is_flag=True, help="Skip invalid rows (counted) instead of failing."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
@@ -318,8 +325,10 @@ def train(data, out, config_file, labels_file, skip_invalid, force, label_descri
     cfg, data, out, labels_file = _command_setup(config_file, data, out, labels_file, cli)
     from kdedge.train import train_run
 
+    from kdedge.distribute import get_strategy, written_line
+
     metrics = train_run(cfg, data, out, labels_file, force, skip_invalid, not quiet, label_descriptions)
-    click.echo(f"run written to {out}")
+    click.echo(written_line(get_strategy(cfg), out))
     for line in summary_table(metrics):
         click.echo(line)
 

@@ -72,6 +72,9 @@ class TrainConfig:
     threshold_min_support: int = 3        # labels with fewer validation positives keep 0.5
     # devices: auto | one | mirrored | multiworker (kdedge.distribute; batch_size is the global batch)
     strategy: str = "auto"
+    cpu_replicas: int = 1                 # N > 1: split the CPU into N logical devices before TensorFlow sets up
+                                          # its devices; mirrored (auto too) trains one replica on each
+    peer_timeout: float = 300.0           # multiworker: seconds to wait for every worker of TF_CONFIG to start
     arch_params: dict = field(default_factory=dict)  # per-architecture overrides (see kdedge.models)
 
     def __post_init__(self):
@@ -86,6 +89,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (list, type(None))) and value not in allowed:
                 raise ConfigError(f"option {_named(name)} must be {allowed.describe(name)}, not {_shown(value)}")
+        if self.cpu_replicas > 1 and self.strategy in ("one", "multiworker"):
+            raise ConfigError(f"option {_named('cpu_replicas')} {self.cpu_replicas} gives replicas to "
+                              f"--strategy mirrored (or auto), not {self.strategy} "
+                              + ("(one device)" if self.strategy == "one" else "(one CPU replica per worker)"))
         if self.teacher_crossfit == 1 or self.teacher_crossfit < 0:
             raise ConfigError(f"option {_named('teacher_crossfit')} must be 0 (off) or at least 2, "
                               f"not {self.teacher_crossfit}")
@@ -117,12 +124,21 @@ class TrainConfig:
         return [(float(a), float(t)) for a in alphas for t in temperatures]
 
     def to_dict(self) -> dict:
-        """Plain-JSON form, as written to a run's config.json."""
-        return dataclasses.asdict(self)
+        """Plain-JSON form, as written to a run's config.json. Execution settings added after runs were cached
+        (LATE_EXECUTION_SETTINGS) are left out at their defaults, so that the teacher cache keys and cv.json of
+        earlier `kdedge cv` runs stay valid."""
+        values = dataclasses.asdict(self)
+        for name in LATE_EXECUTION_SETTINGS:
+            if values[name] == TRAIN_DEFAULTS[name]:
+                del values[name]
+        return values
 
 
 TRAIN_DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                   for f in dataclasses.fields(TrainConfig)}
+# How training runs, not what it learns (kdedge.distribute): a resume or a cached teacher need not repeat them.
+EXECUTION_SETTINGS = ("strategy", "cpu_replicas", "peer_timeout")
+LATE_EXECUTION_SETTINGS = ("cpu_replicas", "peer_timeout")  # added after runs were cached: see TrainConfig.to_dict
 
 
 class ConfigError(KdedgeError, ValueError):
@@ -166,7 +182,8 @@ RANGES = {
     "epochs": Range(1), "patience": Range(0),
     "learning_rate": Range(0, low_open=True), "dropout": Range(0, 1), "kd_alpha": Range(0, 1, high_open=False),
     "kd_temperature": Range(0, low_open=True), "threshold_min_support": Range(1), "teacher_width_budget": Range(0),
-    "select_confidence": Range(0, 1, high_open=False),
+    "select_confidence": Range(0, 1, high_open=False), "cpu_replicas": Range(1, 1024, high_open=False),
+    "peer_timeout": Range(0, low_open=True),
 }
 NO_FLAG = ("arch_params",)  # set in a config file only
 

@@ -160,8 +160,10 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
     `teachers.choose_teacher` picks the kind against it. The plain student, when trained, also drives the KD
     student's per-label gate.
     """
+    from kdedge.distribute import get_strategy
     from kdedge.teachers import choose_teacher, train_teacher
 
+    get_strategy(cfg)  # the strategy fit_network trains under; refuses a cpu_replicas this process cannot give
     if teacher_of is None:
         def teacher_of(kind):
             return train_teacher(dataclasses.replace(cfg, teacher=kind), feats, progress)
@@ -190,7 +192,7 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
 
     modes = MODES if cfg.mode == "all" else (cfg.mode,)  # a mode outside these fails when cfg is built
     out_path = Path(out)
-    strategy = get_strategy(cfg.strategy)  # first: MultiWorkerMirroredStrategy must precede other TF ops
+    strategy = get_strategy(cfg)  # first: MultiWorkerMirroredStrategy and --cpu-replicas must precede other TF ops
     chief = is_chief(strategy)  # other workers of a cluster train alongside and write nothing
     if chief:
         check_replaceable(out_path, force, run_listing, RUN)  # before any data is read or model trained
