@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .text import (OOV_ID, OOV_TOKEN, PAD_ID, PAD_TOKEN, CharMap, CharTokenizer, CodepointEncoder,
-                   JiebaTokenizer, Preprocessor, input_shape, read_dictionary)
+                   JiebaTokenizer, Preprocessor, Windows, input_shape, read_dictionary)
 
 FORMAT = "kdedge-bundle"
 IDS_VERSION = 1                    # ids and vectors outside the model (jieba, CKIP, HAN bundles)
@@ -24,6 +24,8 @@ CODEPOINTS_VERSION = 2             # character bundles: code points in, calibrat
 FORMAT_VERSION = CODEPOINTS_VERSION  # the newest version this reader knows; it reads 1 and 2
 MAX_CODE_POINT = 0x10FFFF
 MAX_DROPPED_RANGES = 100_000
+MAX_WINDOWS = 1024                 # input.windows.max_windows: model rows per text
+WINDOW_POOLS = ("max",)
 MAX_DESCRIPTION_CHARS = 10_000
 MANIFEST = "manifest.json"
 MODEL_FORMATS = ("onnx", "tflite")
@@ -147,7 +149,8 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         _check_v2(manifest)
         _read_vocab(root, manifest)
         spec = manifest["input"]
-        return Bundle(root, manifest, CodepointEncoder(spec["dropped"], spec["max_len"]), None, None)
+        return Bundle(root, manifest, CodepointEncoder(spec["dropped"], spec["max_len"], window_rule(spec)),
+                      None, None)
     _check_manifest(manifest)
     vocab = _read_vocab(root, manifest)
     vectors, scales = _read_vectors(root, manifest, len(vocab))
@@ -321,6 +324,7 @@ def _check_v2(m: dict) -> None:
         last = r[1]
     if not dropped or dropped[0][0] != 0:
         raise BundleError(f"{MANIFEST}: input.dropped must start at code point 0 (the padding)")
+    _check_windows(spec, max_len)
     _int(m["vocab"].get("size"), "vocab.size", MAX_VOCAB, low=2)
     if not m["models"] or len(m["models"]) > MAX_MODELS:
         raise BundleError(f"{MANIFEST}: 'models' must list 1 to {MAX_MODELS} models")
@@ -339,6 +343,37 @@ def _check_v2(m: dict) -> None:
         if not isinstance(shape, list) or shape[1:] != [max_len] or shape[:1] not in ([None], [1]):
             raise BundleError(f"{entry['file']}: manifest input_shape {_short(shape)} does not match "
                               f"[batch, input.max_len = {max_len}]")
+
+
+def window_rule(spec: dict) -> Windows:
+    """The version-2 input's window rule (docs/bundle.md "Long texts"): `input.windows`, or one window of
+    max_len code points when the bundle has none (bundles written before the rule)."""
+    w = spec.get("windows")
+    if w is None:
+        return Windows.single(spec["max_len"])
+    return Windows(w["size"], w["stride"], w["max_windows"], w["pool"])
+
+
+def _check_windows(spec: dict, max_len: int) -> None:
+    """`input.windows`, when present: size = max_len, 1 <= stride <= size, 1 <= max_windows <= MAX_WINDOWS
+    (and at most MAX_TEXT_FLOATS code points read), pool a known rule."""
+    w = spec.get("windows")
+    if w is None:
+        return
+    if not isinstance(w, dict):
+        raise BundleError(f"{MANIFEST}: input.windows must be an object {{size, stride, max_windows, pool}}, "
+                          f"got {_short(w)}")
+    if w.get("size") != max_len or type(w.get("size")) is not int:
+        raise BundleError(f"{MANIFEST}: input.windows.size must equal input.max_len ({max_len}), "
+                          f"got {_short(w.get('size'))}")
+    stride = _int(w.get("stride"), "input.windows.stride", max_len)
+    count = _int(w.get("max_windows"), "input.windows.max_windows", MAX_WINDOWS)
+    if max_len + (count - 1) * stride > MAX_TEXT_FLOATS:
+        raise BundleError(f"{MANIFEST}: input.windows reads up to {max_len + (count - 1) * stride} code points "
+                          f"per text, more than {MAX_TEXT_FLOATS}")
+    if w.get("pool") not in WINDOW_POOLS:
+        raise BundleError(f"{MANIFEST}: input.windows.pool {_short(w.get('pool'))} unknown (this kdedge-run "
+                          f"pools by {', '.join(WINDOW_POOLS)}); upgrade kdedge-run")
 
 
 def _check_manifest(m: dict) -> None:

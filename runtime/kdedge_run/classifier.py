@@ -24,12 +24,16 @@ class Prediction:
     """One text's result.
 
     `labels`: labels whose calibrated probability passes its threshold (or the global one), most
-    probable first, at most k. `probabilities`: every label's calibrated probability. `truncated`:
-    the text was longer than the model input (or cut before segmentation, docs/bundle.md "Long
-    texts"). `tokens`: number of tokens after segmentation (of the kept part of a cut text; for a
-    version-2 bundle, the code points the model read). `coverage`: share of the tokens the model read
-    that are in its vocabulary. `judged`: False when the model cannot judge the text (nothing of it in
-    the vocabulary, or coverage below the bundle's `abstain.min_coverage`): then `labels` is empty.
+    probable first, at most k. `probabilities`: every label's calibrated probability (version 2, a text
+    longer than the model input: pooled over its windows, docs/bundle.md "Long texts"). `truncated`:
+    part of the text was not read at all (version 2: code points past the window rule's reach; version
+    1: longer than the model input, or cut before segmentation). `tokens`: number of tokens after
+    segmentation (of the kept part of a cut text; for a version-2 bundle, the code points the model
+    read, all windows together, each once). `coverage`: share of the tokens the model read that are in
+    its vocabulary (version 2, several windows: summed over the windows). `judged`: False when the
+    model cannot judge the text (nothing of it in the vocabulary, or coverage below the bundle's
+    `abstain.min_coverage`): then `labels` is empty. `windows`: model rows the text was read as (1 unless
+    a version-2 text is longer than max_len).
     """
 
     labels: list[str]
@@ -38,22 +42,45 @@ class Prediction:
     tokens: int
     coverage: float = 1.0
     judged: bool = True
+    windows: int = 1
 
 
 @dataclass(frozen=True)
 class _Prepared:
-    """One text ready for the model: its input row (ids, or code points for version 2), truncation,
-    token count and (version 1) its tokens."""
+    """One text ready for the model: its input rows (one per window: ids, or code points for version 2),
+    truncation, token count, its tokens (version 2: the characters read) and each row's [start, end) in
+    them."""
 
-    row: np.ndarray
+    rows: np.ndarray
     truncated: bool
     tokens: int
     token_list: list[str]
+    spans: tuple[tuple[int, int], ...] = ((0, 0),)
+
+    @property
+    def row(self) -> np.ndarray:
+        """The first window's row (the only one of a text that fits the model input)."""
+        return self.rows[0]
 
     @property
     def filled(self) -> int:
-        """Input positions that hold a token (the batching sort key)."""
-        return int(np.count_nonzero(self.row))
+        """Input positions that hold a token, all rows together (what the model read)."""
+        return int(np.count_nonzero(self.rows))
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """`Classifier._run`'s results per text, in the order of the prepared texts: calibrated probabilities
+    pooled over the text's windows [n, labels]; in-vocabulary tokens and tokens read, summed over its windows
+    [n]; good [n] (every window's output finite); top [n], the window holding the text's highest pooled
+    probability; attention of that window, or None."""
+
+    probabilities: np.ndarray
+    known: np.ndarray
+    read: np.ndarray
+    good: np.ndarray
+    top: np.ndarray
+    attention: np.ndarray | None
 
 
 class Classifier:
@@ -111,14 +138,13 @@ class Classifier:
             cps, truncated = pre.code_points(text)
             if not len(cps):
                 raise InputError("empty text")
-            row = np.zeros(pre.max_len, dtype=np.int32)
-            row[:len(cps)] = cps
-            return _Prepared(row, truncated, len(cps), [chr(c) for c in cps])
+            return _Prepared(pre.rows(cps), truncated, len(cps), [chr(c) for c in cps],
+                             tuple(pre.windows.spans(len(cps))))
         tokens, cut = pre.segment(text)
         if not tokens:
             raise InputError("empty text")
         ids, truncated = pre.ids(tokens)
-        return _Prepared(ids, truncated or cut, len(tokens), tokens)
+        return _Prepared(ids[None], truncated or cut, len(tokens), tokens, ((0, len(tokens)),))
 
     def predict(self, text: str | list[str], k: int | None = None, threshold: float | None = None):
         """Classify one text (→ Prediction) or a list of texts (→ list of Prediction).
@@ -146,25 +172,29 @@ class Classifier:
         return self._predict(prepared, k, threshold)
 
     def explain(self, text: str, n: int = 5) -> list[tuple[str, float]]:
-        """The `n` tokens with the highest attention weight, as (token, weight), highest first."""
+        """The `n` tokens with the highest attention weight, as (token, weight), highest first.
+
+        A version-2 text read as several windows is explained by the window that holds its highest pooled
+        probability (the window its most probable label comes from; the first such window on a tie)."""
         if not self.has_attention:
             entry = self._bundle.models()[self.backend]
             raise BundleError(f"{entry['file']}: model has no attention output "
                               f"(architecture {self._bundle.manifest.get('architecture')}); "
                               "explain needs a gru_att or han bundle")
         prepared = self._prepare(text)
-        tokens = prepared.token_list
-        attention, good = self._run([prepared])[2:]
-        if not good[0]:
+        out = self._run([prepared])
+        if not out.good[0]:
             raise self._non_finite()
+        attention = out.attention
         spec = self._bundle.input_spec
         if spec["kind"] == "hierarchical":
-            sentences = split_sentences(tokens, tuple(spec["sentence_end_tokens"]))
+            sentences = split_sentences(prepared.token_list, tuple(spec["sentence_end_tokens"]))
             weighted = [(tok, attention[0, s, w])
                         for s, sent in enumerate(sentences[:spec["max_sentences"]])
                         for w, tok in enumerate(sent[:spec["max_sentence_len"]])]
         else:
-            weighted = list(zip(tokens[:spec["max_len"]], attention[0]))
+            start, end = prepared.spans[int(out.top[0])]
+            weighted = list(zip(prepared.token_list[start:end][:spec["max_len"]], attention[0]))
         weighted.sort(key=lambda tw: -tw[1])
         return [(tok, float(w)) for tok, w in weighted[:n]]
 
@@ -198,45 +228,76 @@ class Classifier:
             "parity": m.get("parity"),
         }
 
-    def _run(self, prepared: list[_Prepared]):
-        """Prepared texts → (calibrated probabilities [n, labels], in-vocabulary tokens read [n],
-        attention or None, good [n]), in the order of `prepared`.
+    def _run(self, prepared: list[_Prepared]) -> _Outputs:
+        """Prepared texts → their outputs (`_Outputs`), each text's windows pooled (docs/bundle.md "Long
+        texts"): a window is judged as a text of its own would be; a text that is judged (summed known >= 1
+        and summed known / summed read >= min_coverage) takes, per label, the max over its judged windows,
+        a text that is not, the max over all its windows. A text of one row is exactly that row's output.
 
-        Texts are run in batches of similar length (sorted by the number of input positions they fill;
-        a format-2 graph cuts a batch's padding after its longest text, so a batch costs its longest
-        text): a text's outputs do not depend on the texts it is batched with.
-        `good[i]` is False when text i's output is not finite (version 1: scaled logits; version 2:
-        probabilities outside [0, 1] too); its row is then not to be used.
+        The rows of all texts are run in batches of similar length (sorted by the number of input positions
+        they fill; a format-2 graph cuts a batch's padding after its longest row, so a batch costs its
+        longest row): a row's outputs do not depend on the rows it is batched with, so a text's results are
+        those of its windows run alone.
+        `good[i]` is False when one of text i's rows has a non-finite output (version 1: scaled logits;
+        version 2: probabilities outside [0, 1] too); its results are then not to be used.
         """
-        n = len(prepared)
-        if not n:
-            return np.zeros((0, len(self.labels))), np.zeros(0, dtype=np.int64), None, np.zeros(0, dtype=bool)
+        n, n_labels = len(prepared), len(self.labels)
+        owner = np.array([i for i, p in enumerate(prepared) for _ in range(len(p.rows))], dtype=np.int64)
+        rows = [r for p in prepared for r in p.rows]
+        m = len(rows)
+        probs = np.empty((m, n_labels))
+        known = np.zeros(m, dtype=np.int64)
+        read = np.array([np.count_nonzero(r) for r in rows], dtype=np.int64)
+        good = np.ones(m, dtype=bool)
+        attention = None
         size = self._backend.batch_size
         v2 = self._bundle.version == 2
-        order = np.argsort([p.filled for p in prepared], kind="stable")
-        probs = np.empty((n, len(self.labels)))
-        known = np.empty(n, dtype=np.int64)
-        good = np.empty(n, dtype=bool)
-        attention = None
-        for start in range(0, n, size):
-            rows = order[start:start + size]
-            x = np.stack([prepared[i].row for i in rows])
+        order = np.argsort(read, kind="stable")
+        for start in range(0, m, size):
+            at = order[start:start + size]
+            x = np.stack([rows[j] for j in at])
             out = self._backend.run(x if v2 else self._bundle.embed(x))
             with np.errstate(all="ignore"):
                 if v2:
                     batch = out["probabilities"].astype(np.float64)
-                    good[rows] = np.isfinite(batch).all(axis=1) & ((batch >= 0) & (batch <= 1)).all(axis=1)
+                    good[at] = np.isfinite(batch).all(axis=1) & ((batch >= 0) & (batch <= 1)).all(axis=1)
                 else:
                     scaled = out["logits"].astype(np.float64) / self._temperatures
-                    good[rows] = np.isfinite(scaled).all(axis=1)
+                    good[at] = np.isfinite(scaled).all(axis=1)
                     batch = sigmoid(scaled)
-            probs[rows] = batch
-            known[rows] = out["known"] if v2 else (x > 1).reshape(len(x), -1).sum(axis=1)
+            probs[at] = batch
+            known[at] = out["known"] if v2 else (x > 1).reshape(len(x), -1).sum(axis=1)
             if "attention" in out:
                 if attention is None:
-                    attention = np.empty((n, *out["attention"].shape[1:]), dtype=out["attention"].dtype)
-                attention[rows] = out["attention"]
-        return probs, known, attention, good
+                    attention = np.empty((m, *out["attention"].shape[1:]), dtype=out["attention"].dtype)
+                attention[at] = out["attention"]
+        return self._pool(owner, n, probs, known, read, good, attention)
+
+    def _pool(self, owner, n, probs, known, read, good, attention) -> _Outputs:
+        """Rows → texts (`owner[j]` is row j's text; a text's rows are consecutive): the rule of `_run`."""
+        text_known = np.bincount(owner, weights=known, minlength=n).astype(np.int64)
+        text_read = np.bincount(owner, weights=read, minlength=n).astype(np.int64)
+        text_good = np.bincount(owner, weights=~good, minlength=n) == 0
+        min_coverage = self._bundle.min_coverage
+        with np.errstate(all="ignore"):  # coverage as _decide computes it: known / read, then compared
+            row_judged = (known >= 1) & (known / np.maximum(read, 1) >= min_coverage)
+            text_judged = (text_known >= 1) & (text_known / np.maximum(text_read, 1) >= min_coverage)
+        votes = ~text_judged[owner] | row_judged   # the rows a text's probabilities are pooled over
+        pooled = np.empty((n, probs.shape[1]))
+        top = np.zeros(n, dtype=np.int64)
+        first = np.searchsorted(owner, np.arange(n))
+        for i in range(n):
+            a = first[i]
+            b = first[i + 1] if i + 1 < n else len(owner)
+            if b - a == 1:
+                pooled[i] = probs[a]
+                continue
+            candidates = probs[a:b][votes[a:b]]
+            pooled[i] = candidates.max(axis=0)
+            best = np.where(votes[a:b], probs[a:b].max(axis=1), -np.inf)
+            top[i] = int(np.argmax(best))
+        chosen = None if attention is None else attention[first + top]
+        return _Outputs(pooled, text_known, text_read, text_good, top, chosen)
 
     def _non_finite(self) -> InputError:
         return InputError(f"the model gave a NaN or infinite output for this text (faulty bundle {self.path})")
@@ -268,20 +329,22 @@ class Classifier:
 
     def _decide(self, prepared: list[_Prepared], k, threshold) -> list:
         """Prepared texts → a Prediction each, or the InputError of a text with a non-finite output."""
-        probs, known, _, good = self._run(prepared)
+        result = self._run(prepared)
         labels = self.labels
         cut = self._thresholds if threshold is None else np.full(len(labels), float(threshold))
         min_coverage = self._bundle.min_coverage
         out = []
-        for row, n_known, ok, p in zip(probs, known, good, prepared):
+        for row, n_known, read, ok, p in zip(result.probabilities, result.known, result.read, result.good,
+                                             prepared):
             if not ok:
                 out.append(self._non_finite())
                 continue
-            read = p.filled  # tokens the model read (after truncation)
-            coverage = float(n_known) / read if read else 0.0
+            # read: tokens the model read (after truncation), summed over the windows
+            coverage = float(n_known) / float(read) if read else 0.0
             judged = bool(n_known >= 1 and coverage >= min_coverage)
             order = [i for i in np.argsort(-row, kind="stable") if row[i] >= cut[i]] if judged else []
             out.append(Prediction(labels=[labels[i] for i in order[:k]],
                                   probabilities={lab: float(q) for lab, q in zip(labels, row)},
-                                  truncated=bool(p.truncated), tokens=p.tokens, coverage=coverage, judged=judged))
+                                  truncated=bool(p.truncated), tokens=p.tokens, coverage=coverage, judged=judged,
+                                  windows=len(p.rows)))
         return out

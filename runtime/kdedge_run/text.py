@@ -8,6 +8,7 @@ import json
 import math
 import re
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -289,22 +290,76 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 
-class CodepointEncoder:
-    """Bundle format v2's only preprocessing (docs/bundle.md "What the app does"): the text's code points,
-    those in the `dropped` inclusive ranges removed, the first `max_len` kept, padded with 0.
+DEFAULT_MAX_WINDOWS = 16  # windows per text in new format-2 bundles (docs/bundle.md "Long texts")
 
-    Work and memory per text are bounded by `max_len`, whatever the text's length.
+
+@dataclass(frozen=True)
+class Windows:
+    """How a format-2 bundle reads a text longer than the model input (docs/bundle.md "Long texts"):
+    windows of `size` (= input.max_len) code points starting every `stride` code points, at most
+    `max_windows` of them; each label's probability is pooled over windows by `pool` ("max").
+
+    A bundle without `input.windows` reads one window (`Windows.single(max_len)`): the first max_len
+    code points, as format 2 always did.
     """
 
-    def __init__(self, dropped: list[list[int]], max_len: int):
+    size: int
+    stride: int
+    max_windows: int
+    pool: str = "max"
+
+    @classmethod
+    def single(cls, size: int) -> "Windows":
+        return cls(size, size, 1)
+
+    @property
+    def reach(self) -> int:
+        """Code points read at most: the first size + (max_windows - 1) × stride; the rest is cut."""
+        return self.size + (self.max_windows - 1) * self.stride
+
+    def count(self, n: int) -> int:
+        """Windows for a text of `n` code points (after dropping): 1 when n <= size, else
+        1 + ceil((n - size) / stride), at most max_windows."""
+        if n <= self.size:
+            return 1
+        return min(self.max_windows, 1 + -(-(n - self.size) // self.stride))
+
+    def spans(self, n: int) -> list[tuple[int, int]]:
+        """[start, end) of each window over `n` code points: window k holds code points k × stride up to
+        min(k × stride + size, n) (the last one ends at the last code point read)."""
+        read = min(n, self.reach)
+        return [(k * self.stride, min(k * self.stride + self.size, read)) for k in range(self.count(n))]
+
+    def as_manifest(self) -> dict:
+        """The manifest's `input.windows` object."""
+        return {"size": self.size, "stride": self.stride, "max_windows": self.max_windows, "pool": self.pool}
+
+
+def default_windows(max_len: int) -> Windows:
+    """The window rule new format-2 bundles get: half-overlapping windows (stride max_len / 2), at most 16
+    per text (128-code-point models read the first 1,088 code points), max-pooled."""
+    return Windows(max_len, max(1, max_len // 2), DEFAULT_MAX_WINDOWS, "max")
+
+
+class CodepointEncoder:
+    """Bundle format v2's only preprocessing (docs/bundle.md "What the app does"): the text's code points,
+    those in the `dropped` inclusive ranges removed, the first `windows.reach` kept (the first `max_len`
+    without a window rule), cut into windows of `max_len` code points, each padded with 0.
+
+    Work and memory per text are bounded by `windows.reach`, whatever the text's length.
+    """
+
+    def __init__(self, dropped: list[list[int]], max_len: int, windows: Windows | None = None):
         self.max_len = max_len
+        self.windows = windows if windows is not None else Windows.single(max_len)
         self.dropped = dropped
         self._starts = np.array([a for a, _ in dropped], dtype=np.int64)
         self._ends = np.array([b for _, b in dropped], dtype=np.int64)
-        self._chunk = max(1024, 2 * max_len)
+        self._chunk = max(1024, 2 * self.windows.reach)
 
     def code_points(self, text: str) -> tuple[np.ndarray, bool]:
-        """(kept code points, at most `max_len`, as int32; whether more followed: truncated)."""
+        """(kept code points, at most `windows.reach`, as int32; whether more followed: truncated)."""
+        limit = self.windows.reach
         kept, count = [], 0
         for start in range(0, len(text), self._chunk):
             cps = np.frombuffer(text[start:start + self._chunk].encode("utf-32-le", "surrogatepass"),
@@ -315,18 +370,28 @@ class CodepointEncoder:
             cps = cps[~dropped]
             kept.append(cps)
             count += len(cps)
-            if count > self.max_len:
+            if count > limit:
                 break
         cps = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
-        return cps[:self.max_len].astype(np.int32), len(cps) > self.max_len
+        return cps[:limit].astype(np.int32), len(cps) > limit
+
+    def rows(self, cps: np.ndarray) -> np.ndarray:
+        """Kept code points → the model rows of their windows, int32 `[windows, max_len]`, padded with 0."""
+        spans = self.windows.spans(len(cps))
+        out = np.zeros((len(spans), self.max_len), dtype=np.int32)
+        for k, (a, b) in enumerate(spans):
+            out[k, :b - a] = cps[a:b]
+        return out
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, list[bool], list[int]]:
-        """Texts → int32 `[batch, max_len]` (padded with 0), truncation flags, code points read per text."""
+        """Texts → int32 `[batch, max_len]` (each text's first window, padded with 0), truncation flags, code
+        points read per text (all windows: up to `windows.reach`)."""
         out = np.zeros((len(texts), self.max_len), dtype=np.int32)
         truncated, tokens = [], []
         for row, text in enumerate(texts):
             cps, cut = self.code_points(text)
-            out[row, :len(cps)] = cps
+            first = cps[:self.max_len]
+            out[row, :len(first)] = first
             truncated.append(cut)
             tokens.append(len(cps))
         return out, truncated, tokens

@@ -8,6 +8,8 @@ const MAX_FILES = 1000;
 const MAX_CODEPOINT = 0x10ffff;
 const MAX_INPUT_LEN = 1 << 22;
 const MAX_DESCRIPTION_CHARS = 10_000;
+/** input.windows.max_windows at most this (model rows per text), as kdedge_run. */
+export const MAX_WINDOWS = 1024;
 /**
  * Texts per model run in a batch prediction (probabilities do not depend on the batch). The texts of
  * one predict() call are sorted by length before they are cut into batches: the model trims the padding
@@ -38,12 +40,26 @@ export interface ModelEntry {
   outputs: { probabilities: string; known: string; attention?: string | null };
 }
 
+/**
+ * How a text longer than max_len is read (docs/bundle.md "Long texts"): windows of `size` (= max_len) code
+ * points starting every `stride` code points, at most `max_windows`; each label's probability is pooled
+ * over the windows by `pool` ("max"). Optional in the manifest: without it a text is one window (its first
+ * max_len code points), as before the rule existed.
+ */
+export interface WindowRule {
+  size: number;
+  stride: number;
+  max_windows: number;
+  pool: "max";
+}
+
 export interface InputSpec {
   kind: "codepoints";
   dtype: "int32";
   max_len: number;
   pad: number;
   dropped: [number, number][];
+  windows?: WindowRule;
 }
 
 export interface Manifest {
@@ -67,22 +83,30 @@ export interface Prediction {
   /** Every label's calibrated probability (an object without prototype: a label named "__proto__",
    * "constructor" or "toString" is an own key like any other). */
   probabilities: Record<string, number>;
-  /** More code points remained after the first max_len. */
+  /** Code points were left unread: more remained after the last one the window rule reads (the first
+   * max_len without a rule). A text read whole is never truncated. */
   truncated: boolean;
-  /** Code points read (after dropping; at most max_len). */
+  /** Code points read (after dropping; all windows together, each once). */
   tokens: number;
-  /** How many of the code points read were in the vocabulary (the model's `known` output). */
+  /** How many of the code points read were in the vocabulary (the model's `known` output), summed over the
+   * windows: a code point read by two windows counts twice (so known may exceed tokens when windows > 1). */
   known: number;
-  /** known / tokens. */
+  /** known / (code points read by each window, summed): tokens when windows is 1. */
   coverage: number;
   /** known > 0 and coverage >= abstain.min_coverage. */
   judged: boolean;
+  /** Model rows the text was read as (1 for a text of at most max_len code points). */
+  windows: number;
 }
 
 export interface Encoded {
-  /** The model input row: code points, padded with `input.pad` (0) to exactly max_len. */
+  /** The first window's model row: code points, padded with `input.pad` (0) to exactly max_len. */
   codepoints: Int32Array;
+  /** Every window's model row (docs/bundle.md "Long texts"); rows[0] is `codepoints`. */
+  rows: Int32Array[];
+  /** Code points read (all windows together, each once). */
   tokens: number;
+  /** Code points remained after the last one read. */
   truncated: boolean;
 }
 
@@ -188,6 +212,7 @@ export function checkManifest(m: unknown): asserts m is Manifest {
       isInt(r[0], 0, MAX_CODEPOINT) && isInt(r[1], 0, MAX_CODEPOINT) && r[0] <= r[1])) {
     fail(`${MANIFEST}: input.dropped must be a list of inclusive code point ranges [first, last]`);
   }
+  checkWindows(input.windows, input.max_len);
   const abstain = m.abstain;
   if (!isObject(abstain) || !isNumberIn(abstain.min_coverage, 0, 1)) {
     fail(`${MANIFEST}: abstain.min_coverage must be a number within [0, 1]`);
@@ -206,6 +231,21 @@ export function checkManifest(m: unknown): asserts m is Manifest {
     }
     if (!Object.hasOwn(files, e.file)) fail(`${MANIFEST}: models[${i}].file ${e.file} is not listed in 'files'`);
   });
+}
+
+/** `input.windows`, when present: size = max_len, 1 <= stride <= size, 1 <= max_windows <= MAX_WINDOWS (and at
+ * most MAX_INPUT_LEN code points read), pool "max" (kdedge_run's checks). */
+function checkWindows(w: unknown, maxLen: number): void {
+  if (w === undefined || w === null) return;
+  if (!isObject(w)) fail(`${MANIFEST}: input.windows must be an object {size, stride, max_windows, pool}`);
+  if (w.size !== maxLen) fail(`${MANIFEST}: input.windows.size must equal input.max_len (${maxLen}), got ${JSON.stringify(w.size)}`);
+  if (!isInt(w.stride, 1, maxLen)) fail(`${MANIFEST}: input.windows.stride must be a positive integer of at most ${maxLen}, got ${JSON.stringify(w.stride)}`);
+  if (!isInt(w.max_windows, 1, MAX_WINDOWS)) {
+    fail(`${MANIFEST}: input.windows.max_windows must be a positive integer of at most ${MAX_WINDOWS}, got ${JSON.stringify(w.max_windows)}`);
+  }
+  const reach = maxLen + (w.max_windows - 1) * w.stride;
+  if (reach > MAX_INPUT_LEN) fail(`${MANIFEST}: input.windows reads up to ${reach} code points per text, more than ${MAX_INPUT_LEN}`);
+  if (w.pool !== "max") fail(`${MANIFEST}: input.windows.pool ${JSON.stringify(w.pool)} unknown (this reader pools by max); upgrade @kdedge/reader`);
 }
 
 /** A manifest.files key must be a plain relative path inside the bundle. */
@@ -254,26 +294,60 @@ function inDropped(cp: number, dropped: readonly (readonly [number, number])[]):
   return false;
 }
 
-/** Code points of `text` as the model reads them, with the count read and whether more remained. */
+/** The input's window rule: `input.windows`, or one window of max_len code points when the manifest has none. */
+export function windowRule(input: Pick<InputSpec, "max_len" | "windows">): WindowRule {
+  return input.windows ?? { size: input.max_len, stride: input.max_len, max_windows: 1, pool: "max" };
+}
+
+/** Code points a window rule reads at most: the first size + (max_windows - 1) × stride. */
+export function windowReach(rule: WindowRule): number {
+  return rule.size + (rule.max_windows - 1) * rule.stride;
+}
+
+/**
+ * [start, end) of each window over `n` code points read (n <= windowReach): one window when n <= size, else
+ * 1 + ceil((n - size) / stride); window k holds code points k × stride up to min(k × stride + size, n).
+ */
+export function windowSpans(n: number, rule: WindowRule): [number, number][] {
+  const count = n <= rule.size ? 1 : Math.min(rule.max_windows, 1 + Math.ceil((n - rule.size) / rule.stride));
+  const out: [number, number][] = [];
+  for (let k = 0; k < count; k++) out.push([k * rule.stride, Math.min(k * rule.stride + rule.size, n)]);
+  return out;
+}
+
+/** Code points of `text` as the model reads them (one row per window), with the count read and whether more remained. */
 export function encodeText(text: string, manifest: Pick<Manifest, "input">): Encoded {
   if (typeof text !== "string") throw new TypeError(`text must be a string, got ${typeof text}`);
   const { max_len: maxLen, dropped } = manifest.input;
-  const codepoints = new Int32Array(maxLen); // 0 = padding
-  let n = 0;
+  const rule = windowRule(manifest.input);
+  const reach = windowReach(rule);
+  const read: number[] = [];
   let truncated = false;
   for (const ch of text) { // code points, not UTF-16 units; a lone surrogate is its own code point
     const cp = ch.codePointAt(0)!;
     if (inDropped(cp, dropped)) continue;
-    if (n === maxLen) {
+    if (read.length === reach) {
       truncated = true;
       break;
     }
-    codepoints[n++] = cp;
+    read.push(cp);
   }
-  return { codepoints, tokens: n, truncated };
+  const rows = windowSpans(read.length, rule).map(([start, end]) => {
+    const row = new Int32Array(maxLen); // 0 = padding
+    for (let j = start; j < end; j++) row[j - start] = read[j];
+    return row;
+  });
+  return { codepoints: rows[0], rows, tokens: read.length, truncated };
 }
 
-/** The model input row for `text`: max_len code points, padded with 0 (compare with golden `codepoints`). */
+/** Input positions of a model row that hold a code point (the row's code points read). */
+function countFilled(row: Int32Array): number {
+  let c = 0;
+  for (const cp of row) if (cp !== 0) c++;
+  return c;
+}
+
+/** The model input row for `text` (its first window): max_len code points, padded with 0 (compare with golden `codepoints`). */
 export function encode(text: string, manifest: Pick<Manifest, "input">): number[] {
   return Array.from(encodeText(text, manifest).codepoints);
 }
@@ -358,26 +432,43 @@ export class Classifier {
       if (e.tokens === 0) throw new Error(indexed ? `text ${i}: empty text` : "empty text");
       return e;
     });
-    // Length-aware batching: sort by code points read (stable: ties keep input order), cut the sorted
-    // order into batches of BATCH_SIZE, and put each prediction back at its input index. Short texts
-    // then run with short texts, and no batch pays for a long text it does not hold.
-    const order = encoded.map((_, i) => i);
-    order.sort((a, b) => encoded[a].tokens - encoded[b].tokens || a - b);
-    const out = new Array<Prediction>(encoded.length);
+    // Every window of every text is one model row (a text of at most max_len code points: one row).
+    // Length-aware batching: sort the rows by code points read (stable: ties keep input order), cut the
+    // sorted order into batches of BATCH_SIZE, and put each row's outputs back at its place. Short rows
+    // then run with short rows, and no batch pays for a long row it does not hold.
+    const owner: number[] = [];
+    const rows: Int32Array[] = [];
+    const first: number[] = []; // first[i]: the index of text i's first row
+    encoded.forEach((e, i) => {
+      first.push(rows.length);
+      for (const row of e.rows) {
+        owner.push(i);
+        rows.push(row);
+      }
+    });
+    const filled = rows.map(countFilled);
+    const order = rows.map((_, j) => j);
+    order.sort((a, b) => filled[a] - filled[b] || a - b);
+    const n = this.labels.length;
+    const probabilities = new Float32Array(rows.length * n);
+    const known = new Int32Array(rows.length);
     let bad: RowFault | null = null; // the faulty text of smallest input index so far
     for (let start = 0; start < order.length; start += BATCH_SIZE) {
       const idx = order.slice(start, start + BATCH_SIZE);
       // after a fault, only a batch that holds an earlier text can change which text is named
-      if (bad !== null && idx.every((i) => i > bad!.index)) continue;
-      const r = await this.runRows(idx.map((i) => encoded[i].codepoints), indexed ? idx : null);
+      if (bad !== null && idx.every((j) => owner[j] > bad!.index)) continue;
+      const r = await this.runRows(idx.map((j) => rows[j]), idx.map((j) => owner[j]), indexed);
       if (r.fault !== null) {
         if (bad === null || r.fault.index < bad.index) bad = r.fault;
         continue;
       }
-      if (bad === null) idx.forEach((i, j) => { out[i] = this.decide(encoded[i], r.probabilities, r.known, j, threshold, k); });
+      idx.forEach((j, b) => {
+        probabilities.set(r.probabilities.subarray(b * n, (b + 1) * n), j * n);
+        known[j] = r.known[b];
+      });
     }
     if (bad !== null) fail(bad.message);
-    return out;
+    return encoded.map((e, i) => this.decide(e, probabilities, known, filled, first[i], threshold, k));
   }
 
   /**
@@ -394,8 +485,9 @@ export class Classifier {
     return { probabilities, known };
   }
 
-  /** run() without the throw for a faulty row: the fault (smallest index) is returned; a wrong shape still throws. */
-  private async runRows(rows: Int32Array[], indices?: number | readonly number[] | null):
+  /** run() without the throw for a faulty row: the fault (smallest index) is returned; a wrong shape still throws.
+   * `named` false: the message does not name the text (one text), though `indices` still orders the rows. */
+  private async runRows(rows: Int32Array[], indices?: number | readonly number[] | null, named = true):
       Promise<{ probabilities: Float32Array; known: Int32Array; fault: RowFault | null }> {
     if (Array.isArray(indices) && indices.length !== rows.length) {
       throw new RangeError(`run: ${indices.length} indices for ${rows.length} rows`);
@@ -429,15 +521,14 @@ export class Classifier {
     if (Array.isArray(indices)) check.sort((a, b) => indexOf(a) - indexOf(b));
     for (const j of check) {
       const index = indexOf(j);
-      const where = indices === undefined || indices === null ? "" : `text ${index}: `;
+      const where = indices === undefined || indices === null || !named ? "" : `text ${index}: `;
       const faultAt = (message: string) => ({ probabilities: probs, known, fault: { index, message: `${where}${message} ${faulty}` } });
       for (let i = 0; i < n; i++) {
         const v = probs[j * n + i];
         if (!Number.isFinite(v)) return faultAt(`the model gave a NaN or infinite output for ${what} (${this.labels[i]}: ${v})`);
         if (v < 0 || v > 1) return faultAt(`the model gave a probability outside [0, 1] for ${what} (${this.labels[i]}: ${v})`);
       }
-      let tokens = 0;
-      for (const cp of rows[j]) if (cp !== 0) tokens++;
+      const tokens = countFilled(rows[j]);
       if (known[j] < 0 || known[j] > tokens) {
         return faultAt(`the model's ${kName} output ${known[j]} is outside [0, ${tokens}] (the code points read)`);
       }
@@ -462,13 +553,34 @@ export class Classifier {
     }
   }
 
-  private decide(e: Encoded, probabilities: Float32Array, knownAll: Int32Array, j: number,
+  /**
+   * One text's prediction from its rows' outputs (rows first .. first + windows - 1), pooled as docs/bundle.md
+   * "Long texts" says: known and code points read summed over the windows; a window is judged as a text of its
+   * own would be; a judged text takes, per label, the max over its judged windows, a text not judged the max
+   * over all its windows. One window: exactly that row's outputs.
+   */
+  private decide(e: Encoded, probabilities: Float32Array, knownAll: Int32Array, filled: number[], first: number,
                  threshold: number | undefined, k: number | undefined): Prediction {
     const n = this.labels.length;
-    const row = probabilities.subarray(j * n, (j + 1) * n); // finite, within [0, 1]: checked by run()
-    const known = knownAll[j];
-    const coverage = known / e.tokens;
-    const judged = known > 0 && coverage >= this.manifest.abstain.min_coverage;
+    const minCoverage = this.manifest.abstain.min_coverage;
+    const windows = e.rows.length;
+    let known = 0, read = 0;
+    for (let w = first; w < first + windows; w++) {
+      known += knownAll[w];
+      read += filled[w];
+    }
+    const coverage = known / read;
+    const judged = known > 0 && coverage >= minCoverage;
+    let row = probabilities.subarray(first * n, (first + 1) * n); // finite, within [0, 1]: checked by run()
+    if (windows > 1) {
+      const pooled = new Float32Array(n).fill(-Infinity);
+      for (let w = first; w < first + windows; w++) {
+        const votes = !judged || (knownAll[w] > 0 && knownAll[w] / filled[w] >= minCoverage);
+        if (!votes) continue;
+        for (let i = 0; i < n; i++) pooled[i] = Math.max(pooled[i], probabilities[w * n + i]);
+      }
+      row = pooled;
+    }
     const probs: Record<string, number> = Object.create(null); // no prototype: any label is an own key
     this.labels.forEach((lab, i) => { probs[lab] = row[i]; });
     let labels: string[] = [];
@@ -478,7 +590,7 @@ export class Classifier {
       order.sort((a, b) => row[b] - row[a] || a - b); // most probable first; ties in label order
       labels = order.slice(0, k).map((i) => this.labels[i]);
     }
-    return { labels, probabilities: probs, truncated: e.truncated, tokens: e.tokens, known, coverage, judged };
+    return { labels, probabilities: probs, truncated: e.truncated, tokens: e.tokens, known, coverage, judged, windows };
   }
 
   /** Free the ONNX Runtime session. */

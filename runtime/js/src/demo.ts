@@ -23,7 +23,7 @@ function show(clf: Classifier, p: Prediction): void {
   result.replaceChildren();
   const summary = p.judged
     ? (p.labels.length ? "Labels:" : "No label passes its threshold.")
-    : `Not judged: only ${p.known} of ${p.tokens} characters are known (coverage ${p.coverage.toFixed(2)} < ${clf.manifest.abstain.min_coverage}); no labels.`;
+    : `Not judged: coverage ${p.coverage.toFixed(2)} < ${clf.manifest.abstain.min_coverage} (too few of the characters read are known); no labels.`;
   result.append(cell("p", summary, "summary"));
   const list = document.createElement("ul");
   list.id = "labels";
@@ -47,8 +47,9 @@ function show(clf: Classifier, p: Prediction): void {
     table.append(row);
   });
   result.append(table);
-  result.append(cell("p", `${p.tokens} characters read${p.truncated ? " (text truncated)" : ""}, ` +
-    `${p.known} known (coverage ${p.coverage.toFixed(2)}).`, "meta"));
+  const windows = p.windows > 1 ? ` in ${p.windows} overlapping windows (probabilities: the highest of any window)` : "";
+  result.append(cell("p", `${p.tokens} characters read${windows}${p.truncated ? "; the rest of the text was not read" : ""}, ` +
+    `coverage ${p.coverage.toFixed(2)}.`, "meta"));
   result.dataset.labels = JSON.stringify(p.labels);
   result.dataset.probabilities = JSON.stringify(p.probabilities);
   result.dataset.judged = String(p.judged);
