@@ -749,6 +749,89 @@ def fuzz_fold_files(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
     return tally, outcome
 
 
+def _template_run(directory: Path) -> Path:
+    """A tiny real run directory (both students), trained once in a subprocess (TensorFlow stays out of here)."""
+    run = directory / "run"
+    if (run / "metrics.json").exists():
+        return run
+    code = ("import sys\n"
+            f"sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+            "from conftest import make_corpus, write_jsonl\n"
+            "from kdedge.config import TrainConfig\n"
+            "from kdedge.train import train_run\n"
+            "data = write_jsonl(sys.argv[1] + '/d.jsonl', make_corpus(90))\n"
+            "cfg = TrainConfig(arch='textcnn', mode='all', epochs=2, embedding_dim=8, max_len=24, w2v_epochs=1,\n"
+            "                  batch_size=16, arch_params={'filters': 8, 'kernel_sizes': [2, 3]})\n"
+            "train_run(cfg, data, sys.argv[1] + '/run', progress=False)\n")
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-c", code, str(directory)], check=True, stderr=subprocess.DEVNULL,
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return run
+
+
+def _damage_entry(rng: random.Random, path: Path) -> bytes:
+    """Replace a run file by what a filesystem can hold instead: a link (in or out of the run), a FIFO, a
+    directory, an empty file; returns a description for the crash report."""
+    path.unlink()
+    kind = rng.choice(["link out", "link in", "fifo", "dir", "empty"])
+    if kind == "link out":
+        path.symlink_to("/etc/hostname")
+    elif kind == "link in":
+        path.symlink_to(path.parent / "vocab.txt" if path.name != "vocab.txt" else path.parent / "config.json")
+    elif kind == "fifo" and hasattr(os, "mkfifo"):
+        os.mkfifo(path)
+    elif kind == "dir":
+        path.mkdir()
+    else:
+        path.write_bytes(b"")
+    return f"{path.name}: {kind}".encode()
+
+
+def fuzz_run_dirs(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
+    """Mutated run directories (config.json, metrics.json, validation.jsonl, vocab.txt, the .npy predictions and
+    vectors; files replaced by links, FIFOs or directories) through export's `load_run`, as `kdedge export RUN`
+    reads them: only a Run or an ExportError may come out."""
+    import shutil
+
+    from kdedge_export import ExportError
+    from kdedge_export.run import load_run
+
+    template = _template_run(work.parent / "kdedge_fuzz_run_template")
+    files = sorted(str(p.relative_to(template)) for p in template.rglob("*")
+                   if p.is_file() and p.suffix in (".json", ".jsonl", ".txt", ".npy"))
+    rng = random.Random(f"{seed}:runs")
+    tally = Tally()
+    outcome = {"loaded": 0, "refused": 0}
+    run = work / "run"
+    while tally.inputs < n:
+        if run.exists():
+            shutil.rmtree(run)
+        shutil.copytree(template, run, symlinks=True)
+        rel = rng.choice(files)
+        target, original = run / rel, (template / rel).read_bytes()
+        if rng.random() < 0.1:
+            data = _damage_entry(rng, target)
+        else:
+            if rel.endswith(".npy"):
+                data = _npy(rng, original)
+            elif rel.endswith(".json"):
+                data = _mutated_json(rng, json.loads(original))
+            elif rel.endswith(".jsonl"):
+                lines = original.split(b"\n")
+                i = rng.randrange(len(lines))
+                try:
+                    lines[i] = _mutated_json(rng, json.loads(lines[i]))
+                except ValueError:  # the empty last line
+                    lines[i] = _bytes_damage(rng, lines[i] or b"{}")
+                data = b"\n".join(lines)
+            else:
+                data = _text_file(rng, original, rel)
+            target.write_bytes(data)
+        model = rng.choice([None, "kd", "student"])
+        _judge(lambda: load_run(run, model), ExportError, "loaded", data, tally, outcome)
+    return tally, outcome
+
+
 def fuzz_config_files(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
     """Mutated config files (JSON, TOML, YAML; keys and values hostile) through `read_config_file` and
     `make_config`, as `kdedge train --config FILE` reads them: only a TrainConfig or a ConfigError."""
@@ -875,6 +958,8 @@ def main() -> int:
                         help="mutated cv run directories (cv.json, fold files) through kdedge.report.summarise")
     parser.add_argument("--config-files", type=int, default=0, metavar="N",
                         help="mutated JSON / TOML / YAML config files through read_config_file and make_config")
+    parser.add_argument("--run-dirs", type=int, default=0, metavar="N",
+                        help="mutated run directories (a tiny real run, trained once) through export's load_run")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "runtime"))
@@ -918,10 +1003,11 @@ def main() -> int:
                 f"{outcome['data_errors']:,}; with skip_invalid {outcome['skip_invalid_datasets']:,} / "
                 f"{outcome['skip_invalid_errors']:,}; unexpected {tally.crashes}")
     for count, name, fuzz in ((args.fold_files, "cv fold files", fuzz_fold_files),
-                              (args.config_files, "config files", fuzz_config_files)):
+                              (args.config_files, "config files", fuzz_config_files),
+                              (args.run_dirs, "run directories", fuzz_run_dirs)):
         if not count:
             continue
-        sys.path.insert(0, str(ROOT))
+        sys.path[:0] = [str(ROOT), str(ROOT / "export")]
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="kdedge_fuzz_read_back") as work:
             tally, outcome = fuzz(count, args.seed, Path(work))

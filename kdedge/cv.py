@@ -18,7 +18,8 @@ from kdedge.data import check_trainable, load_dataset
 from kdedge.errors import MissingExtraError, PieceFailed, UsageError
 from kdedge.tflog import import_tensorflow, log_to_stderr
 from kdedge.cvfiles import MAX_SETTINGS_BYTES, fold_file, read_fold_records, read_settings, write_fold_record
-from kdedge.files import atomic_path, cache_dir, check_regular_file, read_json_file, write_json_atomic
+from kdedge.files import (NPY_READ_ERRORS, atomic_path, cache_dir, check_regular_file, read_json_file,
+                          write_json_atomic)
 from kdedge.evaluate import decide, scores, sigmoid, tune_thresholds
 from kdedge.folds import kfold, stratified_split
 from kdedge.trained import Fit, Trained
@@ -85,7 +86,7 @@ def load_cached_teacher(key: str, dirs) -> tuple[Trained | None, int]:
             with np.load(f"{base}.npz", allow_pickle=False) as arrays:
                 logits = {split: arrays[f"{split}_logits"] for split in CACHED_SPLITS}
             fit = Fit.from_dict(read_json_file(Path(f"{base}.json"), MAX_SETTINGS_BYTES))
-        except (OSError, ValueError, KeyError, TypeError):  # ReadBackError is a ValueError
+        except (*NPY_READ_ERRORS, KeyError, TypeError):  # ReadBackError is a ValueError
             continue
         if not all(a.ndim == 2 and a.dtype.kind == "f" and np.isfinite(a).all() for a in logits.values()):
             continue  # damaged: trained again

@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import threading
+import tokenize
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -19,6 +20,9 @@ RUN_FILES = frozenset({"config.json", "metrics.json", "history.json", "validatio
                        "label_descriptions.json"})
 RUN_FILE_SUFFIXES = {"": ".keras", "predictions/": ".npy"}  # top-level models, saved logits
 RUN = "a kdedge run directory"
+# what numpy raises for a damaged .npy / .npz: a short file (EOFError), a header it cannot parse (ValueError, or
+# tokenize.TokenError from its literal_eval fallback for an unclosed bracket), an unreadable file (OSError)
+NPY_READ_ERRORS = (OSError, ValueError, EOFError, tokenize.TokenError)
 # Set by the `kdedge` CLI's SIGINT handler. A library can swallow the KeyboardInterrupt (raised inside a
 # weakref callback or finalizer, Python only prints it), so a commit checks this first: never publish then.
 INTERRUPTED = threading.Event()

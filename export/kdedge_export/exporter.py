@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from kdedge.files import NPY_READ_ERRORS
 from kdedge_run.bundle import CODEPOINTS_VERSION, FORMAT, IDS_VERSION
 
 from . import parity as par
@@ -198,11 +199,12 @@ def _check_table(run, table: np.ndarray, note) -> None:
         raise ExportError(f"{run.path}: vocab.txt has {vocab_size} tokens but the model's embedding table "
                           f"{table.shape[0]} rows")
     saved = run.path / "vectors.npy"
-    if saved.is_file():
-        vectors = np.load(saved, allow_pickle=False, mmap_mode="r")
-        trained = run.train_config.get("trainable_embeddings", True)  # then the students changed the table
-        if not trained and (vectors.shape != table.shape or
-                            not np.array_equal(np.asarray(vectors, dtype=np.float32), table)):
+    if not run.train_config.get("trainable_embeddings", True) and saved.is_file():  # else training changed it
+        try:
+            vectors = np.load(saved, allow_pickle=False, mmap_mode="r")
+        except NPY_READ_ERRORS as e:
+            raise ExportError(f"{saved}: cannot read: {e}") from None
+        if vectors.shape != table.shape or not np.array_equal(np.asarray(vectors, dtype=np.float32), table):
             note("the model's embedding table differs from the run's vectors.npy although the run froze its "
                  "embeddings; the bundle ships the model's table")
     if np.any(table[0] != 0):

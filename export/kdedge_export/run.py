@@ -11,7 +11,7 @@ import numpy as np
 
 from kdedge.data import label_problem, parse_json_line
 from kdedge.errors import ReadBackError
-from kdedge.files import check_regular_file, read_regular_file, shown_path
+from kdedge.files import NPY_READ_ERRORS, check_regular_file, read_regular_file, shown_path
 
 from .errors import ExportError
 
@@ -322,7 +322,7 @@ def load_run(run_dir, model_kind: str | None = None) -> Run:
     npy = root / "predictions" / f"val_{model_kind}.npy"
     try:  # memory-mapped: a header claiming more than the file holds fails here, before any allocation
         logits = np.load(npy, allow_pickle=False, mmap_mode="r")
-    except (OSError, ValueError) as e:
+    except NPY_READ_ERRORS as e:
         raise ExportError(f"{npy}: cannot read: {e}") from None
     if logits.shape != (len(texts), len(labels)):
         raise ExportError(f"{npy}: shape {list(logits.shape)}, expected "
