@@ -299,7 +299,7 @@ def _export_codepoints(run, out: Path, base: dict, seg_files: dict, formats, pre
     Shipped weights are float16 values computed in float32 unless `precision` is fp32; an fp32 graph with
     float32 vectors is always checked against Keras (1e-4) first.
     """
-    from kdedge_run.text import CharMap, CharTokenizer, Preprocessor
+    from kdedge_run.text import CharMap, CharTokenizer, Preprocessor, default_windows
 
     vocab_list = read_vocab(run)
     vocab = {t: i for i, t in enumerate(vocab_list)}
@@ -360,6 +360,8 @@ def _export_codepoints(run, out: Path, base: dict, seg_files: dict, formats, pre
             note(f"ONNX and TFLite probabilities agree within {agree:.2e} on {len(texts)} validation texts")
         written["models"] = par.fastest_first(written["models"], parity, note)
         written.update({"segmentation_agreement": {**seg, "identical_ids": len(texts)}, "parity": parity})
+        # the window rule (docs/bundle.md "Long texts") only after parity, which compares one model row with Keras
+        written["input"] = {**written["input"], "windows": default_windows(max_len).as_manifest()}
         written = stage.write_manifest(written)
         golden = golden_vectors(stage.path, written["models"][0]["format"], texts[:24])
         stage.write_text("golden.jsonl", "".join(line + "\n" for line in golden))
