@@ -123,7 +123,16 @@ def _reverse_labels(run: Path, files=("config.json",)) -> None:
         (run / name).write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
 
 
+def _npy_header(run: Path, header: bytes) -> None:
+    for path in (run / "predictions").glob("val_*.npy"):
+        path.write_bytes(header)
+
+
 RUN_DAMAGES = {
+    "predictions .npy empty": (lambda run: _npy_header(run, b""), "val_.*npy: cannot read"),
+    "predictions .npy header with an unclosed bracket (found by fuzzing: numpy's tokenize.TokenError)": (
+        lambda run: _npy_header(run, b"\x93NUMPY\x01\x00\x76\x00{'descr': '<f4', 'fortran_order': False, 'shape': "
+                                     b"(8,\x05 3 }" + b" " * 59 + b"\n" + b"\x00" * 96), "val_.*npy: cannot read"),
     "vocab.txt a link out of the run": (_link_vocab_outside, "vocab.txt: a symbolic link"),
     "config.json a FIFO": (_fifo_config, "config.json: not a regular file"),
     "labels reversed in config.json": (_reverse_labels, "labels differ from metrics.json"),
