@@ -1,12 +1,13 @@
-// Length-aware batching (issue 29): predict(texts) sorts the texts by code points read, runs batches of
-// BATCH_SIZE in that order and puts the results back in input order. The results must be those of one
-// text at a time, and an error about a text must name its index in the input, not in the sorted order.
+// Length-aware batching (issue 29): predict(texts) sorts the model rows (one per window of each text: docs/bundle.md
+// "Long texts") by code points read, runs batches of BATCH_SIZE rows in that order and puts the results back in
+// input order. The results must be those of one text at a time, and an error about a text must name its index in
+// the input, not in the sorted order.
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { BATCH_SIZE, BundleError, load } from "../dist/node.js";
+import { BATCH_SIZE, BundleError, encodeText, load } from "../dist/node.js";
 import { BUNDLE, faultyBundle, readManifest } from "./common.mjs";
 
 const POOL = "我最近頭痛又發燒吃了普拿疼還是不舒服膝蓋痛要看哪一科胃心臟糖尿病高血壓感冒咳嗽拉肚子膽固醇鈣尿酸" +
@@ -53,7 +54,7 @@ describe(`length-aware batching (${BUNDLE})`, () => {
   before(async () => { clf = await load(BUNDLE); });
   after(async () => { await clf?.close(); });
 
-  test("200 texts of 1..300 characters: one array = one by one, in input order", async () => {
+  test("200 texts of 1..300 characters (1 to 4 windows): one array = one by one, in input order", async () => {
     const texts = mixedTexts(200);
     const { batches, restore } = recordBatches(clf);
     let together;
@@ -62,8 +63,11 @@ describe(`length-aware batching (${BUNDLE})`, () => {
     } finally {
       restore();
     }
-    // the batches ran shortest first, BATCH_SIZE at a time: no batch mixes short and long texts
-    assert.deepEqual(batches.map((b) => b.length), [BATCH_SIZE, BATCH_SIZE, BATCH_SIZE, 200 - 3 * BATCH_SIZE]);
+    // the rows (windows) ran shortest first, BATCH_SIZE at a time: no batch mixes short and long rows
+    const rows = texts.reduce((n, t) => n + encodeText(t, readManifest()).rows.length, 0);
+    assert.ok(rows > texts.length, `texts longer than max_len are several rows (${rows} rows)`);
+    assert.deepEqual(batches.map((b) => b.length),
+      [...Array(Math.ceil(rows / BATCH_SIZE)).keys()].map((b) => Math.min(BATCH_SIZE, rows - b * BATCH_SIZE)));
     const ran = batches.flat();
     for (let i = 1; i < ran.length; i++) assert.ok(ran[i - 1] <= ran[i], `rows run in order of length: ${ran[i - 1]} then ${ran[i]}`);
 
@@ -73,14 +77,15 @@ describe(`length-aware batching (${BUNDLE})`, () => {
       const alone = await clf.predict(text);
       const p = together[i];
       const where = `text ${i} (${[...text].length} characters)`;
-      assert.equal(p.tokens, Math.min([...text].length, maxLen), `${where}: tokens (input order)`);
-      for (const key of ["tokens", "truncated", "known", "coverage", "judged"]) assert.equal(p[key], alone[key], `${where}: ${key}`);
+      assert.equal(p.tokens, [...text].length, `${where}: tokens (input order; read whole)`);
+      assert.equal(p.windows, [...text].length <= maxLen ? 1 : 1 + Math.ceil(([...text].length - maxLen) / (maxLen / 2)), `${where}: windows`);
+      for (const key of ["tokens", "truncated", "known", "coverage", "judged", "windows"]) assert.equal(p[key], alone[key], `${where}: ${key}`);
       assert.deepEqual(p.labels, alone.labels, `${where}: labels`);
       assert.deepEqual(Object.keys(p.probabilities), clf.labels, `${where}: probability keys`);
       for (const label of clf.labels) worst = Math.max(worst, Math.abs(p.probabilities[label] - alone.probabilities[label]));
     }
     assert.ok(worst <= 1e-6, `max |Δp| batch vs one by one ${worst} > 1e-6`);
-    console.log(`batching: 200 texts of 1..300 characters, ${batches.length} batches by length; ` +
+    console.log(`batching: 200 texts of 1..300 characters, ${batches.length} batches of rows by length; ` +
       `max |dp| vs one by one ${worst.toExponential(2)}, labels identical`);
   });
 
@@ -127,7 +132,7 @@ describe(`a faulty text is named by its input index under batching (faulty copy 
 
   test("a faulty long text at index 3 and a faulty short one at 140 → text 3 (the smallest index), though 140 runs first", async () => {
     const texts = mixedTexts(150);
-    texts[3] = `${TRIGGER}${texts[3]}`; // 155 code points: read to max_len, in the last batch
+    texts[3] = `${TRIGGER}${texts[3]}`; // 155 code points: two windows, the first (holding the trigger) in the last batch
     assert.ok([...texts[3]].length > 128);
     texts[140] = `頭痛${TRIGGER}`;
     await refusedNaming(texts, 3);

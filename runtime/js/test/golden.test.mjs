@@ -1,9 +1,15 @@
 // The bundle's golden vectors (docs/bundle.md v2, "Golden vectors"): code points exact, known exact,
 // probabilities within golden.tolerance, labels and judged equal.
 import assert from "node:assert/strict";
+import { cp, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { encode, encodeText, load } from "../dist/node.js";
-import { BUNDLE, edgeTexts, readGolden, readManifest, unknownChars } from "./common.mjs";
+import { encode, encodeText, load, windowReach, windowRule } from "../dist/node.js";
+import { BUNDLE, edgeTexts, LONG_DRUG_MESSAGE, readGolden, readManifest, unknownChars } from "./common.mjs";
+
+/** Code points read by each window of `text`, summed (the denominator of coverage). */
+const readOverWindows = (text, manifest) => encodeText(text, manifest).rows.reduce((n, row) => n + row.filter((c) => c !== 0).length, 0);
 
 describe(`golden vectors of ${BUNDLE}`, () => {
   const { manifest, golden } = readGolden();
@@ -24,6 +30,7 @@ describe(`golden vectors of ${BUNDLE}`, () => {
       const e = encodeText(g.text, manifest);
       assert.equal(e.tokens, g.tokens, `line ${i + 1}: tokens`);
       assert.equal(e.truncated, g.truncated, `line ${i + 1}: truncated`);
+      if ("windows" in g) assert.equal(e.rows.length, g.windows, `line ${i + 1}: windows`);
     }
   });
 
@@ -36,6 +43,7 @@ describe(`golden vectors of ${BUNDLE}`, () => {
       assert.equal(p.tokens, g.tokens, `${where}: tokens`);
       assert.equal(p.truncated, g.truncated, `${where}: truncated`);
       assert.equal(p.judged, g.judged, `${where}: judged`);
+      if ("windows" in g) assert.equal(p.windows, g.windows, `${where}: windows`);
       assert.equal(g.probabilities.length, clf.labels.length, `${where}: golden probabilities per label`);
       clf.labels.forEach((label, j) => {
         const d = Math.abs(p.probabilities[label] - g.probabilities[j]);
@@ -68,16 +76,24 @@ describe(`golden vectors of ${BUNDLE}`, () => {
     await assert.rejects(clf.predict(["頭痛", " "]), /text 1: empty text/);
   });
 
-  test("code points, not UTF-16 units; max_len and truncation", () => {
+  test("code points, not UTF-16 units; max_len, windows and truncation", () => {
     const maxLen = manifest.input.max_len;
     const e = encodeText("𠀀😀", manifest);
     assert.deepEqual([...e.codepoints.slice(0, 3)], [0x20000, 0x1f600, 0]);
     assert.equal(e.tokens, 2);
-    const long = encodeText("痛".repeat(maxLen + 1), manifest);
-    assert.equal(long.tokens, maxLen);
+    assert.equal(e.rows.length, 1);
+    const reach = windowReach(windowRule(manifest.input));
+    const long = encodeText("痛".repeat(reach + 1), manifest);
+    assert.equal(long.tokens, reach);
     assert.equal(long.truncated, true);
-    assert.equal(encodeText("痛".repeat(maxLen), manifest).truncated, false);
-    assert.equal(encodeText("痛".repeat(maxLen) + " ", manifest).truncated, false, "a dropped code point after max_len is not more text");
+    for (const n of [maxLen, reach]) {
+      assert.equal(encodeText("痛".repeat(n), manifest).truncated, false, `${n} code points`);
+      assert.equal(encodeText("痛".repeat(n) + " ", manifest).truncated, false, "a dropped code point after the last one read is not more text");
+    }
+    // without a window rule (bundles before it, and older readers): the first max_len code points only
+    const { windows, ...noRule } = manifest.input;
+    const first = encodeText("痛".repeat(maxLen + 1), { input: noRule });
+    assert.deepEqual([first.tokens, first.truncated, first.rows.length], [maxLen, true, 1]);
   });
 });
 
@@ -118,8 +134,95 @@ describe(`abstention (abstain.min_coverage) on ${BUNDLE}`, () => {
     const texts = edgeTexts(manifest);
     const ps = await clf.predict(texts);
     ps.forEach((p, i) => {
-      assert.ok(p.known >= 0 && p.known <= p.tokens, `text ${i}: known ${p.known} tokens ${p.tokens}`);
+      const read = readOverWindows(texts[i], manifest); // tokens when the text is one window
+      assert.ok(p.known >= 0 && p.known <= read && read >= p.tokens, `text ${i}: known ${p.known} tokens ${p.tokens} read ${read}`);
+      assert.equal(p.coverage, p.known / read, `text ${i}: coverage`);
       if (!p.judged) assert.deepEqual(p.labels, []);
     });
+  });
+});
+
+describe(`long texts read whole (docs/bundle.md "Long texts") on ${BUNDLE}`, () => {
+  const manifest = readManifest();
+  const { golden } = readGolden();
+  const maxLen = manifest.input.max_len;
+  const rule = windowRule(manifest.input);
+  const reach = windowReach(rule);
+  const DRUG = manifest.labels.indexOf("DRUG");
+  let clf, tmp, noRule;
+  before(async () => {
+    clf = await load(BUNDLE);
+    // the same bundle without input.windows: what a reader of the first max_len code points gives
+    tmp = await mkdtemp(join(tmpdir(), "kdedge-js-long-"));
+    const dir = join(tmp, "b");
+    await cp(BUNDLE, dir, { recursive: true, dereference: true });
+    const m = readManifest(dir);
+    delete m.input.windows;
+    await writeFile(join(dir, "manifest.json"), JSON.stringify(m, null, 2));
+    noRule = await load(dir);
+  });
+  after(async () => {
+    await clf?.close();
+    await noRule?.close();
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  test("the bundle has a window rule: windows of max_len, half overlapping, max-pooled", () => {
+    assert.ok(manifest.input.windows, "input.windows in the manifest");
+    assert.deepEqual(rule, { size: maxLen, stride: maxLen / 2, max_windows: 16, pool: "max" });
+  });
+
+  test("a 411-character message naming its drug only at the end gets DRUG (a golden vector); without windows it did not", async () => {
+    assert.ok(DRUG >= 0, "the bundle has a DRUG label");
+    const g = golden.find((x) => x.text === LONG_DRUG_MESSAGE);
+    assert.ok(g, "the drug message is a golden vector");
+    assert.equal([...LONG_DRUG_MESSAGE].length, 411);
+    assert.ok(LONG_DRUG_MESSAGE.indexOf("阿斯匹靈") >= maxLen, "the drug is named after the first max_len characters only");
+    const p = await clf.predict(LONG_DRUG_MESSAGE);
+    assert.ok(p.labels.includes("DRUG"), `DRUG in ${JSON.stringify(p.labels)}`);
+    assert.deepEqual([p.tokens, p.truncated, p.windows, p.judged], [411, false, 6, true]);
+    assert.ok(Math.abs(p.probabilities.DRUG - g.probabilities[DRUG]) <= manifest.golden.tolerance);
+    const before = await noRule.predict(LONG_DRUG_MESSAGE);
+    assert.ok(!before.labels.includes("DRUG"), `without windows: ${JSON.stringify(before.labels)}`);
+    assert.deepEqual([before.tokens, before.truncated, before.windows], [maxLen, true, 1]);
+    console.log(`long text: the 411-character drug message, DRUG ${before.probabilities.DRUG.toFixed(4)} reading the first ` +
+      `${maxLen} characters (truncated) → ${p.probabilities.DRUG.toFixed(4)} in ${p.windows} windows (threshold ` +
+      `${manifest.thresholds[DRUG].toFixed(4)}); labels ${JSON.stringify(p.labels)}`);
+  });
+
+  test("a text of at most max_len code points is one window: exactly what a reader without windows gives", async () => {
+    for (const g of golden.filter((x) => x.tokens <= maxLen)) {
+      const [a, b] = [await clf.predict(g.text), await noRule.predict(g.text)];
+      assert.deepEqual(a, b, JSON.stringify(g.text.slice(0, 20)));
+      assert.equal(a.windows, 1);
+    }
+  });
+
+  test("a long text's probabilities are the max over its judged windows, each run alone", async () => {
+    const long = golden.filter((g) => g.windows > 1);
+    assert.ok(long.length >= 5, `${long.length} long golden vectors`);
+    const minCoverage = manifest.abstain.min_coverage;
+    for (const g of long) {
+      const rows = encodeText(g.text, manifest).rows;
+      const windowTexts = rows.map((row) => String.fromCodePoint(...row.filter((c) => c !== 0)));
+      const alone = await clf.predict(windowTexts);
+      const p = await clf.predict(g.text);
+      const votes = alone.filter((w) => !p.judged || w.judged);
+      assert.ok(votes.length >= 1);
+      for (const label of clf.labels) {
+        assert.equal(p.probabilities[label], Math.max(...votes.map((w) => w.probabilities[label])), `${label} of ${JSON.stringify(g.text.slice(0, 20))}`);
+      }
+      assert.equal(p.known, alone.reduce((n, w) => n + w.known, 0));
+      const read = alone.reduce((n, w) => n + w.tokens, 0);
+      assert.equal(p.judged, p.known > 0 && p.known / read >= minCoverage);
+      assert.equal(p.windows, rows.length);
+    }
+  });
+
+  test("past the window bound the rest is cut and the text is truncated; up to it nothing is", async () => {
+    for (const [n, windows, truncated] of [[maxLen + 1, 2, false], [reach, rule.max_windows, false], [reach + 1, rule.max_windows, true], [10 * reach, rule.max_windows, true]]) {
+      const p = await clf.predict("頭痛".repeat(n).slice(0, n));
+      assert.deepEqual([p.tokens, p.windows, p.truncated], [Math.min(n, reach), windows, truncated], `${n} code points`);
+    }
   });
 });

@@ -22,7 +22,7 @@ test(`parity with Python kdedge_run on the first ${PARITY_TEXTS} texts of ${TEXT
   assert.equal(py.predictions.length, texts.length, "Python's prediction count");
   let maxDp = 0, worstText = -1, labelMismatches = 0;
   let notJudged = 0;
-  const otherMismatches = { truncated: 0, tokens: 0, known: 0, coverage: 0, judged: 0 };
+  const otherMismatches = { truncated: 0, tokens: 0, known: 0, coverage: 0, judged: 0, windows: 0 };
   const examples = [];
   const compared = new Set(["labels", "probabilities", "truncated", "tokens"]);
   texts.forEach((text, i) => {

@@ -98,6 +98,21 @@ describe(`refusals (copies of ${BUNDLE})`, () => {
     await refused(dir, new RegExp(`^${rel.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: SHA-256 mismatch`));
   });
 
+  for (const [what, windows, pattern] of [
+    ["size other than max_len", (w) => ({ ...w, size: w.size + 1 }), /^manifest\.json: input\.windows\.size must equal input\.max_len/],
+    ["stride 0", (w) => ({ ...w, stride: 0 }), /^manifest\.json: input\.windows\.stride must be a positive integer/],
+    ["stride above size", (w) => ({ ...w, stride: w.size + 1 }), /^manifest\.json: input\.windows\.stride must be a positive integer/],
+    ["max_windows 0", (w) => ({ ...w, max_windows: 0 }), /^manifest\.json: input\.windows\.max_windows must be a positive integer/],
+    ["max_windows 1.5", (w) => ({ ...w, max_windows: 1.5 }), /^manifest\.json: input\.windows\.max_windows must be a positive integer/],
+    ["pool mean", (w) => ({ ...w, pool: "mean" }), /^manifest\.json: input\.windows\.pool "mean" unknown/],
+    ["not an object", () => [128, 64], /^manifest\.json: input\.windows must be an object/],
+  ]) {
+    test(`input.windows ${what} → refused`, async () => {
+      const rule = manifest.input.windows ?? { size: manifest.input.max_len, stride: manifest.input.max_len, max_windows: 1, pool: "max" };
+      await refused(await withManifest((m) => { m.input.windows = windows(rule); }), pattern);
+    });
+  }
+
   test("a path leaving the bundle → refused", async () => {
     await refused(await withManifest((m) => { m.files["../outside"] = { sha256: "0".repeat(64), bytes: 1 }; }),
       /^\.\.\/outside: path leaves the bundle/);
