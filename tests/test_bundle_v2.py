@@ -6,6 +6,7 @@ ONNX and TFLite, read back by kdedge_run and by an independent code point loop w
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -36,6 +37,27 @@ def spec_code_points(text: str, manifest: dict) -> list[int]:
             break
         out.append(cp)
     return out + [0] * (spec["max_len"] - len(out))
+
+
+def spec_windows(text: str, manifest: dict) -> tuple[list[list[int]], int, bool]:
+    """The app's loop with the window rule (docs/bundle.md "Long texts"), from the spec alone: (one padded row per
+    window, code points read, truncated)."""
+    spec = manifest["input"]
+    size = spec["max_len"]
+    rule = spec.get("windows") or {"size": size, "stride": size, "max_windows": 1, "pool": "max"}
+    reach = size + (rule["max_windows"] - 1) * rule["stride"]
+    cps, truncated = [], False
+    for ch in text:
+        cp = ord(ch)
+        if any(a <= cp <= b for a, b in spec["dropped"]):
+            continue
+        if len(cps) == reach:
+            truncated = True
+            break
+        cps.append(cp)
+    count = 1 if len(cps) <= size else 1 + math.ceil((len(cps) - size) / rule["stride"])
+    rows = [cps[k * rule["stride"]:k * rule["stride"] + size] for k in range(count)]
+    return [r + [0] * (size - len(r)) for r in rows], len(cps), truncated
 
 
 def test_code_point_table_is_the_version_1_character_pipeline():
@@ -121,6 +143,7 @@ def test_manifest_is_version_2_with_everything_in_the_graph(bundle):
     path, m = bundle
     assert m["format_version"] == 2
     assert m["input"]["kind"] == "codepoints" and m["input"]["max_len"] == 24 and m["input"]["pad"] == 0
+    assert m["input"]["windows"] == {"size": 24, "stride": 12, "max_windows": 16, "pool": "max"}
     assert m["embeddings"] == {"dim": 16, "dtype": "int8", "file": None, "in_graph": True}
     assert m["segmenter"]["in_graph"] and m["segmenter"]["convert"] == "t2s"
     assert m["calibration"]["in_graph"]
@@ -168,20 +191,26 @@ def test_golden_vectors_hold_for_a_reader_written_from_the_spec(bundle):
     covered = {line["text"] for line in lines}
     assert any(any(ord(c) > 0xFFFF for c in t) for t in covered)  # outside the BMP
     assert any(line["truncated"] for line in lines)
+    assert any(line["windows"] > 1 and not line["truncated"] for line in lines)  # long texts read whole
     import onnxruntime as ort
 
     entry = next(e for e in m["models"] if e["format"] == "onnx")
     session = ort.InferenceSession(str(path / entry["file"]), providers=["CPUExecutionProvider"])
+    min_coverage = m["abstain"]["min_coverage"]
     for line in lines:
-        cps = spec_code_points(line["text"], m)
-        assert cps == line["codepoints"], line["text"]
+        rows, tokens, truncated = spec_windows(line["text"], m)
+        assert rows[0] == spec_code_points(line["text"], m)  # the first window: what a reader without windows reads
+        assert (rows[0], tokens, truncated, len(rows)) == \
+            (line["codepoints"], line["tokens"], line["truncated"], line["windows"]), line["text"]
         probs, known = session.run([entry["outputs"]["probabilities"], entry["outputs"]["known"]],
-                                   {entry["input_name"]: np.array([cps], dtype=np.int32)})
-        assert int(known[0]) == line["known"]
-        assert np.abs(probs[0] - np.array(line["probabilities"])).max() <= m["golden"]["tolerance"]
-        read = sum(1 for c in cps if c)
-        judged = line["known"] >= 1 and line["known"] / read >= m["abstain"]["min_coverage"]
-        labels = [lab for lab, p, t in sorted(zip(m["labels"], probs[0], m["thresholds"]), key=lambda x: -x[1])
+                                   {entry["input_name"]: np.array(rows, dtype=np.int32)})
+        read = [sum(1 for c in row if c) for row in rows]
+        assert int(known.sum()) == line["known"]
+        judged = line["known"] >= 1 and line["known"] / sum(read) >= min_coverage
+        votes = [w for w in range(len(rows)) if not judged or (known[w] >= 1 and known[w] / read[w] >= min_coverage)]
+        pooled = probs[votes].max(axis=0)
+        assert np.abs(pooled - np.array(line["probabilities"])).max() <= m["golden"]["tolerance"]
+        labels = [lab for lab, p, t in sorted(zip(m["labels"], pooled, m["thresholds"]), key=lambda x: -x[1])
                   if p >= t] if judged else []
         assert (judged, labels) == (line["judged"], line["labels"])
     for backend in ("onnx", "tflite"):
@@ -208,13 +237,22 @@ def test_text_outside_the_vocabulary_is_not_judged(bundle):
 
 
 @pytest.mark.slow
-def test_long_text_reads_the_first_max_len_code_points(bundle):
+def test_long_text_is_read_in_windows_up_to_the_bound(bundle, tmp_path):
     path, _ = bundle
     clf = kdedge_run.load(path)
-    head = "发烧头痛咳嗽" * 4  # 24 = max_len
+    head = "发烧头痛咳嗽" * 4  # 24 = max_len: one window
     p = clf.predict(head + "跑步" * 500_000)
-    assert p.truncated and p.tokens == 24
-    assert p.probabilities == clf.predict(head).probabilities
+    assert p.truncated and p.tokens == 24 + 15 * 12 and p.windows == 16  # docs/bundle.md "Long texts"
+    assert clf.predict(head).windows == 1 and not clf.predict(head).truncated
+    # a bundle without the rule (written before it) reads the first max_len code points
+    old = tmp_path / "no_windows"
+    shutil.copytree(path, old)
+    manifest = json.loads((old / "manifest.json").read_text(encoding="utf-8"))
+    del manifest["input"]["windows"]
+    (old / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    q = kdedge_run.load(old).predict(head + "跑步" * 500_000)
+    assert q.truncated and q.tokens == 24 and q.windows == 1
+    assert q.probabilities == clf.predict(head).probabilities
 
 
 @pytest.mark.slow
