@@ -367,25 +367,41 @@ def _watchdog(seconds: float, cut: str, stopped: str) -> subprocess.Popen:
 # ---------------------------------------------------------------------------------------------- the strategy
 
 def keras_workaround(model, strategy) -> None:
-    """Let Keras 3 fit `model` under MultiWorkerMirroredStrategy with more than one worker.
+    """Let Keras 3 fit `model` on more than one replica (MirroredStrategy or MultiWorkerMirroredStrategy).
 
-    Two Keras (3.15) bugs (tensorflow/tensorflow#72388): it builds a model captured in a strategy's scope
-    by all-reducing the first data batch, a tuple the multi-worker all-reduce cannot take
-    (`_maybe_symbolic_build`); and it all-reduces each step's scalar logs along axis 0, which a scalar
-    lacks (`reduce_per_replica`). Forgetting the captured strategy defers the build to the first traced
-    step (`fit` finds the strategy in the scope it is called in, `kdedge.distill.fit_network`), and the
-    step's logs are given one axis, which that reduction removes again.
+    Keras (3.15) builds a model captured in a strategy's scope from the first data batch averaged across the
+    replicas (`_maybe_symbolic_build`). That average fails when the batch does not split evenly (AddN: [11,128]
+    != [10,128] with 3 replicas and a batch of 32): under MirroredStrategy the model is built from the first
+    replica's share instead (only its shapes and dtypes count). Under MultiWorkerMirroredStrategy the all-reduce
+    cannot take a tuple either (tensorflow/tensorflow#72388): forgetting the captured strategy defers the build
+    to the first traced step (`fit` finds the strategy in the scope it is called in, `kdedge.distill.fit_network`;
+    with one CPU replica per worker the optimizer may create its variables there). With more than one worker
+    Keras also all-reduces each step's scalar logs along axis 0, which a scalar lacks (`reduce_per_replica`):
+    the step's logs are given one axis, which that reduction removes again.
     """
     import tensorflow as tf
 
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return
-    model._distribute_strategy = None
-    step = model.train_step
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        model._distribute_strategy = None
+        step = model.train_step
 
-    def train_step(data):
-        return {name: tf.reshape(value, (1,)) for name, value in step(data).items()}
-    model.train_step = train_step
+        def train_step(data):
+            return {name: tf.reshape(value, (1,)) for name, value in step(data).items()}
+        model.train_step = train_step
+    elif strategy.num_replicas_in_sync > 1:
+        def first_share(value):
+            if isinstance(value, tf.distribute.DistributedValues):
+                return strategy.experimental_local_results(value)[0]
+            return value
+
+        def maybe_symbolic_build(iterator=None, data_batch=None):
+            if iterator is not None:
+                for _, _, batches in iterator:
+                    data_batch = tf.nest.map_structure(first_share, next(batches))
+                    break
+            with strategy.scope():
+                model._symbolic_build(data_batch=data_batch)
+        model._maybe_symbolic_build = maybe_symbolic_build
 
 
 def is_chief(strategy) -> bool:
