@@ -1,6 +1,7 @@
-"""Long texts read whole (docs/bundle.md "Long texts", issue 28): a format-2 text longer than max_len is read as
-overlapping windows (`input.windows`), each label's probability pooled by max over the windows; `truncated`
-only when code points were not read at all (past the window bound). Runs on the shipped default bundle."""
+"""Long texts read whole (docs/bundle.md "Long texts (windows)", issue 28): a format-2 text longer than max_len
+is read as overlapping windows (`input.windows`), each label's probability pooled by max over the windows;
+`truncated` only when code points were not read at all (past the window bound). Runs on the shipped default
+bundle."""
 from __future__ import annotations
 
 import json

@@ -95,7 +95,7 @@ def test_batches_are_sorted_by_length_yet_each_text_gets_its_own_result_in_input
     alone = [clf.predict(t) for t in texts]
     assert max(abs(b.probabilities[k] - a.probabilities[k]) for b, a in zip(batch, alone) for k in clf.labels) <= 1e-6
     assert [p.labels for p in batch] == [p.labels for p in alone]
-    # in input order; read whole (windows of 128, docs/bundle.md "Long texts")
+    # in input order; read whole (windows of 128, docs/bundle.md "Long texts (windows)")
     assert [(p.tokens, p.truncated) for p in batch] == [(len(t), False) for t in texts]
     assert [p.windows for p in batch] == [1 if len(t) <= 128 else 1 + -(-(len(t) - 128) // 64) for t in texts]
     each = clf._predict_each(["股市", "", 3, "   ", "头痛"])  # the streaming commands' rule

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 GOLDEN_TOLERANCE = 1e-5
-# long texts (docs/bundle.md "Long texts"): realistic Traditional-Chinese health messages
+# long texts (docs/bundle.md "Long texts (windows)"): realistic Traditional-Chinese health messages
 _P_SLEEP = ("我是一個三十二歲的女生，在科技公司當工程師，每天都要對著電腦十個小時以上。"
             "這半年來常常覺得很累，早上怎麼睡都睡不飽，到了晚上躺在床上又一直想工作的事情，要翻來覆去一兩個小時才睡得著。"
             "白天上班的時候注意力很難集中，開會時常常恍神，同事跟我說話我也會突然忘記剛剛講到哪裡。"
@@ -45,7 +45,7 @@ LONG_DRUG_MESSAGE = (
 LONG_TEXTS = (
     LONG_DRUG_MESSAGE,                                              # 411: the drug only in the last window
     _P_KNEE + _P_SKIN,                                              # 341: two topics
-    "\n\n".join((_P_SLEEP, "😣" * 3, _P_STOMACH, "  \t", _P_KNEE + "🏃‍♀️", _P_SKIN)),  # ~730: whitespace, emoji
+    "\n\n".join((_P_SLEEP, "😣" * 3, _P_STOMACH, "  \t", _P_KNEE + "🏃‍♀️", _P_SKIN)),  # 736: whitespace, emoji
     LONG_DRUG_MESSAGE + _P_SLEEP + _P_STOMACH + _P_KNEE,              # 964: read whole with 16 windows of 128
     (_P_SLEEP + _P_STOMACH + _P_KNEE + _P_SKIN + LONG_DRUG_MESSAGE) * 2,  # 2,254: past the window bound, truncated
     LONG_DRUG_MESSAGE + "Ж" * 150,                                  # judged; windows not judged do not vote
@@ -75,7 +75,7 @@ def golden_vectors(bundle_dir: Path, backend: str, extra_texts: list[str]) -> li
     """JSON lines {text, codepoints, tokens, truncated, known, probabilities, labels, judged, windows} for the
     contract texts and `extra_texts`; texts with a probability within the tolerance of a threshold are left
     out (a reader's rounding could flip them). `codepoints` is the first window's model row, `tokens` the
-    code points read (all windows), `known` summed over the windows (docs/bundle.md "Long texts")."""
+    code points read (all windows), `known` summed over the windows (docs/bundle.md "Long texts (windows)")."""
     import kdedge_run
     from kdedge_run.bundle import load_bundle
 

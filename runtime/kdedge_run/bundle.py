@@ -346,7 +346,7 @@ def _check_v2(m: dict) -> None:
 
 
 def window_rule(spec: dict) -> Windows:
-    """The version-2 input's window rule (docs/bundle.md "Long texts"): `input.windows`, or one window of
+    """The version-2 input's window rule (docs/bundle.md "Long texts (windows)"): `input.windows`, or one window of
     max_len code points when the bundle has none (bundles written before the rule)."""
     w = spec.get("windows")
     if w is None:

@@ -25,7 +25,7 @@ class Prediction:
 
     `labels`: labels whose calibrated probability passes its threshold (or the global one), most
     probable first, at most k. `probabilities`: every label's calibrated probability (version 2, a text
-    longer than the model input: pooled over its windows, docs/bundle.md "Long texts"). `truncated`:
+    longer than the model input: pooled over its windows, docs/bundle.md "Long texts (windows)"). `truncated`:
     part of the text was not read at all (version 2: code points past the window rule's reach; version
     1: longer than the model input, or cut before segmentation). `tokens`: number of tokens after
     segmentation (of the kept part of a cut text; for a version-2 bundle, the code points the model

@@ -290,12 +290,12 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 
-DEFAULT_MAX_WINDOWS = 16  # windows per text in new format-2 bundles (docs/bundle.md "Long texts")
+DEFAULT_MAX_WINDOWS = 16  # windows per text in new format-2 bundles (docs/bundle.md "Long texts (windows)")
 
 
 @dataclass(frozen=True)
 class Windows:
-    """How a format-2 bundle reads a text longer than the model input (docs/bundle.md "Long texts"):
+    """How a format-2 bundle reads a text longer than the model input (docs/bundle.md "Long texts (windows)"):
     windows of `size` (= input.max_len) code points starting every `stride` code points, at most
     `max_windows` of them; each label's probability is pooled over windows by `pool` ("max").
 

@@ -41,7 +41,7 @@ export interface ModelEntry {
 }
 
 /**
- * How a text longer than max_len is read (docs/bundle.md "Long texts"): windows of `size` (= max_len) code
+ * How a text longer than max_len is read (docs/bundle.md "Long texts (windows)"): windows of `size` (= max_len) code
  * points starting every `stride` code points, at most `max_windows`; each label's probability is pooled
  * over the windows by `pool` ("max"). Optional in the manifest: without it a text is one window (its first
  * max_len code points), as before the rule existed.
@@ -102,7 +102,7 @@ export interface Prediction {
 export interface Encoded {
   /** The first window's model row: code points, padded with `input.pad` (0) to exactly max_len. */
   codepoints: Int32Array;
-  /** Every window's model row (docs/bundle.md "Long texts"); rows[0] is `codepoints`. */
+  /** Every window's model row (docs/bundle.md "Long texts (windows)"); rows[0] is `codepoints`. */
   rows: Int32Array[];
   /** Code points read (all windows together, each once). */
   tokens: number;
@@ -555,7 +555,7 @@ export class Classifier {
 
   /**
    * One text's prediction from its rows' outputs (rows first .. first + windows - 1), pooled as docs/bundle.md
-   * "Long texts" says: known and code points read summed over the windows; a window is judged as a text of its
+   * "Long texts (windows)" says: known and code points read summed over the windows; a window is judged as a text of its
    * own would be; a judged text takes, per label, the max over its judged windows, a text not judged the max
    * over all its windows. One window: exactly that row's outputs.
    */

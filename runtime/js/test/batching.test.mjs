@@ -1,5 +1,5 @@
 // Length-aware batching (issue 29): predict(texts) sorts the model rows (one per window of each text: docs/bundle.md
-// "Long texts") by code points read, runs batches of BATCH_SIZE rows in that order and puts the results back in
+// "Long texts (windows)") by code points read, runs batches of BATCH_SIZE rows in that order and puts the results back in
 // input order. The results must be those of one text at a time, and an error about a text must name its index in
 // the input, not in the sorted order.
 import assert from "node:assert/strict";

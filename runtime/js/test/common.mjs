@@ -104,7 +104,7 @@ export function edgeTexts(manifest, known = "痛") {
   }
   out.push(known.repeat(maxLen), known.repeat(maxLen + 1), `${known.repeat(maxLen)} \t\n`,
     unknownChars(maxLen) + known.repeat(maxLen), `頭痛\ud800發燒`, `頭痛\udc00\ud800發燒`, "\u0000\u0085頭痛\u00a0",
-    // long texts (docs/bundle.md "Long texts"): at and past the window bound, windows judged and not
+    // long texts (docs/bundle.md "Long texts (windows)"): at and past the window bound, windows judged and not
     known.repeat(reach), known.repeat(reach + 1), `${known.repeat(reach - 1)} ${known}`, known.repeat(maxLen) + unknownChars(3 * maxLen),
     unknownChars(2 * maxLen) + known.repeat(maxLen) + unknownChars(maxLen, 300), LONG_DRUG_MESSAGE + unknownChars(150));
   return out;

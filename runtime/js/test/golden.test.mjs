@@ -142,7 +142,7 @@ describe(`abstention (abstain.min_coverage) on ${BUNDLE}`, () => {
   });
 });
 
-describe(`long texts read whole (docs/bundle.md "Long texts") on ${BUNDLE}`, () => {
+describe(`long texts read whole (docs/bundle.md "Long texts (windows)") on ${BUNDLE}`, () => {
   const manifest = readManifest();
   const { golden } = readGolden();
   const maxLen = manifest.input.max_len;
