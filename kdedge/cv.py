@@ -295,8 +295,16 @@ def _die_with_parent() -> None:
 
 def _start_fold_worker(core_sets, log_level: int) -> None:
     """Process-pool initializer: take one disjoint set of cores, pin to it and size TensorFlow's threads to it."""
+    import threading
+
+    from tqdm import tqdm
+
     cores = core_sets.get()
     _die_with_parent()
+    # tqdm's default lock is a multiprocessing RLock: a named semaphore registered with the parent's resource
+    # tracker, which a worker ended by Ctrl-C never unregisters ("2 leaked semaphore objects" after kdedge's
+    # own message); a worker's bars need only a thread lock
+    tqdm.set_lock(threading.RLock())
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
     log_to_stderr(log_level)
@@ -333,19 +341,51 @@ def pieces(plan: CvPlan, fold_ids) -> list[tuple[int, CvPlan]]:
 def _run_pieces_in_parallel(cfg, ds, work: list[tuple[int, CvPlan]], jobs: int) -> None:
     """Run the `pieces` in `jobs` worker processes, each pinned to its own cores, a piece to whichever worker is
     free (whole folds would leave a core idle for the last fold when `jobs` does not divide the folds); the
-    first failure stops the rest."""
+    first failure stops the rest.
+
+    After Ctrl-C the pool and its queues are released before the interrupt goes on: the CLI ends the process
+    with os._exit, which skips multiprocessing's finalizers, and the semaphores they would have unlinked made
+    the resource tracker print "There appear to be N leaked semaphore objects" after kdedge's own message."""
+    interrupted = False
+    try:
+        _pool_run(cfg, ds, work, jobs)
+    except KeyboardInterrupt:
+        interrupted = True  # leaving the handler drops the traceback, and with it the pool's frame
+    if interrupted:
+        import gc
+
+        gc.collect()  # the pool, its queues and their semaphores are finalized (unlinked) here
+        raise KeyboardInterrupt
+
+
+def _pool_run(cfg, ds, work: list[tuple[int, CvPlan]], jobs: int) -> None:
     import multiprocessing
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
 
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: TensorFlow is not fork-safe
     core_sets = ctx.Queue()
     for cores in split_cores(jobs):
         core_sets.put(cores)
+    try:
+        _pool_pieces(ctx, core_sets, cfg, ds, work, jobs)
+    finally:
+        core_sets.close()  # its feeder thread ends and lets go of the queue (and its semaphores)
+        core_sets.join_thread()
+
+
+def _pool_pieces(ctx, core_sets, cfg, ds, work: list[tuple[int, CvPlan]], jobs: int) -> None:
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_start_fold_worker,
                              initargs=(core_sets, log.getEffectiveLevel())) as pool:
         futures = [pool.submit(run_fold, cfg, ds, k, piece, False) for k, piece in work]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        try:
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        except KeyboardInterrupt:  # the workers got the Ctrl-C too, but one busy importing TensorFlow may take
+            for child in multiprocessing.active_children():  # longer than the CLI's grace period: end them now
+                child.terminate()
+            raise
         for future in pending:
             future.cancel()
         try:
