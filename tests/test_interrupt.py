@@ -351,3 +351,19 @@ def test_a_killed_jobs_worker_ends_cv_with_one_line_and_the_same_command_resumes
     assert "Traceback" not in done.stderr
     assert sorted(p.name for p in (tmp_path / "cv" / "folds").iterdir()) == [
         f"fold{k}_textcnn.json" for k in range(3)]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--jobs 2 needs two CPU cores")
+def test_ctrl_c_of_cv_jobs_leaves_no_leaked_semaphore_message(work, tmp_path):
+    """Ctrl-C of `kdedge cv --jobs 2` while the workers train: exit 130 with kdedge's one message; it was
+    followed by the resource tracker's "There appear to be N leaked semaphore objects" (issue 30)."""
+    args = KDEDGE + ["cv", "--data", str(work / "data.jsonl"), "--out", str(tmp_path / "cv"), "--jobs", "2",
+                     "--folds", "3", "--no-baselines", "--epochs", "30", "--patience", "30", "--max-len", "16",
+                     "--config", str(work / "tiny.toml"), "--skip-invalid"]
+    proc = Proc(args, work)
+    proc.wait_until(lambda: len(_spawned_workers(proc.popen.pid)) >= 2, "two fold workers")
+    proc.wait_until(lambda: "epochs" in proc.text() or "/30" in proc.text(), "a worker training")
+    os.kill(proc.popen.pid, signal.SIGINT)
+    assert proc.finish(timeout=60) == 130
+    time.sleep(2)  # the resource tracker writes its warning when it ends, after the parent
+    assert "leaked semaphore" not in proc.text() and "Traceback" not in proc.text(), proc.text()[-2000:]
