@@ -360,7 +360,7 @@ def test_cli_predict_arguments(built, classifiers):
     expected = classifiers("gru_att").predict(CORPUS[:2])
     assert [r["labels"] for r in records] == [p.labels for p in expected]
     assert records[0]["probabilities"] == pytest.approx(expected[0].probabilities)
-    assert set(records[0]) == {"labels", "probabilities", "truncated", "coverage", "judged"}
+    assert set(records[0]) == {"labels", "probabilities", "truncated", "windows", "coverage", "judged"}
 
     result = CliRunner().invoke(cli, ["predict", "--model", path, "--backend", "tflite", "--format", "text",
                                       "--top-k", "1", "--threshold", "0", CORPUS[0]])
@@ -449,6 +449,18 @@ def test_cli_info(built):
     assert {m["format"] for m in data["models"]} == {"onnx", "tflite"}
     assert data["files"]["vocab.txt"] == os.path.getsize(Path(path) / "vocab.txt")
     assert data["parity"]["reference"] == "keras"
+
+
+def test_cli_info_shows_the_held_out_test_scores():
+    """Issue 28: `kdedge-run info` left out `test_metrics` (text and JSON) and printed raw floats."""
+    data = json.loads(CliRunner().invoke(cli, ["info", "--format", "json"]).stdout)
+    test = data["test_metrics"]
+    assert test["texts"] == 1185 and 0.5 < test["macro_f1"] < 1
+    text = CliRunner().invoke(cli, ["info"]).stdout
+    assert (f"test scores   1185 held-out texts at the bundle's thresholds: micro-F1 {100 * test['micro_f1']:.1f}, "
+            f"macro-F1 {100 * test['macro_f1']:.1f}") in text
+    assert f"DRUG {100 * test['per_label_f1']['DRUG']:.1f}" in text
+    assert "0.8607594936708861" not in text and "micro_f1: 0.8608" in text  # 4 significant digits
 
 
 def test_cli_without_command_prints_help():

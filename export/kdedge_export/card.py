@@ -95,8 +95,7 @@ def model_card(manifest: dict, run_info: dict) -> str:
     out += ["## Intended use and limits", "", f"**Intended use:** {_text(intended)}", "", LIMITS, "",
             "- The scores are calibrated probabilities on the validation split of the training data; on text "
             "from another source, time or register they may be miscalibrated and labels may be missed.",
-            f"- Texts longer than the model input ({_input_desc(m['input'])}) are truncated; only the beginning "
-            "is classified.",
+            _long_texts(m["input"]),
             "- Thresholds and temperatures were fitted on the same validation split the metrics below are "
             "measured on, so those metrics are optimistic; judge the model on your own held-out data.",
             f"- {'Characters' if m['segmenter']['type'] == 'char' else 'Words'} not seen in training map to one "
@@ -175,8 +174,8 @@ def model_card(manifest: dict, run_info: dict) -> str:
     out += ["", "## Segmentation", ""]
     if m["format_version"] == 2:
         out.append("Characters: the app passes the text's Unicode code points (whitespace and control characters, "
-                   "listed in the manifest, removed; the first "
-                   f"{m['input']['max_len']} kept); normalisation, Traditional → Simplified conversion and the "
+                   "listed in the manifest, removed; read in windows of "
+                   f"{m['input']['max_len']}, docs/bundle.md \"Long texts (windows)\"); normalisation, Traditional → Simplified conversion and the "
                    "vocabulary lookup are one table inside the model file (docs/bundle.md, version 2). "
                    f"`golden.jsonl` holds {m.get('golden', {}).get('texts', 0)} test vectors for other readers.")
     elif seg["type"] == "jieba":
@@ -201,3 +200,18 @@ def _input_desc(spec: dict) -> str:
     if spec["kind"] == "hierarchical":
         return f"{spec['max_sentences']} sentences × {spec['max_sentence_len']} tokens"
     return f"{spec['max_len']} tokens"
+
+
+def _long_texts(spec: dict) -> str:
+    """The card's line on long texts: read in windows (format 2 with `input.windows`) or truncated."""
+    windows = spec.get("windows")
+    if isinstance(windows, dict):
+        covered = windows["size"] + (windows["max_windows"] - 1) * windows["stride"]
+        return (f"- Texts longer than {windows['size']} characters are read as overlapping windows (one every "
+                f"{windows['stride']} characters, at most {windows['max_windows']}: the first {covered:,} "
+                "characters), each label's probability the highest over the windows; characters after those "
+                "are not read (`truncated`). Thresholds were tuned on whole texts, so a long text has more chances "
+                "to pass them: on the held-out texts longer than one window windows added more false labels than "
+                "they recovered missed ones.")
+    return (f"- Texts longer than the model input ({_input_desc(spec)}) are truncated; only the beginning is "
+            "classified.")

@@ -199,7 +199,8 @@ class Classifier:
         return [(tok, float(w)) for tok, w in weighted[:n]]
 
     def info(self) -> dict:
-        """What the bundle holds: labels, thresholds, temperatures, models, files, metrics, parity."""
+        """What the bundle holds: labels, thresholds, temperatures, models, files, metrics (validation and, when
+        exported with --test, held-out test scores), parity."""
         m = self._bundle.manifest
         return {
             "path": str(self.path),
@@ -223,6 +224,7 @@ class Classifier:
                        | {"bytes": m["files"][e["file"]]["bytes"]} for e in m["models"]],
             "files": {rel: meta["bytes"] for rel, meta in sorted(m["files"].items())},
             "metrics": m.get("metrics"),
+            "test_metrics": m.get("test_metrics"),
             "calibration_report": m.get("calibration_report"),
             "segmentation_agreement": m.get("segmentation_agreement"),
             "parity": m.get("parity"),

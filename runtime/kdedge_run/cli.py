@@ -210,8 +210,8 @@ def _result_line(fmt, rid, text, prediction, weights) -> str:
         return "\t".join(cols)
     record = {} if rid is None else {"id": rid}
     record |= {"labels": prediction.labels, "probabilities": prediction.probabilities,
-               "truncated": prediction.truncated, "coverage": round(prediction.coverage, 4),
-               "judged": prediction.judged}
+               "truncated": prediction.truncated, "windows": prediction.windows,
+               "coverage": round(prediction.coverage, 4), "judged": prediction.judged}
     if weights is not None:
         record["explanation"] = [{"token": tok, "weight": w} for tok, w in weights]
     try:
