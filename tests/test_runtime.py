@@ -463,6 +463,20 @@ def test_cli_info_shows_the_held_out_test_scores():
     assert "0.8607594936708861" not in text and "micro_f1: 0.8608" in text  # 4 significant digits
 
 
+def test_a_word_bundle_without_jieba_names_the_extra(built):
+    """jieba is the runtime's `[words]` extra (issue 28): character bundles never import it."""
+    code = ("import sys; sys.modules['jieba'] = None\n"
+            "import kdedge_run\n"
+            "kdedge_run.load().predict('头痛')  # the default character bundle: no jieba\n"
+            "try:\n"
+            f"    kdedge_run.load({str(built['jieba_t2s'].path)!r})\n"
+            "except kdedge_run.BundleError as e:\n"
+            "    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "manifest.json: a word bundle (segmenter jieba) needs jieba: pip install 'kdedge-run[words]'"
+
+
 def test_cli_without_command_prints_help():
     result = CliRunner().invoke(cli, [])
     assert result.exit_code == 0 and "predict" in result.stdout and "info" in result.stdout

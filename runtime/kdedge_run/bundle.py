@@ -525,5 +525,9 @@ def _read_segmenter(root: Path, m: dict):
         if sum(len(w) * (len(w) - 1) // 2 for w in freqs) > MAX_PREFIX_CHARS:
             raise BundleError(f"{rel}: words too long: jieba's prefix table would exceed "
                               f"{MAX_PREFIX_CHARS} characters")
-        return JiebaTokenizer(freqs, hmm=spec.get("hmm", True)), convert
+        try:
+            return JiebaTokenizer(freqs, hmm=spec.get("hmm", True)), convert
+        except ImportError:
+            raise BundleError(f"{MANIFEST}: a word bundle (segmenter jieba) needs jieba: "
+                              "pip install 'kdedge-run[words]'") from None
     raise BundleError(f"{MANIFEST}: segmenter.type {_short(spec.get('type'))} unknown (expected 'jieba' or 'char')")
