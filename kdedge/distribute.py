@@ -19,12 +19,13 @@ unchanged (`--learning-rate`, default Adam 1e-3). To give each replica more text
 (N times the per-replica batch you want) and, if you do, scale `--learning-rate` with it yourself (linear
 rule: k times the batch, k times the rate); kdedge changes neither behind your back.
 
-How close N replicas come to one device (tests/test_distribute.py): with `--dropout 0` one step on the same
-batch gives the same weights up to float rounding (relative 1e-5), and whole runs stay close but drift
-apart as training amplifies the rounding (the test's tolerance and the figures are in
-docs/benchmarks.md). With dropout > 0 each replica draws its own dropout masks for its share of the batch,
-so the masks, and therefore the trained weights, differ from one device's: a run on N replicas is a run
-with another random draw, statistically equivalent to one device's, not equal to it.
+How close N replicas come to one device (tests/test_distribute.py; figures in docs/benchmarks.md): with
+`--dropout 0`, a batch that splits evenly gives one device's step up to float rounding (logits within ~1e-5
+after a step), and runs drift apart slowly as Adam amplifies the rounding. A batch that does not split evenly
+(the last of an epoch, a towers teacher's length bucket) is a slightly different step: Keras averages the loss
+on each replica, then the replicas' averages with equal weight. With dropout > 0 each replica draws its own
+dropout masks for its share of the batch, so a run on N replicas is another random draw: statistically
+equivalent to one device's, not equal to it.
 """
 from __future__ import annotations
 
