@@ -349,3 +349,23 @@ def test_ctrl_c_and_sigterm_end_the_wait_at_once(corpus_file, tmp_path, index, s
     assert proc.returncode == -sig
     assert err == "kdedge: stopped while waiting for the other workers of TF_CONFIG; nothing was written\n"
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_cluster_that_never_forms_is_ended_by_the_watchdog(corpus_file, tmp_path):
+    """A worker's port answers but no TensorFlow worker is behind it: TensorFlow would wait for ever inside one
+    C++ call; the watchdog ends the process WATCHDOG_GRACE_SECONDS after --peer-timeout, with one line."""
+    from kdedge.distribute import WATCHDOG_GRACE_SECONDS
+
+    with socket.create_server(("localhost", 0)) as impostor:
+        workers = [f"localhost:{_free_port()}", f"localhost:{impostor.getsockname()[1]}"]
+        start = time.monotonic()
+        done = subprocess.run(KDEDGE + ["train", "--data", corpus_file, "--out", str(tmp_path / "run"), "--strategy",
+                                        "multiworker", "--peer-timeout", "2"] + QUICK,
+                              env={**os.environ, "TF_CONFIG": _tf_config(workers, 0)}, capture_output=True, text=True,
+                              timeout=120)
+    assert time.monotonic() - start < 2 + WATCHDOG_GRACE_SECONDS + 30
+    assert done.returncode == -signal.SIGKILL
+    assert done.stderr.splitlines()[-1] == (f"kdedge: error: --strategy multiworker: the cluster of TF_CONFIG did not "
+                                            f"form within 2 s (--peer-timeout); waited for worker 1 ({workers[1]})")
+    assert not (tmp_path / "run").exists()
