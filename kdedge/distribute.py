@@ -185,7 +185,8 @@ def check_tf_config(strategy: str = "multiworker") -> dict:
     if kind not in cluster:
         raise bad(f'task type {_short(kind)} is not a job of the cluster ({", ".join(cluster)})')
     if index is None:
-        raise bad(f'task "index" is missing: this worker\'s position in cluster "{kind}" (0 to {len(cluster[kind]) - 1})')
+        raise bad(f'task "index" is missing: this worker\'s position in cluster "{kind}" '
+                  f'(0 to {len(cluster[kind]) - 1})')
     if not isinstance(index, int) or isinstance(index, bool):
         raise bad(f'task "index" must be an integer, not {_short(index)}')
     if not 0 <= index < len(cluster[kind]):

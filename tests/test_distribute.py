@@ -58,7 +58,8 @@ MALFORMED = [
     ('{"cluster": {}, "task": {"type": "worker", "index": 0}}', 'TF_CONFIG: "cluster" is missing'),
     ({"cluster": {"worker": ["localhost:2001"], "ps": ["localhost:2002"]}},
      'TF_CONFIG: cluster job "ps" is not one --strategy multiworker trains with (chief, worker)'),
-    ({"cluster": {"worker": []}}, 'TF_CONFIG: cluster "worker" must be a non-empty list of "host:port" strings, not []'),
+    ({"cluster": {"worker": []}},
+     'TF_CONFIG: cluster "worker" must be a non-empty list of "host:port" strings, not []'),
     ({"cluster": {"worker": "localhost:2001"}}, 'cluster "worker" must be a non-empty list of "host:port" strings'),
     ({"cluster": {"worker": [2001, 2002]}}, 'TF_CONFIG: cluster "worker"[0] must be a "host:port" string, not 2001'),
     ({"cluster": {"worker": ["localhost"]}}, 'TF_CONFIG: cluster "worker"[0] "localhost" is not host:port'),
@@ -133,8 +134,8 @@ def test_kdedge_train_refuses_a_bad_tf_config_in_one_line(monkeypatch, corpus_fi
 def test_cpu_replicas_is_checked_with_the_config(corpus_file, tmp_path):
     from kdedge.cli import main
 
-    with pytest.raises(ConfigError, match=r"option cpu_replicas \(--cpu-replicas\) must be at least 1 and at most 1024, "
-                                          r"not 0"):
+    with pytest.raises(ConfigError, match=r"option cpu_replicas \(--cpu-replicas\) must be at least 1 and at most "
+                                          r"1024, not 0"):
         make_config({"cpu_replicas": 0})
     with pytest.raises(ConfigError, match=r"cpu_replicas \(--cpu-replicas\) 2 gives replicas to --strategy mirrored "
                                           r"\(or auto\), not one \(one device\)"):
@@ -145,7 +146,8 @@ def test_cpu_replicas_is_checked_with_the_config(corpus_file, tmp_path):
         make_config({"peer_timeout": 0})
     assert make_config({"cpu_replicas": "3"}).cpu_replicas == 3  # a config file may give it as a string
     # left out of config.json at its defaults: earlier runs' teacher cache keys and cv.json stay valid
-    assert "cpu_replicas" not in make_config().to_dict() and make_config({"cpu_replicas": 2}).to_dict()["cpu_replicas"] == 2
+    assert "cpu_replicas" not in make_config().to_dict()
+    assert make_config({"cpu_replicas": 2}).to_dict()["cpu_replicas"] == 2
     result = CliRunner().invoke(main, ["train", "--data", corpus_file, "--out", str(tmp_path / "run"),
                                        "--cpu-replicas", "0"])
     assert result.exit_code == 2
