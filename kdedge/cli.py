@@ -471,13 +471,20 @@ def export(run_dir, fmt, quantize, model_kind, thresholds_file, vectors_dtype, l
                f"segmentation agreement {seg['token_f1']:.4f}")
     click.echo(f"parity on {parity['texts']} validation texts vs Keras "
                f"(macro-F1 {100 * parity['keras_macro_f1']:.1f}):")
-    click.echo(f"  {'format':<7} {'prec':<5} {'vectors':<8} {'bytes':>11} {'max|dp|':>9} {'flips':>6} "
+    click.echo(f"  {'format':<7} {'precision':<13} {'vectors':<8} {'bytes':>11} {'max|dp|':>9} {'flips':>6} "
                f"{'macroF1':>8} {'change':>7} {'ms/text':>8}  shipped")
     for r in parity["results"]:
-        click.echo(f"  {r['format']:<7} {r['precision']:<5} {r['vectors']:<8} {r['bytes']:>11,} "
+        click.echo(f"  {r['format']:<7} {r['precision']:<13} {r['vectors']:<8} {r['bytes']:>11,} "
                    f"{r['max_abs_dp']:>9.2e} {r['flipped_decisions']:>6} {100 * r['macro_f1']:>8.1f} "
                    f"{100 * r['macro_f1_change']:>+7.2f} "
                    f"{r.get('latency_ms', 0):>8.2f}  {'yes' if r['shipped'] else 'no'}")
+    test = manifest.get("test_metrics")
+    if test:
+        click.echo(f"held-out test ({test['texts']} texts of {test_data}, through the bundle at its thresholds): "
+                   f"micro-F1 {100 * test['micro_f1']:.1f}, macro-F1 {100 * test['macro_f1']:.1f}, weighted-F1 "
+                   f"{100 * test['weighted_f1']:.1f}, exact match {100 * test['subset_accuracy']:.1f}%")
+    else:
+        click.echo("no held-out test scores: export with --test FILE (e.g. the test split of `kdedge data split`)")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from kdedge.architectures import ARCHITECTURES
-from kdedge.config import TrainConfig
+from kdedge.config import EXECUTION_SETTINGS, TrainConfig  # EXECUTION_SETTINGS: not in a teacher's cache key,
+                                                            # and a resume need not repeat them
 from kdedge.data import check_trainable, load_dataset
 from kdedge.errors import MissingExtraError, PieceFailed, UsageError
 from kdedge.tflog import import_tensorflow, log_to_stderr
@@ -29,9 +30,6 @@ ROWS = ("teacher", "student", "student_same_budget", "kd", "selected")
 BASELINES = ("tfidf_lr", "fasttext")
 STUDENT_ONLY_SETTINGS = ("mode", "trainable_embeddings", "kd_alpha", "kd_temperature", "pos_weight",
                          "teacher_calibration", "kd_label_gate", "select_confidence")
-# How training runs, not what it learns (results equal up to float summation order): neither part of a
-# teacher's cache key nor a setting a resume must repeat.
-EXECUTION_SETTINGS = ("strategy",)
 TEACHER_CACHE_VERSION = 1  # bump when the teacher's model or training changes
 
 
@@ -510,7 +508,7 @@ def run_cv(cfg: TrainConfig, data: str, out: str, *, folds: int = 5, archs=("tex
 
     if jobs > 1 and resolve(cfg.strategy) == "multiworker":
         raise UsageError("--jobs runs folds in local processes; with --strategy multiworker use --jobs 1")
-    strategy = get_strategy(cfg.strategy)  # first: MultiWorkerMirroredStrategy must precede other TF ops
+    strategy = get_strategy(cfg)  # first: MultiWorkerMirroredStrategy must precede other TF ops
     out_path = Path(out)
     if not is_chief(strategy):  # a cluster's other workers train alongside the chief and keep their own copy
         out_path = out_path / ".workers" / str(json.loads(os.environ["TF_CONFIG"])["task"]["index"])

@@ -21,6 +21,7 @@ from kdedge.embed import Vocabulary, embedding_matrix, load_vectors, train_word2
 from kdedge.evaluate import evaluate_logits
 from kdedge.files import RUN, check_replaceable, commit_dir, run_listing, staging_dir, write_json
 from kdedge.folds import stratified_split
+from kdedge.samples import resolve as resolve_data
 from kdedge.segment import Segmenter, resolve_convert, write_dictionary
 from kdedge.selection import select_student
 from kdedge.trained import KDChoice, Trained
@@ -261,7 +262,8 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
             "input": feats.input_spec, "segmenter": {**feats.segmenter.spec(),
                                                      "dictionary": "segmenter/dict.txt" if feats.dictionary else None,
                                                      "char_map": "segmenter/t2s.json" if feats.segmenter.char_map else None},
-            "data": {"path": str(data), "sha256": file_sha256(data), "texts": len(ds), "skipped": ds.skipped},
+            "data": {"path": str(data), "sha256": file_sha256(resolve_data(data)), "texts": len(ds),
+                     "skipped": ds.skipped},
             "features": feats.report, "modes": list(results),
             "platform": {"python": platform.python_version(), "machine": platform.machine()},
             "distribute": describe(strategy)})

@@ -350,9 +350,16 @@ def test_cli_export(workdir, run_dir):
 
     out = workdir / "bundle_cli"
     runner = CliRunner()
-    result = runner.invoke(main, ["export", str(run_dir("textrnn")), "--format", "tflite", "--out", str(out)])
+    test = workdir / "cli_test.jsonl"
+    test.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in generated_texts()[:40]), encoding="utf-8")
+    result = runner.invoke(main, ["export", str(run_dir("textrnn")), "--format", "tflite", "--out", str(out),
+                                  "--test", str(test)])
     assert result.exit_code == 0, result.output
     assert "max|dp|" in result.output and "tflite" in result.output
-    assert [m["format"] for m in kdedge_run.load(out).info()["models"]] == ["tflite"]
+    info = kdedge_run.load(out).info()
+    assert [m["format"] for m in info["models"]] == ["tflite"]
+    scores = info["test_metrics"]  # issue 28: export printed no test scores
+    assert (f"held-out test (40 texts of {test}, through the bundle at its thresholds): micro-F1 "
+            f"{100 * scores['micro_f1']:.1f}, macro-F1 {100 * scores['macro_f1']:.1f}") in result.output
     again = runner.invoke(main, ["export", str(run_dir("textrnn")), "--out", str(out)])
     assert again.exit_code == 2 and "kdedge: error:" in again.output and "already exists" in again.output
