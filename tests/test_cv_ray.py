@@ -137,3 +137,17 @@ def test_two_node_cluster_runs_pieces_on_both_nodes_and_retries_a_killed_task(co
     assert_same_results(_folds(out), _folds(tmp_path / "local"))
     ran_on = {json.loads(p.read_text(encoding="utf-8"))["ran_on"]["ray_node"] for p in (out / "folds").glob("*.json")}
     assert ran_on == nodes  # pieces ran on both nodes
+
+
+def test_kdedge_cv_at_an_address_where_nothing_answers_is_one_line_at_once(corpus_file, tmp_path):
+    import sys
+
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "kdedge.cli", "cv", "--data", corpus_file, "--out",
+                           str(tmp_path / "cv"), "--engine", "ray", "--address", "127.0.0.1:1"],
+                          capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - start < 60  # TensorFlow's import is most of it
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "kdedge: error: cannot join the Ray cluster at 127.0.0.1:1: nothing answers there (Connection refused); "
+        "is `ray start --head` running there and reachable?")

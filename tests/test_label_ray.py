@@ -55,3 +55,18 @@ def test_ray_engine_writes_what_the_local_engine_writes_bad_lines_included(tmp_p
         assert proc.stderr.strip().splitlines()[-1].startswith("10 lines labelled (5 errors)")
     local = (tmp_path / "local" / "in.jsonl").read_text(encoding="utf-8")
     assert (tmp_path / "ray" / "in.jsonl").read_text(encoding="utf-8") == local
+
+
+def test_an_address_where_nothing_answers_is_one_line_at_once(texts_file, tmp_path):
+    """Ray keeps retrying a dead address for minutes; kdedge-run probes a host:port first (issue 31)."""
+    import time
+
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "kdedge_run", "label", "--input", texts_file, "--out",
+                           str(tmp_path / "out"), "--address", "127.0.0.1:1"], capture_output=True, text=True,
+                          timeout=120)
+    assert time.monotonic() - start < 30
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "kdedge-run: error: cannot join the Ray cluster at 127.0.0.1:1: nothing answers there (Connection refused); "
+        "is `ray start --head` running there and reachable?"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no partial output left

@@ -36,12 +36,32 @@ def failure_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
+PROBE_SECONDS = 5.0
+
+
+def _probe(address: str) -> None:
+    """For a plain `host:port`, check that something answers there: Ray itself keeps retrying a dead address
+    for minutes. `auto`, `local` and `ray://` addresses are left to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS).close()
+    except OSError as exc:
+        raise RayConnectError(f"cannot join the Ray cluster at {address}: nothing answers there ({exc.strerror or exc}); "
+                              "is `ray start --head` running there and reachable?") from None
+
+
 def connect(ray, address: str | None) -> None:
     """`ray.init` unless already initialised: join `address` (or RAY_ADDRESS), else start a local instance;
     RayConnectError with one line when that fails."""
     if ray.is_initialized():
         return
     joining = address or os.environ.get("RAY_ADDRESS")
+    if joining:
+        _probe(joining)
     if joining and "RAY_AUTH_MODE" not in os.environ and token_available():
         os.environ["RAY_AUTH_MODE"] = "token"
         try:  # Ray read its settings when imported: read them again (what Ray's own authentication tests do)
