@@ -155,6 +155,11 @@ def test_manifest_is_version_2_with_everything_in_the_graph(bundle):
     card = (path / "README.md").read_text(encoding="utf-8")
     assert "Held-out test split" in card and "drug or medicine" in card and "format version 2" in card
     assert "**Intended use:** Sorting test messages. Not a diagnosis." in card and "health" not in card
+    # issue 28: the run's teacher / plain / KD table and the long-text rule are in the card
+    assert "## The run: teacher, plain student and KD student" in card
+    assert "| teacher | " in card and "| KD student | " in card  # a --mode kd run: no plain student, no selection
+    assert "| plain student | " not in card and "Selected for export" not in card
+    assert "read as overlapping windows (one every 12 characters" in card
     info = kdedge_run.load(path).info()
     assert info["label_descriptions"] == DESCRIPTIONS and info["abstain"] == {"min_coverage": 0.5}
 

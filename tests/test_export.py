@@ -363,3 +363,18 @@ def test_cli_export(workdir, run_dir):
             f"{100 * scores['micro_f1']:.1f}, macro-F1 {100 * scores['macro_f1']:.1f}") in result.output
     again = runner.invoke(main, ["export", str(run_dir("textrnn")), "--out", str(out)])
     assert again.exit_code == 2 and "kdedge: error:" in again.output and "already exists" in again.output
+
+
+def test_card_run_table_shows_each_row_and_the_selection():
+    from kdedge_export.card import _run_table
+
+    tuned = {"micro_f1": 0.8, "macro_f1": 0.7, "weighted_f1": 0.75, "subset_accuracy": 0.5}
+    lines = _run_table({"modes": {"teacher": {"tuned": tuned, "epochs_run": 0, "seconds": 1.5},
+                                  "student": {"tuned": tuned, "epochs_run": 12, "seconds": 40.0},
+                                  "kd": {"tuned": {**tuned, "macro_f1": 0.72}, "epochs_run": 14, "seconds": 55.0}},
+                        "selected": {"mode": "kd", "reason": "KD better in 91% of 2000 resamples"}})
+    assert "| teacher | 80.0 | 70.0 | 75.0 | 50.0 | – | 1.5 |" in lines
+    assert "| plain student | 80.0 | 70.0 | 75.0 | 50.0 | 12 | 40.0 |" in lines
+    assert "| KD student | 80.0 | 72.0 | 75.0 | 50.0 | 14 | 55.0 |" in lines
+    assert "Selected for export: the KD student — KD better in 91% of 2000 resamples." in lines
+    assert _run_table({}) == []

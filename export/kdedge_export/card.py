@@ -44,27 +44,32 @@ def _cell(text: str) -> str:
     return _html(escape(text, also="\\|").replace("\\x7c", "\\|"))
 
 
-def label_f1_png(labels: list[str], f1_05: dict, f1_tuned: dict, title: str) -> bytes:
-    """A horizontal bar chart of per-label F1 at 0.5 and at the tuned thresholds, as PNG bytes."""
+def label_f1_png(labels: list[str], f1_05: dict, f1_tuned: dict, title: str, f1_test: dict | None = None) -> bytes:
+    """A horizontal bar chart of per-label F1 as PNG bytes: validation at 0.5 and at the tuned thresholds, and
+    the held-out test split at the tuned thresholds when given; the legend sits below the bars."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    height = 1.2 + 0.45 * len(labels)
+    series = [("validation, threshold 0.5", f1_05, "#9aa7b8"), ("validation, tuned thresholds", f1_tuned, "#2a6fb0")]
+    if f1_test is not None:
+        series.append(("held-out test, tuned thresholds", f1_test, "#d9822b"))
+    height = 1.8 + 0.15 * len(series) * len(labels)
     fig = Figure(figsize=(7, height), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     pos = list(range(len(labels)))
-    ax.barh([p + 0.2 for p in pos], [f1_05[lab] for lab in labels], height=0.4, label="threshold 0.5", color="#9aa7b8")
-    ax.barh([p - 0.2 for p in pos], [f1_tuned[lab] for lab in labels], height=0.4, label="tuned thresholds",
-            color="#2a6fb0")
+    bar = 0.8 / len(series)
+    for i, (name, f1, color) in enumerate(series):
+        offset = (i - (len(series) - 1) / 2) * bar
+        ax.barh([p + offset for p in pos], [f1[lab] for lab in labels], height=bar, label=name, color=color)
     ax.set_yticks(pos)
     ax.set_yticklabels([escape(lab).replace("$", r"\$") for lab in labels])  # no mathtext
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel("F1 (validation)")
+    ax.set_xlabel("F1")
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(series), fontsize="small", frameon=False)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -134,6 +139,7 @@ def model_card(manifest: dict, run_info: dict) -> str:
                 "| label | " + " | ".join(_cell(lab) for lab in labels) + " |",
                 "|---|" + "---:|" * len(labels),
                 "| test F1 | " + " | ".join(_pct(test["per_label_f1"][lab]) for lab in labels) + " |", ""]
+    out += _run_table(run_info)
     described = m.get("label_descriptions") or {}
     if described:
         out += ["## What the labels mean", "", "| label | meaning |", "|---|---|"]
@@ -215,3 +221,30 @@ def _long_texts(spec: dict) -> str:
                 "they recovered missed ones.")
     return (f"- Texts longer than the model input ({_input_desc(spec)}) are truncated; only the beginning is "
             "classified.")
+
+
+
+RUN_ROWS = {"teacher": "teacher", "student": "plain student", "kd": "KD student"}
+
+
+def _run_table(run_info: dict) -> list[str]:
+    """The run's teacher, plain and KD students on its validation split, and which one was selected."""
+    modes = run_info.get("modes") or {}
+    rows = [(name, modes[key]) for key, name in RUN_ROWS.items() if isinstance(modes.get(key), dict)]
+    if not rows:
+        return []
+    out = ["## The run: teacher, plain student and KD student", "",
+           "The run's validation split, thresholds tuned on it (the same texts: optimistic; compare the rows, "
+           "not the levels):", "",
+           "| model | micro-F1 | macro-F1 | weighted-F1 | subset accuracy | epochs | seconds |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, row in rows:
+        tuned = row.get("tuned") or {}
+        out.append(f"| {name} | {_pct(tuned.get('micro_f1'))} | {_pct(tuned.get('macro_f1'))} | "
+                   f"{_pct(tuned.get('weighted_f1'))} | {_pct(tuned.get('subset_accuracy'))} | "
+                   f"{row.get('epochs_run') or '–'} | {row.get('seconds', '–')} |")
+    selected = run_info.get("selected") or {}
+    if selected.get("reason"):
+        out += ["", f"Selected for export: the {RUN_ROWS.get(selected.get('mode'), _text(str(selected.get('mode'))))} "
+                    f"— {_text(str(selected['reason']))}."]
+    return out + [""]

@@ -176,10 +176,12 @@ def _finish(stage: Staging, run, cal, manifest: dict, notes: list, backend: str,
     if test is not None:
         manifest["test_metrics"] = test_metrics(stage.path, backend, *test)
     manifest["notes"] = notes
-    info = {"data": run.config.get("data"), "texts": run.metrics.get("texts")}
+    info = {"data": run.config.get("data"), "texts": run.metrics.get("texts"), "modes": run.metrics.get("modes"),
+            "selected": run.metrics.get("selected")}
+    test_f1 = manifest["test_metrics"]["per_label_f1"] if "test_metrics" in manifest else None
     stage.write_bytes("label_f1.png", label_f1_png(
         run.labels, cal.metrics["at_0.5"]["per_label_f1"], cal.metrics["tuned"]["per_label_f1"],
-        f"{run.arch} ({run.model_kind}): per-label F1 on the validation split"))
+        f"{run.arch} ({run.model_kind}): per-label F1", test_f1))
     stage.write_text("README.md", model_card(manifest, info))
     manifest = stage.write_manifest(manifest)
     import kdedge_run
