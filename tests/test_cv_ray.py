@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ def _folds(out):
 def test_ray_engine_writes_the_local_paths_fold_files_and_resumes(corpus_file, tmp_path):
     cfg = make_config(TINY)
     run_cv(cfg, corpus_file, str(tmp_path / "local"), folds=2, progress=False)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         out = tmp_path / "ray"
         run_cv(cfg, corpus_file, str(out), folds=2, progress=False, engine="ray")
@@ -104,6 +105,11 @@ def two_node_cluster(tmp_path):
             proc.wait(timeout=60)
         if auth_mode is None:
             os.environ.pop("RAY_AUTH_MODE", None)
+        # `ray start --head` names this cluster in /tmp/ray/ray_current_cluster; once it is gone, a stale entry
+        # would make a later ray.init() (no address) try to join it
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.exists() and current.read_text().strip().endswith(address.split(":")[1]):
+            current.unlink()
 
 
 def test_two_node_cluster_runs_pieces_on_both_nodes_and_retries_a_killed_task(corpus_file, tmp_path,

@@ -26,7 +26,7 @@ def test_two_ray_workers_label_as_the_runtime_does(texts_file, tmp_path):
     import kdedge_run
     from kdedge_run.batch import label_dataset
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         result = label_dataset(texts_file, str(tmp_path / "out"), None, workers=2)
     finally:
