@@ -358,40 +358,34 @@ def _run_pieces_in_parallel(cfg, ds, work: list[tuple[int, CvPlan]], jobs: int) 
 
 def _pool_run(cfg, ds, work: list[tuple[int, CvPlan]], jobs: int) -> None:
     import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: TensorFlow is not fork-safe
     core_sets = ctx.Queue()
     for cores in split_cores(jobs):
         core_sets.put(cores)
     try:
-        _pool_pieces(ctx, core_sets, cfg, ds, work, jobs)
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_start_fold_worker,
+                                 initargs=(core_sets, log.getEffectiveLevel())) as pool:
+            futures = [pool.submit(run_fold, cfg, ds, k, piece, False) for k, piece in work]
+            try:
+                done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            except KeyboardInterrupt:  # the workers got the Ctrl-C too, but one busy importing TensorFlow may
+                for child in multiprocessing.active_children():  # take longer than the CLI's grace period
+                    child.terminate()
+                raise
+            for future in pending:
+                future.cancel()
+            try:
+                for future in done:
+                    future.result()  # re-raises a worker's error; finished fold files stay on disk for a resume
+            except BrokenProcessPool:
+                raise PieceFailed("a fold worker process died (killed, or out of memory); the finished folds are "
+                                  "kept: run the same command again to resume") from None
     finally:
         core_sets.close()  # its feeder thread ends and lets go of the queue (and its semaphores)
         core_sets.join_thread()
-
-
-def _pool_pieces(ctx, core_sets, cfg, ds, work: list[tuple[int, CvPlan]], jobs: int) -> None:
-    import multiprocessing
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
-
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_start_fold_worker,
-                             initargs=(core_sets, log.getEffectiveLevel())) as pool:
-        futures = [pool.submit(run_fold, cfg, ds, k, piece, False) for k, piece in work]
-        try:
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        except KeyboardInterrupt:  # the workers got the Ctrl-C too, but one busy importing TensorFlow may take
-            for child in multiprocessing.active_children():  # longer than the CLI's grace period: end them now
-                child.terminate()
-            raise
-        for future in pending:
-            future.cancel()
-        try:
-            for future in done:
-                future.result()  # re-raises a worker's error; finished fold files stay on disk for a resume
-        except BrokenProcessPool:
-            raise PieceFailed("a fold worker process died (killed, or out of memory); the finished folds are "
-                              "kept: run the same command again to resume") from None
 
 
 RAY_RETRIES = 2  # runs of a Ray task whose worker died, after the first
