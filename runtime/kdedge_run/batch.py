@@ -11,10 +11,10 @@ or from Python: `label_dataset("texts.jsonl", "labelled/", "bundle/", engine="ra
 - Output: `out/NAME.jsonl` for each input file NAME (`NAME` itself when it ends in .jsonl), one line per
   input line, in input order: the input's fields plus "labels", "probabilities" (every label's, in
   `labels_order`; [] on error) and "error" (null, or why this line got no labels: then "line" is added).
-- Work: this process reads and writes; lines go in windows (`kdedge_run.lines.windows`, ≤ 2,048 texts,
+- Work: this process reads and writes; lines go in groups (`kdedge_run.lines.groups`, ≤ 2,048 texts,
   ≈ 4 Mi characters) to the predictor: this process (`engine="local"`) or `workers` Ray actors, each
-  loading the bundle once, at most two windows per actor in flight. Memory is bounded by the windows in
-  flight, not by the input or its longest line. An actor that dies is restarted and its window retried
+  loading the bundle once, at most two groups per actor in flight. Memory is bounded by the groups in
+  flight, not by the input or its longest line. An actor that dies is restarted and its group retried
   (twice); a job that must stop ends with one line (`LabelError`).
 - Output is written under `.OUT.partial/` beside `out`, locked (flock) while a run writes it: a second
   run into the same `--out` is refused up front; the partial output of a run that was killed is cleared
@@ -28,7 +28,7 @@ import shutil
 from collections import deque
 from pathlib import Path
 
-from .lines import Line, read_lines, windows
+from .lines import Line, groups, read_lines
 from .raycluster import RayConnectError, connect, failure_line
 
 LOCK = ".lock"
@@ -48,7 +48,7 @@ def _fsync(path: Path) -> None:
 
 
 class BundleLabeller:
-    """Loads the bundle once; labels a window of texts (a Ray actor, or called in this process)."""
+    """Loads the bundle once; labels a group of texts (a Ray actor, or called in this process)."""
 
     def __init__(self, model, backend: str | None = None, threads: int = 1, threshold: float | None = None,
                  k: int | None = None):
@@ -131,7 +131,7 @@ def _claim(out_path: Path) -> tuple[Path, int, bool]:
 
 
 class _LocalPool:
-    """The predictor in this process: a window is labelled when submitted."""
+    """The predictor in this process: a group is labelled when submitted."""
 
     def __init__(self, make):
         self.labeller = make()
@@ -145,7 +145,7 @@ class _LocalPool:
 
 
 class _RayPool:
-    """`workers` Ray actors (restarted and retried on death), windows assigned round-robin."""
+    """`workers` Ray actors (restarted and retried on death), groups assigned round-robin."""
 
     def __init__(self, ray, workers: int, kwargs: dict):
         actor = ray.remote(num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)(BundleLabeller)
@@ -202,22 +202,22 @@ def label_dataset(input_path: str, out: str, model=None, workers: int = 2, backe
         def drain(limit: int) -> None:
             nonlocal texts, errors
             while len(pending) > limit:
-                sink, window, handle = pending.popleft()
+                sink, group, handle = pending.popleft()
                 try:
                     results = iter(pool.get(handle))
                 except Exception as e:
                     raise LabelError(f"labelling stopped: a worker failed {RETRIES + 1} times on lines "
-                                     f"{window[0].number}–{window[-1].number}: {failure_line(e)}") from None
-                for line in window:
+                                     f"{group[0].number}–{group[-1].number}: {failure_line(e)}") from None
+                for line in group:
                     result = None if line.error is not None else next(results)
                     errors += result is None or result["error"] is not None
                     sink.write(_output_record(line, result) + "\n")
-                texts += len(window)
+                texts += len(group)
 
         for source, name in pairs:
             with open(source, "rb") as stream, open(tmp / name, "w", encoding="utf-8") as sink:
-                for window in windows(read_lines(stream)):
-                    pending.append((sink, window, pool.submit([ln.text for ln in window if ln.error is None])))
+                for group in groups(read_lines(stream)):
+                    pending.append((sink, group, pool.submit([ln.text for ln in group if ln.error is None])))
                     drain(2 * pool.size - 1)
                 drain(0)
                 sink.flush()

@@ -14,7 +14,7 @@ import click
 from . import __version__, load
 from .bundle import BundleError
 from .classifier import InputError
-from .lines import Line, read_lines, windows
+from .lines import Line, groups, read_lines
 from .text import escape
 
 
@@ -141,9 +141,9 @@ def predict(ctx, texts, input_file, model, backend, threads, fmt, top_k, thresho
     out = sys.stdout.buffer
     total = failed = 0
     shown = _Progress(input_file) if input_file and (progress if progress is not None else sys.stderr.isatty()) else None
-    for window in windows(lines):  # sorted by length and batched inside the window, written in input order
-        results = iter(clf._predict_each([line.text for line in window if line.error is None], top_k, threshold))
-        for line in window:
+    for group in groups(lines):  # sorted by length and batched inside the group, written in input order
+        results = iter(clf._predict_each([line.text for line in group if line.error is None], top_k, threshold))
+        for line in group:
             result = next(results) if line.error is None else line.error
             if not isinstance(result, Exception):
                 if line.cut:

@@ -98,11 +98,11 @@ def read_lines(stream) -> Iterator[Line]:
         yield parse_line(number, raw, cut)
 
 
-WINDOW_TEXTS = 2048
-WINDOW_CHARS = 4 << 20
+GROUP_TEXTS = 2048
+GROUP_CHARS = 4 << 20
 
 
-def windows(lines: Iterable[Line], texts: int = WINDOW_TEXTS, chars: int = WINDOW_CHARS) -> Iterator[list[Line]]:
+def groups(lines: Iterable[Line], texts: int = GROUP_TEXTS, chars: int = GROUP_CHARS) -> Iterator[list[Line]]:
     """Consecutive groups of at most `texts` lines holding at most about `chars` characters of text (a group
     ends after the line that reaches it): the unit that is sorted by length and batched, so memory stays
     bounded by the group, not by the input."""
