@@ -212,7 +212,9 @@ def _long_texts(spec: dict) -> str:
     """The card's line on long texts: read in windows (format 2 with `input.windows`) or truncated."""
     windows = spec.get("windows")
     if isinstance(windows, dict):
-        covered = windows["size"] + (windows["max_windows"] - 1) * windows["stride"]
+        from kdedge_run.text import Windows
+
+        covered = Windows(windows["size"], windows["stride"], windows["max_windows"], windows["pool"]).reach
         return (f"- Texts longer than {windows['size']} characters are read as overlapping windows (one every "
                 f"{windows['stride']} characters, at most {windows['max_windows']}: the first {covered:,} "
                 "characters), each label's probability the highest over the windows; characters after those "
