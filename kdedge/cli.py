@@ -251,7 +251,8 @@ def training_options(func):
         config_option("--teacher", type=click.Choice(TEACHER_CHOICES),
                       help="auto: linear, and towers too when linear does not beat the plain student (the better "
                       "teaches); towers: one network per label (the paper); linear: TF-IDF + one logistic "
-                      "regression per label (seconds); ensemble: both, calibrated and averaged."),
+                      "regression per label (seconds); ensemble: both, calibrated and averaged; students: K cross-fitted plain "
+                      "students of the architecture (self-distillation)."),
         config_option("--teacher-calibration", type=click.Choice(CALIBRATIONS),
                       help="Per-label calibration of the teacher before its outputs become soft targets (shift: "
                       "its tuned threshold maps to 0.5), fitted on its out-of-fold training outputs when cross-fitted, "
@@ -315,19 +316,29 @@ def _command_setup(config_file, data, out, labels_file, cli: dict):
 @config_option("--mode", type=click.Choice(["teacher", "student", "kd", "all"]))
 @click.option("--out", type=click.Path(), help="Run directory to create.")
 @click.option("--force", is_flag=True, help="Replace an existing run directory (never anything else).")
+@click.option("--restart", is_flag=True,
+              help="Train every phase again: do not take those an interrupted run into --out kept (.OUT.resume).")
 @click.option("--label-descriptions", type=click.Path(),
               help='JSON {"label": "what it means"}: kept in the run, shown in exported bundles\' cards and '
                    "`kdedge-run info`.")
 @training_options
 @user_errors
-def train(data, out, config_file, labels_file, skip_invalid, force, label_descriptions, quiet, **cli):
+def train(data, out, config_file, labels_file, skip_invalid, force, restart, label_descriptions, quiet, **cli):
     """Train a teacher (binary relevance), a plain student and a distilled student."""
     cfg, data, out, labels_file = _command_setup(config_file, data, out, labels_file, cli)
     from kdedge.train import train_run
 
     from kdedge.distribute import get_strategy, written_line
 
-    metrics = train_run(cfg, data, out, labels_file, force, skip_invalid, not quiet, label_descriptions)
+    try:
+        metrics = train_run(cfg, data, out, labels_file, force, skip_invalid, not quiet, label_descriptions, restart)
+    except KeyboardInterrupt:
+        from kdedge.resume import resume_dir
+
+        if resume_dir(out).is_dir():
+            click.echo(f"kdedge: the finished phases are kept in {resume_dir(out)}: the same command resumes "
+                       "from them", err=True)
+        raise
     click.echo(written_line(get_strategy(cfg), out))
     for line in summary_table(metrics):
         click.echo(line)

@@ -59,6 +59,7 @@ class TrainConfig:
     # the teacher and its soft targets (kdedge.teachers, kdedge.targets; measured in docs/results)
     teacher: str = "auto"                 # auto (linear; towers too when linear does not beat the plain student)
                                           # | towers (paper: one network per label) | linear (TF-IDF + LR) | ensemble
+                                          # | students (K cross-fitted plain students: self-distillation)
     teacher_calibration: str = "shift"    # none | shift | temperature | platt: per label, on the validation split
     teacher_crossfit: int = 3             # K >= 2: the teacher's outputs on training texts are out-of-fold (K
                                           # teachers), and its calibration and gate are fitted on them; 0: off

@@ -28,8 +28,8 @@ from kdedge.trained import Fit, Trained
 log = logging.getLogger("kdedge")
 ROWS = ("teacher", "student", "student_same_budget", "kd", "selected")
 BASELINES = ("tfidf_lr", "fasttext")
-STUDENT_ONLY_SETTINGS = ("mode", "trainable_embeddings", "kd_alpha", "kd_temperature", "pos_weight",
-                         "teacher_calibration", "kd_label_gate", "select_confidence")
+TARGET_SETTINGS = ("mode", "kd_alpha", "kd_temperature", "teacher_calibration", "kd_label_gate", "select_confidence")
+STUDENT_ONLY_SETTINGS = (*TARGET_SETTINGS, "trainable_embeddings", "pos_weight")
 TEACHER_CACHE_VERSION = 1  # bump when the teacher's model or training changes
 
 
@@ -42,7 +42,8 @@ def teacher_cache_key(cfg: TrainConfig, feats) -> str:
     from kdedge.architectures import architecture
 
     digest = hashlib.sha256()
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in STUDENT_ONLY_SETTINGS + EXECUTION_SETTINGS}
+    student_only = STUDENT_ONLY_SETTINGS if cfg.teacher != "students" else TARGET_SETTINGS  # a bag of students
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in student_only + EXECUTION_SETTINGS}
     for name, before in (("teacher", "towers"), ("teacher_crossfit", 0),  # keys of teachers cached before these
                          ("teacher_width_budget", 0)):                     # settings existed stay valid
         if settings[name] == before:

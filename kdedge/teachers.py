@@ -89,27 +89,16 @@ def train_towers(cfg, feats, progress: bool = False, rows=None) -> Trained:
                        f"{cfg.arch} teacher", rows, bucket=not record.hierarchical, progress=progress)
 
 
-def towers_teacher(cfg, feats, progress: bool = False) -> Trained:
-    """The paper's binary-relevance networks (one tower per label) with their logits on every split.
-
-    Not cross-fitted: one towers network trained on every training text (kept as the result's `model`).
-    Cross-fitted (`cfg.teacher_crossfit` K ≥ 2): no network sees every training text; K towers networks, each
-    trained on the other folds, give the out-of-fold training outputs, and the mean of their logits is the
-    teacher's output on every other split (a bagged teacher). K networks on (K − 1)/K of the texts cost about
-    K − 1 full ones, one fewer than K out-of-fold networks beside a full one.
-    """
+def bagged(cfg, feats, train_part: Callable) -> Trained:
+    """K = `cfg.teacher_crossfit` networks, `train_part(rows)` each trained on the other folds of the training
+    texts: their out-of-fold logits on the training texts, and the mean of their logits on every other split
+    (a bagged teacher). K networks on (K − 1)/K of the texts cost about K − 1 full ones."""
     start = time.perf_counter()
-    if not cfg.teacher_crossfit:
-        result = train_towers(cfg, feats, progress)
-        for split in feats.x:
-            result.logits_on(split, feats.x[split])
-        result.fit.seconds = time.perf_counter() - start
-        return result
     others = {split: [] for split in feats.x if split != "train"}
     fits = []
 
     def fit_predict(rows, held):
-        part = train_towers(cfg, feats, progress, rows=rows)
+        part = train_part(rows)
         fits.append(part.fit)
         for split, outputs in others.items():
             outputs.append(part.predict(feats.x[split]))
@@ -120,6 +109,34 @@ def towers_teacher(cfg, feats, progress: bool = False) -> Trained:
                               train_seconds=sum(f.train_seconds for f in fits),
                               validation_seconds=sum(f.validation_seconds for f in fits))
     return Trained(fit=fit, logits=logits)
+
+
+def towers_teacher(cfg, feats, progress: bool = False) -> Trained:
+    """The paper's binary-relevance networks (one tower per label) with their logits on every split.
+
+    Not cross-fitted: one towers network trained on every training text (kept as the result's `model`).
+    Cross-fitted (`cfg.teacher_crossfit` K ≥ 2): no network sees every training text; `bagged` K towers networks.
+    """
+    if cfg.teacher_crossfit:
+        return bagged(cfg, feats, lambda rows: train_towers(cfg, feats, progress, rows=rows))
+    start = time.perf_counter()
+    result = train_towers(cfg, feats, progress)
+    for split in feats.x:
+        result.logits_on(split, feats.x[split])
+    result.fit.seconds = time.perf_counter() - start
+    return result
+
+
+def students_teacher(cfg, feats, progress: bool = False) -> Trained:
+    """Self-distillation from a bag of plain students: `bagged` K = `cfg.teacher_crossfit` multi-label students
+    of the run's architecture, each trained on the other folds (K − 1 students' cost). On validation and test
+    the teacher is their mean, an ensemble; on training texts each text's target comes from the student that
+    did not see it. Needs cross-fitting (one student teaching its own twin its memory would teach nothing)."""
+    from kdedge.train import train_student
+
+    if not cfg.teacher_crossfit:
+        raise ValueError("the students teacher needs --teacher-crossfit K >= 2")
+    return bagged(cfg, feats, lambda rows: train_student(cfg, feats, progress, rows=rows))
 
 
 def ensemble_teacher(cfg, feats, progress: bool = False) -> Trained:
@@ -143,6 +160,7 @@ TEACHERS: dict[str, Callable] = {
     "towers": towers_teacher,
     "linear": linear_teacher,
     "ensemble": ensemble_teacher,
+    "students": students_teacher,
 }
 
 

@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from kdedge import __version__
-from kdedge.config import TrainConfig
+from kdedge.config import EXECUTION_SETTINGS, TrainConfig
 from kdedge.data import Dataset, check_trainable, load_dataset, read_label_descriptions
 from kdedge.embed import Vocabulary, embedding_matrix, load_vectors, train_word2vec
 from kdedge.evaluate import evaluate_logits
@@ -59,8 +59,9 @@ def input_spec_for(cfg: TrainConfig) -> dict:
     return ids_input_spec(cfg.max_len)
 
 
-def featurize(cfg: TrainConfig, splits: dict[str, Dataset], wv=None) -> Features:
-    """Segment every split, build the vocabulary and vectors from `splits["train"]`, map to ids."""
+def featurize(cfg: TrainConfig, splits: dict[str, Dataset], wv=None, phases=None) -> Features:
+    """Segment every split, build the vocabulary and vectors from `splits["train"]`, map to ids. Word2Vec vectors
+    trained here are kept in (or taken from) `phases` (`kdedge.resume.Phases`) when given."""
     all_texts = [t for ds in splits.values() for t in ds.texts]
     convert = resolve_convert(cfg.convert, splits["train"].texts)
     segmenter = Segmenter(cfg.segmenter, convert, cfg.jieba_hmm, cfg.ckip_model)
@@ -80,7 +81,9 @@ def featurize(cfg: TrainConfig, splits: dict[str, Dataset], wv=None) -> Features
     extra = set(wv.key_to_index) if wv is not None else None
     vocab = Vocabulary.build(tokens["train"], cfg.min_count, cfg.max_vocab, extra)
     if wv is None:
-        wv = train_word2vec(tokens["train"], cfg.embedding_dim, cfg.w2v_epochs, cfg.seed)
+        def train():
+            return train_word2vec(tokens["train"], cfg.embedding_dim, cfg.w2v_epochs, cfg.seed)
+        wv = train() if phases is None else phases.vectors(train)
     table, table_report = embedding_matrix(vocab, wv, cfg.embedding_dim, cfg.seed)
     spec = input_spec_for(cfg)
     feats = Features(splits["train"].label_names, segmenter, seg["dictionary"], vocab, table, spec,
@@ -96,26 +99,28 @@ def featurize(cfg: TrainConfig, splits: dict[str, Dataset], wv=None) -> Features
     return feats
 
 
-def train_student(cfg: TrainConfig, feats: Features, progress: bool = False, kd=None) -> Trained:
-    """The multi-label student, trained on every training text with epochs selected on validation: on the true
-    labels, or with `kd` = (per-label α, T, soft targets of every training row) the KD student."""
+def train_student(cfg: TrainConfig, feats: Features, progress: bool = False, kd=None, rows=None) -> Trained:
+    """The multi-label student, trained on `rows` of the training texts (all by default) with epochs selected on
+    validation: on the true labels, or with `kd` = (per-label α, T, soft targets of every training row) the KD
+    student."""
     from kdedge.distill import fit_network, make_hard_loss, make_kd_loss, positive_weights, student_groups
     from kdedge.models import arch_params, build_classifier
 
-    n, y = len(feats.label_names), feats.y["train"]
+    n, y = len(feats.label_names), feats.y["train"] if rows is None else feats.y["train"][np.asarray(rows)]
     params = arch_params(cfg.arch, cfg.arch_params)
     pos_weight = positive_weights(y, cfg.pos_weight)
     if kd is None:
         loss, targets, desc = make_hard_loss(pos_weight), y, f"{cfg.arch} student"
     else:
         alphas, temperature, soft = kd
+        soft = soft if rows is None else soft[np.asarray(rows)]
         loss, targets = make_kd_loss(n, alphas, temperature, pos_weight), np.concatenate([y, soft], axis=1)
         desc = f"{cfg.arch} kd T={temperature:g}"
 
     def build():
         return build_classifier(cfg.arch, feats.x["train"].shape[1:], feats.table, n, params, cfg.dropout,
                                 cfg.trainable_embeddings)
-    return fit_network(cfg, feats, build, loss, lambda model: student_groups(model, n), targets, desc,
+    return fit_network(cfg, feats, build, loss, lambda model: student_groups(model, n), targets, desc, rows,
                        progress=progress)
 
 
@@ -152,44 +157,62 @@ def train_kd(cfg: TrainConfig, feats: Features, teacher: Trained, student: Train
 
 
 def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False,
-                teacher_of: Callable[[str], Trained] | None = None) -> dict[str, Trained]:
+                teacher_of: Callable[[str], Trained] | None = None, phases=None) -> dict[str, Trained]:
     """Train the requested modes on `feats.x["train"]`, selecting epochs on `feats.x["val"]`.
 
     Returns {mode: result}. `kd` needs a teacher: `teacher_of(kind)` gives a trained one of that kind (default:
     `teachers.train_teacher`; `kdedge cv` looks in its cache first); with `--teacher auto` the plain student is
     trained first (also when `student` is not among `modes`: then it is not returned) and
     `teachers.choose_teacher` picks the kind against it. The plain student, when trained, also drives the KD
-    student's per-label gate.
+    student's per-label gate. With `phases` (`kdedge.resume.Phases`) every teacher and student is kept as soon
+    as it is trained, and one kept by an interrupted run is taken instead of trained again.
     """
     from kdedge.distribute import get_strategy
     from kdedge.teachers import choose_teacher, train_teacher
 
     get_strategy(cfg)  # the strategy fit_network trains under; refuses a cpu_replicas this process cannot give
+
+    def kept(name: str, train: Callable[[], Trained]) -> Trained:
+        return train() if phases is None else phases.trained(name, train)
     if teacher_of is None:
         def teacher_of(kind):
-            return train_teacher(dataclasses.replace(cfg, teacher=kind), feats, progress)
+            return kept(f"teacher-{kind}", lambda: train_teacher(dataclasses.replace(cfg, teacher=kind), feats,
+                                                                progress))
     out: dict[str, Trained] = {}
     wants_teacher = "teacher" in modes or "kd" in modes
     student = None
     if "student" in modes or (wants_teacher and cfg.teacher == "auto"):
-        student = train_student(cfg, feats, progress)
+        student = kept("student", lambda: train_student(cfg, feats, progress))
     if "student" in modes:  # otherwise it only served the teacher's choice and the gate
         out["student"] = student
     if wants_teacher:
         out["teacher"] = (choose_teacher(cfg, feats, student, teacher_of) if cfg.teacher == "auto"
                           else teacher_of(cfg.teacher))
     if "kd" in modes:
-        out["kd"] = train_kd(cfg, feats, out["teacher"], student, progress)
+        out["kd"] = kept("kd", lambda: train_kd(cfg, feats, out["teacher"], student, progress))
     return out
 
 
+def resume_identity(cfg: TrainConfig, data: str, labels_file: str | None, skip_invalid: bool) -> dict:
+    """Everything a run's phases depend on (`kdedge.resume`): the settings that change what is learned, the bytes
+    of the data, labels and vectors files, and kdedge's version."""
+    return {"kdedge": __version__, "skip_invalid": skip_invalid,
+            "config": {k: v for k, v in cfg.to_dict().items() if k not in EXECUTION_SETTINGS},
+            "data": file_sha256(resolve_data(data)), "labels": file_sha256(labels_file) if labels_file else None,
+            "vectors": file_sha256(cfg.vectors) if cfg.vectors else None}
+
+
 def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = None, force: bool = False,
-              skip_invalid: bool = False, progress: bool = True, label_descriptions: str | None = None) -> dict:
+              skip_invalid: bool = False, progress: bool = True, label_descriptions: str | None = None,
+              restart: bool = False) -> dict:
     """Train the configured modes and write the run directory atomically; returns metrics.json.
 
-    `label_descriptions`: JSON {label: what it means}, kept in the run (and so in its exported bundles).
+    Every finished phase is kept beside `out` (`kdedge.resume`): the same command after an interruption
+    resumes from them, unless `restart`. `label_descriptions`: JSON {label: what it means}, kept in the run
+    (and so in its exported bundles).
     """
-    from kdedge.distribute import describe, get_strategy, is_chief
+    from kdedge.distribute import describe, get_strategy, is_chief, resolve
+    from kdedge.resume import Phases
 
     modes = MODES if cfg.mode == "all" else (cfg.mode,)  # a mode outside these fails when cfg is built
     out_path = Path(out)
@@ -201,7 +224,15 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
     ds = load_dataset(data, labels_file, skip_invalid=skip_invalid)
     check_trainable(ds, data, cfg.val_split)
     descriptions = read_label_descriptions(label_descriptions, ds.label_names) if label_descriptions else None
-    tmp = staging_dir(out_path, force) if chief else Path(tempfile.mkdtemp(prefix=".kdedge-worker-"))
+    # the workers of a multi-worker cluster train every phase together: none of them resumes alone
+    phases = (Phases(out_path, resume_identity(cfg, data, labels_file, skip_invalid), restart)
+              if chief and resolve(cfg.strategy, cfg.cpu_replicas) != "multiworker" else None)
+    try:
+        tmp = staging_dir(out_path, force) if chief else Path(tempfile.mkdtemp(prefix=".kdedge-worker-"))
+    except BaseException:
+        if phases is not None:
+            phases.release(finished=False)
+        raise
     logging_handler = logging.FileHandler(tmp / "train.log", encoding="utf-8")
     log.addHandler(logging_handler)
     log.setLevel(logging.INFO)
@@ -210,13 +241,13 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
         splits = {"train": ds.subset(train_rows), "val": ds.subset(val_rows)}
         log.info("%s: %d texts (%d skipped), %d labels; train %d, validation %d", data, len(ds), ds.skipped,
                  len(ds.label_names), len(train_rows), len(val_rows))
-        feats = featurize(cfg, splits)
+        feats = featurize(cfg, splits, phases=phases)
         vectors = feats.report["vectors"]
         log.info("segmenter %s%s; vocabulary %d tokens; vectors: %s", cfg.segmenter,
                  " (Traditional → Simplified)" if feats.segmenter.char_map is not None else "", len(feats.vocab),
                  f"{Path(vectors['source']).name}, {vectors.get('vocab_with_vector', '?')} of the tokens have one"
                  if "sha256" in vectors else vectors["source"])
-        results = train_modes(cfg, feats, modes, progress)
+        results = train_modes(cfg, feats, modes, progress, phases=phases)
         metrics = {"data": str(data), "texts": {"train": len(train_rows), "val": len(val_rows)},
                    "labels": feats.label_names, "modes": {}}
         (tmp / "segmenter").mkdir()
@@ -277,5 +308,9 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
         log.removeHandler(logging_handler)
         logging_handler.close()
         shutil.rmtree(tmp, ignore_errors=True)
+        if phases is not None:
+            phases.release(finished=False)
         raise
+    if phases is not None:
+        phases.release(finished=True)
     return metrics

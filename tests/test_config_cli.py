@@ -355,7 +355,7 @@ def test_train_help_shows_each_default_from_the_config():
     from kdedge.config import TRAIN_DEFAULTS
 
     help_text = " ".join(CliRunner().invoke(cli, ["train", "--help"]).output.split())
-    for option, shown in (("--epochs INTEGER", "30"), ("--teacher [auto|towers|linear|ensemble]", "auto"),
+    for option, shown in (("--epochs INTEGER", "30"), ("--teacher [auto|towers|linear|ensemble|students]", "auto"),
                           ("--learning-rate FLOAT", "0.001"), ("--kd-label-gate / --no-kd-label-gate", "kd-label-gate"),
                           ("--trainable-embeddings / --frozen-embeddings", "trainable-embeddings"),
                           ("--batch-size INTEGER", "per architecture: textcnn 32, textrnn 32, gru_att 128, han 32")):

@@ -201,6 +201,38 @@ def test_train_killed_mid_training_leaves_no_final_directory(work):
     assert json.loads((train / "run" / "config.json").read_text(encoding="utf-8"))["data"]["skipped"] == 1
 
 
+def test_train_interrupted_or_killed_resumes_from_its_finished_phases(work):
+    """Ctrl-C once the plain student is trained: exit 130, the phases are kept beside --out; the same command
+    again takes them (the vectors and the student are not trained again) and is then killed (kill -9) once
+    the teacher is kept too; the third run takes all three and finishes, and the kept phases are removed."""
+    train = work / "resume"
+    train.mkdir()
+    args = KDEDGE + ["train", "--data", "../data.jsonl", "--out", "run", "--epochs", "3", "--patience", "3",
+                     "--max-len", "16", "--config", "../tiny.toml", "--skip-invalid", "--teacher", "linear"]
+    kept = train / ".run.resume"
+    proc = Proc(args, train)
+    proc.wait_until(lambda: (kept / "student.json").exists(), "the plain student kept")
+    os.kill(proc.popen.pid, signal.SIGINT)
+    assert proc.finish() == 130, proc.text()[-2000:]
+    assert "the same command resumes" in proc.text() and "Traceback" not in proc.text()
+    assert not (train / "run").exists() and (kept / "student.json").exists()
+    student = json.loads((kept / "student.json").read_text(encoding="utf-8"))["fit"]
+
+    proc = Proc(args, train)
+    proc.wait_until(lambda: (kept / "teacher-linear.json").exists(), "the teacher kept")
+    proc.kill()
+    assert "resumed: Word2Vec vectors" in proc.text() and "resumed: student" in proc.text()
+    assert not (train / "run").exists()
+
+    final = run(args, train)
+    assert all(f"resumed: {name}" in final.stderr for name in ("Word2Vec vectors", "student", "teacher-linear"))
+    assert "resumed: kd" not in final.stderr  # it was not finished: trained now
+    metrics = json.loads((train / "run" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["modes"]["student"]["seconds"] == round(student["seconds"], 2)  # the kept one, not retrained
+    assert set(metrics["modes"]) == {"teacher", "student", "kd"} and not kept.exists()
+    assert visible(train) == {"run"}
+
+
 COMMIT_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
