@@ -97,6 +97,9 @@ class TrainConfig:
         if self.teacher_crossfit == 1 or self.teacher_crossfit < 0:
             raise ConfigError(f"option {_named('teacher_crossfit')} must be 0 (off) or at least 2, "
                               f"not {self.teacher_crossfit}")
+        if self.teacher == "students" and not self.teacher_crossfit:
+            raise ConfigError(f"option {_named('teacher')} students needs {_named('teacher_crossfit')} K >= 2: "
+                              "each student of the teacher predicts the training texts it did not see")
         try:
             from kdedge.architectures import architecture
 

@@ -66,21 +66,26 @@ def train_word2vec(sentences: list[list[str]], dim: int = 300, epochs: int = 10,
     """Skip-gram Word2Vec (gensim) over token lists; returns gensim KeyedVectors.
 
     With one worker the result is fully determined by `seed`; more workers are faster but vary.
-    `progress` shows a bar of the epochs on stderr.
+    `progress` shows a bar of the tokens read on stderr (every epoch, with an ETA), updated within an epoch.
     """
     from gensim.models import Word2Vec
-    from gensim.models.callbacks import CallbackAny2Vec
     from tqdm.auto import tqdm
 
-    class EpochBar(CallbackAny2Vec):
-        """Advances the bar at the end of each epoch."""
+    class Counted:
+        """The sentences, advancing the bar by each sentence's tokens as training reads them."""
 
-        def on_epoch_end(self, model):
-            bar.update(1)
+        def __iter__(self):
+            for sentence in sentences:
+                bar.update(len(sentence))
+                yield sentence
 
-    with tqdm(total=epochs, desc=f"Word2Vec {dim}-d", unit=" epochs", leave=False, disable=not progress) as bar:
-        model = Word2Vec(sentences=sentences, vector_size=dim, window=5, min_count=min_count, sg=1,
-                         negative=5, epochs=epochs, seed=seed, workers=workers or 1, callbacks=[EpochBar()])
+    model = Word2Vec(vector_size=dim, window=5, min_count=min_count, sg=1, negative=5, seed=seed,
+                     workers=workers or 1)
+    model.build_vocab(sentences)
+    total = sum(len(s) for s in sentences) * epochs
+    with tqdm(total=total, desc=f"Word2Vec {dim}-d, {epochs} epochs", unit=" tokens", unit_scale=True, leave=False,
+              disable=not progress) as bar:
+        model.train(Counted(), total_examples=model.corpus_count, epochs=epochs)
     return model.wv
 
 

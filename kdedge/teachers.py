@@ -131,11 +131,10 @@ def students_teacher(cfg, feats, progress: bool = False) -> Trained:
     """Self-distillation from a bag of plain students: `bagged` K = `cfg.teacher_crossfit` multi-label students
     of the run's architecture, each trained on the other folds (K − 1 students' cost). On validation and test
     the teacher is their mean, an ensemble; on training texts each text's target comes from the student that
-    did not see it. Needs cross-fitting (one student teaching its own twin its memory would teach nothing)."""
+    did not see it. Needs cross-fitting (a student teaching its twin its own memory would teach nothing): the
+    config refuses `teacher_crossfit` 0 with it."""
     from kdedge.train import train_student
 
-    if not cfg.teacher_crossfit:
-        raise ValueError("the students teacher needs --teacher-crossfit K >= 2")
     return bagged(cfg, feats, lambda rows: train_student(cfg, feats, progress, rows=rows))
 
 

@@ -59,7 +59,7 @@ def input_spec_for(cfg: TrainConfig) -> dict:
     return ids_input_spec(cfg.max_len)
 
 
-def featurize(cfg: TrainConfig, splits: dict[str, Dataset], wv=None, phases=None) -> Features:
+def featurize(cfg: TrainConfig, splits: dict[str, Dataset], wv=None, phases=None, progress: bool = False) -> Features:
     """Segment every split, build the vocabulary and vectors from `splits["train"]`, map to ids. Word2Vec vectors
     trained here are kept in (or taken from) `phases` (`kdedge.resume.Phases`) when given."""
     all_texts = [t for ds in splits.values() for t in ds.texts]
@@ -82,7 +82,7 @@ def featurize(cfg: TrainConfig, splits: dict[str, Dataset], wv=None, phases=None
     vocab = Vocabulary.build(tokens["train"], cfg.min_count, cfg.max_vocab, extra)
     if wv is None:
         def train():
-            return train_word2vec(tokens["train"], cfg.embedding_dim, cfg.w2v_epochs, cfg.seed)
+            return train_word2vec(tokens["train"], cfg.embedding_dim, cfg.w2v_epochs, cfg.seed, progress=progress)
         wv = train() if phases is None else phases.vectors(train)
     table, table_report = embedding_matrix(vocab, wv, cfg.embedding_dim, cfg.seed)
     spec = input_spec_for(cfg)
@@ -241,7 +241,7 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
         splits = {"train": ds.subset(train_rows), "val": ds.subset(val_rows)}
         log.info("%s: %d texts (%d skipped), %d labels; train %d, validation %d", data, len(ds), ds.skipped,
                  len(ds.label_names), len(train_rows), len(val_rows))
-        feats = featurize(cfg, splits, phases=phases)
+        feats = featurize(cfg, splits, phases=phases, progress=progress)
         vectors = feats.report["vectors"]
         log.info("segmenter %s%s; vocabulary %d tokens; vectors: %s", cfg.segmenter,
                  " (Traditional → Simplified)" if feats.segmenter.char_map is not None else "", len(feats.vocab),

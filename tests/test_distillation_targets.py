@@ -1,6 +1,7 @@
 """Distillation that pays: calibrated teacher targets, the per-label gate, the linear teacher, student selection."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -206,20 +207,28 @@ def test_auto_teacher_keeps_the_linear_one_unless_it_would_teach_nothing():
 
 
 @pytest.mark.slow
-def test_crossfit_towers_teacher_is_out_of_fold_on_training_texts_and_bagged_elsewhere(tmp_path):
+@pytest.mark.parametrize("kind", ["towers", "students"])
+def test_crossfit_network_teacher_is_out_of_fold_on_training_texts_and_bagged_elsewhere(tmp_path, kind):
+    """A cross-fitted towers or students teacher: each training text's logits come from the network that did not
+    train on it, validation's are the mean of the K networks; a students teacher refuses to run without K."""
     from kdedge.folds import kfold
     from kdedge.teachers import train_teacher, train_towers
+    from kdedge.train import train_student
 
-    cfg, feats = _features(make_corpus(90, seed=6), tmp_path, teacher="towers", teacher_crossfit=2, epochs=2,
+    cfg, feats = _features(make_corpus(90, seed=6), tmp_path, teacher=kind, teacher_crossfit=2, epochs=2,
                            patience=2, batch_size=16, arch_params={"filters": 8})
     teacher = train_teacher(cfg, feats)
     fold_of = kfold(feats.y["train"], 2, cfg.seed)
-    parts = [train_towers(cfg, feats, rows=np.flatnonzero(fold_of != k)) for k in (0, 1)]  # seeded: the same nets
+    part_of = train_towers if kind == "towers" else train_student
+    parts = [part_of(cfg, feats, rows=np.flatnonzero(fold_of != k)) for k in (0, 1)]  # seeded: the same nets
     for k, part in enumerate(parts):
         held = fold_of == k
         assert np.allclose(teacher.logits["train"][held], part.predict(feats.x["train"][held]), atol=1e-5)
     assert np.allclose(teacher.logits["val"], np.mean([p.predict(feats.x["val"]) for p in parts], axis=0), atol=1e-5)
-    assert teacher.model is None and teacher.fit.crossfit == 2 and teacher.fit.kind == "towers"
+    assert teacher.model is None and teacher.fit.crossfit == 2 and teacher.fit.kind == kind
+    if kind == "students":  # refused when the config is built, before any data is read
+        with pytest.raises(ConfigError, match="teacher-crossfit"):
+            dataclasses.replace(cfg, teacher_crossfit=0)
 
 
 @pytest.mark.slow
