@@ -373,7 +373,7 @@ def test_embed_shows_its_progress(tmp_path):
     result = CliRunner().invoke(cli, ["embed", "--corpus", str(corpus), "--out", str(tmp_path / "v.txt"), "--dim", "8",
                                       "--epochs", "2", "--min-count", "1", "--workers", "1", "--segmenter", "char"])
     assert result.exit_code == 0, result.output
-    assert "segmenting:" in result.stderr and "Word2Vec 8-d:" in result.stderr and " epochs/s]" in result.stderr
+    assert "segmenting:" in result.stderr and "Word2Vec 8-d, 2 epochs:" in result.stderr and " tokens/s]" in result.stderr
     quiet = CliRunner().invoke(cli, ["embed", "--corpus", str(corpus), "--out", str(tmp_path / "w.txt"), "--dim", "8",
                                      "--epochs", "2", "--min-count", "1", "--workers", "1", "--segmenter", "char", "-q"])
     assert quiet.exit_code == 0 and "Word2Vec 8-d" not in quiet.stderr
