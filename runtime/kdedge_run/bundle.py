@@ -42,6 +42,8 @@ MAX_TOKEN_CHARS = 64               # one sentence-end token
 MAX_MODELS = 8
 MAX_VOCAB = 1 << 26
 TEMPERATURE_RANGE = (1e-3, 1e3)
+MAX_GOLDEN_TEXTS = 1000           # golden.jsonl (a few dozen): a bound on the work its check does at load
+MAX_GOLDEN_TOLERANCE = 1e-2
 MAX_PREFIX_CHARS = 1 << 26         # jieba's prefix table: Σ over dictionary words of len·(len−1)/2
 _SHA256 = re.compile("[0-9a-fA-F]{64}")
 _REPR = reprlib.Repr()  # a value in a message: short, whatever its size or depth
@@ -297,12 +299,27 @@ def _check_common(m: dict) -> None:
         if not isinstance(abstain, dict):
             raise BundleError(f"{MANIFEST}: 'abstain' must be an object")
         _number(abstain.get("min_coverage"), "abstain.min_coverage", 0.0, 1.0, "min_coverage must be within [0, 1]")
+    _check_golden_entry(m)
     descriptions = m.get("label_descriptions")
     if descriptions is not None and not (
             isinstance(descriptions, dict) and set(descriptions) <= set(labels)
             and all(isinstance(v, str) and len(v) <= MAX_DESCRIPTION_CHARS for v in descriptions.values())):
         raise BundleError(f"{MANIFEST}: 'label_descriptions' must map labels of 'labels' to strings of at most "
                           f"{MAX_DESCRIPTION_CHARS} characters")
+
+
+def _check_golden_entry(m: dict) -> None:
+    """The manifest's `golden` object, when present: a listed file, a text count and a tolerance."""
+    golden = m.get("golden")
+    if golden is None:
+        return
+    if not (isinstance(golden, dict) and isinstance(golden.get("file"), str) and golden["file"] in m["files"]
+            and isinstance(golden.get("texts"), int) and not isinstance(golden["texts"], bool)
+            and 1 <= golden["texts"] <= MAX_GOLDEN_TEXTS
+            and isinstance(golden.get("tolerance"), (int, float)) and not isinstance(golden["tolerance"], bool)
+            and 0 < golden["tolerance"] <= MAX_GOLDEN_TOLERANCE):
+        raise BundleError(f"{MANIFEST}: 'golden' must be {{\"file\": a file listed in 'files', \"texts\": 1 to "
+                          f"{MAX_GOLDEN_TEXTS}, \"tolerance\": a number in (0, {MAX_GOLDEN_TOLERANCE:g}]}}")
 
 
 def _check_v2(m: dict) -> None:

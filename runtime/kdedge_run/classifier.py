@@ -9,6 +9,7 @@ import numpy as np
 
 from .backends import open_backend
 from .bundle import BundleError, load_bundle
+from .golden import check_golden
 from .text import sigmoid, split_sentences
 
 DEFAULT_MODEL = Path(__file__).parent / "default_model"
@@ -98,6 +99,7 @@ class Classifier:
         self._backend = open_backend(self._bundle, backend, threads)
         self._thresholds = self._bundle.thresholds
         self._temperatures = self._bundle.temperatures
+        check_golden(self, self._bundle.manifest)
 
     @property
     def labels(self) -> list[str]:
