@@ -90,3 +90,10 @@ def test_golden_lines_that_are_not_json_or_not_utf8_are_named(tmp_path):
 def test_a_malformed_golden_entry_is_refused(tmp_path, entry):
     with pytest.raises(BundleError, match="manifest.json: 'golden' must be"):
         kdedge_run.load(_rewritten(tmp_path, change=lambda m: m.update(golden=entry)))
+
+
+def test_a_caller_that_verified_the_bundle_once_may_skip_the_golden_check(tmp_path):
+    bundle = _rewritten(tmp_path, {"golden.jsonl": _jsonl(_one_probability_moved(_golden_lines()))})
+    with pytest.raises(BundleError, match="golden.jsonl line 4"):
+        kdedge_run.load(bundle)
+    assert kdedge_run.load(bundle, verify_golden=False).predict("頭痛").labels == kdedge_run.load(DEFAULT).predict("頭痛").labels

@@ -12,15 +12,17 @@ __version__ = "0.1.0"
 __all__ = ["load", "Classifier", "Prediction", "BundleError", "InputError"]
 
 
-def load(path=None, backend: str | None = None, threads: int = 1):
+def load(path=None, backend: str | None = None, threads: int = 1, verify_golden: bool = True):
     """Load and verify a bundle directory (default: the bundle shipped in the package) → Classifier.
 
     `backend` is "onnx" or "tflite" (default: the first model of the manifest whose library is
     installed — the exporter lists the faster one first); `threads` sets the backend's intra-op threads.
+    The bundle's golden vectors are run through the loaded model and compared (a few ms per text);
+    `verify_golden=False` skips that for a caller that has verified this bundle once already.
     """
     from .classifier import Classifier
 
-    return Classifier(path, backend=backend, threads=threads)
+    return Classifier(path, backend=backend, threads=threads, verify_golden=verify_golden)
 
 
 def __getattr__(name: str):
