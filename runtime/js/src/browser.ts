@@ -24,5 +24,6 @@ export async function load(baseUrl: string, options: BrowserLoadOptions = {}): P
     if (!response.ok) throw new BundleError(`${rel}: cannot fetch ${url.href}: HTTP ${response.status}`);
     return new Uint8Array(await response.arrayBuffer());
   };
-  return loadWith(read, ort as unknown as OrtLike, { executionProviders: ["wasm"] }, undefined, base.href);
+  return loadWith(read, ort as unknown as OrtLike, { executionProviders: ["wasm"] }, undefined, base.href,
+    options.verifyGolden ?? true);
 }

@@ -8,6 +8,9 @@ const MAX_FILES = 1000;
 const MAX_CODEPOINT = 0x10ffff;
 const MAX_INPUT_LEN = 1 << 22;
 const MAX_DESCRIPTION_CHARS = 10_000;
+/** golden.jsonl holds a few dozen texts: a bound on the work its check at load does (as kdedge_run's). */
+const MAX_GOLDEN_TEXTS = 1000;
+const MAX_GOLDEN_TOLERANCE = 1e-2;
 /** input.windows.max_windows at most this (model rows per text), as kdedge_run. */
 export const MAX_WINDOWS = 1024;
 /**
@@ -222,6 +225,12 @@ export function checkManifest(m: unknown): asserts m is Manifest {
       !Object.entries(descriptions).every(([lab, text]) => labels.includes(lab) && typeof text === "string" &&
         text.length <= MAX_DESCRIPTION_CHARS))) {
     fail(`${MANIFEST}: 'label_descriptions' must map labels of 'labels' to strings of at most ${MAX_DESCRIPTION_CHARS} characters`);
+  }
+  const golden = m.golden;
+  if (golden !== undefined && !(isObject(golden) && typeof golden.file === "string" && Object.hasOwn(files, golden.file) &&
+      isInt(golden.texts, 1, MAX_GOLDEN_TEXTS) && isNumberIn(golden.tolerance, 0, MAX_GOLDEN_TOLERANCE) && golden.tolerance > 0)) {
+    fail(`${MANIFEST}: 'golden' must be {"file": a file listed in 'files', "texts": 1 to ${MAX_GOLDEN_TEXTS}, ` +
+      `"tolerance": a number in (0, ${MAX_GOLDEN_TOLERANCE}]}`);
   }
   const models = m.models;
   if (!Array.isArray(models) || models.length === 0) fail(`${MANIFEST}: 'models' must be a non-empty list`);
@@ -602,12 +611,91 @@ export class Classifier {
 export interface LoadOptions {
   /** Intra-op threads (Node; default 1). */
   threads?: number;
+  /** Run the bundle's golden vectors through the loaded model and compare (default true); false skips the
+   * check for a caller that has verified this bundle once already. */
+  verifyGolden?: boolean;
+}
+
+interface GoldenVector {
+  text: string;
+  probabilities: number[];
+  labels: string[];
+  judged: boolean;
+}
+
+/** The golden vectors of `bytes` (the file `rel`), each checked field by field (errors name the line). */
+export function readGolden(bytes: Uint8Array, rel: string, labels: readonly string[], expected: number): GoldenVector[] {
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    fail(`${rel}: not UTF-8`);
+  }
+  // line breaks as Python's str.splitlines (kdedge_run.golden reads the same file): no empty line after the last
+  const lines = text.split(/\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]/);
+  if (lines.length > 0 && lines[lines.length - 1] === "") lines.pop();
+  if (lines.length !== expected) fail(`${rel}: ${lines.length} golden vectors, manifest golden.texts says ${expected}`);
+  const known = new Set(labels);
+  return lines.map((line, i) => {
+    const bad = (problem: string): never => fail(`${rel} line ${i + 1}: ${problem}`);
+    let row: unknown;
+    try {
+      row = JSON.parse(line);
+    } catch (e) {
+      bad(`not JSON (${(e as Error).message})`);
+    }
+    if (!isObject(row)) bad("must be a JSON object");
+    const r = row as Record<string, unknown>;
+    if (typeof r.text !== "string" || r.text === "") bad("'text' must be a non-empty string");
+    if (!(Array.isArray(r.probabilities) && r.probabilities.length === labels.length &&
+        r.probabilities.every((p) => isNumberIn(p, 0, 1)))) {
+      bad(`'probabilities' must list ${labels.length} numbers within [0, 1], one per label`);
+    }
+    if (!(Array.isArray(r.labels) && r.labels.every((l) => typeof l === "string" && known.has(l)))) {
+      bad("'labels' must list labels of the bundle");
+    }
+    if (r.judged !== undefined && typeof r.judged !== "boolean") bad("'judged' must be true or false");
+    return { text: r.text as string, probabilities: r.probabilities as number[], labels: r.labels as string[],
+             judged: (r.judged ?? true) as boolean };
+  });
+}
+
+/** Run every golden text through `clf` and compare with its vector (docs/bundle.md "Golden vectors"): the
+ * probabilities within the manifest's tolerance, the labels and `judged` equal. The vectors were made with the
+ * manifest's first model; this reader runs the ONNX one, so the check runs when that is the first. */
+export async function checkGolden(clf: Classifier, files: Map<string, Uint8Array>): Promise<void> {
+  const golden = clf.manifest.golden;
+  if (golden === undefined || clf.manifest.models[0].format !== "onnx") return;
+  const { file: rel, tolerance } = golden;
+  const rows = readGolden(files.get(rel)!, rel, clf.labels, golden.texts);
+  let got: Prediction[];
+  try {
+    got = await clf.predict(rows.map((r) => r.text));
+  } catch (e) {
+    if (e instanceof BundleError) throw e;
+    fail(`${rel}: ${(e as Error).message} (a golden text the model must classify)`);
+  }
+  rows.forEach((row, i) => {
+    const pred = got[i];
+    clf.labels.forEach((label, j) => {
+      const have = pred.probabilities[label], want = row.probabilities[j];
+      if (Math.abs(have - want) > tolerance) {
+        fail(`${rel} line ${i + 1}: the model gives ${label} ${have.toFixed(6)}, its golden vector ${want.toFixed(6)} ` +
+          `(tolerance ${tolerance}): the model is not the one these vectors were made with, or this reader does not ` +
+          `read the bundle as its writer did (bundle ${clf.source})`);
+      }
+    });
+    if (pred.labels.length !== row.labels.length || pred.labels.some((l, k) => l !== row.labels[k]) || pred.judged !== row.judged) {
+      fail(`${rel} line ${i + 1}: the model's labels ${JSON.stringify(pred.labels)} (judged ${pred.judged}) differ from ` +
+        `its golden vector's ${JSON.stringify(row.labels)} (judged ${row.judged}) (bundle ${clf.source})`);
+    }
+  });
 }
 
 /** Shared loading: manifest → verified files → ONNX session → Classifier. */
 export async function loadWith(readFile: ReadFile, ort: OrtLike, sessionOptions: object,
                                checkLayout?: (manifest: Manifest) => Promise<void>,
-                               source = "(bundle)"): Promise<Classifier> {
+                               source = "(bundle)", verifyGolden = true): Promise<Classifier> {
   let raw: Uint8Array;
   try {
     raw = await readFile(MANIFEST);
@@ -628,6 +716,7 @@ export async function loadWith(readFile: ReadFile, ort: OrtLike, sessionOptions:
   try {
     clf = new Classifier(manifest, session, ort, source);
     await clf.probe();
+    if (verifyGolden) await checkGolden(clf, files);
   } catch (e) {
     await session.release?.().catch(() => undefined);
     throw e;

@@ -46,5 +46,5 @@ export async function load(dir: string, options: LoadOptions = {}): Promise<Clas
   const threads = options.threads ?? 1;
   return loadWith(read, ortNode as unknown as OrtLike,
     { intraOpNumThreads: threads, interOpNumThreads: 1, executionProviders: ["cpu"] },
-    (m) => checkLayout(root, m), root);
+    (m) => checkLayout(root, m), root, options.verifyGolden ?? true);
 }

@@ -108,7 +108,7 @@ describe(`a faulty text is named by its input index under batching (faulty copy 
   before(async () => {
     tmp = await mkdtemp(join(tmpdir(), "kdedge-js-batch-"));
     dir = await faultyBundle(join(tmp, "b"), `p=5@${TRIGGER.codePointAt(0)}`);
-    clf = await load(dir);
+    clf = await load(dir, { verifyGolden: false }); // a golden text holds the trigger
   });
   after(async () => {
     await clf?.close();

@@ -159,7 +159,7 @@ describe(`long texts read whole (docs/bundle.md "Long texts (windows)") on ${BUN
     const m = readManifest(dir);
     delete m.input.windows;
     await writeFile(join(dir, "manifest.json"), JSON.stringify(m, null, 2));
-    noRule = await load(dir);
+    noRule = await load(dir, { verifyGolden: false }); // its long golden vectors were read in windows
   });
   after(async () => {
     await clf?.close();

@@ -72,7 +72,7 @@ describe(`model outputs are checked (faulty copies of ${BUNDLE})`, () => {
   for (const value of ["5", "-0.5", "nan"]) {
     test(`probability ${value} on one text only → that text refused, naming it and the bundle; others classified`, async () => {
       const dir = await faulty(`p=${value}@${TRIGGER.codePointAt(0)}`);
-      const clf = await load(dir); // the test inference does not hold the trigger
+      const clf = await load(dir, { verifyGolden: false }); // the test inference does not hold the trigger; a golden text does
       try {
         const good = await clf.predict("我最近頭痛又發燒");
         assert.ok(Object.values(good.probabilities).every((p) => p >= 0 && p <= 1));

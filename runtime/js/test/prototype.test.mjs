@@ -40,7 +40,7 @@ describe(`labels named like Object.prototype's keys (copies of ${BUNDLE})`, () =
       m.label_descriptions = d;
     });
     assert.match(JSON.stringify(readManifest(dir).label_descriptions), /^\{"__proto__":"<b>proto<\/b> label"/);
-    const [orig, clf] = [await load(BUNDLE), await load(dir)];
+    const [orig, clf] = [await load(BUNDLE), await load(dir, { verifyGolden: false })]; // golden labels: old names
     try {
       const a = await orig.predict(TEXTS);
       const b = await clf.predict(TEXTS);
