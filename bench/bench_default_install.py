@@ -1,5 +1,6 @@
 """The shipped default bundle as `pip install ./runtime` runs it, and every back-end of a format-2 bundle:
-p50 per text (1 thread, preprocessing included), batch invariance and back-end agreement, in one run.
+p50 per text (1 thread, preprocessing included), batch invariance and back-end agreement, and what checking
+the golden vectors at load costs (Python, and the Node reader when runtime/js/dist is built), in one run.
 
     python bench/bench_default_install.py [--texts ../shared/data/healthner9/texts.jsonl] \
         [--bundle-all BUNDLE_WITH_ONNX_AND_TFLITE] [--n 2000]
@@ -11,7 +12,11 @@ from the bundle's golden vectors.
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import shutil
+import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -43,6 +48,35 @@ def batch_invariance(clf, texts: list[str], seed: int = 0) -> float:
             batch = probabilities(clf.labels, clf.predict([texts[i] for i in rows]))
             worst = max(worst, float(np.abs(batch - alone[rows]).max()))
     return worst
+
+
+NODE_LOAD = """
+import { load } from %s;
+const out = {};
+for (const verifyGolden of [true, false]) {
+  const t = [];
+  for (let i = 0; i < %d; i++) {
+    const s = performance.now(); const c = await load(%s, { verifyGolden }); t.push(performance.now() - s); await c.close();
+  }
+  out[verifyGolden] = t.sort((a, b) => a - b)[t.length >> 1];
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def load_ms(repeats: int = 15) -> list[list[str]]:
+    """Median ms of loading the default bundle with and without the golden check: Python, then Node (if built)."""
+    rows = []
+    medians = {v: statistics.median(per_call(lambda _: kdedge_run.load(DEFAULT, verify_golden=v), range(repeats)))
+               for v in (True, False)}
+    rows.append(["kdedge_run.load", f"{medians[True] * 1e3:.1f}", f"{medians[False] * 1e3:.1f}"])
+    node_reader = REPO / "runtime" / "js" / "dist" / "node.js"
+    if shutil.which("node") and node_reader.is_file():
+        script = NODE_LOAD % (json.dumps(node_reader.as_uri()), repeats, json.dumps(str(DEFAULT)))
+        got = json.loads(subprocess.run(["node", "--input-type=module", "-e", script], check=True, capture_output=True,
+                                        text=True, cwd=REPO / "runtime" / "js").stdout)
+        rows.append(["@kdedge/reader load (Node)", f"{got['true']:.1f}", f"{got['false']:.1f}"])
+    return rows
 
 
 def main() -> None:
@@ -80,6 +114,9 @@ def main() -> None:
               f"{int(((onnx >= 0.5) != (tflite >= 0.5)).sum())} (at 0.5)")
         default_vs = np.abs(probs["default bundle, default install"] - onnx).max()
         print(f"default bundle vs the --format all bundle's ONNX: max |Δp| {default_vs:.1e}")
+    golden = json.loads((DEFAULT / "manifest.json").read_text(encoding="utf-8"))["golden"]["texts"]
+    print(f"\nLoading the default bundle ({golden} golden vectors), median of 15, ms:\n")
+    print(markdown_table(["reader", "golden checked (default)", "verify_golden off"], load_ms()))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def read_golden(data: bytes, rel: str, labels: list[str], expected: int) -> list
                 isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and 0 <= p <= 1
                 for p in probs)):
             raise bad(n, f"'probabilities' must list {len(labels)} numbers within [0, 1], one per label")
-        if not (isinstance(row.get("labels"), list) and set(map(str, row["labels"])) <= set(labels)):
+        if not (isinstance(row.get("labels"), list) and all(isinstance(x, str) and x in labels for x in row["labels"])):
             raise bad(n, "'labels' must list labels of the bundle")
         if not isinstance(row.get("judged", True), bool):
             raise bad(n, "'judged' must be true or false")
