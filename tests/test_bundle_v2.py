@@ -253,9 +253,9 @@ def test_long_text_is_read_in_windows_up_to_the_bound(bundle, tmp_path):
     old = tmp_path / "no_windows"
     shutil.copytree(path, old)
     manifest = json.loads((old / "manifest.json").read_text(encoding="utf-8"))
-    del manifest["input"]["windows"]
+    del manifest["input"]["windows"]  # its long golden vectors were read in windows: the golden check would refuse it
     (old / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    q = kdedge_run.load(old).predict(head + "跑步" * 500_000)
+    q = kdedge_run.load(old, verify_golden=False).predict(head + "跑步" * 500_000)
     assert q.truncated and q.tokens == 24 and q.windows == 1
     assert q.probabilities == clf.predict(head).probabilities
 
