@@ -53,12 +53,15 @@ class Architecture:
     towers: str | None = None                     # ids, embedded → per-tower features (kdedge.towers); None:
                                                   # the teacher is n separate Keras towers
     defaults: dict = field(default_factory=dict)  # hyper-parameters (`arch_params` may override them)
-    input_kind: str = "sequence"                  # sequence: [max_len] ids | hierarchical: [sentences, words]
+    input_kind: str = "sequence"                  # sequence: [max_len] ids | hierarchical: [sentences, words];
+                                                  # a character run of a sequence architecture exports code
+                                                  # points (bundle format 2), a hierarchical one ids (format 1)
     batch_size: int = 32                          # the paper's batch size, used when batch_size is None
     width: str | None = None                      # the hyper-parameter that sets the network's width
     padding_margin: Callable[[dict], int] | None = None  # params → m: the outputs for a text of n tokens are
                                                   # the same when its padding is cut after n + m tokens
                                                   # (exported graphs then skip the rest); None: padding counts
+    onnx_int8_note: str | None = None             # what `kdedge export --quantize int8` says of ONNX for it
 
     @property
     def hierarchical(self) -> bool:
@@ -107,7 +110,10 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     # n + max(kernel) positions the max-pool sees nothing new
     Architecture("textcnn", "kdedge.models:textcnn_body", "kdedge.towers:textcnn_towers",
                  {"kernel_sizes": [2, 3, 4], "filters": 100},
-                 width="filters", padding_margin=lambda params: max(params["kernel_sizes"])),
+                 width="filters", padding_margin=lambda params: max(params["kernel_sizes"]),
+                 onnx_int8_note="ONNX Runtime runs int8 TextCNN convolutions as ConvInteger, which was 3-4x slower "
+                                "than fp32 on our CPUs; the int8 ONNX file is smaller but prefer --quantize none "
+                                "for ONNX speed (TFLite int8 is not affected)"),
     Architecture("textrnn", "kdedge.models:textrnn_body", "kdedge.towers:textrnn_towers", {"units": 128},
                  width="units"),
     Architecture("gru_att", "kdedge.models:gru_att_body", "kdedge.towers:gru_att_towers",

@@ -13,11 +13,10 @@ import threading
 import click
 
 from kdedge.architectures import ARCHITECTURES
-from kdedge.config import TRAIN_DEFAULTS, make_config, named_configs, read_config_file
+from kdedge.config import TRAIN_DEFAULTS, make_config, named_configs, option_type, read_config_file
 from kdedge.data import DataError
 from kdedge.errors import USER_ERRORS
-from kdedge.targets import CALIBRATIONS
-from kdedge.teachers import TEACHER_CHOICES
+from kdedge_export.options import DTYPES, FORMATS, MODEL_KINDS, QUANTIZE
 from kdedge.tflog import VERBOSE_ENV, import_tensorflow, log_to_stderr
 
 CONFIG_SUMMARIES = {"char": "the defaults, spelled out", "paper": "the paper's settings: jieba words, towers "
@@ -212,9 +211,16 @@ def _shown_default(name: str, flags: str) -> str | bool:
 
 
 def config_option(flags: str, **kwargs):
-    """A click option for the TrainConfig field named like `flags`: unset (None) unless given, so a config
-    file's value stands; `--help` shows the field's default."""
-    shown = _shown_default(flags.split("/")[0].lstrip("-").replace("-", "_"), flags)
+    """A click option for the TrainConfig field named like `flags`: its type and choices from the config
+    (kdedge.config.option_type), unset (None) unless given, so a config file's value stands; `--help` shows the
+    field's default."""
+    name = flags.split("/")[0].lstrip("-").replace("-", "_")
+    kind = option_type(name)
+    if isinstance(kind, tuple):
+        kwargs["type"] = click.Choice(kind)
+    elif kind is not None:
+        kwargs["type"] = kind
+    shown = _shown_default(name, flags)
     if shown:  # in the help text: click puts a string show_default in parentheses
         kwargs["help"] = (kwargs.get("help", "") + f"  [default: {shown}]").strip()
     return click.option(flags, **kwargs)
@@ -227,60 +233,60 @@ def training_options(func):
                      help="TOML/YAML/JSON file of option defaults, or a named config: "
                           + "; ".join(f"{name} ({CONFIG_SUMMARIES.get(name, 'kdedge/configs')})"
                                       for name in named_configs()) + "."),
-        config_option("--seed", type=int), config_option("--val-split", type=float),
-        config_option("--segmenter", type=click.Choice(["char", "jieba", "ckip"])),
+        config_option("--seed"), config_option("--val-split"),
+        config_option("--segmenter"),
         config_option("--ckip-model", type=click.Path(), help="Local CKIP model directory (segmenter ckip)."),
-        config_option("--convert", type=click.Choice(["auto", "t2s", "none"]),
+        config_option("--convert",
                       help="Script conversion before segmentation (auto: t2s for Traditional text)."),
         config_option("--jieba-hmm/--no-jieba-hmm", default=None, help="jieba's HMM for words not in its dictionary."),
         config_option("--vectors", type=click.Path(), help="word2vec text/binary file of pre-trained vectors."),
-        config_option("--embedding-dim", type=int, help="Size of the Word2Vec trained when --vectors is not given."),
-        config_option("--w2v-epochs", type=int, help="Epochs of the Word2Vec trained when --vectors is not given."),
-        config_option("--epochs", type=int), config_option("--patience", type=int),
-        config_option("--batch-size", type=int), config_option("--learning-rate", type=float),
-        config_option("--max-len", type=int), config_option("--dropout", type=float),
-        config_option("--max-sentences", type=int, help="HAN: sentences per text."),
-        config_option("--max-sentence-len", type=int, help="HAN: tokens per sentence."),
-        config_option("--max-vocab", type=int), config_option("--min-count", type=int),
-        config_option("--threshold-min-support", type=int,
+        config_option("--embedding-dim", help="Size of the Word2Vec trained when --vectors is not given."),
+        config_option("--w2v-epochs", help="Epochs of the Word2Vec trained when --vectors is not given."),
+        config_option("--epochs"), config_option("--patience"),
+        config_option("--batch-size"), config_option("--learning-rate"),
+        config_option("--max-len"), config_option("--dropout"),
+        config_option("--max-sentences", help="HAN: sentences per text."),
+        config_option("--max-sentence-len", help="HAN: tokens per sentence."),
+        config_option("--max-vocab"), config_option("--min-count"),
+        config_option("--threshold-min-support",
                       help="Labels with fewer validation positives keep the threshold 0.5."),
-        config_option("--monitor", type=click.Choice(["val_loss", "val_macro_f1"])),
+        config_option("--monitor"),
         config_option("--kd-alpha", help="Weight of the true labels in the KD loss; a list (0.25,0.5,0.75) is "
                       "searched on the validation split."),
         config_option("--kd-temperature", help="KD temperature; a list (1,2,4) is searched on the validation split."),
-        config_option("--teacher", type=click.Choice(TEACHER_CHOICES),
+        config_option("--teacher",
                       help="auto: linear, and towers too when linear does not beat the plain student (the better "
                       "teaches); towers: one network per label (the paper); linear: TF-IDF + one logistic "
                       "regression per label (seconds); ensemble: both, calibrated and averaged; students: K cross-fitted plain "
                       "students of the architecture (self-distillation)."),
-        config_option("--teacher-calibration", type=click.Choice(CALIBRATIONS),
+        config_option("--teacher-calibration",
                       help="Per-label calibration of the teacher before its outputs become soft targets (shift: "
                       "its tuned threshold maps to 0.5), fitted on its out-of-fold training outputs when cross-fitted, "
                       "else on the validation split."),
-        config_option("--teacher-width-budget", type=float,
+        config_option("--teacher-width-budget",
                       help="towers teacher: the towers together are about this many times as wide as one network "
                       "(each tower's filters/units × budget / labels, at least 8); 0: every tower full width "
                       "(the paper)."),
-        config_option("--teacher-crossfit", type=int,
+        config_option("--teacher-crossfit",
                       help="K >= 2: soft targets on training texts come from K teachers that did not see them "
                       "(out-of-fold), and the calibration and gate are fitted on those outputs; 0: off."),
         config_option("--kd-label-gate/--no-kd-label-gate", default=None,
                       help="Labels where the teacher is not shown better than the plain student (its F1 on ≥ 5 "
                       "positives vs the student's validation F1) learn from the true labels only."),
-        config_option("--select-confidence", type=float,
+        config_option("--select-confidence",
                       help="Ship the KD student only when it beats the plain student in this share of bootstrap "
                       "resamples of the validation split (cross-fitted thresholds); else the plain student."),
-        config_option("--pos-weight", type=click.Choice(["none", "sqrt", "balanced"]),
+        config_option("--pos-weight",
                       help="Weight of positive labels in the students' BCE (sqrt: √(negatives/positives))."),
         config_option("--trainable-embeddings/--frozen-embeddings", default=None),
-        config_option("--strategy", type=click.Choice(["auto", "one", "mirrored", "multiworker"]),
+        config_option("--strategy",
                       help="tf.distribute: one device; mirrored (this machine's GPUs, or the CPU split by "
                       "--cpu-replicas); multiworker (reads TF_CONFIG); auto: mirrored with more than one GPU "
                       "or CPU replica. --batch-size is the global batch."),
-        config_option("--cpu-replicas", type=int,
+        config_option("--cpu-replicas",
                       help="Split the CPU into N logical devices before TensorFlow starts, so --strategy mirrored (or "
                       "auto) trains N replicas on this machine's CPU (each gets --batch-size/N texts of a step)."),
-        config_option("--peer-timeout", type=float,
+        config_option("--peer-timeout",
                       help="--strategy multiworker: seconds to wait for every worker of TF_CONFIG to start before "
                       "giving up."),
         click.option("--labels", "labels_file", type=click.Path(), help="File with one label per line."),
@@ -312,8 +318,8 @@ def _command_setup(config_file, data, out, labels_file, cli: dict):
 
 @main.command()
 @click.option("--data", type=click.Path(), help="Labelled texts (.jsonl, .csv, .tsv).")
-@config_option("--arch", type=click.Choice(list(ARCHITECTURES)))
-@config_option("--mode", type=click.Choice(["teacher", "student", "kd", "all"]))
+@config_option("--arch")
+@config_option("--mode")
 @click.option("--out", type=click.Path(), help="Run directory to create.")
 @click.option("--force", is_flag=True, help="Replace an existing run directory (never anything else).")
 @click.option("--restart", is_flag=True,
@@ -401,7 +407,7 @@ def cv(data, folds, archs, group_by, only_folds, no_baselines, jobs, engine, add
 @click.option("--corpus", "corpus", multiple=True, required=True, type=click.Path(),
               help="Plain UTF-8 text files (one sentence or paragraph a line); repeat or pass a directory.")
 @click.option("--out", required=True, type=click.Path(), help="vectors.txt (text) or vectors.bin (binary).")
-@click.option("--segmenter", type=click.Choice(["char", "jieba", "ckip"]), default="char", show_default=True,
+@click.option("--segmenter", type=click.Choice(option_type("segmenter")), default="char", show_default=True,
               help="Tokens to learn vectors for; char matches kdedge train's default.")
 @click.option("--ckip-model", type=click.Path())
 @click.option("--convert", type=click.Choice(["t2s", "none"]), default="t2s", show_default=True,
@@ -438,19 +444,19 @@ def embed(corpus, out, segmenter, ckip_model, convert, dim, epochs, min_count, s
 
 @main.command("export")
 @click.argument("run_dir", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["onnx", "tflite", "all"]), default="onnx", show_default=True,
+@click.option("--format", "fmt", type=click.Choice([*FORMATS, "all"]), default=FORMATS[0], show_default=True,
               help="Model file format(s) in the bundle.")
-@click.option("--quantize", type=click.Choice(["none", "int8", "fp16"]), default="none", show_default=True,
+@click.option("--quantize", type=click.Choice(QUANTIZE), default=QUANTIZE[0], show_default=True,
               help="Character runs (bundle format 2): int8 or fp16 store the weights as float16 values computed "
                    "in float32 (batch-invariant, ONNX and TFLite agree), int8 also the vectors as int8. Other runs: "
                    "int8 = ONNX dynamic int8 / TFLite dynamic range; fp16 = TFLite float16. Sets the vectors' "
                    "default dtype too.")
-@click.option("--model", "model_kind", type=click.Choice(["kd", "student"]),
+@click.option("--model", "model_kind", type=click.Choice(MODEL_KINDS),
               help="Which student of the run to export (default: the one `kdedge train --mode all` selected on "
                    "its validation split, else kd).")
 @click.option("--thresholds", "thresholds_file", type=click.Path(),
               help='JSON {"label": threshold} replacing the tuned thresholds.')
-@click.option("--vectors-dtype", type=click.Choice(["float32", "float16", "int8"]),
+@click.option("--vectors-dtype", type=click.Choice(DTYPES),
               help="Storage of the vectors table (default: float32, or int8/float16 with --quantize).")
 @click.option("--label-descriptions", type=click.Path(),
               help='JSON {"label": "what it means"} for the manifest, model card and `kdedge-run info` '

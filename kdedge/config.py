@@ -82,7 +82,7 @@ class TrainConfig:
         """Check every option (type, choice, range) when the config is built, before any data is read."""
         for name, kind in _field_types().items():
             setattr(self, name, _checked(name, getattr(self, name), kind))
-        for name, choices in _choices().items():
+        for name, choices in option_choices().items():
             if getattr(self, name) not in choices:
                 raise ConfigError(f"option {_named(name)} must be one of {', '.join(choices)}, "
                                   f"not {_shown(getattr(self, name))}")
@@ -203,8 +203,9 @@ def _named(name: str) -> str:
     return f"{name} ({'config file only' if name in NO_FLAG else '--' + name.replace('_', '-')})"
 
 
-def _choices() -> dict[str, tuple]:
-    """Options with a closed set of values → their choices (the lists live with the code that uses them)."""
+def option_choices() -> dict[str, tuple]:
+    """Options with a closed set of values → their choices (the lists live with the code that uses them; the CLI's
+    choices and the config check both come from here)."""
     from kdedge.architectures import ARCHITECTURES
     from kdedge.distribute import STRATEGIES
     from kdedge.segment import SEGMENTERS
@@ -214,6 +215,16 @@ def _choices() -> dict[str, tuple]:
     return {"arch": tuple(ARCHITECTURES), "mode": MODES, "segmenter": SEGMENTERS, "convert": CONVERTS,
             "monitor": MONITORS, "teacher": TEACHER_CHOICES, "teacher_calibration": CALIBRATIONS,
             "pos_weight": POS_WEIGHTS, "strategy": STRATEGIES}
+
+
+def option_type(name: str):
+    """The CLI value type of the TrainConfig field `name`: its choices, int or float, or None (a string the
+    config check parses: a path, or a number list such as --kd-alpha 0.25,0.5). Bool fields are on/off flags."""
+    choices = option_choices().get(name)
+    if choices:
+        return choices
+    kinds = set(_field_types()[name]) - {type(None)}
+    return kinds.pop() if kinds in ({int}, {float}) else None
 
 
 @functools.cache

@@ -8,6 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -279,6 +280,27 @@ def test_every_option_but_arch_params_has_a_train_and_cv_flag():
         if command.name == "cv":  # cv runs every --archs and every mode
             missing -= {"arch", "mode"}
         assert missing == set(NO_FLAG), command.name
+
+
+def test_the_flags_take_their_types_and_choices_from_the_config():
+    """One source: a choice added to kdedge.config.option_choices() (or a field's type changed) reaches every flag."""
+    from kdedge.config import _field_types, option_choices
+
+    for command in (cli.commands["train"], cli.commands["cv"]):
+        for param in command.params:
+            if param.name not in _field_types():
+                continue
+            choices = option_choices().get(param.name)
+            if choices:
+                assert tuple(param.type.choices) == choices, (command.name, param.name)
+            elif param.is_flag:
+                assert _field_types()[param.name] == (bool,), param.name
+            else:
+                kinds = set(_field_types()[param.name]) - {type(None)}
+                want = {frozenset({int}): click.INT, frozenset({float}): click.FLOAT}.get(frozenset(kinds), click.STRING)
+                assert param.type == want or isinstance(param.type, click.Path), (command.name, param.name, param.type)
+    assert tuple(cli.commands["embed"].params[[p.name for p in cli.commands["embed"].params].index("segmenter")]
+                 .type.choices) == option_choices()["segmenter"]
 
 
 def test_config_checks_import_no_keras(tmp_path):

@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from kdedge.architectures import architecture
 from kdedge.files import NPY_READ_ERRORS
 from kdedge_run.bundle import CODEPOINTS_VERSION, FORMAT, IDS_VERSION
 
@@ -22,12 +23,9 @@ from .errors import ExportError
 from .golden import GOLDEN_TOLERANCE, golden_vectors, test_metrics
 from .run import load_keras, load_run, read_vocab
 from .segmentation import T2S_FILE, agreement, segmenter_spec
-from .vectors import DEFAULT_FOR_QUANTIZE, DTYPES, encode, quantise_int8
+from .options import DEFAULT_FOR_QUANTIZE, DTYPES, FORMATS, PRECISION, QUANTIZE
+from .vectors import encode, quantise_int8
 
-FORMATS = ("onnx", "tflite")
-QUANTIZE = ("none", "int8", "fp16")
-PRECISION = {"none": "fp32", "int8": "int8", "fp16": "fp16"}
-CODEPOINT_ARCHS = ("textcnn", "textrnn", "gru_att")  # sequence input: format v2 for character runs
 MIN_COVERAGE = 0.5   # manifest abstain.min_coverage of a v2 bundle: under half the text known → not judged
 
 
@@ -123,7 +121,7 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
         base["label_descriptions"] = descriptions
     if intended_use:
         base["intended_use"] = str(intended_use)
-    if seg_spec["type"] == "char" and run.arch in CODEPOINT_ARCHS:
+    if seg_spec["type"] == "char" and not architecture(run.arch).hierarchical:  # code points: format 2
         return _export_codepoints(run, out, base, seg_files, formats, precision, vectors_dtype, force, cal,
                                   keras_model, body, table, params, dropout, test, notes, note)
 
@@ -139,10 +137,8 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
     fp32_models = {fmt: convert(fmt, "fp32") for fmt in formats}
     shipped = {fmt: (fp32_models[fmt] if precision == "fp32" else convert(fmt, precision, fp32_models[fmt]))
                for fmt in formats}
-    if quantize == "int8" and run.arch == "textcnn" and "onnx" in formats:
-        note("hint: ONNX Runtime runs int8 TextCNN convolutions as ConvInteger, which was 3-4x slower "
-             "than fp32 on our CPUs; the int8 ONNX file is smaller but prefer --quantize none for ONNX "
-             "speed (TFLite int8 is not affected)")
+    if quantize == "int8" and "onnx" in formats and architecture(run.arch).onnx_int8_note:
+        note(f"hint: {architecture(run.arch).onnx_int8_note}")
     needs_reference = any(m.precision != "fp32" for m in shipped.values()) or vectors_dtype != "float32"
 
     with _staging(out, needs_reference) as (stage, scratch):

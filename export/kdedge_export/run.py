@@ -14,8 +14,8 @@ from kdedge.errors import ReadBackError
 from kdedge.files import NPY_READ_ERRORS, check_regular_file, read_regular_file, shown_path
 
 from .errors import ExportError
+from .options import MODEL_KINDS
 
-MODEL_KINDS = ("kd", "student")
 SEGMENTER_TYPES = ("char", "jieba", "ckip")
 MAX_LABELS = 100_000           # as kdedge_run.bundle reads them
 MAX_LABEL_CHARS = 1000

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ExportError
+from .options import DTYPES
 
-DTYPES = ("float32", "float16", "int8")
-DEFAULT_FOR_QUANTIZE = {"none": "float32", "int8": "int8", "fp16": "float16"}
 
 
 @dataclass
