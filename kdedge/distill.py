@@ -99,8 +99,8 @@ class EpochSelector(keras.callbacks.Callback):
     validation texts in trimmed batches (see `predict_logits`).
     """
 
-    def __init__(self, x_val, y_val, groups, monitor: str = "val_loss", patience: int = 10,
-                 min_support: int = 3, batch_size: int = 256, progress=None, trim: bool = False):
+    def __init__(self, x_val, y_val, groups, *, monitor: str, patience: int, min_support: int,
+                 batch_size: int = 256, progress=None, trim: bool = False):
         super().__init__()
         self.x_val, self.y_val, self.groups, self.trim = x_val, y_val, groups, trim
         self.monitor, self.patience, self.min_support = monitor, patience, min_support
@@ -172,8 +172,8 @@ def fit(model, x_train, targets, x_val, y_val, loss, groups, cfg, progress=None,
     `cfg.seed`) and predicts the validation texts in trimmed batches.
     """
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss, jit_compile=False)
-    selector = EpochSelector(x_val, y_val, groups, cfg.monitor, cfg.patience, cfg.threshold_min_support,
-                             progress=progress, trim=bucket)
+    selector = EpochSelector(x_val, y_val, groups, monitor=cfg.monitor, patience=cfg.patience,
+                             min_support=cfg.threshold_min_support, progress=progress, trim=bucket)
     start = time.perf_counter()
     if bucket:
         model.fit(bucketed_dataset(x_train, targets, cfg.resolved_batch_size(), cfg.seed), epochs=cfg.epochs,

@@ -37,7 +37,7 @@ def decide(probs: np.ndarray, thresholds) -> np.ndarray:
     return (probs >= np.asarray(thresholds, dtype=probs.dtype)).astype(np.float64)
 
 
-def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, min_support: int = 3) -> np.ndarray:
+def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, min_support: int) -> np.ndarray:
     """Each label's F1-optimal threshold on held-out data; 0.5 for labels with < min_support positives.
 
     Candidates are midpoints between consecutive distinct probabilities (and 0.5), so the chosen
@@ -89,7 +89,7 @@ def expected_calibration_error(probs: np.ndarray, truth: np.ndarray, bins: int =
     return float(ece)
 
 
-def evaluate_logits(logits: np.ndarray, y_true: np.ndarray, label_names: list[str], min_support: int = 3,
+def evaluate_logits(logits: np.ndarray, y_true: np.ndarray, label_names: list[str], min_support: int,
                     thresholds=None) -> dict:
     """Scores at 0.5 and at tuned thresholds (tuned on these data unless `thresholds` is given)."""
     probs = sigmoid(logits)

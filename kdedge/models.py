@@ -92,7 +92,7 @@ class BodySpec:
     input_shape: tuple
     n_labels: int
     params: dict
-    dropout: float = 0.5
+    dropout: float
     unroll: bool = False
     batch_size: int | None = None
 
@@ -165,7 +165,7 @@ def embed_ids(ids, table, trainable: bool = False):
     return embedded
 
 
-def build_classifier(arch: str, id_shape: tuple, table, n_labels: int, params: dict, dropout: float = 0.5,
+def build_classifier(arch: str, id_shape: tuple, table, n_labels: int, params: dict, dropout: float,
                      trainable_embeddings: bool = False, towers: int = 0) -> keras.Model:
     """ids → embedding → body(s) → logits `[batch, n_labels]`.
 

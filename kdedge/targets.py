@@ -70,7 +70,7 @@ def fit_platt(z: np.ndarray, y: np.ndarray, iterations: int = 100) -> tuple[floa
     return float(a), float(b)
 
 
-def fit_calibration(method: str, logits: np.ndarray, y: np.ndarray, min_support: int = 3) -> Calibration:
+def fit_calibration(method: str, logits: np.ndarray, y: np.ndarray, min_support: int) -> Calibration:
     """Fit one of CALIBRATIONS per label on the teacher's logits for texts it did not train on and their true labels."""
     n = logits.shape[1]
     scale, bias = np.ones(n), np.zeros(n)
@@ -86,7 +86,7 @@ def fit_calibration(method: str, logits: np.ndarray, y: np.ndarray, min_support:
     return Calibration(method, scale, bias)
 
 
-def tuned_f1(y: np.ndarray, probs: np.ndarray, min_support: int = 3) -> np.ndarray:
+def tuned_f1(y: np.ndarray, probs: np.ndarray, min_support: int) -> np.ndarray:
     """Each label's F1 at its own threshold tuned on the same texts."""
     thresholds = tune_thresholds(y, probs, min_support)
     return f1_per_label(y, (probs >= thresholds).astype(np.float64))
@@ -97,7 +97,7 @@ GATE_UNJUDGED_F1 = 0.5      # … and, where validation is too small to judge th
 
 
 def label_gate(teacher_logits: np.ndarray, y_teacher: np.ndarray, student_val_logits: np.ndarray, y_val: np.ndarray,
-               min_support: int = 3) -> dict:
+               min_support: int) -> dict:
     """Which labels the teacher may teach, on the evidence there is.
 
     `teacher_logits` / `y_teacher` are the (calibrated) teacher's outputs on the texts its quality is measured

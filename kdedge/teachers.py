@@ -141,7 +141,8 @@ def students_teacher(cfg, feats, progress: bool = False) -> Trained:
 def ensemble_teacher(cfg, feats, progress: bool = False) -> Trained:
     """Towers and linear teachers, each Platt-calibrated on validation, probabilities averaged (→ logits)."""
     parts = {"towers": towers_teacher(cfg, feats, progress), "linear": linear_teacher(cfg, feats)}
-    calibrations = {name: fit_calibration("platt", part.logits["val"], feats.y["val"]) for name, part in parts.items()}
+    calibrations = {name: fit_calibration("platt", part.logits["val"], feats.y["val"], cfg.threshold_min_support)
+                    for name, part in parts.items()}
     logits = {split: logit(np.mean([sigmoid(calibrations[name].apply(part.logits[split]))
                                     for name, part in parts.items()], axis=0)).astype(np.float32)
               for split in parts["linear"].logits}

@@ -321,7 +321,7 @@ def han_towers(ids, embedded, towers: int, params: dict):
     return TowerAttentionPool(params["attention_units"], n, name="sentence_attention")([sentence_h, sentence_mask])
 
 
-def build_teacher(arch: str, id_shape: tuple, table, n_labels: int, params: dict, dropout: float = 0.5) -> keras.Model:
+def build_teacher(arch: str, id_shape: tuple, table, n_labels: int, params: dict, dropout: float) -> keras.Model:
     """The towered binary-relevance teacher: ids → frozen embedding → n_labels towers → logits `[batch, n_labels]`
     (float32), one tower per label with no trainable slice in common.
 

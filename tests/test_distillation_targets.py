@@ -41,10 +41,10 @@ def test_shift_keeps_labels_with_too_few_positives_at_one_half():
 def test_none_is_the_identity_and_temperature_divides():
     z = np.array([[4.0, -2.0], [-4.0, 2.0], [3.0, 1.0], [-3.0, -1.0]])
     y = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
-    assert np.array_equal(fit_calibration("none", z, y).apply(z), z)
+    assert np.array_equal(fit_calibration("none", z, y, 3).apply(z), z)
     from kdedge.evaluate import fit_temperatures
 
-    cal = fit_calibration("temperature", z, y)
+    cal = fit_calibration("temperature", z, y, 3)
     assert np.allclose(cal.scale, 1.0 / fit_temperatures(z, y)) and np.all(cal.bias == 0.0)
 
 
@@ -67,7 +67,7 @@ def test_platt_solution_is_stationary_for_the_smoothed_targets():
 
 def test_unknown_calibration_is_rejected():
     with pytest.raises(ValueError, match="shift"):
-        fit_calibration("isotonic", np.zeros((2, 1)), np.zeros((2, 1)))
+        fit_calibration("isotonic", np.zeros((2, 1)), np.zeros((2, 1)), 3)
 
 
 def test_soft_targets_are_calibrated_then_softened():
@@ -90,7 +90,7 @@ def test_gate_keeps_labels_the_teacher_wins_or_ties_and_drops_the_others():
     assert gate["teacher_f1"][0] == pytest.approx(1.0) and gate["student_f1"][1] == pytest.approx(1.0)
     assert gate["teacher_positives"].tolist() == [6, 6] and gate["validation_positives"].tolist() == [3, 3]
     # label 1: the teacher ranks every positive below every negative, so its best cut (0.5) finds none
-    assert gate["teacher_f1"][1] == 0.0 == tuned_f1(y[:, 1:], sig(teacher[:, 1:]))[0]
+    assert gate["teacher_f1"][1] == 0.0 == tuned_f1(y[:, 1:], sig(teacher[:, 1:]), 3)[0]
     assert label_alphas(0.25, gate["teach"]).tolist() == [0.25, 1.0]
 
 
@@ -249,7 +249,7 @@ def test_ensemble_teacher_averages_calibrated_towers_and_linear_on_every_split(t
     towers, linear = towers_teacher(cfg, feats), linear_teacher(cfg, feats)  # same seed: same parts
     for split in ("train", "val", "test"):
         parts = [(part.logits[split], part.logits["val"]) for part in (towers, linear)]
-        probs = [sig(fit_calibration("platt", val, feats.y["val"]).apply(z)) for z, val in parts]
+        probs = [sig(fit_calibration("platt", val, feats.y["val"], 3).apply(z)) for z, val in parts]
         assert np.allclose(teacher.logits[split], logit(np.mean(probs, axis=0)), atol=1e-4)
     assert set(teacher.fit.components) == {"towers", "linear"}
     assert teacher.fit.kind == "ensemble" and teacher.model is None

@@ -212,7 +212,7 @@ def test_epoch_selector_restores_each_towers_own_best_epoch():
     model = _teacher("textrnn")
     x = _flat_ids(12)
     y = (np.random.default_rng(4).random((len(x), N)) > 0.5).astype(np.float32)
-    selector = EpochSelector(x, y, tower_groups(model, N), monitor="val_loss", patience=10, trim=True)
+    selector = EpochSelector(x, y, tower_groups(model, N), monitor="val_loss", patience=10, min_support=3, trim=True)
     selector.set_model(model)
     weights, logits = [], []
     for epoch, seed in enumerate([11, 12, 13, 14, 15]):

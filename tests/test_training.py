@@ -204,7 +204,7 @@ def test_the_architecture_registry_is_what_models_towers_config_and_cli_read():
 
 @pytest.mark.parametrize("arch", ["textcnn"])  # separate towers: the benchmarks' reference; kdedge trains tower-batched ones (tests/test_towers.py)
 def test_teacher_towers_share_no_trainable_weight(arch):
-    model = build_classifier(arch, _id_shape(arch), _table(), N_LABELS, arch_params(arch, TINY[arch]),
+    model = build_classifier(arch, _id_shape(arch), _table(), N_LABELS, arch_params(arch, TINY[arch]), 0.5,
                              towers=N_LABELS)
     assert model.output_shape == (None, N_LABELS)
     embedding = model.get_layer("embedding")
@@ -216,7 +216,7 @@ def test_teacher_towers_share_no_trainable_weight(arch):
             assert not towers[i] & towers[j], f"tower{i} and tower{j} share a trainable variable"
     assert set().union(*towers) == {id(v) for v in model.trainable_weights}  # nothing else trains
     with pytest.raises(ValueError, match="frozen"):
-        build_classifier(arch, _id_shape(arch), _table(), N_LABELS, arch_params(arch, TINY[arch]),
+        build_classifier(arch, _id_shape(arch), _table(), N_LABELS, arch_params(arch, TINY[arch]), 0.5,
                          trainable_embeddings=True, towers=N_LABELS)
 
 
@@ -313,7 +313,7 @@ def test_epoch_selector_keeps_each_groups_best_epoch_and_stops_when_all_are_exha
     model = _two_head_model()
     la, lb = model.get_layer("a"), model.get_layer("b")
     x_val, y_val = np.ones((4, 1), np.float32), np.ones((4, 2), np.float32)  # higher logit = lower BCE
-    selector = EpochSelector(x_val, y_val, [([0], [la]), ([1], [lb])], monitor="val_loss", patience=2)
+    selector = EpochSelector(x_val, y_val, [([0], [la]), ([1], [lb])], monitor="val_loss", patience=2, min_support=3)
     selector.set_model(model)
     model.stop_training = False
     logits_a = [3.0, 1.0, 0.0, -1.0, -2.0, -3.0]   # label A: best at epoch 0
@@ -341,7 +341,7 @@ def test_epoch_selector_no_stop_while_one_group_improves():
     model = _two_head_model()
     la, lb = model.get_layer("a"), model.get_layer("b")
     selector = EpochSelector(np.ones((2, 1), np.float32), np.ones((2, 2), np.float32),
-                             [([0], [la]), ([1], [lb])], monitor="val_loss", patience=1)
+                             [([0], [la]), ([1], [lb])], monitor="val_loss", patience=1, min_support=3)
     selector.set_model(model)
     model.stop_training = False
     for epoch in range(5):
@@ -499,7 +499,7 @@ def test_trainable_embedding_keeps_padding_row_zero():
 
     table = np.random.default_rng(0).random((20, 8)).astype("float32")
     table[0] = 0.0
-    model = build_classifier("gru_att", (6,), table, 3, arch_params("gru_att"), trainable_embeddings=True)
+    model = build_classifier("gru_att", (6,), table, 3, arch_params("gru_att"), 0.5, trainable_embeddings=True)
     model.compile("adam", "binary_crossentropy")
     x = np.array([[3, 4, 0, 0, 0, 0]] * 8)
     model.fit(x, np.ones((8, 3)), epochs=2, verbose=0)

@@ -58,7 +58,7 @@ def read_thresholds_file(path, labels: list[str]) -> dict[str, float]:
     return out
 
 
-def calibrate(logits: np.ndarray, y: np.ndarray, labels: list[str], min_support: int = 3,
+def calibrate(logits: np.ndarray, y: np.ndarray, labels: list[str], min_support: int,
               overrides: dict[str, float] | None = None) -> Calibration:
     """Fit one temperature per label on the validation logits, then tune thresholds on the calibrated
     probabilities (so thresholds and the runtime's scores agree); `overrides` replace tuned thresholds."""

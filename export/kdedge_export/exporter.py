@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from kdedge.architectures import architecture
+from kdedge.config import TRAIN_DEFAULTS
 from kdedge.files import NPY_READ_ERRORS
 from kdedge_run.bundle import CODEPOINTS_VERSION, FORMAT, IDS_VERSION
 
@@ -94,7 +95,8 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
 
     seg_spec, seg_files = segmenter_spec(run)
     cfg = run.train_config
-    cal = calibrate(run.val_logits, run.val_y, run.labels, int(cfg.get("threshold_min_support", 3)), overrides)
+    min_support = int(cfg.get("threshold_min_support", TRAIN_DEFAULTS["threshold_min_support"]))
+    cal = calibrate(run.val_logits, run.val_y, run.labels, min_support, overrides)
     keras_model, body, table = load_keras(run)
     _check_table(run, table, note)
 
@@ -105,7 +107,7 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
         params = arch_params(run.arch, cfg.get("arch_params") or {})
     except ValueError as e:
         raise ExportError(f"{run.path / 'config.json'}: {e}") from None
-    dropout = float(cfg.get("dropout", 0.5))
+    dropout = float(cfg.get("dropout", TRAIN_DEFAULTS["dropout"]))
     precision = PRECISION[quantize]
 
     base = {

@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from kdedge.config import TRAIN_DEFAULTS
 from kdedge.data import label_problem, parse_json_line
 from kdedge.errors import ReadBackError
 from kdedge.files import NPY_READ_ERRORS, check_regular_file, read_regular_file, shown_path
@@ -145,9 +146,9 @@ def _check_config(path: Path, config: dict) -> None:
     arch = cfg.get("arch")
     if not isinstance(arch, str) or arch not in ARCHITECTURES:
         raise bad("config.arch", f"one of {', '.join(ARCHITECTURES)}", arch)
-    if not _int_in(cfg.get("threshold_min_support", 3), 1, 1 << 31):
+    if not _int_in(cfg.get("threshold_min_support", TRAIN_DEFAULTS["threshold_min_support"]), 1, 1 << 31):
         raise bad("config.threshold_min_support", "a positive integer", cfg.get("threshold_min_support"))
-    dropout = cfg.get("dropout", 0.5)
+    dropout = cfg.get("dropout", TRAIN_DEFAULTS["dropout"])
     if not 0 <= _as_float(dropout) < 1:
         raise bad("config.dropout", "a number in [0, 1)", dropout)
     params = cfg.get("arch_params") or {}
