@@ -1,5 +1,6 @@
-"""Reliability round 3 (issue 21, the parts round 2 left open): training data, label names, hostile run
-directories, unclear training errors, broken pipes and Ctrl-C during export.
+"""Hostile training inputs, run directories and exports (reliability round 3, issue 21, the parts round 2 left
+open): training data, label names, hostile run directories, unclear training errors, broken pipes and Ctrl-C
+during export.
 
 Each case is listed in docs/reliability.md ("Round 3"). Real files and real processes; no mocks.
 """

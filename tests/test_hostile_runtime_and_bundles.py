@@ -1,4 +1,5 @@
-"""Reliability round 2 (issue 21): what a second hostile tester broke, one test per defect.
+"""Hostile runtime inputs and bundles (reliability round 2, issue 21): what a second hostile tester broke,
+one test per defect.
 
 Each case is listed in docs/reliability.md ("Round 2"). Bundles are real (tiny TF models converted
 by runtime_bundle_factory, plus hand-built ONNX graphs for faulty models); the runtime and the
