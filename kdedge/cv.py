@@ -103,14 +103,10 @@ def save_cached_teacher(key: str, teacher: Trained, dirs) -> None:
         write_json_atomic(Path(f"{base}.json"), teacher.fit.to_dict())
 
 
-def test_scores(probs_val, y_val, probs_test, y_test, label_names, min_support, global_threshold=False) -> dict:
-    """Test-fold scores at 0.5 and at thresholds tuned on the validation split (never on the test fold)."""
-    if global_threshold:
-        grid = np.linspace(0.05, 0.95, 91)
-        best = max(grid, key=lambda t: scores(y_val, decide(probs_val, t), label_names)["micro_f1"])
-        thresholds = np.full(probs_val.shape[1], best)
-    else:
-        thresholds = tune_thresholds(y_val, probs_val, min_support)
+def test_scores(probs_val, y_val, probs_test, y_test, label_names, min_support) -> dict:
+    """Test-fold scores at 0.5 and at per-label thresholds tuned on the validation split (never on the test fold),
+    the same rule for every system, baselines included."""
+    thresholds = tune_thresholds(y_val, probs_val, min_support)
     return {"at_0.5": scores(y_test, decide(probs_test, 0.5), label_names),
             "tuned": scores(y_test, decide(probs_test, thresholds), label_names),
             "thresholds": thresholds.tolist(), "test_probs": np.round(probs_test, 5).tolist()}
@@ -233,7 +229,7 @@ def fold_baselines(cfg: TrainConfig, splits, label_names) -> dict:
                 log.warning("fastText baseline skipped: pip install 'kdedge[baselines]'")
                 continue
         record["modes"][name] = {**test_scores(probs["val"], y["val"], probs["test"], y["test"], label_names,
-                                               cfg.threshold_min_support, global_threshold=name == "fasttext"),
+                                               cfg.threshold_min_support),
                                  "seconds": time.perf_counter() - start}
     return record
 

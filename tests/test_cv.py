@@ -314,3 +314,30 @@ def test_significance_tests():
     labels = ["a", "b", "c"]
     assert randomization_p_value(y, noisy, noisy.copy(), "macro_f1", labels, rounds=200) == 1.0
     assert randomization_p_value(y, y, noisy, "macro_f1", labels, rounds=200) < 0.01
+
+
+def test_baselines_run_fasttext_and_score_it_with_per_label_thresholds_like_every_system(corpus_file):
+    """fastText (the `baselines` extra, installed by CI) runs end to end, and both baselines get thresholds tuned
+    per label on the validation split, as the students do (not one global threshold)."""
+    from conftest import require_extra
+    from kdedge.cv import CvPlan, fold_baselines, fold_splits
+    from kdedge.data import load_dataset
+    from kdedge.baselines import fasttext_ova, lexical_tokens
+    from kdedge.evaluate import tune_thresholds
+
+    require_extra("fasttext", "baselines")
+    cfg = make_config(TINY)
+    ds = load_dataset(corpus_file)
+    splits = fold_splits(ds, CvPlan(3, ("textcnn",), None, Path("unused")), 0, cfg.seed, cfg.val_split)
+    record = fold_baselines(cfg, splits, ds.label_names)
+    assert set(record["modes"]) == {"tfidf_lr", "fasttext"}
+    truth = splits["test"].targets()
+    for name, mode in record["modes"].items():
+        probs = np.asarray(mode["test_probs"])
+        assert probs.shape == truth.shape and np.all((probs >= 0) & (probs <= 1)), name
+        assert len(mode["thresholds"]) == len(ds.label_names), name
+        assert mode["tuned"]["micro_f1"] > 0.5, (name, mode["tuned"])  # the keyword corpus is easy
+    toks = lexical_tokens(cfg, {name: split.texts for name, split in splits.items()})
+    again = fasttext_ova(toks["train"], splits["train"].targets(), ds.label_names, {"val": toks["val"]}, seed=cfg.seed)
+    want = tune_thresholds(splits["val"].targets(), again["val"], cfg.threshold_min_support)
+    assert record["modes"]["fasttext"]["thresholds"] == pytest.approx(want.tolist())
