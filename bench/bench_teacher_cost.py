@@ -55,7 +55,8 @@ def dataset(all_texts: list[str], n_labels: int):
 def separate_towers(cfg, feats) -> dict:
     """The towers teacher before issue 17 (full-width separate Keras bodies), trained and predicted as
     `kdedge train` did then; returns its validation scores."""
-    from kdedge.distill import fit, predict_logits, seed_everything, teacher_groups, teacher_loss
+    from kdedge.batching import predict_logits
+    from kdedge.distill import fit, seed_everything, teacher_groups, teacher_loss
     from kdedge.models import arch_params, build_classifier
     from kdedge.teachers import validation_scores
 

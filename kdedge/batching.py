@@ -47,3 +47,21 @@ def bucketed_dataset(x: np.ndarray, targets: np.ndarray, batch_size: int, seed: 
     spec = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, targets.shape[1]), tf.float32))
     dataset = tf.data.Dataset.from_generator(batches, output_signature=spec)
     return dataset.apply(tf.data.experimental.assert_cardinality(-(-len(x) // batch_size)))
+
+
+def predict_logits(model, x, batch_size: int = 256, trim: bool = False) -> np.ndarray:
+    """Logits for all rows, in inference mode, without Keras' per-call `predict` overhead.
+
+    `trim=True` (models whose input takes any length) runs the rows in length order, each batch cut to
+    its longest text, and returns the logits in the original row order.
+    """
+    order = np.argsort(text_lengths(x), kind="stable") if trim else slice(None)
+    rows = x[order]
+    out = [np.asarray(model(trim_padding(rows[i:i + batch_size]) if trim else rows[i:i + batch_size],
+                            training=False)) for i in range(0, len(x), batch_size)]
+    if not out:
+        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+    logits = np.concatenate(out)
+    if trim:
+        logits[order] = logits.copy()
+    return logits

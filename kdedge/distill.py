@@ -17,7 +17,7 @@ import numpy as np
 from keras import ops
 
 from kdedge.evaluate import bce, f1_per_label, sigmoid, tune_thresholds
-from kdedge.batching import bucketed_dataset, text_lengths, trim_padding
+from kdedge.batching import bucketed_dataset, predict_logits
 from kdedge.trained import Fit, Trained
 
 log = logging.getLogger("kdedge")
@@ -61,11 +61,6 @@ def make_kd_loss(n_labels: int, alpha, temperature: float, pos_weight=1.0):
     def loss(packed, logits):
         return kd_loss(packed[:, :n_labels], packed[:, n_labels:], logits, alpha, temperature, pos_weight)
     return loss
-
-
-def hard_loss(y_true, logits):
-    """Mean binary cross-entropy with logits (the plain student's and the teacher's loss)."""
-    return ops.mean(bce_with_logits(y_true, logits))
 
 
 def make_hard_loss(pos_weight):
@@ -144,24 +139,6 @@ class EpochSelector(keras.callbacks.Callback):
             if weights is not None:
                 for layer, w in zip(layers, weights):
                     layer.set_weights(w)
-
-
-def predict_logits(model, x, batch_size: int = 256, trim: bool = False) -> np.ndarray:
-    """Logits for all rows, in inference mode, without Keras' per-call `predict` overhead.
-
-    `trim=True` (models whose input takes any length) runs the rows in length order, each batch cut to
-    its longest text, and returns the logits in the original row order.
-    """
-    order = np.argsort(text_lengths(x), kind="stable") if trim else slice(None)
-    rows = x[order]
-    out = [np.asarray(model(trim_padding(rows[i:i + batch_size]) if trim else rows[i:i + batch_size],
-                            training=False)) for i in range(0, len(x), batch_size)]
-    if not out:
-        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
-    logits = np.concatenate(out)
-    if trim:
-        logits[order] = logits.copy()
-    return logits
 
 
 def fit(model, x_train, targets, x_val, y_val, loss, groups, cfg, progress=None, bucket: bool = False) -> dict:

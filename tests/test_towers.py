@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdedge.batching import bucket_batches, bucketed_dataset, text_lengths, trim_padding
+from kdedge.batching import bucket_batches, bucketed_dataset, predict_logits, text_lengths, trim_padding
 from kdedge.config import TrainConfig
-from kdedge.distill import EpochSelector, bce_with_logits, fit, predict_logits, teacher_loss
+from kdedge.distill import EpochSelector, bce_with_logits, fit, teacher_loss
 from kdedge.models import arch_params
 from kdedge.towers import TowerBiGRU, TowerBiLSTM, TowerSlice, build_teacher, tower_groups
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 import kdedge.models  # noqa: F401  (registers the custom layers for keras.models.load_model)
 from conftest import without_timings
 from kdedge.config import TrainConfig
-from kdedge.distill import (EpochSelector, bce_with_logits, fit, group_criterion, hard_loss, kd_loss, make_kd_loss,
+from kdedge.distill import (EpochSelector, bce_with_logits, fit, group_criterion, kd_loss, make_hard_loss, make_kd_loss,
                             student_groups, teacher_groups, teacher_loss)
 from kdedge.embed import Vocabulary, embedding_matrix, load_vectors, save_vectors, train_word2vec
 from kdedge.evaluate import METRICS
@@ -163,7 +163,7 @@ def test_architecture_builds_trains_saves_and_loads(arch, tmp_path):
     assert model.output_shape == (None, N_LABELS)
     before = [w.copy() for w in model.get_weights()]
     cfg = TrainConfig(arch=arch, epochs=1, batch_size=8, learning_rate=1e-2, monitor="val_loss")
-    info = fit(model, x, y, x[:8], y[:8], hard_loss, student_groups(model, N_LABELS), cfg)
+    info = fit(model, x, y, x[:8], y[:8], make_hard_loss(1.0), student_groups(model, N_LABELS), cfg)
     assert info["epochs_run"] == 1
     after = model.get_weights()
     assert any(not np.array_equal(b, a) for b, a in zip(before, after)), "one epoch changed no weight"
@@ -257,7 +257,7 @@ def test_kd_loss_alpha_one_is_hard_bce(temperature):
     soft = np_sigmoid(Z_TEACHER / temperature)
     value = float(kd_loss(Y, soft, Z_STUDENT, 1.0, temperature))
     assert value == pytest.approx(np_bce(Y, np_sigmoid(Z_STUDENT)).mean(), rel=1e-6)
-    assert float(hard_loss(Y, Z_STUDENT)) == pytest.approx(value, rel=1e-6)
+    assert float(make_hard_loss(1.0)(Y, Z_STUDENT)) == pytest.approx(value, rel=1e-6)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.3])
@@ -367,7 +367,7 @@ def test_fit_stops_early_and_restores_the_best_epoch():
     y = np.ones((8, 2), np.float32)
     cfg = TrainConfig(epochs=30, patience=2, batch_size=4, monitor="val_loss")
     cfg.learning_rate = 0.0  # outside the options' range on purpose: no improvement is possible
-    info = fit(model, x, y, x, y, hard_loss, student_groups(model, 2), cfg)
+    info = fit(model, x, y, x, y, make_hard_loss(1.0), student_groups(model, 2), cfg)
     assert info["epochs_run"] == 3 and info["best_epoch"] == [1]  # no improvement possible at lr 0
 
 
@@ -509,7 +509,7 @@ def test_trainable_embedding_keeps_padding_row_zero():
 
 
 def test_positive_weights_and_weighted_bce():
-    from kdedge.distill import make_hard_loss, positive_weights
+    from kdedge.distill import positive_weights
 
     y = np.array([[1, 0], [0, 0], [0, 0], [0, 1], [0, 1]], dtype=np.float32)   # label 0: 1 of 5, label 1: 2 of 5
     np.testing.assert_allclose(positive_weights(y, "balanced"), [4.0, 1.5])
@@ -522,4 +522,4 @@ def test_positive_weights_and_weighted_bce():
     p = np_sigmoid(z)
     expected = np.mean(-(w * y * np.log(p) + (1 - y) * np.log(1 - p)))
     assert float(make_hard_loss(w)(y, z)) == pytest.approx(expected, rel=1e-5)
-    assert float(make_hard_loss(np.ones(2, np.float32))(y, z)) == pytest.approx(float(hard_loss(y, z)), rel=1e-6)
+    assert float(make_hard_loss(np.ones(2, np.float32))(y, z)) == pytest.approx(float(make_hard_loss(1.0)(y, z)), rel=1e-6)

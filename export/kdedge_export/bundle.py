@@ -81,9 +81,6 @@ class Staging:
         with open(path, "wb") as f:
             np.save(f, np.ascontiguousarray(array), allow_pickle=False)
 
-    def remove(self, rel: str) -> None:
-        (self.path / rel).unlink(missing_ok=True)
-
     def files(self) -> dict:
         """{relative path: {"sha256", "bytes"}} of every file except the manifest, sorted."""
         out = {}
