@@ -21,9 +21,10 @@ MONITORS = ("val_loss", "val_macro_f1")
 POS_WEIGHTS = ("none", "sqrt", "balanced")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Every setting of a training run. Defaults are kdedge's; `--config paper` restores the paper's."""
+    """Every setting of a training run, checked when built and frozen after. Defaults are kdedge's;
+    `--config paper` restores the paper's. `dataclasses.replace(cfg, ...)` makes a changed (and checked) copy."""
 
     arch: str = "textcnn"                 # a name in kdedge.architectures: textcnn | textrnn | gru_att | han
     mode: str = "all"                     # teacher | student | kd | all
@@ -81,34 +82,35 @@ class TrainConfig:
     def __post_init__(self):
         """Check every option (type, choice, range) when the config is built, before any data is read."""
         for name, kind in _field_types().items():
-            setattr(self, name, _checked(name, getattr(self, name), kind))
+            object.__setattr__(self, name, _checked(name, getattr(self, name), kind))  # coerced once, while built
         for name, choices in option_choices().items():
             if getattr(self, name) not in choices:
                 raise ConfigError(f"option {_named(name)} must be one of {', '.join(choices)}, "
-                                  f"not {_shown(getattr(self, name))}")
+                                  f"not {_shown(getattr(self, name))}", name)
         for name, allowed in RANGES.items():
             value = getattr(self, name)
             if not isinstance(value, (list, type(None))) and value not in allowed:
-                raise ConfigError(f"option {_named(name)} must be {allowed.describe(name)}, not {_shown(value)}")
+                raise ConfigError(f"option {_named(name)} must be {allowed.describe(name)}, not {_shown(value)}", name)
         if self.cpu_replicas > 1 and self.strategy in ("one", "multiworker"):
             raise ConfigError(f"option {_named('cpu_replicas')} {self.cpu_replicas} gives replicas to "
                               f"--strategy mirrored (or auto), not {self.strategy} "
-                              + ("(one device)" if self.strategy == "one" else "(one CPU replica per worker)"))
+                              + ("(one device)" if self.strategy == "one" else "(one CPU replica per worker)"),
+                              "cpu_replicas")
         if self.teacher_crossfit == 1 or self.teacher_crossfit < 0:
             raise ConfigError(f"option {_named('teacher_crossfit')} must be 0 (off) or at least 2, "
-                              f"not {self.teacher_crossfit}")
+                              f"not {self.teacher_crossfit}", "teacher_crossfit")
         if self.teacher == "students" and not self.teacher_crossfit:
             raise ConfigError(f"option {_named('teacher')} students needs {_named('teacher_crossfit')} K >= 2: "
-                              "each student of the teacher predicts the training texts it did not see")
+                              "each student of the teacher predicts the training texts it did not see", "teacher")
         try:
             from kdedge.architectures import architecture
 
             params = architecture(self.arch).params(self.arch_params)
         except ValueError as exc:
-            raise ConfigError(f"option {_named('arch_params')}: {exc}") from None
+            raise ConfigError(f"option {_named('arch_params')}: {exc}", "arch_params") from None
         if max(params.get("kernel_sizes", [0])) > self.max_len:
             raise ConfigError(f"option {_named('arch_params')}: kernel_sizes {params['kernel_sizes']} must not exceed "
-                              f"{_named('max_len')} {self.max_len}")
+                              f"{_named('max_len')} {self.max_len}", "arch_params")
         self.kd_grid()
 
     def resolved_batch_size(self) -> int:
@@ -124,7 +126,7 @@ class TrainConfig:
         for name, values in (("kd_alpha", alphas), ("kd_temperature", temperatures)):
             if not values or not all(v in RANGES[name] for v in values):
                 raise ConfigError(f"option {_named(name)} must be {RANGES[name].describe(name)} "
-                                  f"(one value or a list), not {_shown(values)}")
+                                  f"(one value or a list), not {_shown(values)}", name)
         return [(float(a), float(t)) for a in alphas for t in temperatures]
 
     def to_dict(self) -> dict:
@@ -146,7 +148,12 @@ LATE_EXECUTION_SETTINGS = ("cpu_replicas", "peer_timeout")  # added after runs w
 
 
 class ConfigError(KdedgeError, ValueError):
-    """An unreadable config file, an unknown key or an option value out of its type, choices or range."""
+    """An unreadable config file, an unknown key or an option value out of its type, choices or range;
+    `option` names the TrainConfig field at fault, when it is one."""
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass(frozen=True)
@@ -280,6 +287,37 @@ def make_config(file_values: dict | None = None, **cli_values) -> TrainConfig:
     return TrainConfig(**merged)
 
 
+def config_from_record(values: dict) -> TrainConfig:
+    """The TrainConfig a run recorded (its config.json "config", as `TrainConfig.to_dict` wrote it), read strictly:
+    every key a field, every value of the field's JSON type as written (no numeric strings), then every check of a
+    config built from the CLI or a file. ConfigError naming the field otherwise."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"must be an object of training options, not {_shown(values)}")
+    unknown = sorted(set(values) - set(_field_types()), key=str)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {shown_names(map(str, unknown))} (written by another kdedge version?)",
+                          str(unknown[0]))
+    for name, value in values.items():
+        if not _is_recorded_type(value, _field_types()[name]):
+            kinds = " or ".join("None" if k is type(None) else k.__name__ for k in _field_types()[name])
+            raise ConfigError(f"option {_named(name)} must be {kinds}, not {_shown(value)}", name)
+    return TrainConfig(**values)
+
+
+def _is_recorded_type(value, kinds: tuple) -> bool:
+    """Whether `value` is one of `kinds` as JSON holds it: an int may stand for a float, a list holds numbers."""
+    if value is None:
+        return type(None) in kinds
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, (int, float)):
+        return float in kinds or (int in kinds and isinstance(value, int))
+    if isinstance(value, list):
+        return list in kinds and bool(value) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                     for v in value)
+    return any(isinstance(value, k) for k in kinds if k not in (int, float, bool, list, type(None)))
+
+
 def _checked(name: str, value, kinds: tuple):
     """`value` as one of the field's types `kinds` (numbers may be given as numeric strings, e.g. YAML's 1e-3)."""
     if value is None and type(None) in kinds:
@@ -296,11 +334,14 @@ def _checked(name: str, value, kinds: tuple):
         if isinstance(value, cls) and not (cls is not bool and isinstance(value, bool)):
             return value
         if cls is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # beyond any float (10**400): left as it is, out of every range (RANGES)
+                return value
         if cls in (int, float) and isinstance(value, str):
             try:
                 return cls(value)
             except ValueError:
                 pass
     names = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
-    raise ConfigError(f"option {_named(name)} must be {names}, not {_shown(value)}")
+    raise ConfigError(f"option {_named(name)} must be {names}, not {_shown(value)}", name)

@@ -467,3 +467,36 @@ def test_console_log_hides_gensim_chatter_in_the_cli_and_in_fold_workers(tmp_pat
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == "kdedge message"
+
+
+def test_a_config_is_frozen_once_built_and_a_number_beyond_float_is_a_config_error():
+    import dataclasses
+
+    from kdedge.config import ConfigError, make_config
+
+    cfg = make_config({"epochs": 3})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.epochs = 4
+    assert dataclasses.replace(cfg, epochs=4).epochs == 4
+    with pytest.raises(ConfigError, match=r"dropout \(--dropout\) must be .* not 1000") as caught:
+        make_config({"dropout": 10 ** 400})  # JSON and YAML files can hold it
+    assert caught.value.option == "dropout"
+    with pytest.raises(ConfigError):
+        dataclasses.replace(cfg, dropout=2.0)  # a copy is checked too
+
+
+@pytest.mark.parametrize("record, option, message", [
+    ({"epochs": "3"}, "epochs", r"epochs \(--epochs\) must be int, not '3'"),      # a file may say "3"; a run may not
+    ({"kd_alpha": [True]}, "kd_alpha", "must be float or list"),
+    ({"nope": 1}, "nope", "unknown option"),
+    ({"arch": "bert"}, "arch", "must be one of"),
+    ({"arch_params": {"filters": -1}}, "arch_params", "filters must be an integer from 1"),
+])
+def test_a_run_s_recorded_config_is_read_strictly_with_every_check(record, option, message):
+    from kdedge.config import ConfigError, config_from_record, make_config
+
+    with pytest.raises(ConfigError, match=message) as caught:
+        config_from_record(record)
+    assert caught.value.option == option
+    written = make_config({"epochs": 7, "kd_alpha": [0.25, 0.5]}).to_dict()
+    assert config_from_record(written) == make_config({"epochs": 7, "kd_alpha": [0.25, 0.5]})

@@ -216,7 +216,7 @@ HOSTILE_RUNS = {  # file, how it is changed, words of the message (which starts 
     "threshold_min_support a string": ("config.json", lambda p: _edit_json(
         p, _set("config.threshold_min_support", "3")), "'config.threshold_min_support'"),
     "arch_params filters -1": ("config.json", lambda p: _edit_json(p, _set("config.arch_params", {"filters": -1})),
-                               "'config.arch_params.filters'"),
+                               "'config.arch_params': option arch_params (config file only): filters must be"),
     "labels a string": ("config.json", lambda p: _edit_json(p, _set("labels", "体育")), "'labels' must be"),
     "labels with an int": ("config.json", lambda p: _edit_json(p, _set("labels", ["体育", 3])), "'labels[1]'"),
     "labels twice": ("config.json", lambda p: _edit_json(p, _set("labels", ["体育", "体育"])), "names a label twice"),

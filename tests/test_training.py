@@ -366,7 +366,7 @@ def test_fit_stops_early_and_restores_the_best_epoch():
     x = np.ones((8, 1), np.float32)
     y = np.ones((8, 2), np.float32)
     cfg = TrainConfig(epochs=30, patience=2, batch_size=4, monitor="val_loss")
-    cfg.learning_rate = 0.0  # outside the options' range on purpose: no improvement is possible
+    object.__setattr__(cfg, "learning_rate", 0.0)  # outside the options' range on purpose: no improvement is possible
     info = fit(model, x, y, x, y, make_hard_loss(1.0), student_groups(model, 2), cfg)
     assert info["epochs_run"] == 3 and info["best_epoch"] == [1]  # no improvement possible at lr 0
 

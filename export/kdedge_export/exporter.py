@@ -10,7 +10,6 @@ from typing import Callable
 import numpy as np
 
 from kdedge.architectures import architecture
-from kdedge.config import TRAIN_DEFAULTS
 from kdedge.files import NPY_READ_ERRORS
 from kdedge_run.bundle import CODEPOINTS_VERSION, FORMAT, IDS_VERSION
 
@@ -94,20 +93,15 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
         log(message)
 
     seg_spec, seg_files = segmenter_spec(run)
-    cfg = run.train_config
-    min_support = int(cfg.get("threshold_min_support", TRAIN_DEFAULTS["threshold_min_support"]))
-    cal = calibrate(run.val_logits, run.val_y, run.labels, min_support, overrides)
+    cal = calibrate(run.val_logits, run.val_y, run.labels, run.settings.threshold_min_support, overrides)
     keras_model, body, table = load_keras(run)
     _check_table(run, table, note)
 
     from kdedge import __version__
     from kdedge.models import arch_params
 
-    try:
-        params = arch_params(run.arch, cfg.get("arch_params") or {})
-    except ValueError as e:
-        raise ExportError(f"{run.path / 'config.json'}: {e}") from None
-    dropout = float(cfg.get("dropout", TRAIN_DEFAULTS["dropout"]))
+    params = arch_params(run.arch, run.settings.arch_params)  # checked when run.settings was built
+    dropout = run.settings.dropout
     precision = PRECISION[quantize]
 
     base = {
@@ -199,7 +193,7 @@ def _check_table(run, table: np.ndarray, note) -> None:
         raise ExportError(f"{run.path}: vocab.txt has {vocab_size} tokens but the model's embedding table "
                           f"{table.shape[0]} rows")
     saved = run.path / "vectors.npy"
-    if not run.train_config.get("trainable_embeddings", True) and saved.is_file():  # else training changed it
+    if not run.settings.trainable_embeddings and saved.is_file():  # else training changed it
         try:
             vectors = np.load(saved, allow_pickle=False, mmap_mode="r")
         except NPY_READ_ERRORS as e:

@@ -1,7 +1,6 @@
 """Read a training run directory (written by `kdedge train`) for export."""
 from __future__ import annotations
 
-import math
 import os
 import reprlib
 from dataclasses import dataclass, field
@@ -9,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from kdedge.config import TRAIN_DEFAULTS
+from kdedge.config import ConfigError, TrainConfig, config_from_record
 from kdedge.data import label_problem, parse_json_line
 from kdedge.errors import ReadBackError
 from kdedge.files import NPY_READ_ERRORS, check_regular_file, read_regular_file, shown_path
@@ -21,7 +20,6 @@ SEGMENTER_TYPES = ("char", "jieba", "ckip")
 MAX_LABELS = 100_000           # as kdedge_run.bundle reads them
 MAX_LABEL_CHARS = 1000
 MAX_INPUT = 1 << 22            # tokens per text (kdedge_run.bundle MAX_TEXT_FLOATS)
-MAX_ARCH_PARAM = 1 << 16       # units, filters, kernel sizes
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 60
 
@@ -47,14 +45,11 @@ class Run:
     val_y: np.ndarray               # [n_val, n_labels] 0/1
     val_logits: np.ndarray          # the Keras model's validation logits, saved at training
     metrics: dict = field(default_factory=dict)
-
-    @property
-    def train_config(self) -> dict:
-        return self.config.get("config", {})
+    settings: TrainConfig | None = None  # config.json "config", built and checked as training built it
 
     @property
     def arch(self) -> str:
-        return self.train_config["arch"]
+        return self.settings.arch
 
     @property
     def input_spec(self) -> dict:
@@ -116,22 +111,14 @@ def _read_json(path: Path, kind=dict):
     return value
 
 
-def _as_float(value) -> float:
-    """`value` as a float: NaN for what is not a number, ±∞ for an integer beyond float range (10**400)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return math.nan
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf
-
-
 def _int_in(value, low: int, high: int) -> bool:
     return type(value) is int and low <= value <= high
 
 
-def _check_config(path: Path, config: dict) -> None:
-    """Every value of a run's config.json that export reads: type and range; ExportError naming the key."""
+def _check_config(path: Path, config: dict) -> TrainConfig:
+    """Every value of a run's config.json that export reads: type and range; ExportError naming the key. The
+    training settings are built into the TrainConfig training used (`kdedge.config.config_from_record`), with
+    every check a config gets from the CLI or a file."""
     from kdedge.architectures import ARCHITECTURES
 
     def bad(key: str, rule: str, value) -> ExportError:
@@ -140,29 +127,11 @@ def _check_config(path: Path, config: dict) -> None:
     for key in ("config", "labels", "input", "segmenter"):
         if key not in config:
             raise ExportError(f"{path}: no '{key}' (written by an incompatible kdedge version?)")
-    cfg = config["config"]
-    if not isinstance(cfg, dict):
-        raise bad("config", "an object of training options", cfg)
-    arch = cfg.get("arch")
-    if not isinstance(arch, str) or arch not in ARCHITECTURES:
-        raise bad("config.arch", f"one of {', '.join(ARCHITECTURES)}", arch)
-    if not _int_in(cfg.get("threshold_min_support", TRAIN_DEFAULTS["threshold_min_support"]), 1, 1 << 31):
-        raise bad("config.threshold_min_support", "a positive integer", cfg.get("threshold_min_support"))
-    dropout = cfg.get("dropout", TRAIN_DEFAULTS["dropout"])
-    if not 0 <= _as_float(dropout) < 1:
-        raise bad("config.dropout", "a number in [0, 1)", dropout)
-    params = cfg.get("arch_params") or {}
-    if not isinstance(params, dict):
-        raise bad("config.arch_params", "an object", params)
-    defaults = ARCHITECTURES[arch].defaults
-    for key, value in params.items():
-        if key not in defaults:
-            continue  # named by the architecture's own check (kdedge.models.arch_params)
-        ok = (_int_in(value, 1, MAX_ARCH_PARAM) if isinstance(defaults[key], int) else
-              isinstance(value, list) and 0 < len(value) <= 16 and all(_int_in(v, 1, MAX_ARCH_PARAM) for v in value))
-        if not ok:
-            raise bad(f"config.arch_params.{key}", "a positive integer" + ("" if isinstance(defaults[key], int)
-                                                                           else "s list (1 to 16)"), value)
+    try:
+        settings = config_from_record(config["config"])
+    except ConfigError as e:
+        raise ExportError(f"{path}: 'config.{e.option}': {e}" if e.option else f"{path}: 'config' {e}") from None
+    arch = settings.arch
     labels = config["labels"]
     if not isinstance(labels, list) or not 0 < len(labels) <= MAX_LABELS:
         raise bad("labels", f"a list of 1 to {MAX_LABELS} label names", labels)
@@ -211,6 +180,7 @@ def _check_config(path: Path, config: dict) -> None:
     data = config.get("data")
     if not (data is None or isinstance(data, dict) and isinstance(data.get("path"), (str, type(None)))):
         raise bad("data", "an object with a string 'path'", data)
+    return settings
 
 
 def _check_metrics(path: Path, metrics: dict) -> None:
@@ -288,7 +258,7 @@ def load_run(run_dir, model_kind: str | None = None) -> Run:
     if model_kind not in MODEL_KINDS:
         raise ExportError(f"--model must be one of {', '.join(MODEL_KINDS)}, not {model_kind!r}")
     config = _read_json(root / "config.json")
-    _check_config(root / "config.json", config)
+    settings = _check_config(root / "config.json", config)
     labels = list(config["labels"])
     if "labels" in metrics and metrics["labels"] != labels:
         raise ExportError(f"{root / 'config.json'}: its labels differ from metrics.json's (order included): the "
@@ -338,7 +308,7 @@ def load_run(run_dir, model_kind: str | None = None) -> Run:
         read_vocab_file(root / "vocab.txt")
     except ValueError as e:
         raise ExportError(str(e)) from None
-    return Run(root, config, model_kind, labels, texts, tokens, np.stack(rows), logits, metrics)
+    return Run(root, config, model_kind, labels, texts, tokens, np.stack(rows), logits, metrics, settings)
 
 
 MAX_VOCAB_BYTES = 256 << 20
