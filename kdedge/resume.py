@@ -25,6 +25,7 @@ import numpy as np
 
 from kdedge.files import NPY_READ_ERRORS, atomic_path, check_regular_file, read_json_file, write_json_atomic
 from kdedge.trained import Fit, KDChoice, Trained
+from kdedge_run.locks import exclusive_lock
 
 log = logging.getLogger("kdedge")
 RESUME_VERSION = 1  # bump when what a phase stores changes
@@ -43,18 +44,10 @@ def resume_dir(out: Path) -> Path:
 
 
 def _lock(path: Path, out: Path) -> int:
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): no protection against a concurrent run
-        fcntl = None
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+    fd = exclusive_lock(path)
+    if fd is None:
         raise RunBusyError(f"{out}: another kdedge train is writing it (its finished phases are in {path.parent}); "
-                           "wait for it to finish or choose another --out") from None
+                           "wait for it to finish or choose another --out")
     return fd
 
 

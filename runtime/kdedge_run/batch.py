@@ -29,6 +29,7 @@ from collections import deque
 from pathlib import Path
 
 from .lines import Line, groups, read_lines
+from .locks import exclusive_lock
 from .raycluster import RayConnectError, connect, failure_line
 
 LOCK = ".lock"
@@ -101,10 +102,6 @@ def _inputs(input_path: Path) -> list[tuple[Path, str]]:
 def _claim(out_path: Path) -> tuple[Path, int, bool]:
     """Create or take over `.OUT.partial/` and lock it: (directory, lock fd, whether a stale partial output
     was cleared). FileExistsError when `out` exists or another run holds the lock."""
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): no protection against a concurrent run
-        fcntl = None
     if os.path.lexists(out_path):
         raise FileExistsError(f"{out_path}: already exists; choose another --out")
     tmp = out_path.with_name(f".{out_path.name}.partial")
@@ -113,12 +110,8 @@ def _claim(out_path: Path) -> tuple[Path, int, bool]:
     except FileExistsError:
         if tmp.is_symlink() or not tmp.is_dir():
             raise FileExistsError(f"{tmp}: exists and is not a directory this command made; remove it") from None
-    fd = os.open(tmp / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+    fd = exclusive_lock(tmp / LOCK)
+    if fd is None:
         raise FileExistsError(f"{out_path}: another kdedge-run label is writing it (into {tmp}); wait for it "
                               "to finish or choose another --out") from None
     if os.path.lexists(out_path):  # it finished while we waited
