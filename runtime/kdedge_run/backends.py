@@ -24,7 +24,7 @@ class OnnxBackend:
     name = "onnx"
     batch_size = ONNX_BATCH
 
-    def __init__(self, path: str, entry: dict, threads: int, text_floats: int):
+    def __init__(self, path: str, entry: dict, threads: int, text_floats: int, n_labels: int):
         import onnxruntime as ort
 
         self.threads = threads
@@ -52,6 +52,10 @@ class OnnxBackend:
         if missing:
             raise BundleError(f"{entry['file']}: no output named {missing[0]!r} "
                               f"(model outputs: {sorted(outputs)})")
+        for role, shape in (("logits", [None, n_labels]), ("probabilities", [None, n_labels]), ("known", [None])):
+            if role in named:
+                _check_dims(entry["file"], f"output {named[role]}", outputs[named[role]].shape, shape,
+                            "[batch, labels]" if role != "known" else "[batch]")
         if isinstance(inputs[0].shape[0], int):
             if inputs[0].shape[0] != 1:
                 raise BundleError(f"{entry['file']}: input batch must be dynamic or 1, "
@@ -152,13 +156,13 @@ def _native_stderr_silenced():
         os.close(saved)
 
 
-def _check_dims(file: str, what: str, actual, declared) -> None:
-    """Compare a model's tensor shape with the manifest's (None/symbolic dims match anything)."""
+def _check_dims(file: str, what: str, actual, declared, source: str = "manifest input_shape") -> None:
+    """Compare a model's tensor shape with the one `source` declares (None/symbolic dims match anything)."""
     ok = len(actual) == len(declared) and all(
         not isinstance(a, (int, np.integer)) or d is None or int(a) == d for a, d in zip(actual, declared))
     if not ok:
         raise BundleError(f"{file}: model {what} shape {[_dim(a) for a in actual]} does not match "
-                          f"manifest input_shape {declared}")
+                          f"{source} {declared}")
 
 
 def _dim(a):
@@ -206,7 +210,7 @@ def open_backend(bundle: Bundle, backend: str | None = None, threads: int = 1):
     shape = model_input_shape(bundle)
     if backend == "onnx":
         per_text = int(np.prod(shape)) * (1 if bundle.version == 2 else bundle.manifest["embeddings"]["dim"])
-        impl = OnnxBackend(path, entry, threads, per_text)
+        impl = OnnxBackend(path, entry, threads, per_text, n_labels)
     else:
         impl = TfliteBackend(path, entry, threads, n_labels)
     _probe(impl, bundle, entry)
@@ -256,8 +260,16 @@ def _probe(impl, bundle: Bundle, entry: dict) -> None:
             raise BundleError(f"{entry['file']}: test inference gave NaN or infinite {kind} (on {what})")
         if kind == "probabilities" and not ((values >= 0) & (values <= 1)).all():
             raise BundleError(f"{entry['file']}: test inference gave probabilities outside [0, 1] (on {what})")
-        if "known" in out and out["known"].shape != (1,):
-            raise BundleError(f"{entry['file']}: 'known' output shape {list(out['known'].shape)}, expected [1]")
+        if kind == "probabilities" and main.dtype != np.float32:
+            raise BundleError(f"{entry['file']}: probabilities dtype {main.dtype}, expected float32")
+        if "known" in out:
+            known = out["known"]
+            if known.shape != (1,) or known.dtype != np.int32:
+                raise BundleError(f"{entry['file']}: 'known' output {known.dtype} {list(known.shape)}, expected "
+                                  "int32 [1]")
+            if not 0 <= int(known[0]) <= np.count_nonzero(x):
+                raise BundleError(f"{entry['file']}: test inference gave known {int(known[0])}, outside [0, "
+                                  f"{np.count_nonzero(x)}] (the code points read, on {what})")
         attention = out.get("attention")
         if attention is not None and attention.shape != (1, *shape):
             raise BundleError(f"{entry['file']}: attention shape {list(attention.shape)}, expected "

@@ -11,6 +11,7 @@ import reprlib
 import stat
 import tokenize
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -22,29 +23,35 @@ FORMAT = "kdedge-bundle"
 IDS_VERSION = 1                    # ids and vectors outside the model (jieba, CKIP, HAN bundles)
 CODEPOINTS_VERSION = 2             # character bundles: code points in, calibrated probabilities out
 FORMAT_VERSION = CODEPOINTS_VERSION  # the newest version this reader knows; it reads 1 and 2
-MAX_CODE_POINT = 0x10FFFF
-MAX_DROPPED_RANGES = 100_000
-MAX_WINDOWS = 1024                 # input.windows.max_windows: model rows per text
-WINDOW_POOLS = ("max",)
-MAX_DESCRIPTION_CHARS = 10_000
 MANIFEST = "manifest.json"
-MODEL_FORMATS = ("onnx", "tflite")
 _EMBEDDING_DTYPES = {"float32": np.float32, "float16": np.float16, "int8": np.int8}
-# Limits checked at load (docs/bundle.md "Limits"): far above any real bundle, low enough that a
-# hostile manifest cannot make the reader allocate or compute without bound.
-MAX_MANIFEST_BYTES = 16 << 20
-MAX_FILES = 1000
-MAX_LABELS = 100_000
-MAX_LABEL_CHARS = 1000
-MAX_TEXT_FLOATS = 1 << 22          # model input floats per text: input shape × embeddings.dim
-MAX_SENTENCE_END_TOKENS = 256
-MAX_TOKEN_CHARS = 64               # one sentence-end token
-MAX_MODELS = 8
-MAX_VOCAB = 1 << 26
-TEMPERATURE_RANGE = (1e-3, 1e3)
-MAX_GOLDEN_TEXTS = 1000           # golden.jsonl (a few dozen): a bound on the work its check does at load
-MAX_GOLDEN_TOLERANCE = 1e-2
-MAX_PREFIX_CHARS = 1 << 26         # jieba's prefix table: Σ over dictionary words of len·(len−1)/2
+# Limits checked at load (docs/bundle.md "Limits"): far above any real bundle, low enough that a hostile
+# manifest cannot make the reader allocate or compute without bound. limits.json is their one source, read by
+# this reader and built into @kdedge/reader (runtime/js/src/limits.ts).
+LIMITS: dict = {name: entry["value"] for name, entry in json.loads(
+    resources.files(__package__).joinpath("limits.json").read_text("utf-8"))["limits"].items()}
+MAX_MANIFEST_BYTES = LIMITS["max_manifest_bytes"]
+MAX_JSON_DEPTH = LIMITS["max_json_depth"]
+MAX_INT_DIGITS = LIMITS["max_int_digits"]
+MAX_FILES = LIMITS["max_files"]
+MAX_FILE_BYTES = LIMITS["max_file_bytes"]
+MAX_LABELS = LIMITS["max_labels"]
+MAX_LABEL_CHARS = LIMITS["max_label_chars"]
+MAX_DESCRIPTION_CHARS = LIMITS["max_description_chars"]
+TEMPERATURE_RANGE = (LIMITS["min_temperature"], LIMITS["max_temperature"])
+MAX_TEXT_INPUT = LIMITS["max_text_input"]   # model input values per text (version 1: input shape × embeddings.dim)
+MAX_CODE_POINT = LIMITS["max_code_point"]
+MAX_DROPPED_RANGES = LIMITS["max_dropped_ranges"]
+MAX_WINDOWS = LIMITS["max_windows"]         # input.windows.max_windows: model rows per text
+WINDOW_POOLS = tuple(LIMITS["window_pools"])
+MIN_VOCAB, MAX_VOCAB = LIMITS["min_vocab"], LIMITS["max_vocab"]
+MAX_MODELS = LIMITS["max_models"]
+MODEL_FORMATS = tuple(LIMITS["model_formats"])
+MAX_GOLDEN_TEXTS = LIMITS["max_golden_texts"]  # golden.jsonl (a few dozen): a bound on the work its check does at load
+MAX_GOLDEN_TOLERANCE = LIMITS["max_golden_tolerance"]
+MAX_SENTENCE_END_TOKENS = LIMITS["max_sentence_end_tokens"]
+MAX_TOKEN_CHARS = LIMITS["max_token_chars"]  # one sentence-end token
+MAX_PREFIX_CHARS = LIMITS["max_prefix_chars"]  # jieba's prefix table: Σ over dictionary words of len·(len−1)/2
 _SHA256 = re.compile("[0-9a-fA-F]{64}")
 _REPR = reprlib.Repr()  # a value in a message: short, whatever its size or depth
 _REPR.maxstring = _REPR.maxother = 60
@@ -67,6 +74,42 @@ def ids_input_spec(max_len: int | None = None, max_sentences: int | None = None,
 
 class BundleError(Exception):
     """A bundle cannot be used; the message names the file and the problem."""
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _bounded_int(digits: str) -> int:
+    count = len(digits.lstrip("-"))
+    if count > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {count} digits, more than {MAX_INT_DIGITS}")
+    return int(digits)
+
+
+def _depth(value) -> int:
+    """How deep arrays and objects nest in a parsed JSON value (a flat one: 1), counted up to MAX_JSON_DEPTH + 1."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= MAX_JSON_DEPTH:
+        node, level = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def parse_json(text: str):
+    """One JSON value as both readers read a bundle's JSON (docs/bundle.md "Limits"): NaN and ±Infinity are not
+    JSON, an integer of more than MAX_INT_DIGITS digits and nesting deeper than MAX_JSON_DEPTH are refused.
+    ValueError (json.JSONDecodeError for bad JSON) names the problem."""
+    try:
+        value = json.loads(text, parse_int=_bounded_int, parse_constant=_no_constant)
+        too_deep = _depth(value) > MAX_JSON_DEPTH
+    except RecursionError:  # json's scanner recurses: nested far deeper than the limit
+        too_deep = True
+    if too_deep:
+        raise ValueError(f"nested too deeply (more than {MAX_JSON_DEPTH} levels)")
+    return value
 
 
 @contextlib.contextmanager
@@ -173,10 +216,9 @@ def _read_manifest(root: Path) -> dict:
                               f"{MAX_MANIFEST_BYTES} a manifest may have")
         data = path.read_bytes()
     try:
-        manifest = json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError) as e:  # bad UTF-8/JSON, a >4300-digit integer, deep nesting
-        raise BundleError(f"{MANIFEST}: not valid UTF-8 JSON: "
-                          f"{'nested too deeply' if isinstance(e, RecursionError) else e}") from e
+        manifest = parse_json(data.decode("utf-8"))
+    except ValueError as e:  # bad UTF-8 or JSON (a byte order mark too), NaN, a too long integer, deep nesting
+        raise BundleError(f"{MANIFEST}: not valid UTF-8 JSON: {e}") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f'{MANIFEST}: not a kdedge bundle (expected "format": "{FORMAT}")')
     version = manifest.get("format_version")
@@ -241,9 +283,10 @@ def _check_files(root: Path, files: dict) -> None:
             if not full.is_file():
                 raise BundleError(f"{rel}: missing (listed in manifest.json 'files')")
             if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) \
-                    or not _SHA256.fullmatch(meta["sha256"]) or type(meta.get("bytes")) is not int:
+                    or not _SHA256.fullmatch(meta["sha256"]) or type(meta.get("bytes")) is not int \
+                    or not 0 <= meta["bytes"] <= MAX_FILE_BYTES:
                 raise BundleError(f"{MANIFEST}: entry for {rel} needs 'sha256' (64 hex digits) and "
-                                  "'bytes' (int)")
+                                  f"'bytes' (int, 0 to {MAX_FILE_BYTES})")
             size = full.stat().st_size
             if size != meta["bytes"]:
                 raise BundleError(f"{rel}: size {size} bytes, manifest says {_short(meta['bytes'])}")
@@ -325,10 +368,16 @@ def _check_golden_entry(m: dict) -> None:
 def _check_v2(m: dict) -> None:
     """Version 2: code point input (max_len, dropped ranges) and models taking int32 code points."""
     spec = m["input"]
-    if spec.get("kind") != "codepoints" or spec.get("dtype") != "int32" or spec.get("pad") != 0:
+    if spec.get("kind") != "codepoints" or spec.get("dtype") != "int32" or type(spec.get("pad")) is not int \
+            or spec["pad"] != 0:
         raise BundleError(f"{MANIFEST}: version 2 input must be kind 'codepoints', dtype 'int32', pad 0; got "
                           f"{_short(spec)}")
-    max_len = _int(spec.get("max_len"), "input.max_len", MAX_TEXT_FLOATS)
+    if m["calibration"].get("in_graph") is not True:
+        raise BundleError(f"{MANIFEST}: version 2 calibration.in_graph must be true (the model applies the "
+                          f"temperatures), got {_short(m['calibration'].get('in_graph'))}")
+    if not isinstance(m.get("abstain"), dict):
+        raise BundleError(f"{MANIFEST}: version 2 needs 'abstain': {{\"min_coverage\": a number in [0, 1]}}")
+    max_len = _int(spec.get("max_len"), "input.max_len", MAX_TEXT_INPUT)
     dropped = spec.get("dropped")
     if not isinstance(dropped, list) or len(dropped) > MAX_DROPPED_RANGES:
         raise BundleError(f"{MANIFEST}: input.dropped must be a list of at most {MAX_DROPPED_RANGES} ranges")
@@ -342,7 +391,7 @@ def _check_v2(m: dict) -> None:
     if not dropped or dropped[0][0] != 0:
         raise BundleError(f"{MANIFEST}: input.dropped must start at code point 0 (the padding)")
     _check_windows(spec, max_len)
-    _int(m["vocab"].get("size"), "vocab.size", MAX_VOCAB, low=2)
+    _int(m["vocab"].get("size"), "vocab.size", MAX_VOCAB, low=MIN_VOCAB)
     if not m["models"] or len(m["models"]) > MAX_MODELS:
         raise BundleError(f"{MANIFEST}: 'models' must list 1 to {MAX_MODELS} models")
     for entry in m["models"]:
@@ -357,9 +406,9 @@ def _check_v2(m: dict) -> None:
             raise BundleError(f"{MANIFEST}: models[{entry['format']}]: needs input_name, input_dtype 'int32' and "
                               "outputs {probabilities: str, known: str, attention: str or null}")
         shape = entry.get("input_shape")
-        if not isinstance(shape, list) or shape[1:] != [max_len] or shape[:1] not in ([None], [1]):
+        if shape not in ([None, max_len], [1, max_len]) or not all(type(d) in (int, type(None)) for d in shape):
             raise BundleError(f"{entry['file']}: manifest input_shape {_short(shape)} does not match "
-                              f"[batch, input.max_len = {max_len}]")
+                              f"[batch (null or 1), input.max_len = {max_len}]")
 
 
 def window_rule(spec: dict) -> Windows:
@@ -373,7 +422,7 @@ def window_rule(spec: dict) -> Windows:
 
 def _check_windows(spec: dict, max_len: int) -> None:
     """`input.windows`, when present: size = max_len, 1 <= stride <= size, 1 <= max_windows <= MAX_WINDOWS
-    (and at most MAX_TEXT_FLOATS code points read), pool a known rule."""
+    (and at most MAX_TEXT_INPUT code points read), pool a known rule."""
     w = spec.get("windows")
     if w is None:
         return
@@ -385,9 +434,9 @@ def _check_windows(spec: dict, max_len: int) -> None:
                           f"got {_short(w.get('size'))}")
     stride = _int(w.get("stride"), "input.windows.stride", max_len)
     count = _int(w.get("max_windows"), "input.windows.max_windows", MAX_WINDOWS)
-    if max_len + (count - 1) * stride > MAX_TEXT_FLOATS:
+    if max_len + (count - 1) * stride > MAX_TEXT_INPUT:
         raise BundleError(f"{MANIFEST}: input.windows reads up to {max_len + (count - 1) * stride} code points "
-                          f"per text, more than {MAX_TEXT_FLOATS}")
+                          f"per text, more than {MAX_TEXT_INPUT}")
     if w.get("pool") not in WINDOW_POOLS:
         raise BundleError(f"{MANIFEST}: input.windows.pool {_short(w.get('pool'))} unknown (this kdedge-run "
                           f"pools by {', '.join(WINDOW_POOLS)}); upgrade kdedge-run")
@@ -409,14 +458,14 @@ def _check_manifest(m: dict) -> None:
         raise BundleError(f"{MANIFEST}: input.kind {_short(spec.get('kind'))} unknown "
                           "(expected 'sequence' or 'hierarchical')")
     for key in dims:
-        _int(spec.get(key), f"input.{key}", MAX_TEXT_FLOATS)
+        _int(spec.get(key), f"input.{key}", MAX_TEXT_INPUT)
     if spec.get("pad_id", PAD_ID) != PAD_ID or spec.get("oov_id", OOV_ID) != OOV_ID:
         raise BundleError(f"{MANIFEST}: input.pad_id must be {PAD_ID} and input.oov_id {OOV_ID}")
-    dim = _int(m["embeddings"].get("dim"), "embeddings.dim", MAX_TEXT_FLOATS)
-    if math.prod(input_shape(spec)) * dim > MAX_TEXT_FLOATS:
+    dim = _int(m["embeddings"].get("dim"), "embeddings.dim", MAX_TEXT_INPUT)
+    if math.prod(input_shape(spec)) * dim > MAX_TEXT_INPUT:
         raise BundleError(f"{MANIFEST}: input {list(input_shape(spec))} × embeddings.dim {dim} is more "
-                          f"than {MAX_TEXT_FLOATS} model input floats per text")
-    _int(m["vocab"].get("size"), "vocab.size", MAX_VOCAB, low=2)
+                          f"than {MAX_TEXT_INPUT} model input floats per text")
+    _int(m["vocab"].get("size"), "vocab.size", MAX_VOCAB, low=MIN_VOCAB)
     if not m["models"] or len(m["models"]) > MAX_MODELS:
         raise BundleError(f"{MANIFEST}: 'models' must list 1 to {MAX_MODELS} models")
     expected = [*input_shape(spec), dim]

@@ -1,18 +1,21 @@
 // kdedge bundle format v2 reader: everything except file access and the ONNX Runtime flavour.
 // The contract is docs/bundle.md, "Version 2" (code points in, calibrated probabilities out).
 
+import {
+  MAX_CODE_POINT, MAX_DESCRIPTION_CHARS, MAX_DROPPED_RANGES, MAX_FILE_BYTES, MAX_FILES, MAX_GOLDEN_TEXTS,
+  MAX_GOLDEN_TOLERANCE, MAX_INT_DIGITS, MAX_JSON_DEPTH, MAX_LABEL_CHARS, MAX_LABELS, MAX_MANIFEST_BYTES, MAX_MODELS,
+  MAX_TEMPERATURE, MAX_TEXT_INPUT, MAX_VOCAB, MAX_WINDOWS, MIN_TEMPERATURE, MIN_VOCAB, MODEL_FORMATS, WINDOW_POOLS,
+} from "./limits.js";
+
+// The limits both readers check (docs/bundle.md "Limits"), written from runtime/kdedge_run/limits.json at build.
+export * from "./limits.js";
+
 export const FORMAT = "kdedge-bundle";
 export const FORMAT_VERSION = 2;
 export const MANIFEST = "manifest.json";
-const MAX_FILES = 1000;
-const MAX_CODEPOINT = 0x10ffff;
-const MAX_INPUT_LEN = 1 << 22;
-const MAX_DESCRIPTION_CHARS = 10_000;
-/** golden.jsonl holds a few dozen texts: a bound on the work its check at load does (as kdedge_run's). */
-const MAX_GOLDEN_TEXTS = 1000;
-const MAX_GOLDEN_TOLERANCE = 1e-2;
-/** input.windows.max_windows at most this (model rows per text), as kdedge_run. */
-export const MAX_WINDOWS = 1024;
+/** vocab.txt's first two lines (ids 0 and 1). */
+const PAD_TOKEN = "<pad>";
+const OOV_TOKEN = "<oov>";
 /**
  * Texts per model run in a batch prediction (probabilities do not depend on the batch). The texts of
  * one predict() call are sorted by length before they are cut into batches: the model trims the padding
@@ -37,9 +40,9 @@ export interface ModelEntry {
   format: string;
   file: string;
   precision?: string;
-  input_shape?: (number | null)[];
+  input_shape: [number | null, number];
   input_name: string;
-  input_dtype?: string;
+  input_dtype: "int32";
   outputs: { probabilities: string; known: string; attention?: string | null };
 }
 
@@ -70,10 +73,12 @@ export interface Manifest {
   format_version: number;
   labels: string[];
   thresholds: number[];
+  calibration: { method: "temperature"; temperatures: number[]; in_graph: true };
   input: InputSpec;
   abstain: { min_coverage: number };
+  vocab: { file: string; size: number };
   label_descriptions?: Record<string, string>;
-  golden?: { file: string; texts: number; tolerance: number };
+  golden?: { file: string; texts: number; tolerance: number } | null;
   models: ModelEntry[];
   files: Record<string, FileEntry>;
   [key: string]: unknown;
@@ -128,9 +133,18 @@ export interface OrtTensor {
   readonly type: string;
 }
 
+/** What a session says of one of its inputs or outputs (ONNX Runtime >= 1.21); a dimension is a number when
+ * fixed, a name (or -1) when not. */
+export interface OrtValueMetadata {
+  readonly name: string;
+  readonly shape?: readonly (number | string)[];
+}
+
 export interface OrtSession {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
+  readonly inputMetadata?: readonly OrtValueMetadata[];
+  readonly outputMetadata?: readonly OrtValueMetadata[];
   run(feeds: Record<string, OrtTensor>): Promise<Record<string, OrtTensor>>;
   release?(): Promise<void>;
 }
@@ -140,8 +154,24 @@ export interface OrtLike {
   Tensor: new (type: "int32", data: Int32Array, dims: readonly number[]) => OrtTensor;
 }
 
-/** How a flavour reads one bundle file (a relative path from manifest.files, or manifest.json). */
-export type ReadFile = (rel: string) => Promise<Uint8Array>;
+/**
+ * How a flavour reads one bundle file (a relative path from manifest.files, or manifest.json): its bytes, of which
+ * the reader accepts at most `limit` (manifest.json: MAX_MANIFEST_BYTES; a listed file: its manifest `bytes`). A
+ * flavour that learns the file is larger (its size on disk, a Content-Length, or while reading) stops and throws
+ * FileTooLarge, so that a huge file is never read whole; the reader checks the size of what it gets in any case.
+ */
+export type ReadFile = (rel: string, limit: number) => Promise<Uint8Array>;
+
+/** Thrown by a ReadFile for a file of more bytes than its `limit`: `size`, when the flavour knows it. */
+export class FileTooLarge extends Error {
+  readonly size: number | undefined;
+
+  constructor(size?: number) {
+    super(size === undefined ? "file too large" : `file of ${size} bytes too large`);
+    this.name = "FileTooLarge";
+    this.size = size;
+  }
+}
 
 // ---- manifest and files ---------------------------------------------------------------------
 
@@ -161,100 +191,278 @@ function isNumberIn(x: unknown, low: number, high: number): x is number {
   return typeof x === "number" && Number.isFinite(x) && x >= low && x <= high;
 }
 
+/** UTF-8 `bytes` as text, strictly: invalid UTF-8 throws, and a byte order mark stays in the text (where JSON
+ * refuses it, as Python's json does). */
+function decodeUtf8(bytes: Uint8Array): string {
+  return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
+}
+
+/** A place in a JSON value, as a key of the set parseJson returns: its keys and indices from the top. */
+function place(...keys: (string | number)[]): string {
+  return JSON.stringify(keys);
+}
+
+/**
+ * Read `text` as one JSON value as both readers read a bundle's JSON (docs/bundle.md "Limits"): JSON.parse, then
+ * what it does not check: nesting at most MAX_JSON_DEPTH deep, integers of at most MAX_INT_DIGITS digits. Also
+ * returns the places (place()) of the numbers written with a fraction or an exponent ("128.0", "1e2"): JSON.parse
+ * reads them as integers, kdedge_run (Python's json) as floats, and an integer field refuses them. Throws an Error
+ * naming the problem.
+ */
+function parseJson(text: string): { value: unknown; fractions: ReadonlySet<string> } {
+  const value: unknown = JSON.parse(text);
+  // `text` is valid JSON: walk its tokens, keeping the place of each value
+  const fractions = new Set<string>();
+  const path: (string | number)[] = [];
+  const arrays: boolean[] = []; // open containers, innermost last: true for an array
+  let key = false; // the next string is an object key
+  for (let i = 0; i < text.length;) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) { // a string: to its closing quote (one not escaped by an odd run of backslashes)
+      let end = i;
+      for (;;) {
+        end = text.indexOf('"', end + 1);
+        let slashes = 0;
+        while (text.charCodeAt(end - 1 - slashes) === 0x5c) slashes++;
+        if (slashes % 2 === 0) break;
+      }
+      if (key) path[path.length - 1] = JSON.parse(text.slice(i, end + 1)) as string;
+      key = false;
+      i = end + 1;
+    } else if (c === 0x7b || c === 0x5b) { // { [
+      if (arrays.length === MAX_JSON_DEPTH) throw new Error(`nested too deeply (more than ${MAX_JSON_DEPTH} levels)`);
+      arrays.push(c === 0x5b);
+      path.push(c === 0x5b ? 0 : "");
+      key = c === 0x7b;
+      i++;
+    } else if (c === 0x7d || c === 0x5d) { // } ]
+      arrays.pop();
+      path.pop();
+      key = false;
+      i++;
+    } else if (c === 0x2c) { // , : the next element or key
+      if (arrays[arrays.length - 1]) (path[path.length - 1] as number)++;
+      else key = true;
+      i++;
+    } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) { // a number
+      let end = i + 1, fraction = false;
+      for (let d = text.charCodeAt(end); (d >= 0x30 && d <= 0x39) || d === 0x2e || d === 0x65 || d === 0x45 || d === 0x2b || d === 0x2d; d = text.charCodeAt(++end)) {
+        if (d === 0x2e || d === 0x65 || d === 0x45) fraction = true;
+      }
+      if (fraction) {
+        fractions.add(place(...path));
+      } else {
+        const digits = end - i - (c === 0x2d ? 1 : 0);
+        if (digits > MAX_INT_DIGITS) throw new Error(`an integer of ${digits} digits, more than ${MAX_INT_DIGITS}`);
+        if (fractions.size > 0) fractions.delete(place(...path)); // a key given again: its last value counts
+      }
+      i = end;
+    } else {
+      i++; // whitespace, ':', true, false, null
+    }
+  }
+  return { value, fractions };
+}
+
 /** Parse manifest.json bytes and check every value this reader uses. */
 export function parseManifest(bytes: Uint8Array): Manifest {
-  let m: unknown;
+  if (bytes.byteLength > MAX_MANIFEST_BYTES) {
+    fail(`${MANIFEST}: ${bytes.byteLength} bytes, more than the ${MAX_MANIFEST_BYTES} a manifest may have`);
+  }
+  let parsed: ReturnType<typeof parseJson>;
   try {
-    m = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+    parsed = parseJson(decodeUtf8(bytes));
   } catch (e) {
     fail(`${MANIFEST}: not valid UTF-8 JSON: ${(e as Error).message}`);
   }
-  checkManifest(m);
-  return m;
+  checkManifest(parsed.value, parsed.fractions);
+  return parsed.value;
 }
 
-/** Refuse anything but a well-formed format-version-2 manifest (errors name the key). */
-export function checkManifest(m: unknown): asserts m is Manifest {
+/** A value in a message: JSON, at most 60 characters. */
+function short(x: unknown): string {
+  const text = JSON.stringify(x) ?? String(x);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+/** Code points of `text` (a lone surrogate is one), as Python's len() counts a str. */
+function codePoints(text: string): number {
+  let n = 0;
+  for (const _ of text) n++;
+  return n;
+}
+
+/**
+ * Refuse anything but a well-formed format-version-2 manifest (errors name the key); the rules and limits are
+ * kdedge_run's (docs/bundle.md "Limits"). `fractions`: the places of numbers written with a fraction or exponent
+ * (parseJson), which an integer field refuses; empty for a manifest that was never JSON text.
+ */
+export function checkManifest(m: unknown, fractions: ReadonlySet<string> = new Set()): asserts m is Manifest {
+  const ints: Integers = {
+    is: (x, low, high, ...keys): x is number => isInt(x, low, high) && !fractions.has(place(...keys)),
+    show: (x, ...keys) => {
+      const at = place(...keys), inside = `${at.slice(0, -1)},`; // the place and the places within it
+      const written = fractions.has(at) || [...fractions].some((f) => f.startsWith(inside));
+      return `${short(x)}${written ? " (a number written with a fraction or exponent)" : ""}`;
+    },
+  };
   if (!isObject(m) || m.format !== FORMAT) {
-    fail(`${MANIFEST}: not a kdedge bundle (expected "format": "${FORMAT}", got ${JSON.stringify(isObject(m) ? m.format : m)})`);
+    fail(`${MANIFEST}: not a kdedge bundle (expected "format": "${FORMAT}", got ${short(isObject(m) ? m.format : m)})`);
   }
-  if (m.format_version !== FORMAT_VERSION) {
-    fail(`${MANIFEST}: format_version ${JSON.stringify(m.format_version)} is not supported ` +
-      `(this reader reads format_version ${FORMAT_VERSION} only)`);
+  if (!ints.is(m.format_version, FORMAT_VERSION, FORMAT_VERSION, "format_version")) {
+    fail(`${MANIFEST}: format_version ${ints.show(m.format_version, "format_version")} ` +
+      `is not supported (this reader reads format_version ${FORMAT_VERSION} only)`);
   }
-  const files = m.files;
-  if (!isObject(files)) fail(`${MANIFEST}: 'files' missing or not a JSON object`);
+  for (const [key, kind] of [["files", "object"], ["labels", "array"], ["thresholds", "array"], ["calibration", "object"],
+    ["input", "object"], ["vocab", "object"], ["embeddings", "object"], ["segmenter", "object"], ["models", "array"]]) {
+    if (kind === "object" ? !isObject(m[key]) : !Array.isArray(m[key])) fail(`${MANIFEST}: '${key}' missing or not a JSON ${kind}`);
+  }
+  const files = m.files as Record<string, unknown>;
   const names = Object.keys(files);
   if (names.length > MAX_FILES) fail(`${MANIFEST}: 'files' lists ${names.length} files, more than ${MAX_FILES}`);
   for (const rel of names) {
     checkPath(rel);
     const meta = files[rel];
     if (!isObject(meta) || typeof meta.sha256 !== "string" || !/^[0-9a-fA-F]{64}$/.test(meta.sha256) ||
-        !isInt(meta.bytes, 0, Number.MAX_SAFE_INTEGER)) {
-      fail(`${MANIFEST}: entry for ${rel} needs 'sha256' (64 hex digits) and 'bytes' (int)`);
+        !ints.is(meta.bytes, 0, MAX_FILE_BYTES, "files", rel, "bytes")) {
+      fail(`${MANIFEST}: entry for ${rel} needs 'sha256' (64 hex digits) and 'bytes' (int, 0 to ${MAX_FILE_BYTES})`);
     }
   }
-  const labels = m.labels;
-  if (!Array.isArray(labels) || labels.length === 0 || !labels.every((x) => typeof x === "string" && x !== "") ||
-      new Set(labels).size !== labels.length) {
-    fail(`${MANIFEST}: 'labels' must be a non-empty list of distinct strings`);
+  const listed = (rel: unknown): rel is string => typeof rel === "string" && Object.hasOwn(files, rel);
+  checkCommon(m, listed, ints);
+  checkInput(m.input as Record<string, unknown>, ints);
+  const calibration = m.calibration as Record<string, unknown>;
+  if (calibration.in_graph !== true) {
+    fail(`${MANIFEST}: version 2 calibration.in_graph must be true (the model applies the temperatures), got ${short(calibration.in_graph)}`);
   }
-  const n = labels.length;
-  const thresholds = m.thresholds;
-  if (!Array.isArray(thresholds) || thresholds.length !== n) fail(`${MANIFEST}: 'thresholds' must list one number per label (${n})`);
-  thresholds.forEach((t, i) => {
-    if (!isNumberIn(t, 0, 1)) fail(`${MANIFEST}: thresholds must be within [0, 1]; thresholds[${i}] is ${JSON.stringify(t)}`);
-  });
-  const input = m.input;
-  if (!isObject(input) || input.kind !== "codepoints") fail(`${MANIFEST}: input.kind must be "codepoints"`);
-  if (input.dtype !== undefined && input.dtype !== "int32") fail(`${MANIFEST}: input.dtype must be "int32"`);
-  if (!isInt(input.max_len, 1, MAX_INPUT_LEN)) fail(`${MANIFEST}: input.max_len must be a positive integer of at most ${MAX_INPUT_LEN}`);
-  if (input.pad !== undefined && input.pad !== 0) fail(`${MANIFEST}: input.pad must be 0`);
-  const dropped = input.dropped;
-  if (!Array.isArray(dropped) || !dropped.every((r) => Array.isArray(r) && r.length === 2 &&
-      isInt(r[0], 0, MAX_CODEPOINT) && isInt(r[1], 0, MAX_CODEPOINT) && r[0] <= r[1])) {
-    fail(`${MANIFEST}: input.dropped must be a list of inclusive code point ranges [first, last]`);
+  const vocab = m.vocab as Record<string, unknown>;
+  if (!ints.is(vocab.size, MIN_VOCAB, MAX_VOCAB, "vocab", "size")) {
+    fail(`${MANIFEST}: vocab.size must be an integer >= ${MIN_VOCAB} of at most ${MAX_VOCAB}, got ${ints.show(vocab.size, "vocab", "size")}`);
   }
-  checkWindows(input.windows, input.max_len);
-  const abstain = m.abstain;
-  if (!isObject(abstain) || !isNumberIn(abstain.min_coverage, 0, 1)) {
-    fail(`${MANIFEST}: abstain.min_coverage must be a number within [0, 1]`);
-  }
-  const descriptions = m.label_descriptions;
-  if (descriptions !== undefined && descriptions !== null && (!isObject(descriptions) ||
-      !Object.entries(descriptions).every(([lab, text]) => labels.includes(lab) && typeof text === "string" &&
-        text.length <= MAX_DESCRIPTION_CHARS))) {
-    fail(`${MANIFEST}: 'label_descriptions' must map labels of 'labels' to strings of at most ${MAX_DESCRIPTION_CHARS} characters`);
-  }
-  const golden = m.golden;
-  if (golden !== undefined && !(isObject(golden) && typeof golden.file === "string" && Object.hasOwn(files, golden.file) &&
-      isInt(golden.texts, 1, MAX_GOLDEN_TEXTS) && isNumberIn(golden.tolerance, 0, MAX_GOLDEN_TOLERANCE) && golden.tolerance > 0)) {
-    fail(`${MANIFEST}: 'golden' must be {"file": a file listed in 'files', "texts": 1 to ${MAX_GOLDEN_TEXTS}, ` +
-      `"tolerance": a number in (0, ${MAX_GOLDEN_TOLERANCE}]}`);
-  }
-  const models = m.models;
-  if (!Array.isArray(models) || models.length === 0) fail(`${MANIFEST}: 'models' must be a non-empty list`);
+  if (!listed(vocab.file)) fail(`${MANIFEST}: vocab.file ${short(vocab.file)} is not a file listed in 'files'`);
+  const models = m.models as unknown[];
+  if (models.length === 0 || models.length > MAX_MODELS) fail(`${MANIFEST}: 'models' must list 1 to ${MAX_MODELS} models`);
+  const maxLen = (m.input as InputSpec).max_len;
   models.forEach((e, i) => {
-    if (!isObject(e) || typeof e.format !== "string" || typeof e.file !== "string") {
-      fail(`${MANIFEST}: models[${i}] needs 'format' and 'file' strings`);
+    if (!isObject(e) || !MODEL_FORMATS.includes(e.format as string)) {
+      fail(`${MANIFEST}: models[${i}] ${short(e)} has no known format (${MODEL_FORMATS.join(", ")})`);
     }
-    if (!Object.hasOwn(files, e.file)) fail(`${MANIFEST}: models[${i}].file ${e.file} is not listed in 'files'`);
+    if (!listed(e.file)) fail(`${MANIFEST}: models[${i}].file ${short(e.file)} is not a file listed in 'files'`);
+    const outputs = e.outputs;
+    if (typeof e.input_name !== "string" || e.input_dtype !== "int32" || !isObject(outputs) ||
+        typeof outputs.probabilities !== "string" || typeof outputs.known !== "string" ||
+        !(outputs.attention === undefined || outputs.attention === null || typeof outputs.attention === "string")) {
+      fail(`${MANIFEST}: models[${i}]: needs input_name, input_dtype "int32" and outputs {probabilities: string, ` +
+        "known: string, attention: string or null}");
+    }
+    const shape = e.input_shape;
+    if (!(Array.isArray(shape) && shape.length === 2 && (shape[0] === null || ints.is(shape[0], 1, 1, "models", i, "input_shape", 0)) &&
+        ints.is(shape[1], maxLen, maxLen, "models", i, "input_shape", 1))) {
+      fail(`${e.file}: manifest input_shape ${ints.show(shape, "models", i, "input_shape")} does not match [batch (null or 1), input.max_len = ${maxLen}]`);
+    }
   });
 }
 
+/** The integer fields of a manifest read from JSON text (checkManifest). */
+interface Integers {
+  /** `x`, at `keys` (its place), an integer in [low, high] written as one: no fraction, no exponent. */
+  is(x: unknown, low: number, high: number, ...keys: (string | number)[]): x is number;
+  /** `x`, at `keys`, in a message (saying when it holds a number written with a fraction or exponent). */
+  show(x: unknown, ...keys: (string | number)[]): string;
+}
+
+/** Labels, thresholds, temperatures, abstention, golden entry and label descriptions (kdedge_run's _check_common,
+ * with version 2's abstain required). */
+function checkCommon(m: Record<string, unknown>, listed: (rel: unknown) => rel is string, ints: Integers): void {
+  const labels = m.labels as unknown[];
+  if (labels.length === 0 || !labels.every((x) => typeof x === "string" && x !== "") || new Set(labels).size !== labels.length) {
+    fail(`${MANIFEST}: 'labels' must be a non-empty list of distinct strings`);
+  }
+  if (labels.length > MAX_LABELS || labels.some((x) => codePoints(x as string) > MAX_LABEL_CHARS)) {
+    fail(`${MANIFEST}: 'labels' may hold at most ${MAX_LABELS} names of at most ${MAX_LABEL_CHARS} characters`);
+  }
+  const n = labels.length;
+  const calibration = m.calibration as Record<string, unknown>;
+  if (calibration.method !== "temperature") {
+    fail(`${MANIFEST}: calibration method ${short(calibration.method)} unknown (expected "temperature")`);
+  }
+  for (const [key, values] of [["thresholds", m.thresholds], ["calibration.temperatures", calibration.temperatures]] as const) {
+    if (!Array.isArray(values) || values.length !== n) fail(`${MANIFEST}: '${key}' must list one number per label (${n})`);
+  }
+  (calibration.temperatures as unknown[]).forEach((t, i) => {
+    if (!isNumberIn(t, MIN_TEMPERATURE, MAX_TEMPERATURE)) {
+      fail(`${MANIFEST}: temperatures must be finite and > 0 (within [${MIN_TEMPERATURE}, ${MAX_TEMPERATURE}]); ` +
+        `calibration.temperatures[${i}] is ${short(t)}`);
+    }
+  });
+  (m.thresholds as unknown[]).forEach((t, i) => {
+    if (!isNumberIn(t, 0, 1)) fail(`${MANIFEST}: thresholds must be within [0, 1]; thresholds[${i}] is ${short(t)}`);
+  });
+  const abstain = m.abstain;
+  if (!isObject(abstain) || !isNumberIn(abstain.min_coverage, 0, 1)) {
+    fail(`${MANIFEST}: version 2 needs 'abstain': {"min_coverage": a number in [0, 1]}, got ${short(abstain)}`);
+  }
+  const golden = m.golden;
+  if (golden !== undefined && golden !== null && !(isObject(golden) && listed(golden.file) &&
+      ints.is(golden.texts, 1, MAX_GOLDEN_TEXTS, "golden", "texts") && isNumberIn(golden.tolerance, 0, MAX_GOLDEN_TOLERANCE) &&
+      golden.tolerance > 0)) {
+    fail(`${MANIFEST}: 'golden' must be {"file": a file listed in 'files', "texts": 1 to ${MAX_GOLDEN_TEXTS}, ` +
+      `"tolerance": a number in (0, ${MAX_GOLDEN_TOLERANCE}]}`);
+  }
+  const descriptions = m.label_descriptions;
+  const known = new Set(labels);
+  if (descriptions !== undefined && descriptions !== null && (!isObject(descriptions) ||
+      !Object.entries(descriptions).every(([label, text]) => known.has(label) && typeof text === "string" &&
+        codePoints(text) <= MAX_DESCRIPTION_CHARS))) {
+    fail(`${MANIFEST}: 'label_descriptions' must map labels of 'labels' to strings of at most ${MAX_DESCRIPTION_CHARS} characters`);
+  }
+}
+
+/** Version 2's `input`: code points (kind, dtype, pad), max_len, the dropped ranges, the window rule. */
+function checkInput(input: Record<string, unknown>, ints: Integers): void {
+  if (input.kind !== "codepoints" || input.dtype !== "int32" || !ints.is(input.pad, 0, 0, "input", "pad")) {
+    fail(`${MANIFEST}: version 2 input must be kind "codepoints", dtype "int32", pad 0; got kind ${short(input.kind)}, ` +
+      `dtype ${short(input.dtype)}, pad ${ints.show(input.pad, "input", "pad")}`);
+  }
+  if (!ints.is(input.max_len, 1, MAX_TEXT_INPUT, "input", "max_len")) {
+    fail(`${MANIFEST}: input.max_len must be a positive integer of at most ${MAX_TEXT_INPUT}, got ${ints.show(input.max_len, "input", "max_len")}`);
+  }
+  const dropped = input.dropped;
+  if (!Array.isArray(dropped) || dropped.length > MAX_DROPPED_RANGES) {
+    fail(`${MANIFEST}: input.dropped must be a list of at most ${MAX_DROPPED_RANGES} ranges`);
+  }
+  let last = -1;
+  dropped.forEach((r: unknown, i) => {
+    if (!(Array.isArray(r) && r.length === 2 && ints.is(r[0], last + 1, MAX_CODE_POINT, "input", "dropped", i, 0) &&
+        ints.is(r[1], r[0], MAX_CODE_POINT, "input", "dropped", i, 1))) {
+      fail(`${MANIFEST}: input.dropped[${i}] ${ints.show(r, "input", "dropped", i)} is not an inclusive [first, last] code point range after the ` +
+        `previous one (0 to 0x${MAX_CODE_POINT.toString(16)})`);
+    }
+    last = r[1];
+  });
+  if (dropped.length === 0 || dropped[0][0] !== 0) fail(`${MANIFEST}: input.dropped must start at code point 0 (the padding)`);
+  checkWindows(input.windows, input.max_len, ints);
+}
+
 /** `input.windows`, when present: size = max_len, 1 <= stride <= size, 1 <= max_windows <= MAX_WINDOWS (and at
- * most MAX_INPUT_LEN code points read), pool "max" (kdedge_run's checks). */
-function checkWindows(w: unknown, maxLen: number): void {
+ * most MAX_TEXT_INPUT code points read), pool a known rule (kdedge_run's checks). */
+function checkWindows(w: unknown, maxLen: number, ints: Integers): void {
   if (w === undefined || w === null) return;
-  if (!isObject(w)) fail(`${MANIFEST}: input.windows must be an object {size, stride, max_windows, pool}`);
-  if (w.size !== maxLen) fail(`${MANIFEST}: input.windows.size must equal input.max_len (${maxLen}), got ${JSON.stringify(w.size)}`);
-  if (!isInt(w.stride, 1, maxLen)) fail(`${MANIFEST}: input.windows.stride must be a positive integer of at most ${maxLen}, got ${JSON.stringify(w.stride)}`);
-  if (!isInt(w.max_windows, 1, MAX_WINDOWS)) {
-    fail(`${MANIFEST}: input.windows.max_windows must be a positive integer of at most ${MAX_WINDOWS}, got ${JSON.stringify(w.max_windows)}`);
+  if (!isObject(w)) fail(`${MANIFEST}: input.windows must be an object {size, stride, max_windows, pool}, got ${short(w)}`);
+  if (!ints.is(w.size, maxLen, maxLen, "input", "windows", "size")) {
+    fail(`${MANIFEST}: input.windows.size must equal input.max_len (${maxLen}), got ${ints.show(w.size, "input", "windows", "size")}`);
+  }
+  if (!ints.is(w.stride, 1, maxLen, "input", "windows", "stride")) {
+    fail(`${MANIFEST}: input.windows.stride must be a positive integer of at most ${maxLen}, got ${ints.show(w.stride, "input", "windows", "stride")}`);
+  }
+  if (!ints.is(w.max_windows, 1, MAX_WINDOWS, "input", "windows", "max_windows")) {
+    fail(`${MANIFEST}: input.windows.max_windows must be a positive integer of at most ${MAX_WINDOWS}, got ${ints.show(w.max_windows, "input", "windows", "max_windows")}`);
   }
   const reach = maxLen + (w.max_windows - 1) * w.stride;
-  if (reach > MAX_INPUT_LEN) fail(`${MANIFEST}: input.windows reads up to ${reach} code points per text, more than ${MAX_INPUT_LEN}`);
-  if (w.pool !== "max") fail(`${MANIFEST}: input.windows.pool ${JSON.stringify(w.pool)} unknown (this reader pools by max); upgrade @kdedge/reader`);
+  if (reach > MAX_TEXT_INPUT) fail(`${MANIFEST}: input.windows reads up to ${reach} code points per text, more than ${MAX_TEXT_INPUT}`);
+  if (!WINDOW_POOLS.includes(w.pool as string)) {
+    fail(`${MANIFEST}: input.windows.pool ${short(w.pool)} unknown (this reader pools by ${WINDOW_POOLS.join(", ")}); upgrade @kdedge/reader`);
+  }
 }
 
 /** A manifest.files key must be a plain relative path inside the bundle. */
@@ -278,22 +486,54 @@ export async function sha256Hex(bytes: Uint8Array): Promise<string> {
   return hex;
 }
 
-/** Read every file in manifest.files, check its size and SHA-256; returns the bytes by path. */
+/**
+ * `readFile(rel, limit)`: a file of more than `limit` bytes (FileTooLarge, or more bytes returned) is refused with
+ * `tooLarge(its size)`, one that cannot be read with `unreadable(the error)`.
+ */
+async function readBounded(readFile: ReadFile, rel: string, limit: number, tooLarge: (size: string) => string,
+                           unreadable: (e: Error) => string): Promise<Uint8Array> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(rel, limit);
+  } catch (e) {
+    if (e instanceof BundleError) throw e;
+    if (e instanceof FileTooLarge) fail(tooLarge(e.size === undefined ? `more than ${limit}` : String(e.size)));
+    fail(unreadable(e as Error));
+  }
+  if (bytes.byteLength > limit) fail(tooLarge(String(bytes.byteLength)));
+  return bytes;
+}
+
+/** Read every file in manifest.files (none beyond its listed size), check its size and SHA-256; returns the bytes
+ * by path. */
 export async function verifyFiles(manifest: Manifest, readFile: ReadFile): Promise<Map<string, Uint8Array>> {
   const out = new Map<string, Uint8Array>();
   for (const [rel, meta] of Object.entries(manifest.files)) {
-    let bytes: Uint8Array;
-    try {
-      bytes = await readFile(rel);
-    } catch (e) {
-      if (e instanceof BundleError) throw e;
-      fail(`${rel}: missing or unreadable (listed in manifest.json 'files'): ${(e as Error).message}`);
-    }
-    if (bytes.byteLength !== meta.bytes) fail(`${rel}: size ${bytes.byteLength} bytes, manifest says ${meta.bytes}`);
+    const tooLarge = (size: string) => `${rel}: size ${size} bytes, manifest says ${meta.bytes}`;
+    const bytes = await readBounded(readFile, rel, meta.bytes, tooLarge,
+      (e) => `${rel}: missing or unreadable (listed in manifest.json 'files'): ${e.message}`);
+    if (bytes.byteLength !== meta.bytes) fail(tooLarge(String(bytes.byteLength)));
     if ((await sha256Hex(bytes)) !== meta.sha256.toLowerCase()) fail(`${rel}: SHA-256 mismatch (file changed or corrupt)`);
     out.set(rel, bytes);
   }
   return out;
+}
+
+/** vocab.txt (manifest vocab.file, verified): vocab.size lines, <pad> and <oov> first, no token twice. The graph
+ * holds the lookup; the file says what it is, and both readers refuse one that disagrees. */
+function checkVocab(manifest: Manifest, files: Map<string, Uint8Array>): void {
+  const rel = manifest.vocab.file;
+  let text: string;
+  try {
+    text = decodeUtf8(files.get(rel)!);
+  } catch (e) {
+    fail(`${rel}: cannot read: ${(e as Error).message}`);
+  }
+  const lines = text.split("\n");
+  if (lines[lines.length - 1] === "") lines.pop();
+  if (lines.length !== manifest.vocab.size) fail(`${rel}: ${lines.length} tokens, manifest vocab.size says ${manifest.vocab.size}`);
+  if (lines[0] !== PAD_TOKEN || lines[1] !== OOV_TOKEN) fail(`${rel}: lines 0 and 1 must be ${PAD_TOKEN} and ${OOV_TOKEN}`);
+  if (new Set(lines).size !== lines.length) fail(`${rel}: duplicate tokens`);
 }
 
 // ---- text → model input ------------------------------------------------------------------------
@@ -369,18 +609,23 @@ interface RowFault {
 
 // ---- the classifier ----------------------------------------------------------------------------
 
-/** The first `models` entry whose format is "onnx". */
+/** The first `models` entry whose format is "onnx" (the format this reader runs). */
 export function onnxEntry(manifest: Manifest): ModelEntry {
   const entry = manifest.models.find((e) => e.format === "onnx");
-  if (!entry) fail(`${MANIFEST}: no model of format "onnx" in 'models'`);
-  if (typeof entry.input_name !== "string" || !isObject(entry.outputs) ||
-      typeof entry.outputs.probabilities !== "string" || typeof entry.outputs.known !== "string") {
-    fail(`${MANIFEST}: the onnx model entry needs 'input_name' and 'outputs': {"probabilities", "known"} names`);
-  }
-  if (entry.input_dtype !== undefined && entry.input_dtype !== "int32") {
-    fail(`${MANIFEST}: the onnx model's input_dtype must be "int32"`);
-  }
+  if (!entry) fail(`${MANIFEST}: no model of format "onnx" in 'models' (this reader runs ONNX models only)`);
   return entry;
+}
+
+/** A model tensor's `shape` (from the session's metadata; absent: nothing to check) against `declared` by `what`
+ * (null: any size): the same rank, and every fixed dimension equal to its declared size. */
+function checkDims(file: string, tensor: string, shape: readonly (number | string)[] | undefined,
+                   declared: readonly (number | null)[], what: string, bundle: string): void {
+  if (shape === undefined) return;
+  const fixed = (d: number | string) => typeof d === "number" && d >= 0;
+  if (shape.length !== declared.length || shape.some((d, i) => fixed(d) && declared[i] !== null && d !== declared[i])) {
+    fail(`${file}: model ${tensor} shape ${short(shape.map((d) => (fixed(d) ? d : null)))} does not match ${what} ` +
+      `${short(declared)} (bundle ${bundle})`);
+  }
 }
 
 export class Classifier {
@@ -399,15 +644,25 @@ export class Classifier {
     this.session = session;
     this.ort = ort;
     this.source = source;
-    const { input_name: inputName, outputs, file } = this.model;
-    if (!session.inputNames.includes(inputName)) {
-      fail(`${file}: model has no input named ${JSON.stringify(inputName)} (it has ${JSON.stringify(session.inputNames)})`);
+    const { input_name: inputName, input_shape: inputShape, outputs, file } = this.model;
+    if (session.inputNames.length !== 1 || session.inputNames[0] !== inputName) {
+      fail(`${file}: model inputs ${JSON.stringify(session.inputNames)}, manifest input_name is ${JSON.stringify(inputName)}`);
     }
-    for (const name of [outputs.probabilities, outputs.known]) {
-      if (!session.outputNames.includes(name)) {
+    for (const name of [outputs.probabilities, outputs.known, outputs.attention]) {
+      if (typeof name === "string" && !session.outputNames.includes(name)) {
         fail(`${file}: model has no output named ${JSON.stringify(name)} (it has ${JSON.stringify(session.outputNames)})`);
       }
     }
+    // the model's own shapes, where the session says them (as kdedge_run checks them)
+    const shapeOf = (list: readonly OrtValueMetadata[] | undefined, name: string) => list?.find((x) => x.name === name)?.shape;
+    const input = shapeOf(session.inputMetadata, inputName);
+    checkDims(file, "input", input, inputShape, "manifest input_shape", source);
+    if (input !== undefined && typeof input[0] === "number" && input[0] >= 0 && input[0] !== 1) {
+      fail(`${file}: input batch must be dynamic or 1, found ${input[0]} (bundle ${source})`);
+    }
+    checkDims(file, `output ${outputs.probabilities}`, shapeOf(session.outputMetadata, outputs.probabilities),
+      [null, manifest.labels.length], "[batch, labels]", source);
+    checkDims(file, `output ${outputs.known}`, shapeOf(session.outputMetadata, outputs.known), [null], "[batch]", source);
   }
 
   /** Label descriptions from the manifest (empty when absent): an object without prototype, so a label
@@ -508,7 +763,7 @@ export class Classifier {
     rows.forEach((r, i) => data.set(r, i * maxLen));
     const feeds = { [this.model.input_name]: new this.ort.Tensor("int32", data, [batch, maxLen]) };
     const result = await this.session.run(feeds);
-    const { probabilities: pName, known: kName } = this.model.outputs;
+    const { probabilities: pName, known: kName, attention: aName } = this.model.outputs;
     const p = result[pName];
     const k = result[kName];
     const file = this.model.file;
@@ -521,6 +776,10 @@ export class Classifier {
     }
     if (!k || k.type !== "int32" || !(k.data instanceof Int32Array) || !sameDims(k, [batch]) || k.data.length !== batch) {
       fail(`${file}: output ${kName} is not int32 [${batch}] (batch): got ${k?.type} ${dims(k)} ${faulty}`);
+    }
+    const a = typeof aName === "string" ? result[aName] : undefined;
+    if (typeof aName === "string" && (!a || a.type !== "float32" || !sameDims(a, [batch, maxLen]))) {
+      fail(`${file}: output ${aName} is not float32 [${batch}, ${maxLen}] (batch, max_len): got ${a?.type} ${dims(a)} ${faulty}`);
     }
     const probs = p.data, known = k.data;
     const indexOf = (j: number) => typeof indices === "number" ? indices + j : Array.isArray(indices) ? indices[j] : j;
@@ -627,7 +886,7 @@ interface GoldenVector {
 export function readGolden(bytes: Uint8Array, rel: string, labels: readonly string[], expected: number): GoldenVector[] {
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    text = decodeUtf8(bytes);
   } catch {
     fail(`${rel}: not UTF-8`);
   }
@@ -640,7 +899,7 @@ export function readGolden(bytes: Uint8Array, rel: string, labels: readonly stri
     const bad = (problem: string): never => fail(`${rel} line ${i + 1}: ${problem}`);
     let row: unknown;
     try {
-      row = JSON.parse(line);
+      row = parseJson(line).value;
     } catch (e) {
       bad(`not JSON (${(e as Error).message})`);
     }
@@ -665,7 +924,7 @@ export function readGolden(bytes: Uint8Array, rel: string, labels: readonly stri
  * manifest's first model; this reader runs the ONNX one, so the check runs when that is the first. */
 export async function checkGolden(clf: Classifier, files: Map<string, Uint8Array>): Promise<void> {
   const golden = clf.manifest.golden;
-  if (golden === undefined || clf.manifest.models[0].format !== "onnx") return;
+  if (golden === undefined || golden === null || clf.manifest.models[0].format !== "onnx") return;
   const { file: rel, tolerance } = golden;
   const rows = readGolden(files.get(rel)!, rel, clf.labels, golden.texts);
   let got: Prediction[];
@@ -696,15 +955,13 @@ export async function checkGolden(clf: Classifier, files: Map<string, Uint8Array
 export async function loadWith(readFile: ReadFile, ort: OrtLike, sessionOptions: object,
                                checkLayout?: (manifest: Manifest) => Promise<void>,
                                source = "(bundle)", verifyGolden = true): Promise<Classifier> {
-  let raw: Uint8Array;
-  try {
-    raw = await readFile(MANIFEST);
-  } catch (e) {
-    fail(`${MANIFEST}: missing or unreadable: ${(e as Error).message}`);
-  }
+  const raw = await readBounded(readFile, MANIFEST, MAX_MANIFEST_BYTES,
+    (size) => `${MANIFEST}: ${size} bytes, more than the ${MAX_MANIFEST_BYTES} a manifest may have`,
+    (e) => `${MANIFEST}: missing or unreadable: ${e.message}`);
   const manifest = parseManifest(raw);
   if (checkLayout) await checkLayout(manifest);
   const files = await verifyFiles(manifest, readFile);
+  checkVocab(manifest, files);
   const entry = onnxEntry(manifest);
   let session: OrtSession;
   try {

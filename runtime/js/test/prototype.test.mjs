@@ -83,7 +83,7 @@ describe(`labels named like Object.prototype's keys (copies of ${BUNDLE})`, () =
 
   test("models[0].file \"constructor\" (not in 'files') → refused", async () => {
     const dir = await withManifest((m) => { m.models[0].file = "constructor"; });
-    await assert.rejects(load(dir), /^BundleError: manifest\.json: models\[0\]\.file constructor is not listed in 'files'/);
+    await assert.rejects(load(dir), /^BundleError: manifest\.json: models\[0\]\.file "constructor" is not a file listed in 'files'/);
   });
 
   test("a description for a label that is not in 'labels' (constructor) → refused", async () => {
