@@ -96,7 +96,11 @@ class Staging:
         manifest = {**manifest, "files": self.files()}
         ordered = {k: manifest[k] for k in KEY_ORDER if k in manifest}
         ordered.update({k: v for k, v in manifest.items() if k not in ordered})
-        (self.path / MANIFEST).write_text(json.dumps(ordered, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        try:  # NaN or ±Infinity is not JSON: both readers would refuse the bundle
+            text = json.dumps(ordered, ensure_ascii=False, indent=2, allow_nan=False)
+        except ValueError as e:
+            raise ExportError(f"{MANIFEST}: a value to write is not a finite number ({e}); nothing was written") from None
+        (self.path / MANIFEST).write_text(text + "\n", encoding="utf-8")
         return ordered
 
     def commit(self, force: bool) -> Path:

@@ -12,14 +12,12 @@ from kdedge.config import ConfigError, TrainConfig, config_from_record
 from kdedge.data import label_problem, parse_json_line
 from kdedge.errors import ReadBackError
 from kdedge.files import NPY_READ_ERRORS, check_regular_file, read_regular_file, shown_path
+from kdedge_run.bundle import MAX_LABEL_CHARS, MAX_LABELS, MAX_TEXT_INPUT
 
 from .errors import ExportError
 from .options import MODEL_KINDS
 
 SEGMENTER_TYPES = ("char", "jieba", "ckip")
-MAX_LABELS = 100_000           # as kdedge_run.bundle reads them
-MAX_LABEL_CHARS = 1000
-MAX_INPUT = 1 << 22            # tokens per text (kdedge_run.bundle MAX_TEXT_FLOATS)
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 60
 
@@ -150,8 +148,8 @@ def _check_config(path: Path, config: dict) -> TrainConfig:
     if spec.get("kind") != kind:
         raise bad("input.kind", f"{kind!r} for {arch}", spec.get("kind"))
     for key in (("max_sentences", "max_sentence_len") if kind == "hierarchical" else ("max_len",)):
-        if not _int_in(spec.get(key), 1, MAX_INPUT):
-            raise bad(f"input.{key}", f"a positive integer of at most {MAX_INPUT}", spec.get(key))
+        if not _int_in(spec.get(key), 1, MAX_TEXT_INPUT):
+            raise bad(f"input.{key}", f"a positive integer of at most {MAX_TEXT_INPUT}", spec.get(key))
     if kind == "hierarchical":
         ends = spec.get("sentence_end_tokens")
         if not isinstance(ends, list) or len(ends) > 256 or not all(isinstance(t, str) and 0 < len(t) <= 64
