@@ -538,8 +538,16 @@ function checkVocab(manifest: Manifest, files: Map<string, Uint8Array>): void {
 
 // ---- text → model input ------------------------------------------------------------------------
 
+/** Whether `cp` lies in one of the `dropped` ranges (sorted and disjoint: checked at load), by binary search. */
 function inDropped(cp: number, dropped: readonly (readonly [number, number])[]): boolean {
-  for (const [first, last] of dropped) if (cp >= first && cp <= last) return true;
+  let low = 0, high = dropped.length - 1;
+  while (low <= high) {
+    const mid = (low + high) >> 1;
+    const [first, last] = dropped[mid];
+    if (cp < first) high = mid - 1;
+    else if (cp > last) low = mid + 1;
+    else return true;
+  }
   return false;
 }
 
