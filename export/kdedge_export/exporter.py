@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -15,13 +16,13 @@ from kdedge_run.bundle import CODEPOINTS_VERSION, FORMAT, IDS_VERSION
 
 from . import parity as par
 from .bundle import Staging, check_out
-from .calibrate import calibrate, read_thresholds_file
+from .calibrate import Calibration, calibrate, read_thresholds_file
 from .card import label_f1_png, model_card
 from .codepoints import build_tables
 from .convert import CodepointGraph, codepoint_onnx, codepoint_tflite, quantize_onnx, to_onnx, to_tflite
 from .errors import ExportError
 from .golden import GOLDEN_TOLERANCE, golden_vectors, test_metrics
-from .run import load_keras, load_run, read_vocab
+from .run import Run, load_keras, load_run, read_vocab
 from .segmentation import T2S_FILE, agreement, segmenter_spec
 from .options import DEFAULT_FOR_QUANTIZE, DTYPES, FORMATS, PRECISION, QUANTIZE
 from .vectors import encode, quantise_int8
@@ -31,6 +32,42 @@ MIN_COVERAGE = 0.5   # manifest abstain.min_coverage of a v2 bundle: under half 
 
 def _stderr(message: str) -> None:
     print(f"kdedge export: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class ExportPlan:
+    """One export, settled before any model is converted: the run and its student, the bundle's place, formats,
+    precision and vectors storage, the calibration, the trained network, the manifest fields every bundle format
+    shares (`base`), and the notes the export makes (each logged as it is made)."""
+
+    run: Run
+    out: Path
+    formats: tuple[str, ...]
+    quantize: str
+    vectors_dtype: str
+    force: bool
+    cal: Calibration
+    keras_model: Any                      # the run's Keras model (the parity reference)
+    body: Any                             # its body (embedded tokens → logits), converted per format
+    table: np.ndarray                     # the embedding table
+    params: dict                          # the architecture's hyper-parameters
+    base: dict
+    seg_files: dict                       # bundle path → run file of the segmenter
+    test: tuple | None                    # (texts, labels) held out, scored on the finished bundle
+    log: Callable[[str], None] = _stderr
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def precision(self) -> str:
+        return PRECISION[self.quantize]
+
+    @property
+    def dropout(self) -> float:
+        return self.run.settings.dropout
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+        self.log(message)
 
 
 def _formats(formats) -> tuple[str, ...]:
@@ -86,23 +123,12 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
     overrides = read_thresholds_file(thresholds_file, run.labels) if thresholds_file else None
     descriptions = read_label_descriptions(label_descriptions or _run_descriptions(run), run.labels)
     test = read_test_data(test_data, run.labels) if test_data else None
-    notes: list[str] = []
-
-    def note(message: str) -> None:
-        notes.append(message)
-        log(message)
-
     seg_spec, seg_files = segmenter_spec(run)
     cal = calibrate(run.val_logits, run.val_y, run.labels, run.settings.threshold_min_support, overrides)
     keras_model, body, table = load_keras(run)
-    _check_table(run, table, note)
 
     from kdedge import __version__
     from kdedge.models import arch_params
-
-    params = arch_params(run.arch, run.settings.arch_params)  # checked when run.settings was built
-    dropout = run.settings.dropout
-    precision = PRECISION[quantize]
 
     base = {
         "format": FORMAT, "format_version": IDS_VERSION, "kdedge_version": __version__,
@@ -117,33 +143,39 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
         base["label_descriptions"] = descriptions
     if intended_use:
         base["intended_use"] = str(intended_use)
-    if seg_spec["type"] == "char" and not architecture(run.arch).hierarchical:  # code points: format 2
-        return _export_codepoints(run, out, base, seg_files, formats, precision, vectors_dtype, force, cal,
-                                  keras_model, body, table, params, dropout, test, notes, note)
+    plan = ExportPlan(run, out, formats, quantize, vectors_dtype, force, cal, keras_model, body, table,
+                      arch_params(run.arch, run.settings.arch_params), base, seg_files, test, log)
+    _check_table(run, table, plan.note)
+    codepoints = seg_spec["type"] == "char" and not architecture(run.arch).hierarchical
+    return (_export_codepoints if codepoints else _export_ids)(plan)
+
+
+def _export_ids(plan: ExportPlan) -> dict:
+    """Format 1 (docs/bundle.md "Version 1"): ids and vectors outside the model, the segmenter in the bundle."""
+    run = plan.run
 
     def convert(fmt: str, prec: str, fp32=None):
         if fmt == "tflite":
-            return to_tflite(body, run.arch, params, dropout, prec)
-        model_ = fp32 or to_onnx(body, note)
+            return to_tflite(plan.body, run.arch, plan.params, plan.dropout, prec)
+        model_ = fp32 or to_onnx(plan.body, plan.note)
         quantised, why = quantize_onnx(model_, prec)
         if why:
-            note(why)
+            plan.note(why)
         return quantised
 
-    fp32_models = {fmt: convert(fmt, "fp32") for fmt in formats}
-    shipped = {fmt: (fp32_models[fmt] if precision == "fp32" else convert(fmt, precision, fp32_models[fmt]))
-               for fmt in formats}
-    if quantize == "int8" and "onnx" in formats and architecture(run.arch).onnx_int8_note:
-        note(f"hint: {architecture(run.arch).onnx_int8_note}")
-    needs_reference = any(m.precision != "fp32" for m in shipped.values()) or vectors_dtype != "float32"
+    fp32_models = {fmt: convert(fmt, "fp32") for fmt in plan.formats}
+    shipped = {fmt: (fp32_models[fmt] if plan.precision == "fp32" else convert(fmt, plan.precision, fp32_models[fmt]))
+               for fmt in plan.formats}
+    if plan.quantize == "int8" and "onnx" in plan.formats and architecture(run.arch).onnx_int8_note:
+        plan.note(f"hint: {architecture(run.arch).onnx_int8_note}")
+    needs_reference = any(m.precision != "fp32" for m in shipped.values()) or plan.vectors_dtype != "float32"
 
-    with _staging(out, needs_reference) as (stage, scratch):
-        manifest = _write(stage, run, base, seg_files, table, vectors_dtype, shipped)
+    with _staging(plan.out, needs_reference) as (stage, scratch):
+        manifest = _write(stage, plan, plan.vectors_dtype, shipped)
         if scratch is not None:
-            _write(scratch, run, base, seg_files, table, "float32", fp32_models)
-        manifest = _check_end_to_end(stage, scratch, manifest, run, keras_model, cal, formats, vectors_dtype,
-                                     note)
-        return _finish(stage, run, cal, manifest, notes, formats[0], test, force)
+            _write(scratch, plan, "float32", fp32_models)
+        manifest = _check_end_to_end(stage, scratch, manifest, plan)
+        return _finish(stage, plan, manifest, plan.formats[0])
 
 
 @contextlib.contextmanager
@@ -162,12 +194,13 @@ def _staging(out: Path, with_scratch: bool):
             scratch.discard()
 
 
-def _finish(stage: Staging, run, cal, manifest: dict, notes: list, backend: str, test, force: bool) -> dict:
+def _finish(stage: Staging, plan: ExportPlan, manifest: dict, backend: str) -> dict:
     """Test metrics, notes, chart and card; write the manifest, verify the bundle through kdedge_run and
     commit it under its final name. Returns the manifest."""
-    if test is not None:
-        manifest["test_metrics"] = test_metrics(stage.path, backend, *test)
-    manifest["notes"] = notes
+    run, cal = plan.run, plan.cal
+    if plan.test is not None:
+        manifest["test_metrics"] = test_metrics(stage.path, backend, *plan.test)
+    manifest["notes"] = plan.notes
     info = {"data": run.config.get("data"), "texts": run.metrics.get("texts"), "modes": run.metrics.get("modes"),
             "selected": run.metrics.get("selected")}
     test_f1 = manifest["test_metrics"]["per_label_f1"] if "test_metrics" in manifest else None
@@ -183,7 +216,7 @@ def _finish(stage: Staging, run, cal, manifest: dict, notes: list, backend: str,
         kdedge_run.load(stage.path, backend=backend)
     except BundleError as e:
         raise ExportError(f"the finished bundle does not verify: {e}") from e
-    stage.commit(force)
+    stage.commit(plan.force)
     return manifest
 
 
@@ -205,26 +238,26 @@ def _check_table(run, table: np.ndarray, note) -> None:
         note("row 0 (<pad>) of the embedding table is not all zeros; shipped as trained")
 
 
-def _write(stage: Staging, run, base: dict, seg_files: dict, table, vectors_dtype: str, models: dict) -> dict:
+def _write(stage: Staging, plan: ExportPlan, vectors_dtype: str, models: dict) -> dict:
     """Write vocab, vectors, segmenter files and model files; write a manifest; return it."""
-    stage.copy("vocab.txt", run.path / "vocab.txt")
-    for rel, src in seg_files.items():
+    stage.copy("vocab.txt", plan.run.path / "vocab.txt")
+    for rel, src in plan.seg_files.items():
         stage.copy(rel, src)
-    vectors = encode(table, vectors_dtype)
+    vectors = encode(plan.table, vectors_dtype)
     for rel, array in vectors.arrays.items():
         stage.save_npy(rel, array)
     for m in models.values():
         stage.write_bytes(m.file, m.data)
-    manifest = {**base, "embeddings": vectors.spec, "models": [m.entry() for m in models.values()]}
+    manifest = {**plan.base, "embeddings": vectors.spec, "models": [m.entry() for m in models.values()]}
     return stage.write_manifest(manifest)
 
 
-def _check_end_to_end(stage: Staging, scratch, manifest: dict, run, keras_model, cal, formats, vectors_dtype,
-                      note) -> dict:
+def _check_end_to_end(stage: Staging, scratch, manifest: dict, plan: ExportPlan) -> dict:
     """Segmentation agreement and parity through kdedge_run; raises ExportError on an fp32 mismatch."""
     from kdedge_run.bundle import BundleError, load_bundle
     from kdedge_run.text import tokens_to_ids
 
+    run, note = plan.run, plan.note
     try:
         whole = load_bundle(stage.path).preprocessor.uncut()  # the segmenter on whole texts, as training
     except BundleError as e:
@@ -238,10 +271,10 @@ def _check_end_to_end(stage: Staging, scratch, manifest: dict, run, keras_model,
     if seg["token_f1"] < 1.0:
         note(f"the runtime segments the validation texts differently from training (token F1 "
              f"{seg['token_f1']:.4f}); parity compares both on the runtime's ids")
-    candidates = [(s.path, s is stage, vectors_dtype if s is stage else "float32",
+    candidates = [(s.path, s is stage, plan.vectors_dtype if s is stage else "float32",
                    [(entry, s.files()[entry["file"]]["bytes"]) for entry in _read_models(s)])
                   for s in (scratch, stage) if s is not None]
-    parity = par.report(run, keras_model, ids, keep, cal.temperatures, cal.thresholds, candidates)
+    parity = par.report(run, plan.keras_model, ids, keep, plan.cal.temperatures, plan.cal.thresholds, candidates)
     models = par.fastest_first(manifest["models"], parity, note)
     return {**manifest, "models": models, "segmentation_agreement": seg, "parity": parity}
 
@@ -285,21 +318,22 @@ def read_test_data(path, labels: list[str]) -> tuple[list[str], np.ndarray]:
     return ds.texts, y
 
 
-def _export_codepoints(run, out: Path, base: dict, seg_files: dict, formats, precision: str, vectors_dtype: str,
-                       force: bool, cal, keras_model, body, table, params: dict, dropout: float, test, notes: list,
-                       note) -> dict:
+def _export_codepoints(plan: ExportPlan) -> dict:
     """Format 2 (docs/bundle.md "Version 2"): the character pipeline, vectors and temperatures in the graph.
 
-    Shipped weights are float16 values computed in float32 unless `precision` is fp32; an fp32 graph with
+    Shipped weights are float16 values computed in float32 unless the precision is fp32; an fp32 graph with
     float32 vectors is always checked against Keras (1e-4) first.
     """
     from kdedge_run.text import CharMap, CharTokenizer, Preprocessor, default_windows
+
+    run, cal, table, formats, vectors_dtype = plan.run, plan.cal, plan.table, plan.formats, plan.vectors_dtype
+    body, params, dropout, seg_files, note = plan.body, plan.params, plan.dropout, plan.seg_files, plan.note
 
     vocab_list = read_vocab(run)
     vocab = {t: i for i, t in enumerate(vocab_list)}
     convert = CharMap.load("t2s", seg_files[T2S_FILE]) if T2S_FILE in seg_files else None
     tables = build_tables(vocab, convert)
-    round16 = precision != "fp32"
+    round16 = plan.precision != "fp32"
     temperatures = np.asarray(cal.temperatures, dtype=np.float32)
     if round16:
         temperatures = temperatures.astype(np.float16).astype(np.float32)
@@ -319,7 +353,7 @@ def _export_codepoints(run, out: Path, base: dict, seg_files: dict, formats, pre
     reference_models = {fmt: convert_to[fmt](body, run.arch, params, dropout, graph(table, None, False))
                         for fmt in formats} if exact else shipped
     max_len = int(run.input_spec["max_len"])
-    manifest = {**base, "format_version": CODEPOINTS_VERSION,
+    manifest = {**plan.base, "format_version": CODEPOINTS_VERSION,
                 "calibration": {"method": "temperature", "temperatures": [float(t) for t in temperatures],
                                 "in_graph": True},
                 "input": {"kind": "codepoints", "dtype": "int32", "max_len": max_len, "pad": 0,
@@ -335,7 +369,7 @@ def _export_codepoints(run, out: Path, base: dict, seg_files: dict, formats, pre
             stage.write_bytes(m.file, m.data)
         return stage.write_manifest({**manifest, "models": [m.entry() for m in models.values()]})
 
-    with _staging(out, exact) as (stage, scratch):
+    with _staging(plan.out, exact) as (stage, scratch):
         written = write(stage, shipped)
         if scratch is not None:
             write(scratch, reference_models)
@@ -348,7 +382,8 @@ def _export_codepoints(run, out: Path, base: dict, seg_files: dict, formats, pre
         candidates = [(s_.path, s_ is stage, vectors_dtype if s_ is stage else "float32",
                        [(m.entry(), len(m.data)) for m in models.values()])
                       for s_, models in ((scratch, reference_models), (stage, shipped)) if s_ is not None]
-        parity = par.report(run, keras_model, ids, keep, temperatures.astype(np.float64), cal.thresholds, candidates)
+        parity = par.report(run, plan.keras_model, ids, keep, temperatures.astype(np.float64), cal.thresholds,
+                            candidates)
         if len(formats) > 1:
             agree = _format_agreement(stage.path, texts)
             note(f"ONNX and TFLite probabilities agree within {agree:.2e} on {len(texts)} validation texts")
@@ -361,7 +396,7 @@ def _export_codepoints(run, out: Path, base: dict, seg_files: dict, formats, pre
         stage.write_text("golden.jsonl", "".join(line + "\n" for line in golden))
         written["golden"] = {"file": "golden.jsonl", "texts": len(golden), "tolerance": GOLDEN_TOLERANCE}
         written = stage.write_manifest(written)
-        return _finish(stage, run, cal, written, notes, written["models"][0]["format"], test, force)
+        return _finish(stage, plan, written, written["models"][0]["format"])
 
 
 def _format_agreement(bundle_dir: Path, texts: list[str]) -> float:
