@@ -302,16 +302,26 @@ def _int(value, key: str, high: int, low: int = 1) -> int:
     return value
 
 
+def _as_number(value) -> float:
+    """`value` as a float: NaN for what is not a JSON number (a bool included), ±∞ beyond float range (10**400)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def number_in(value, low: float, high: float) -> bool:
+    """Whether `value` is a JSON number in [low, high] (NaN, ±∞ and too-large integers are not)."""
+    return low <= _as_number(value) <= high
+
+
 def _number(value, key: str, low: float, high: float, rule: str) -> float:
     """`value` as a float in [low, high] (NaN, ±∞ and too-large integers fail), else a BundleError."""
-    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-    try:
-        number = float(number)
-    except OverflowError:  # an integer beyond float range, e.g. 10**400
-        number = math.inf
-    if not low <= number <= high:
+    if not number_in(value, low, high):
         raise BundleError(f"{MANIFEST}: {rule}; {key} is {_short(value)}")
-    return number
+    return float(value)
 
 
 def _check_common(m: dict) -> None:
@@ -359,8 +369,7 @@ def _check_golden_entry(m: dict) -> None:
     if not (isinstance(golden, dict) and isinstance(golden.get("file"), str) and golden["file"] in m["files"]
             and isinstance(golden.get("texts"), int) and not isinstance(golden["texts"], bool)
             and 1 <= golden["texts"] <= MAX_GOLDEN_TEXTS
-            and isinstance(golden.get("tolerance"), (int, float)) and not isinstance(golden["tolerance"], bool)
-            and 0 < golden["tolerance"] <= MAX_GOLDEN_TOLERANCE):
+            and number_in(golden.get("tolerance"), 0, MAX_GOLDEN_TOLERANCE) and golden["tolerance"] > 0):
         raise BundleError(f"{MANIFEST}: 'golden' must be {{\"file\": a file listed in 'files', \"texts\": 1 to "
                           f"{MAX_GOLDEN_TEXTS}, \"tolerance\": a number in (0, {MAX_GOLDEN_TOLERANCE:g}]}}")
 

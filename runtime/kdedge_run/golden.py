@@ -3,9 +3,7 @@ reader and the model it loaded. A model swapped for another (a constant one, one
 damaged golden file, even with every checksum recomputed, is refused before any text is classified."""
 from __future__ import annotations
 
-import math
-
-from .bundle import BundleError, parse_json
+from .bundle import BundleError, number_in, parse_json
 
 
 def read_golden(data: bytes, rel: str, labels: list[str], expected: int) -> list[dict]:
@@ -30,9 +28,7 @@ def read_golden(data: bytes, rel: str, labels: list[str], expected: int) -> list
         probs = row.get("probabilities")
         if not isinstance(row.get("text"), str) or not row["text"]:
             raise bad(n, "'text' must be a non-empty string")
-        if not (isinstance(probs, list) and len(probs) == len(labels) and all(
-                isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and 0 <= p <= 1
-                for p in probs)):
+        if not (isinstance(probs, list) and len(probs) == len(labels) and all(number_in(p, 0, 1) for p in probs)):
             raise bad(n, f"'probabilities' must list {len(labels)} numbers within [0, 1], one per label")
         if not (isinstance(row.get("labels"), list) and all(isinstance(x, str) and x in labels for x in row["labels"])):
             raise bad(n, "'labels' must list labels of the bundle")
