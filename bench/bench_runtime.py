@@ -132,9 +132,8 @@ def bench_keras(args, texts: list[str], records: list[dict], runtime: dict, tmp:
         for lab in records[i]["labels"]:
             if lab in index:
                 y[row, index[lab]] = 1.0
-    # compare's size and vectors fields are export bookkeeping, unused here
-    k["parity"] = {b: compare(bundle.models()[b], 0, "", r["probabilities"][keep], reference, y, bundle.thresholds,
-                              bundle.labels, True) for b, r in runtime.items()}
+    k["parity"] = {b: compare(r["probabilities"][keep], reference, y, bundle.thresholds, bundle.labels)
+                   for b, r in runtime.items()}
     k["labelled"] = bool(y.any())
     return k
 

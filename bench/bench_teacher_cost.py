@@ -64,7 +64,7 @@ def separate_towers(cfg, feats) -> dict:
     n = len(feats.label_names)
     model = build_classifier(cfg.arch, feats.x["train"].shape[1:], feats.table, n,
                              arch_params(cfg.arch, cfg.arch_params), cfg.dropout, towers=n)
-    fit(model, feats.x["train"], feats.y["train"], feats.x["val"], feats.y["val"], teacher_loss,
+    fit(model, (feats.x["train"], feats.y["train"]), (feats.x["val"], feats.y["val"]), teacher_loss,
         teacher_groups(model, n), cfg)
     logits = {split: predict_logits(model, feats.x[split]) for split in feats.x}
     return validation_scores(logits["val"], feats.y["val"], feats.label_names, cfg.threshold_min_support)

@@ -1,4 +1,7 @@
-"""The `kdedge` command: data stats, embed, train, cv, export."""
+"""The `kdedge` command: data stats, embed, train, cv, export.
+
+Each command's function takes one parameter per option (click passes them by name), and `training_options` is a
+declarative list with one entry per option: that, not logic, is why they exceed eight parameters or 60 lines."""
 from __future__ import annotations
 
 import _thread
@@ -332,12 +335,13 @@ def _command_setup(config_file, data, out, labels_file, cli: dict):
 def train(data, out, config_file, labels_file, skip_invalid, force, restart, label_descriptions, quiet, **cli):
     """Train a teacher (binary relevance), a plain student and a distilled student."""
     cfg, data, out, labels_file = _command_setup(config_file, data, out, labels_file, cli)
-    from kdedge.train import train_run
+    from kdedge.train import TrainingData, train_run
 
     from kdedge.distribute import get_strategy, written_line
 
     try:
-        metrics = train_run(cfg, data, out, labels_file, force, skip_invalid, not quiet, label_descriptions, restart)
+        metrics = train_run(cfg, TrainingData(data, labels_file, skip_invalid, label_descriptions), out, force=force,
+                            restart=restart, progress=not quiet)
     except KeyboardInterrupt:
         from kdedge.resume import resume_dir
 

@@ -483,22 +483,13 @@ def run_cv(cfg: TrainConfig, data: str, out: str, *, folds: int = 5, archs=("tex
     of the CPU cores (small models use many cores poorly: two one-core folds beat one two-core fold here);
     pieces are queued architecture by architecture, so listing the slowest first shortens the tail. `engine="ray"`
     runs each (fold, architecture) as a task on the Ray cluster at `address` (None: a local instance).
+    Its keyword parameters are `kdedge cv`'s options, one to one (as fastText's train_supervised takes its
+    command's), which is why there are more than eight.
     """
-    if engine not in ("local", "ray"):
-        raise UsageError(f"--engine must be local or ray, not {engine!r}")
-    if address and engine != "ray":
-        raise UsageError("--address names a Ray cluster: use it with --engine ray")
-    if engine == "ray" and jobs > 1:
-        raise UsageError("--jobs sizes the local process pool; with --engine ray the cluster's CPUs decide")
-    unknown = [arch for arch in archs if arch not in ARCHITECTURES]
-    if unknown or not archs:
-        problem = f"unknown architecture {', '.join(map(repr, unknown))}" if unknown else "none given"
-        raise UsageError(f"--archs: {problem}; choose from {', '.join(ARCHITECTURES)}")
-    from kdedge.distribute import get_strategy, is_chief, resolve
+    _check_workers(cfg, archs, jobs, engine, address)
+    from kdedge.distribute import get_strategy, is_chief
     from kdedge.report import write_report
 
-    if jobs > 1 and resolve(cfg.strategy) == "multiworker":
-        raise UsageError("--jobs runs folds in local processes; with --strategy multiworker use --jobs 1")
     strategy = get_strategy(cfg)  # first: MultiWorkerMirroredStrategy must precede other TF ops
     out_path = Path(out)
     if not is_chief(strategy):  # a cluster's other workers train alongside the chief and keep their own copy
@@ -510,21 +501,7 @@ def run_cv(cfg: TrainConfig, data: str, out: str, *, folds: int = 5, archs=("tex
                 "config": cfg.to_dict(), "labels": ds.label_names, "inputs": input_hashes(data, cfg.vectors)}
     settings_path = out_path / "cv.json"
     if settings_path.exists():
-        previous = read_settings(out_path)
-        read_fold_records(out_path, previous)  # every finished fold intact, before any work
-        # settings added to kdedge after that run started count as their defaults
-        previous["config"] = {**TrainConfig().to_dict(), **previous.get("config", {})}
-        inputs = previous.get("inputs")  # runs made before hashes were kept have none: their paths must match
-        if inputs is not None:
-            for name in sorted(set(inputs) | set(settings["inputs"])):
-                if inputs.get(name) != settings["inputs"].get(name):
-                    kind = name.removesuffix("_sha256")
-                    raise UsageError(f"{settings_path}: the {kind} file differs from the one this run started with "
-                                     f"(sha256 {str(inputs.get(name))[:16]}…); use that file or another --out")
-        same = _without_inputs(previous, inputs is not None) == _without_inputs(settings, inputs is not None)
-        if not same:
-            raise UsageError(f"{settings_path}: this directory holds a run with other settings; use another --out")
-        settings["archs"] = list(dict.fromkeys(previous["archs"] + list(archs)))
+        settings["archs"] = _resumed_archs(out_path, settings)
     write_json_atomic(settings_path, settings)
     fold_ids = list(only_folds if only_folds is not None else range(folds))
     plan = CvPlan(folds, tuple(archs), group_by, out_path, baselines)
@@ -536,3 +513,43 @@ def run_cv(cfg: TrainConfig, data: str, out: str, *, folds: int = 5, archs=("tex
         for k in fold_ids:
             run_fold(cfg, ds, k, plan, progress)
     return write_report(out_path)
+
+
+def _check_workers(cfg: TrainConfig, archs, jobs: int, engine: str, address: str | None) -> None:
+    """Where the pieces run (`--jobs`, `--engine`, `--address`) and what they are (`--archs`), checked before any
+    work."""
+    from kdedge.distribute import resolve
+
+    if engine not in ("local", "ray"):
+        raise UsageError(f"--engine must be local or ray, not {engine!r}")
+    if address and engine != "ray":
+        raise UsageError("--address names a Ray cluster: use it with --engine ray")
+    if engine == "ray" and jobs > 1:
+        raise UsageError("--jobs sizes the local process pool; with --engine ray the cluster's CPUs decide")
+    unknown = [arch for arch in archs if arch not in ARCHITECTURES]
+    if unknown or not archs:
+        problem = f"unknown architecture {', '.join(map(repr, unknown))}" if unknown else "none given"
+        raise UsageError(f"--archs: {problem}; choose from {', '.join(ARCHITECTURES)}")
+    if jobs > 1 and resolve(cfg.strategy) == "multiworker":
+        raise UsageError("--jobs runs folds in local processes; with --strategy multiworker use --jobs 1")
+
+
+def _resumed_archs(out_path: Path, settings: dict) -> list[str]:
+    """The architectures of the run already in `out_path` and of this command, once every finished fold is intact
+    and the run's settings and input files are this command's; else a UsageError."""
+    settings_path = out_path / "cv.json"
+    previous = read_settings(out_path)
+    read_fold_records(out_path, previous)  # every finished fold intact, before any work
+    # settings added to kdedge after that run started count as their defaults
+    previous["config"] = {**TrainConfig().to_dict(), **previous.get("config", {})}
+    inputs = previous.get("inputs")  # runs made before hashes were kept have none: their paths must match
+    if inputs is not None:
+        for name in sorted(set(inputs) | set(settings["inputs"])):
+            if inputs.get(name) != settings["inputs"].get(name):
+                kind = name.removesuffix("_sha256")
+                raise UsageError(f"{settings_path}: the {kind} file differs from the one this run started with "
+                                 f"(sha256 {str(inputs.get(name))[:16]}…); use that file or another --out")
+    same = _without_inputs(previous, inputs is not None) == _without_inputs(settings, inputs is not None)
+    if not same:
+        raise UsageError(f"{settings_path}: this directory holds a run with other settings; use another --out")
+    return list(dict.fromkeys(previous["archs"] + settings["archs"]))

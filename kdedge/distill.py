@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import keras
@@ -94,12 +95,12 @@ class EpochSelector(keras.callbacks.Callback):
     validation texts in trimmed batches (see `predict_logits`).
     """
 
-    def __init__(self, x_val, y_val, groups, *, monitor: str, patience: int, min_support: int,
-                 batch_size: int = 256, progress=None, trim: bool = False):
+    def __init__(self, x_val, y_val, groups, *, monitor: str, patience: int, min_support: int, progress=None,
+                 trim: bool = False):
         super().__init__()
         self.x_val, self.y_val, self.groups, self.trim = x_val, y_val, groups, trim
         self.monitor, self.patience, self.min_support = monitor, patience, min_support
-        self.batch_size, self.progress = batch_size, progress
+        self.progress = progress
         self.best = [np.inf] * len(groups)
         self.best_epoch = [-1] * len(groups)
         self.best_weights = [None] * len(groups)
@@ -114,7 +115,7 @@ class EpochSelector(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         start = time.perf_counter()
         self.train_seconds += start - self._epoch_start
-        logits = predict_logits(self.model, self.x_val, self.batch_size, self.trim)
+        logits = predict_logits(self.model, self.x_val, trim=self.trim)
         values = []
         for g, (cols, layers) in enumerate(self.groups):
             value = group_criterion(self.monitor, self.y_val, logits, cols, self.min_support)
@@ -141,13 +142,23 @@ class EpochSelector(keras.callbacks.Callback):
                     layer.set_weights(w)
 
 
-def fit(model, x_train, targets, x_val, y_val, loss, groups, cfg, progress=None, bucket: bool = False) -> dict:
-    """Train with Adam, select the best epoch per group, restore it; returns timings and history.
+@dataclass(frozen=True)
+class Network:
+    """What `fit_network` trains: how to build it, its loss, its label groups (`groups(model)`: each group's label
+    columns and the layers whose best epoch is kept), its name in the log, and whether its input takes any length
+    (`bucket`: trained on length-bucketed batches trimmed to their longest text, `batching.bucketed_dataset`)."""
 
-    `bucket=True` (models whose input takes any length, e.g. the towered flat teachers) trains on
-    length-bucketed batches trimmed to their longest text (`batching.bucketed_dataset`, seeded by
-    `cfg.seed`) and predicts the validation texts in trimmed batches.
-    """
+    build: Callable[[], keras.Model]
+    loss: Callable
+    groups: Callable
+    desc: str
+    bucket: bool = False
+
+
+def fit(model, train: tuple, val: tuple, loss, groups, cfg, progress=None, bucket: bool = False) -> dict:
+    """Train with Adam on `train` = (texts, targets), select the best epoch of each label group on `val` =
+    (texts, 0/1 labels), restore it; returns timings and history. `bucket`: see `Network`."""
+    (x_train, targets), (x_val, y_val) = train, val
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss, jit_compile=False)
     selector = EpochSelector(x_val, y_val, groups, monitor=cfg.monitor, patience=cfg.patience,
                              min_support=cfg.threshold_min_support, progress=progress, trim=bucket)
@@ -176,14 +187,10 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def fit_network(cfg, feats, build: Callable[[], keras.Model], loss, groups_of: Callable, targets: np.ndarray,
-                desc: str, rows=None, bucket: bool = False, progress: bool = False) -> Trained:
+def fit_network(cfg, feats, net: Network, targets: np.ndarray, rows=None, progress: bool = False) -> Trained:
     """Seed, build the network (under the distribution strategy, `kdedge.distribute`), train it on `rows` of
     the training texts (all by default) against `targets` (one row per trained text), selecting each label
-    group's epoch (`groups_of(model)`) on validation; returns it with its fit and validation logits.
-
-    `bucket=True` trains on length-bucketed, trimmed batches (a model whose input takes any length).
-    """
+    group's epoch on validation; returns it with its fit and validation logits."""
     from tqdm.auto import tqdm
 
     from kdedge.distribute import get_strategy, keras_workaround
@@ -192,16 +199,18 @@ def fit_network(cfg, feats, build: Callable[[], keras.Model], loss, groups_of: C
     x = feats.x["train"] if rows is None else feats.x["train"][np.asarray(rows)]
     strategy = get_strategy(cfg.strategy)
     with strategy.scope():  # the model's variables live on every replica
-        model = build()
+        model = net.build()
     keras_workaround(model, strategy)
-    bar = tqdm(total=cfg.epochs, desc=desc, leave=False, disable=not progress)
+    bar = tqdm(total=cfg.epochs, desc=net.desc, leave=False, disable=not progress)
     with strategy.scope():
-        info = Fit(**fit(model, x, targets, feats.x["val"], feats.y["val"], loss, groups_of(model), cfg, bar, bucket))
+        info = Fit(**fit(model, (x, targets), (feats.x["val"], feats.y["val"]), net.loss, net.groups(model), cfg, bar,
+                         net.bucket))
     bar.close()
     best = abs(info.best_value[0]) if cfg.monitor.endswith("f1") else info.best_value[0]  # F1 is stored negated
-    log.info("%s: %d epochs, %.1f s, best validation %s %.4f", desc, info.epochs_run, info.seconds, cfg.monitor, best)
-    return Trained(fit=info, logits={"val": predict_logits(model, feats.x["val"], trim=bucket)}, model=model,
-                   trim=bucket)
+    log.info("%s: %d epochs, %.1f s, best validation %s %.4f", net.desc, info.epochs_run, info.seconds, cfg.monitor,
+             best)
+    return Trained(fit=info, logits={"val": predict_logits(model, feats.x["val"], trim=net.bucket)}, model=model,
+                   trim=net.bucket)
 
 
 def student_groups(model, n_labels: int):

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Callable
 
 from kdedge.errors import UsageError
 from kdedge.tflog import VERBOSE_ENV
@@ -154,7 +155,13 @@ def check_tf_config(strategy: str = "multiworker") -> dict:
         raise bad(f"not valid JSON ({getattr(exc, 'msg', exc)} at character {getattr(exc, 'pos', '?')})") from None
     if not isinstance(config, dict):
         raise bad(f'must be a JSON object with "cluster" and "task", not {type(config).__name__}')
-    cluster, task = config.get("cluster"), config.get("task")
+    _check_cluster(config.get("cluster"), bad)
+    _check_task(config.get("task"), config["cluster"], bad)
+    return config
+
+
+def _check_cluster(cluster, bad: Callable[[str], UsageError]) -> None:
+    """TF_CONFIG's "cluster": job → distinct "host:port" addresses, one chief at most, some worker."""
     if not isinstance(cluster, dict) or not cluster:
         raise bad('"cluster" is missing or not an object of job → list of "host:port" addresses')
     for job in cluster:
@@ -177,6 +184,10 @@ def check_tf_config(strategy: str = "multiworker") -> dict:
             if address in seen:
                 raise bad(f'{where} "{address}" is also {seen[address]}; each task needs its own address')
             seen[address] = where
+
+
+def _check_task(task, cluster: dict, bad: Callable[[str], UsageError]) -> None:
+    """TF_CONFIG's "task": this worker's job type in the cluster and its index there."""
     if not isinstance(task, dict):
         raise bad('"task" is missing or not an object: this worker\'s {"type": "worker", "index": i}')
     kind, index = task.get("type"), task.get("index")
@@ -192,7 +203,6 @@ def check_tf_config(strategy: str = "multiworker") -> dict:
     if not 0 <= index < len(cluster[kind]):
         raise bad(f'task index {index} is out of range: cluster "{kind}" has {len(cluster[kind])} '
                   f'address{"es" if len(cluster[kind]) != 1 else ""} (index 0 to {len(cluster[kind]) - 1})')
-    return config
 
 
 def _short(value) -> str:

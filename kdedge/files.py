@@ -13,10 +13,13 @@ from typing import Callable, Iterator
 
 from kdedge.errors import OutputExistsError, ReadBackError
 
+# The run's pinned segmenter: the user dictionary jieba was given and the Traditional → Simplified map
+SEGMENTER_DICTIONARY = "segmenter/dict.txt"
+SEGMENTER_CHAR_MAP = "segmenter/t2s.json"
 # What `kdedge train` writes into a run directory (kdedge/train.py): `--force` replaces a directory
 # holding nothing else. A new entry written there must be added here, or --force refuses such runs.
 RUN_FILES = frozenset({"config.json", "metrics.json", "history.json", "validation.jsonl", "vocab.txt",
-                       "vectors.npy", "train.log", "segmenter/dict.txt", "segmenter/t2s.json",
+                       "vectors.npy", "train.log", SEGMENTER_DICTIONARY, SEGMENTER_CHAR_MAP,
                        "label_descriptions.json"})
 RUN_FILE_SUFFIXES = {"": ".keras", "predictions/": ".npy"}  # top-level models, saved logits
 RUN = "a kdedge run directory"

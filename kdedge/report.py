@@ -205,6 +205,14 @@ def render_markdown(results: dict) -> str:
              + "; 'same budget' = the plain student trained for exactly the KD student's number of epochs, "
              "best epoch picked by the same rule (when the plain student ran that many epochs itself, it is that "
              "student: patience only stops a run, so training again would repeat it). Tuned = per-label thresholds chosen on the validation split.", ""]
+    lines += _score_tables(results) + _baseline_deltas(results) + _per_label_table(results) + _kd_settings(results)
+    lines += _transfer_table(results) + _teachers_and_time(results)
+    return "\n".join(lines) + "\n"
+
+
+def _score_tables(results: dict) -> list[str]:
+    """Per decision rule: every row's mean ± std, then KD (and the selected model) − the stronger plain student."""
+    lines = []
     for view, title in (("at_0.5", "Threshold 0.5 (the paper's rule)"), ("tuned", "Tuned thresholds")):
         lines += [f"## {title}", "", "| architecture | model | micro-F1 | macro-F1 | weighted-F1 | subset acc | folds |",
                   "|---|---|---|---|---|---|---|"]
@@ -228,20 +236,33 @@ def render_markdown(results: dict) -> str:
                                    f"/{d['metrics'][m]['p_randomization']:.3f})" for m in METRICS)
                 lines.append(f"| {arch}{name} | {d['against']} | {cells} |")
         lines.append("")
-    lines += ["## KD student − baselines (tuned thresholds, same folds)", "",
+    return lines
+
+
+def _baseline_deltas(results: dict) -> list[str]:
+    """The KD student against each baseline, tuned thresholds."""
+    lines = ["## KD student − baselines (tuned thresholds, same folds)", "",
               "| architecture | baseline | " + " | ".join(METRICS) + " | folds |", "|---|---|" + "---|" * (len(METRICS) + 1)]
     for arch, entry in results["architectures"].items():
         for name, d in entry["kd_vs_baselines"].items():
             cells = " | ".join(f"{100 * d['metrics'][m]['delta']:+.1f} (p={_p(d['metrics'][m]['p_fold_paired_t'])})"
                                for m in METRICS)
             lines.append(f"| {arch} | {ROW_NAMES[name]} | {cells} | {len(d['folds'])} |")
-    lines += _per_label_table(results)
-    lines += ["", "## KD settings", "", "| architecture | (alpha, T) chosen on validation, by fold |", "|---|---|"]
+    return lines
+
+
+def _kd_settings(results: dict) -> list[str]:
+    """The (α, T) each fold chose on validation."""
+    lines = ["", "## KD settings", "", "| architecture | (alpha, T) chosen on validation, by fold |", "|---|---|"]
     lines += [f"| {a} | " + ", ".join(f"fold {k['fold']}: ({k['alpha']:g}, {k['temperature']:g}) of {k['searched']}"
                                      if k["alpha"] is not None else f"fold {k['fold']}: config"
                                      for k in e["kd_settings"]) + " |" for a, e in results["architectures"].items()]
-    lines += _transfer_table(results)
-    lines += ["", "## Teachers", "", "Mean seconds per fold; taught: in how many folds the per-label gate let the "
+    return lines
+
+
+def _teachers_and_time(results: dict) -> list[str]:
+    """Teachers (kind, calibration, cost, labels taught) and the wall time per architecture."""
+    lines = ["", "## Teachers", "", "Mean seconds per fold; taught: in how many folds the per-label gate let the "
               "teacher teach each label.", "",
               "| architecture | teacher | calibration | teacher s | student s | teacher ÷ student | taught |",
               "|---|---|---|---|---|---|---|"]
@@ -256,8 +277,7 @@ def render_markdown(results: dict) -> str:
               "| architecture | seconds (all folds) | folds whose teacher came from the cache |",
               "|---|---|---|"]
     lines += [f"| {a} | {e['seconds']:.0f} | {e['teachers_cached']} |" for a, e in results["architectures"].items()]
-    return "\n".join(lines) + "\n"
-
+    return lines
 
 def _confidence(value) -> str:
     return "?" if value is None else f"{value:.2f}"

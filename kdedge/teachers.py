@@ -75,7 +75,7 @@ def train_towers(cfg, feats, progress: bool = False, rows=None) -> Trained:
     """One towers network (`kdedge.towers`: a tower per label, about `cfg.teacher_width_budget` networks wide
     together) trained on `rows` of the training texts (all by default), each tower's epoch selected on its
     own label; its logits on validation."""
-    from kdedge.distill import fit_network, teacher_loss
+    from kdedge.distill import Network, fit_network, teacher_loss
     from kdedge.models import arch_params
     from kdedge.towers import build_teacher, tower_groups
 
@@ -85,8 +85,9 @@ def train_towers(cfg, feats, progress: bool = False, rows=None) -> Trained:
 
     def build():
         return build_teacher(cfg.arch, feats.x["train"].shape[1:], feats.table, n, params, cfg.dropout)
-    return fit_network(cfg, feats, build, teacher_loss, lambda model: tower_groups(model, n), y,
-                       f"{cfg.arch} teacher", rows, bucket=not record.hierarchical, progress=progress)
+    net = Network(build, teacher_loss, lambda model: tower_groups(model, n), f"{cfg.arch} teacher",
+                  bucket=not record.hierarchical)
+    return fit_network(cfg, feats, net, y, rows, progress=progress)
 
 
 def bagged(cfg, feats, train_part: Callable) -> Trained:

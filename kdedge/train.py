@@ -8,6 +8,7 @@ import platform
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,7 +20,8 @@ from kdedge.config import EXECUTION_SETTINGS, TrainConfig
 from kdedge.data import Dataset, check_trainable, load_dataset, read_label_descriptions
 from kdedge.embed import Vocabulary, embedding_matrix, load_vectors, train_word2vec
 from kdedge.evaluate import evaluate_logits
-from kdedge.files import RUN, check_replaceable, commit_dir, run_listing, staging_dir, write_json
+from kdedge.files import (RUN, SEGMENTER_CHAR_MAP, SEGMENTER_DICTIONARY, check_replaceable, commit_dir, run_listing,
+                          staging_dir, write_json)
 from kdedge.folds import stratified_split
 from kdedge.samples import resolve as resolve_data
 from kdedge.segment import Segmenter, resolve_convert, write_dictionary
@@ -103,7 +105,7 @@ def train_student(cfg: TrainConfig, feats: Features, progress: bool = False, kd=
     """The multi-label student, trained on `rows` of the training texts (all by default) with epochs selected on
     validation: on the true labels, or with `kd` = (per-label α, T, soft targets of every training row) the KD
     student."""
-    from kdedge.distill import fit_network, make_hard_loss, make_kd_loss, positive_weights, student_groups
+    from kdedge.distill import Network, fit_network, make_hard_loss, make_kd_loss, positive_weights, student_groups
     from kdedge.models import arch_params, build_classifier
 
     n, y = len(feats.label_names), feats.y["train"] if rows is None else feats.y["train"][np.asarray(rows)]
@@ -120,7 +122,7 @@ def train_student(cfg: TrainConfig, feats: Features, progress: bool = False, kd=
     def build():
         return build_classifier(cfg.arch, feats.x["train"].shape[1:], feats.table, n, params, cfg.dropout,
                                 cfg.trainable_embeddings)
-    return fit_network(cfg, feats, build, loss, lambda model: student_groups(model, n), targets, desc, rows,
+    return fit_network(cfg, feats, Network(build, loss, lambda model: student_groups(model, n), desc), targets, rows,
                        progress=progress)
 
 
@@ -193,27 +195,38 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
     return out
 
 
-def resume_identity(cfg: TrainConfig, data: str, labels_file: str | None, skip_invalid: bool) -> dict:
+@dataclass(frozen=True)
+class TrainingData:
+    """What a run learns from: the labelled texts (`--data`), the allowed labels (`--labels`), whether bad rows are
+    skipped (`--skip-invalid`) and the labels' descriptions kept in the run (`--label-descriptions`)."""
+
+    path: str
+    labels_file: str | None = None
+    skip_invalid: bool = False
+    label_descriptions: str | None = None
+
+
+def resume_identity(cfg: TrainConfig, data: TrainingData) -> dict:
     """Everything a run's phases depend on (`kdedge.resume`): the settings that change what is learned, the bytes
     of the data, labels and vectors files, and kdedge's version."""
-    return {"kdedge": __version__, "skip_invalid": skip_invalid,
+    return {"kdedge": __version__, "skip_invalid": data.skip_invalid,
             "config": {k: v for k, v in cfg.to_dict().items() if k not in EXECUTION_SETTINGS},
-            "data": file_sha256(resolve_data(data)), "labels": file_sha256(labels_file) if labels_file else None,
+            "data": file_sha256(resolve_data(data.path)),
+            "labels": file_sha256(data.labels_file) if data.labels_file else None,
             "vectors": file_sha256(cfg.vectors) if cfg.vectors else None}
 
 
-def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = None, force: bool = False,
-              skip_invalid: bool = False, progress: bool = True, label_descriptions: str | None = None,
-              restart: bool = False) -> dict:
+def train_run(cfg: TrainConfig, data: str | TrainingData, out: str, *, force: bool = False, restart: bool = False,
+              progress: bool = True) -> dict:
     """Train the configured modes and write the run directory atomically; returns metrics.json.
 
-    Every finished phase is kept beside `out` (`kdedge.resume`): the same command after an interruption
-    resumes from them, unless `restart`. `label_descriptions`: JSON {label: what it means}, kept in the run
-    (and so in its exported bundles).
+    `data`: a file of labelled texts, or a TrainingData saying how to read it. Every finished phase is kept beside
+    `out` (`kdedge.resume`): the same command after an interruption resumes from them, unless `restart`.
     """
-    from kdedge.distribute import describe, get_strategy, is_chief, resolve
+    from kdedge.distribute import get_strategy, is_chief, resolve
     from kdedge.resume import Phases
 
+    data = data if isinstance(data, TrainingData) else TrainingData(data)
     modes = MODES if cfg.mode == "all" else (cfg.mode,)  # a mode outside these fails when cfg is built
     out_path = Path(out)
     strategy = get_strategy(cfg)  # first: MultiWorkerMirroredStrategy and --cpu-replicas must precede other TF ops
@@ -221,11 +234,9 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
     if chief:
         check_replaceable(out_path, force, run_listing, RUN)  # before any data is read or model trained
     start = time.perf_counter()
-    ds = load_dataset(data, labels_file, skip_invalid=skip_invalid)
-    check_trainable(ds, data, cfg.val_split)
-    descriptions = read_label_descriptions(label_descriptions, ds.label_names) if label_descriptions else None
+    ds, descriptions = _read_data(cfg, data)
     # the workers of a multi-worker cluster train every phase together: none of them resumes alone
-    phases = (Phases(out_path, resume_identity(cfg, data, labels_file, skip_invalid), restart)
+    phases = (Phases(out_path, resume_identity(cfg, data), restart)
               if chief and resolve(cfg.strategy, cfg.cpu_replicas) != "multiworker" else None)
     try:
         tmp = staging_dir(out_path, force) if chief else Path(tempfile.mkdtemp(prefix=".kdedge-worker-"))
@@ -233,80 +244,25 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
         if phases is not None:
             phases.release(finished=False)
         raise
-    logging_handler = logging.FileHandler(tmp / "train.log", encoding="utf-8")
-    log.addHandler(logging_handler)
-    log.setLevel(logging.INFO)
     try:
-        train_rows, val_rows = stratified_split(ds.targets(), cfg.val_split, cfg.seed)
-        splits = {"train": ds.subset(train_rows), "val": ds.subset(val_rows)}
-        log.info("%s: %d texts (%d skipped), %d labels; train %d, validation %d", data, len(ds), ds.skipped,
-                 len(ds.label_names), len(train_rows), len(val_rows))
-        feats = featurize(cfg, splits, phases=phases, progress=progress)
-        vectors = feats.report["vectors"]
-        log.info("segmenter %s%s; vocabulary %d tokens; vectors: %s", cfg.segmenter,
-                 " (Traditional → Simplified)" if feats.segmenter.char_map is not None else "", len(feats.vocab),
-                 f"{Path(vectors['source']).name}, {vectors.get('vocab_with_vector', '?')} of the tokens have one"
-                 if "sha256" in vectors else vectors["source"])
-        results = train_modes(cfg, feats, modes, progress, phases=phases)
-        metrics = {"data": str(data), "texts": {"train": len(train_rows), "val": len(val_rows)},
-                   "labels": feats.label_names, "modes": {}}
-        (tmp / "segmenter").mkdir()
-        if feats.dictionary is not None:
-            write_dictionary(feats.dictionary, tmp / "segmenter" / "dict.txt")
-        if feats.segmenter.char_map is not None:
-            feats.segmenter.char_map.save(tmp / "segmenter" / "t2s.json")
-        feats.vocab.save(tmp / "vocab.txt")
-        if descriptions:
-            (tmp / "label_descriptions.json").write_text(json.dumps(descriptions, ensure_ascii=False, indent=1),
-                                                         encoding="utf-8")
-        np.save(tmp / "vectors.npy", feats.table)
-        (tmp / "predictions").mkdir()
-        history = {}
-        for mode, res in results.items():
-            if res.model is not None:  # a linear teacher is not a network: its logits are kept
-                res.model.save(tmp / f"{mode}.keras")
-            np.save(tmp / "predictions" / f"val_{mode}.npy", res.logits["val"])
-            metrics["modes"][mode] = {
-                **evaluate_logits(res.logits["val"], feats.y["val"], feats.label_names, cfg.threshold_min_support),
-                "epochs_run": res.fit.epochs_run, "best_epoch": res.fit.best_epoch,
-                "seconds": round(res.fit.seconds, 2), "train_seconds": round(res.fit.train_seconds, 2),
-                "validation_seconds": round(res.fit.validation_seconds, 2),
-                **res.fit.teacher_record(), **(res.kd.to_dict() if res.kd else {})}
-            history[mode] = res.fit.history
-        selected = select_student(results, feats.y["val"], cfg.threshold_min_support, cfg.select_confidence, cfg.seed)
-        if selected is not None:
-            metrics["selected"] = selected
-            log.info("selected for export: the %s (%s)", "KD student" if selected["mode"] == "kd" else "plain student",
-                     selected["reason"])
-        if "teacher" in results and "student" in results:
-            metrics["teacher_to_student_time"] = round(results["teacher"].fit.seconds / results["student"].fit.seconds, 2)
-        with open(tmp / "validation.jsonl", "w", encoding="utf-8") as f:
-            for text, labels, rid, toks in zip(splits["val"].texts, splits["val"].labels, splits["val"].ids,
-                                               feats.tokens["val"]):
-                f.write(json.dumps({"id": rid, "text": text, "labels": labels, "tokens": toks},
-                                   ensure_ascii=False) + "\n")
-        metrics["wall_seconds"] = round(time.perf_counter() - start, 2)
-        write_json(tmp / "metrics.json", metrics)
-        write_json(tmp / "history.json", history)
-        write_json(tmp / "config.json", {
-            "kdedge_version": __version__, "config": cfg.to_dict(), "labels": feats.label_names,
-            "input": feats.input_spec, "segmenter": {**feats.segmenter.spec(),
-                                                     "dictionary": "segmenter/dict.txt" if feats.dictionary else None,
-                                                     "char_map": "segmenter/t2s.json" if feats.segmenter.char_map else None},
-            "data": {"path": str(data), "sha256": file_sha256(resolve_data(data)), "texts": len(ds),
-                     "skipped": ds.skipped},
-            "features": feats.report, "modes": list(results),
-            "platform": {"python": platform.python_version(), "machine": platform.machine()},
-            "distribute": describe(strategy)})
-        log.removeHandler(logging_handler)
-        logging_handler.close()
+        with _logged_to(tmp / "train.log"):
+            train_rows, val_rows = stratified_split(ds.targets(), cfg.val_split, cfg.seed)
+            splits = {"train": ds.subset(train_rows), "val": ds.subset(val_rows)}
+            log.info("%s: %d texts (%d skipped), %d labels; train %d, validation %d", data.path, len(ds), ds.skipped,
+                     len(ds.label_names), len(train_rows), len(val_rows))
+            feats = featurize(cfg, splits, phases=phases, progress=progress)
+            _log_features(cfg, feats)
+            results = train_modes(cfg, feats, modes, progress, phases=phases)
+            _write_inputs(tmp, feats, splits["val"], descriptions)
+            metrics = {"data": str(data.path), "texts": {"train": len(train_rows), "val": len(val_rows)},
+                       **_metrics(tmp, cfg, feats, results), "wall_seconds": round(time.perf_counter() - start, 2)}
+            write_json(tmp / "metrics.json", metrics)
+            write_json(tmp / "config.json", _run_record(cfg, data, ds, feats, list(results), strategy))
         if chief:
             commit_dir(tmp, out_path)
         else:
             shutil.rmtree(tmp)
     except BaseException:
-        log.removeHandler(logging_handler)
-        logging_handler.close()
         shutil.rmtree(tmp, ignore_errors=True)
         if phases is not None:
             phases.release(finished=False)
@@ -314,3 +270,102 @@ def train_run(cfg: TrainConfig, data: str, out: str, labels_file: str | None = N
     if phases is not None:
         phases.release(finished=True)
     return metrics
+
+
+def _read_data(cfg: TrainConfig, data: TrainingData) -> tuple[Dataset, dict | None]:
+    """The labelled texts, checked to be trainable, and the labels' descriptions (None when not given)."""
+    ds = load_dataset(data.path, data.labels_file, skip_invalid=data.skip_invalid)
+    check_trainable(ds, data.path, cfg.val_split)
+    if not data.label_descriptions:
+        return ds, None
+    return ds, read_label_descriptions(data.label_descriptions, ds.label_names)
+
+
+@contextmanager
+def _logged_to(path: Path):
+    """kdedge's log also written to `path` (the run's train.log) while the block runs."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _log_features(cfg: TrainConfig, feats: Features) -> None:
+    vectors = feats.report["vectors"]
+    log.info("segmenter %s%s; vocabulary %d tokens; vectors: %s", cfg.segmenter,
+             " (Traditional → Simplified)" if feats.segmenter.char_map is not None else "", len(feats.vocab),
+             f"{Path(vectors['source']).name}, {vectors.get('vocab_with_vector', '?')} of the tokens have one"
+             if "sha256" in vectors else vectors["source"])
+
+
+def _write_inputs(tmp: Path, feats: Features, val: Dataset, descriptions: dict | None) -> None:
+    """What export needs to reproduce the inputs: segmenter files, vocabulary, vectors, label descriptions and the
+    validation texts with their tokens (`validation.jsonl`)."""
+    (tmp / "segmenter").mkdir()
+    if feats.dictionary is not None:
+        write_dictionary(feats.dictionary, tmp / SEGMENTER_DICTIONARY)
+    if feats.segmenter.char_map is not None:
+        feats.segmenter.char_map.save(tmp / SEGMENTER_CHAR_MAP)
+    feats.vocab.save(tmp / "vocab.txt")
+    if descriptions:
+        (tmp / "label_descriptions.json").write_text(json.dumps(descriptions, ensure_ascii=False, indent=1),
+                                                     encoding="utf-8")
+    np.save(tmp / "vectors.npy", feats.table)
+    with open(tmp / "validation.jsonl", "w", encoding="utf-8") as f:
+        for text, labels, rid, toks in zip(val.texts, val.labels, val.ids, feats.tokens["val"]):
+            f.write(json.dumps({"id": rid, "text": text, "labels": labels, "tokens": toks}, ensure_ascii=False) + "\n")
+
+
+def _write_modes(tmp: Path, cfg: TrainConfig, feats: Features, results: dict[str, Trained]) -> dict:
+    """Each mode's model (`MODE.keras`), validation logits (`predictions/val_MODE.npy`) and learning history
+    (`history.json`); returns metrics.json's `modes`: validation scores and how each was fitted."""
+    (tmp / "predictions").mkdir()
+    modes, history = {}, {}
+    for mode, res in results.items():
+        if res.model is not None:  # a linear teacher is not a network: its logits are kept
+            res.model.save(tmp / f"{mode}.keras")
+        np.save(tmp / "predictions" / f"val_{mode}.npy", res.logits["val"])
+        modes[mode] = {
+            **evaluate_logits(res.logits["val"], feats.y["val"], feats.label_names, cfg.threshold_min_support),
+            "epochs_run": res.fit.epochs_run, "best_epoch": res.fit.best_epoch,
+            "seconds": round(res.fit.seconds, 2), "train_seconds": round(res.fit.train_seconds, 2),
+            "validation_seconds": round(res.fit.validation_seconds, 2),
+            **res.fit.teacher_record(), **(res.kd.to_dict() if res.kd else {})}
+        history[mode] = res.fit.history
+    write_json(tmp / "history.json", history)
+    return modes
+
+
+def _metrics(tmp: Path, cfg: TrainConfig, feats: Features, results: dict[str, Trained]) -> dict:
+    """metrics.json's labels, modes (`_write_modes`), the student selected for export and the teacher's cost."""
+    metrics = {"labels": feats.label_names, "modes": _write_modes(tmp, cfg, feats, results)}
+    selected = select_student(results, feats.y["val"], cfg.threshold_min_support, cfg.select_confidence, cfg.seed)
+    if selected is not None:
+        metrics["selected"] = selected
+        log.info("selected for export: the %s (%s)", "KD student" if selected["mode"] == "kd" else "plain student",
+                 selected["reason"])
+    if "teacher" in results and "student" in results:
+        metrics["teacher_to_student_time"] = round(results["teacher"].fit.seconds / results["student"].fit.seconds, 2)
+    return metrics
+
+
+def _run_record(cfg: TrainConfig, data: TrainingData, ds: Dataset, feats: Features, modes: list[str],
+                strategy) -> dict:
+    """config.json: the settings, labels, input and segmenter of the run, the data it read, and where it ran."""
+    from kdedge.distribute import describe
+
+    return {
+        "kdedge_version": __version__, "config": cfg.to_dict(), "labels": feats.label_names,
+        "input": feats.input_spec,
+        "segmenter": {**feats.segmenter.spec(),
+                      "dictionary": SEGMENTER_DICTIONARY if feats.dictionary else None,
+                      "char_map": SEGMENTER_CHAR_MAP if feats.segmenter.char_map else None},
+        "data": {"path": str(data.path), "sha256": file_sha256(resolve_data(data.path)), "texts": len(ds),
+                 "skipped": ds.skipped},
+        "features": feats.report, "modes": modes,
+        "platform": {"python": platform.python_version(), "machine": platform.machine()},
+        "distribute": describe(strategy)}

@@ -245,7 +245,7 @@ def test_teacher_trains_saves_and_loads(arch, tmp_path):
     before = [w.copy() for w in model.get_weights()]
     cfg = TrainConfig(arch=arch, epochs=1, batch_size=8, learning_rate=1e-2, monitor="val_loss")
     flat = arch != "han"
-    info = fit(model, x, y, x[:8], y[:8], teacher_loss, tower_groups(model, N), cfg, bucket=flat)
+    info = fit(model, (x, y), (x[:8], y[:8]), teacher_loss, tower_groups(model, N), cfg, bucket=flat)
     assert info["epochs_run"] == 1 and len(info["best_epoch"]) == N
     assert all(not np.array_equal(b, a) for b, a in zip(before[1:], model.get_weights()[1:]))
     model.save(tmp_path / "teacher.keras")
@@ -286,6 +286,6 @@ def test_same_seed_same_bucketed_teacher():
     for _ in range(2):
         seed_everything(cfg.seed)
         model = build_teacher("gru_att", (12,), _table(), N, arch_params("gru_att", TINY["gru_att"]), 0.1)
-        fit(model, x, y, x[:8], y[:8], teacher_loss, tower_groups(model, N), cfg, bucket=True)
+        fit(model, (x, y), (x[:8], y[:8]), teacher_loss, tower_groups(model, N), cfg, bucket=True)
         logits.append(predict_logits(model, x, trim=True))
     np.testing.assert_array_equal(logits[0], logits[1])

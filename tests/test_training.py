@@ -163,7 +163,7 @@ def test_architecture_builds_trains_saves_and_loads(arch, tmp_path):
     assert model.output_shape == (None, N_LABELS)
     before = [w.copy() for w in model.get_weights()]
     cfg = TrainConfig(arch=arch, epochs=1, batch_size=8, learning_rate=1e-2, monitor="val_loss")
-    info = fit(model, x, y, x[:8], y[:8], make_hard_loss(1.0), student_groups(model, N_LABELS), cfg)
+    info = fit(model, (x, y), (x[:8], y[:8]), make_hard_loss(1.0), student_groups(model, N_LABELS), cfg)
     assert info["epochs_run"] == 1
     after = model.get_weights()
     assert any(not np.array_equal(b, a) for b, a in zip(before, after)), "one epoch changed no weight"
@@ -367,7 +367,7 @@ def test_fit_stops_early_and_restores_the_best_epoch():
     y = np.ones((8, 2), np.float32)
     cfg = TrainConfig(epochs=30, patience=2, batch_size=4, monitor="val_loss")
     object.__setattr__(cfg, "learning_rate", 0.0)  # outside the options' range on purpose: no improvement is possible
-    info = fit(model, x, y, x, y, make_hard_loss(1.0), student_groups(model, 2), cfg)
+    info = fit(model, (x, y), (x, y), make_hard_loss(1.0), student_groups(model, 2), cfg)
     assert info["epochs_run"] == 3 and info["best_epoch"] == [1]  # no improvement possible at lr 0
 
 

@@ -81,31 +81,36 @@ def label_f1_png(labels: list[str], f1_05: dict, f1_tuned: dict, title: str, f1_
 
 def model_card(manifest: dict, run_info: dict) -> str:
     """README.md for the bundle, from the final manifest (except `files`) and facts about the run."""
-    m = manifest
-    labels = m["labels"]
-    metrics, cal = m["metrics"], m["calibration_report"]
-    at05, tuned = metrics["at_0.5"], metrics["tuned"]
-    seg, agree = m["segmenter"], m["segmentation_agreement"]
-    parity = m["parity"]
+    sections = (_summary(manifest, run_info) + _limits(manifest, run_info) + _data(manifest, run_info)
+                + _test(manifest) + _run_table(run_info) + _meanings(manifest) + _per_label(manifest)
+                + _calibration(manifest) + _parity(manifest) + _segmentation(manifest) + _notes(manifest))
+    return "\n".join(sections)
+
+
+def _summary(m: dict, run_info: dict) -> list[str]:
     out = [f"# kdedge model: {_text(m['architecture'])} ({_text(m['model_kind'])})", ""]
     how = ("distilled from a teacher model" if m["model_kind"] == "kd" else
            "trained on the labels alone (the plain student of a kdedge run)")
-    out += [f"Multi-label Chinese text classifier with {len(labels)} labels, {how}, "
-            f"by kdedge {m['kdedge_version']} and exported on {m['created']} as a kdedge bundle "
-            f"(format version {m['format_version']}, see docs/bundle.md). Run it with `kdedge-run predict --model <this directory> "
-            "\"文本\"` or `kdedge_run.load(path).predict(text)`.", ""]
+    return out + [f"Multi-label Chinese text classifier with {len(m['labels'])} labels, {how}, "
+                  f"by kdedge {m['kdedge_version']} and exported on {m['created']} as a kdedge bundle "
+                  f"(format version {m['format_version']}, see docs/bundle.md). Run it with `kdedge-run predict "
+                  "--model <this directory> \"文本\"` or `kdedge_run.load(path).predict(text)`.", ""]
+
+
+def _limits(m: dict, run_info: dict) -> list[str]:
+    labels, tuned = m["labels"], m["metrics"]["tuned"]
     data_name = _code(((run_info.get("data") or {}).get("path") or "its training data").rsplit("/", 1)[-1])
     intended = m.get("intended_use") or (f"tagging and routing Chinese texts like those of `{data_name}` "
                                          "(what a text mentions).")
-    out += ["## Intended use and limits", "", f"**Intended use:** {_text(intended)}", "", LIMITS, "",
-            "- The scores are calibrated probabilities on the validation split of the training data; on text "
-            "from another source, time or register they may be miscalibrated and labels may be missed.",
-            _long_texts(m["input"]),
-            "- Thresholds and temperatures were fitted on the same validation split the metrics below are "
-            "measured on, so those metrics are optimistic; judge the model on your own held-out data.",
-            f"- {'Characters' if m['segmenter']['type'] == 'char' else 'Words'} not seen in training map to one "
-            "out-of-vocabulary id; rare labels (few validation positives) have unreliable thresholds (below the "
-            "run's minimum support they keep 0.5)."]
+    out = ["## Intended use and limits", "", f"**Intended use:** {_text(intended)}", "", LIMITS, "",
+           "- The scores are calibrated probabilities on the validation split of the training data; on text "
+           "from another source, time or register they may be miscalibrated and labels may be missed.",
+           _long_texts(m["input"]),
+           "- Thresholds and temperatures were fitted on the same validation split the metrics below are "
+           "measured on, so those metrics are optimistic; judge the model on your own held-out data.",
+           f"- {'Characters' if m['segmenter']['type'] == 'char' else 'Words'} not seen in training map to one "
+           "out-of-vocabulary id; rare labels (few validation positives) have unreliable thresholds (below the "
+           "run's minimum support they keep 0.5)."]
     if m.get("abstain"):
         out.append(f"- A text of which less than {100 * m['abstain']['min_coverage']:.0f}% is in the vocabulary "
                    "(or nothing) is not judged: it gets no labels and `judged: false`, whatever its scores.")
@@ -118,7 +123,12 @@ def model_card(manifest: dict, run_info: dict) -> str:
         out.append(f"- Very low thresholds, so these labels are predicted often and with many false positives: "
                    f"{', '.join(low)}.")
     out.append("")
-    out += ["## Data", ""]
+    return out
+
+
+def _data(m: dict, run_info: dict) -> list[str]:
+    metrics = m["metrics"]
+    out = ["## Data", ""]
     data = run_info.get("data") or {}
     texts = run_info.get("texts") or {}
     out += [f"- Training data: `{_code(data.get('path', '?'))}` (sha256 `{_code(str(data.get('sha256', '?'))[:16])}…`, "
@@ -128,26 +138,38 @@ def model_card(manifest: dict, run_info: dict) -> str:
             f"- Training configuration: architecture `{m['architecture']}`, input {_input_desc(m['input'])}, "
             f"vectors {m['embeddings']['dim']}-d ({m['embeddings']['dtype']} in the bundle), "
             f"vocabulary {m['vocab']['size']} tokens", ""]
-    test = m.get("test_metrics")
-    if test:
-        out += ["## Held-out test split", "",
-                f"{test['texts']} labelled texts that training never saw, through this bundle end to end at its "
-                f"thresholds ({test['not_judged']} not judged, counted as no labels):", "",
-                "| test (%) | micro-F1 | macro-F1 | weighted-F1 | subset accuracy |", "|---|---:|---:|---:|---:|",
-                f"| bundle | {_pct(test['micro_f1'])} | {_pct(test['macro_f1'])} | {_pct(test['weighted_f1'])} | "
-                f"{_pct(test['subset_accuracy'])} |", "",
-                "| label | " + " | ".join(_cell(lab) for lab in labels) + " |",
-                "|---|" + "---:|" * len(labels),
-                "| test F1 | " + " | ".join(_pct(test["per_label_f1"][lab]) for lab in labels) + " |", ""]
-    out += _run_table(run_info)
+    return out
+
+
+def _test(m: dict) -> list[str]:
+    labels, test = m["labels"], m.get("test_metrics")
+    if not test:
+        return []
+    return ["## Held-out test split", "",
+            f"{test['texts']} labelled texts that training never saw, through this bundle end to end at its "
+            f"thresholds ({test['not_judged']} not judged, counted as no labels):", "",
+            "| test (%) | micro-F1 | macro-F1 | weighted-F1 | subset accuracy |", "|---|---:|---:|---:|---:|",
+            f"| bundle | {_pct(test['micro_f1'])} | {_pct(test['macro_f1'])} | {_pct(test['weighted_f1'])} | "
+            f"{_pct(test['subset_accuracy'])} |", "",
+            "| label | " + " | ".join(_cell(lab) for lab in labels) + " |",
+            "|---|" + "---:|" * len(labels),
+            "| test F1 | " + " | ".join(_pct(test["per_label_f1"][lab]) for lab in labels) + " |", ""]
+
+
+def _meanings(m: dict) -> list[str]:
     described = m.get("label_descriptions") or {}
-    if described:
-        out += ["## What the labels mean", "", "| label | meaning |", "|---|---|"]
-        out += [f"| {_cell(lab)} | {_cell(described.get(lab, ''))} |" for lab in labels]
-        out.append("")
-    out += ["## Labels, thresholds and validation F1", "",
-            "| label | validation positives | threshold | temperature | F1 @0.5 | F1 tuned | ECE before | ECE after |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    if not described:
+        return []
+    return (["## What the labels mean", "", "| label | meaning |", "|---|---|"]
+            + [f"| {_cell(lab)} | {_cell(described.get(lab, ''))} |" for lab in m["labels"]] + [""])
+
+
+def _per_label(m: dict) -> list[str]:
+    labels, metrics, cal = m["labels"], m["metrics"], m["calibration_report"]
+    at05, tuned = metrics["at_0.5"], metrics["tuned"]
+    out = ["## Labels, thresholds and validation F1", "",
+           "| label | validation positives | threshold | temperature | F1 @0.5 | F1 tuned | ECE before | ECE after |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for j, lab in enumerate(labels):
         src = " (file)" if metrics["threshold_source"].get(lab) == "file" else ""
         out.append(f"| {_cell(lab)} | {cal['positives'][lab]} | {m['thresholds'][j]:.3f}{src} | "
@@ -159,25 +181,39 @@ def model_card(manifest: dict, run_info: dict) -> str:
             f"{_pct(at05['subset_accuracy'])} |",
             f"| tuned thresholds | {_pct(tuned['micro_f1'])} | {_pct(tuned['macro_f1'])} | "
             f"{_pct(tuned['weighted_f1'])} | {_pct(tuned['subset_accuracy'])} |", ""]
-    out += ["## Calibration", "",
+    return out
+
+
+def _calibration(m: dict) -> list[str]:
+    cal = m["calibration_report"]
+    return ["## Calibration", "",
             f"One temperature per label (p = sigmoid(logit / T)), fitted on the validation logits by log-loss; "
             f"thresholds were tuned on the calibrated probabilities. Mean expected calibration error "
             f"({cal['bins']} bins): {cal['mean_ece_before']:.4f} before, {cal['mean_ece_after']:.4f} after.", ""]
-    out += ["## Parity (export-time check)", "",
-            f"{parity['texts']} validation texts end to end through kdedge-run (segmentation → ids → vectors → "
-            f"model file → calibrated probabilities) against the trained Keras model. fp32 models with fp32 "
-            f"vectors must agree within {parity['fp32_tolerance']:g}; quantised rows show the expected drift. "
-            "ms/text: median single-text latency at export (1 thread, machine-dependent); the manifest lists "
-            "the faster shipped model first.", "",
-            "| format | precision | vectors | size | max abs Δp | flipped decisions | macro-F1 | Δ macro-F1 "
-            "| ms/text | shipped |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+
+
+def _parity(m: dict) -> list[str]:
+    parity = m["parity"]
+    out = ["## Parity (export-time check)", "",
+           f"{parity['texts']} validation texts end to end through kdedge-run (segmentation → ids → vectors → "
+           f"model file → calibrated probabilities) against the trained Keras model. fp32 models with fp32 "
+           f"vectors must agree within {parity['fp32_tolerance']:g}; quantised rows show the expected drift. "
+           "ms/text: median single-text latency at export (1 thread, machine-dependent); the manifest lists "
+           "the faster shipped model first.", "",
+           "| format | precision | vectors | size | max abs Δp | flipped decisions | macro-F1 | Δ macro-F1 "
+           "| ms/text | shipped |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in parity["results"]:
         out.append(f"| {r['format']} | {r['precision']} | {r['vectors']} | {_size(r['bytes'])} | "
                    f"{r['max_abs_dp']:.2e} | {r['flipped_decisions']} | {_pct(r['macro_f1'])} | "
                    f"{100 * r['macro_f1_change']:+.2f} | {r.get('latency_ms', 0):.2f} | "
                    f"{'yes' if r['shipped'] else 'no'} |")
-    out += ["", "## Segmentation", ""]
+    return out
+
+
+def _segmentation(m: dict) -> list[str]:
+    seg, agree = m["segmenter"], m["segmentation_agreement"]
+    out = ["", "## Segmentation", ""]
     if m["format_version"] == 2:
         out.append("Characters: the app passes the text's Unicode code points (whitespace and control characters, "
                    "listed in the manifest, removed; read in windows of "
@@ -195,9 +231,11 @@ def model_card(manifest: dict, run_info: dict) -> str:
         out.append("Traditional characters are converted to Simplified (`segmenter/t2s.json`) before segmenting.")
     out += ["", f"Agreement with the training segmentation on the validation texts: token F1 "
             f"{agree['token_f1']:.4f}, {agree['identical_texts']} of {agree['texts']} texts identical.", ""]
-    if m.get("notes"):
-        out += ["## Export notes", ""] + [f"- {_text(n)}" for n in m["notes"]] + [""]
-    return "\n".join(out)
+    return out
+
+
+def _notes(m: dict) -> list[str]:
+    return ["## Export notes", ""] + [f"- {_text(n)}" for n in m["notes"]] + [""] if m.get("notes") else []
 
 
 def _input_desc(spec: dict) -> str:

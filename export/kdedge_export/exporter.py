@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from kdedge.architectures import architecture
-from kdedge.files import NPY_READ_ERRORS
+from kdedge.files import NPY_READ_ERRORS, SEGMENTER_CHAR_MAP
 from kdedge_run.bundle import CODEPOINTS_VERSION, FORMAT, IDS_VERSION
 
 from . import parity as par
@@ -23,7 +23,7 @@ from .convert import CodepointGraph, codepoint_onnx, codepoint_tflite, quantize_
 from .errors import ExportError
 from .golden import GOLDEN_TOLERANCE, golden_vectors, test_metrics
 from .run import Run, load_keras, load_run, read_vocab
-from .segmentation import T2S_FILE, agreement, segmenter_spec
+from .segmentation import agreement, segmenter_spec
 from .options import DEFAULT_FOR_QUANTIZE, DTYPES, FORMATS, PRECISION, QUANTIZE
 from .vectors import encode, quantise_int8
 
@@ -103,7 +103,8 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
     (manifest `test_metrics`, shown in the card). A character run of a sequence architecture gives a
     format-2 bundle (code points in), any other run format 1. The bundle is staged next to
     `out_dir`, checked end to end through kdedge_run, and renamed into place; an existing `out_dir` is
-    replaced only with `force`. Returns the manifest. Raises ExportError (a ValueError).
+    replaced only with `force`. Returns the manifest. Raises ExportError (a ValueError). Its keyword
+    parameters are `kdedge export`'s options, one to one, which is why there are more than eight.
     """
     log = log or _stderr
     formats = _formats(formats)
@@ -318,23 +319,31 @@ def read_test_data(path, labels: list[str]) -> tuple[list[str], np.ndarray]:
     return ds.texts, y
 
 
-def _export_codepoints(plan: ExportPlan) -> dict:
-    """Format 2 (docs/bundle.md "Version 2"): the character pipeline, vectors and temperatures in the graph.
+@dataclass
+class CodepointModels:
+    """A format-2 export's converted models: the shipped ones (`precision`, `vectors_dtype`) and, when those are
+    not exact float32, the float32 references parity compares them with first; the tables they hold."""
 
-    Shipped weights are float16 values computed in float32 unless the precision is fp32; an fp32 graph with
-    float32 vectors is always checked against Keras (1e-4) first.
-    """
-    from kdedge_run.text import CharMap, CharTokenizer, Preprocessor, default_windows
+    shipped: dict
+    reference: dict
+    exact: bool                           # shipped models differ from the float32 reference by design
+    tables: Any                           # code point → id tables (kdedge_export.codepoints.build_tables)
+    temperatures: np.ndarray
+    vocab: dict
+    convert: Any                          # the Traditional → Simplified CharMap, or None
 
-    run, cal, table, formats, vectors_dtype = plan.run, plan.cal, plan.table, plan.formats, plan.vectors_dtype
-    body, params, dropout, seg_files, note = plan.body, plan.params, plan.dropout, plan.seg_files, plan.note
 
-    vocab_list = read_vocab(run)
-    vocab = {t: i for i, t in enumerate(vocab_list)}
-    convert = CharMap.load("t2s", seg_files[T2S_FILE]) if T2S_FILE in seg_files else None
+def _codepoint_models(plan: ExportPlan) -> CodepointModels:
+    """The character pipeline's tables, then each format's model with vectors and temperatures in the graph."""
+    from kdedge_run.text import CharMap
+
+    run, table, vectors_dtype = plan.run, plan.table, plan.vectors_dtype
+    vocab = {t: i for i, t in enumerate(read_vocab(run))}
+    seg_files = plan.seg_files
+    convert = CharMap.load("t2s", seg_files[SEGMENTER_CHAR_MAP]) if SEGMENTER_CHAR_MAP in seg_files else None
     tables = build_tables(vocab, convert)
     round16 = plan.precision != "fp32"
-    temperatures = np.asarray(cal.temperatures, dtype=np.float32)
+    temperatures = np.asarray(plan.cal.temperatures, dtype=np.float32)
     if round16:
         temperatures = temperatures.astype(np.float16).astype(np.float32)
     if vectors_dtype == "int8":
@@ -342,23 +351,37 @@ def _export_codepoints(plan: ExportPlan) -> dict:
     else:
         vectors = table.astype(vectors_dtype).astype(np.float32)
         scales = None
-
-    def graph(vec, sc, r16):
-        return CodepointGraph(tables.page_table, tables.block_table, vec, sc, temperatures, r16)
-
     convert_to = {"onnx": codepoint_onnx, "tflite": codepoint_tflite}
-    shipped = {fmt: convert_to[fmt](body, run.arch, params, dropout, graph(vectors, scales, round16))
-               for fmt in formats}
+
+    def models(vec, sc, r16) -> dict:
+        graph = CodepointGraph(tables.page_table, tables.block_table, vec, sc, temperatures, r16)
+        return {fmt: convert_to[fmt](plan.body, run.arch, plan.params, plan.dropout, graph) for fmt in plan.formats}
+
+    shipped = models(vectors, scales, round16)
     exact = round16 or vectors_dtype != "float32"
-    reference_models = {fmt: convert_to[fmt](body, run.arch, params, dropout, graph(table, None, False))
-                        for fmt in formats} if exact else shipped
+    return CodepointModels(shipped, models(table, None, False) if exact else shipped, exact, tables, temperatures,
+                           vocab, convert)
+
+
+def _export_codepoints(plan: ExportPlan) -> dict:
+    """Format 2 (docs/bundle.md "Version 2"): the character pipeline, vectors and temperatures in the graph.
+
+    Shipped weights are float16 values computed in float32 unless the precision is fp32; an fp32 graph with
+    float32 vectors is always checked against Keras (1e-4) first.
+    """
+    from kdedge_run.text import CharTokenizer, Preprocessor, default_windows
+
+    run, cal, table, formats, vectors_dtype, note = (plan.run, plan.cal, plan.table, plan.formats,
+                                                      plan.vectors_dtype, plan.note)
+    built = _codepoint_models(plan)
+    shipped, reference_models, exact = built.shipped, built.reference, built.exact
     max_len = int(run.input_spec["max_len"])
     manifest = {**plan.base, "format_version": CODEPOINTS_VERSION,
-                "calibration": {"method": "temperature", "temperatures": [float(t) for t in temperatures],
+                "calibration": {"method": "temperature", "temperatures": [float(t) for t in built.temperatures],
                                 "in_graph": True},
                 "input": {"kind": "codepoints", "dtype": "int32", "max_len": max_len, "pad": 0,
-                          "dropped": tables.dropped},
-                "segmenter": {"type": "char", "convert": "t2s" if convert is not None else None, "in_graph": True,
+                          "dropped": built.tables.dropped},
+                "segmenter": {"type": "char", "convert": "t2s" if built.convert is not None else None, "in_graph": True,
                               "trained_with": "char"},
                 "embeddings": {"dim": int(table.shape[1]), "dtype": vectors_dtype, "file": None, "in_graph": True},
                 "abstain": {"min_coverage": MIN_COVERAGE}}
@@ -374,7 +397,7 @@ def _export_codepoints(plan: ExportPlan) -> dict:
         if scratch is not None:
             write(scratch, reference_models)
         # the reference: Keras on the ids of the version-1 character pipeline the tables fold in
-        v1 = Preprocessor(CharTokenizer(), vocab, run.input_spec, convert)
+        v1 = Preprocessor(CharTokenizer(), built.vocab, run.input_spec, built.convert)
         seg = agreement(v1.uncut().tokens, run.val_texts, run.val_tokens)
         keep = [i for i, t in enumerate(run.val_texts) if v1.tokens(t)]
         texts = [run.val_texts[i] for i in keep]
@@ -382,7 +405,7 @@ def _export_codepoints(plan: ExportPlan) -> dict:
         candidates = [(s_.path, s_ is stage, vectors_dtype if s_ is stage else "float32",
                        [(m.entry(), len(m.data)) for m in models.values()])
                       for s_, models in ((scratch, reference_models), (stage, shipped)) if s_ is not None]
-        parity = par.report(run, plan.keras_model, ids, keep, temperatures.astype(np.float64), cal.thresholds,
+        parity = par.report(run, plan.keras_model, ids, keep, built.temperatures.astype(np.float64), cal.thresholds,
                             candidates)
         if len(formats) > 1:
             agree = _format_agreement(stage.path, texts)

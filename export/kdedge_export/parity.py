@@ -63,19 +63,18 @@ def latency_ms(bundle_dir: Path, backend: str, texts: list[str], n: int = 40, wa
     return float(np.median(times) * 1000) if times else 0.0
 
 
-def compare(entry: dict, size: int, vectors: str, probs: np.ndarray, reference: np.ndarray, y: np.ndarray,
-            thresholds: np.ndarray, labels: list[str], shipped: bool) -> dict:
-    """One `parity.results` row: runtime vs Keras probabilities and decisions at the bundle's thresholds."""
+def compare(probs: np.ndarray, reference: np.ndarray, y: np.ndarray, thresholds: np.ndarray, labels: list[str]) -> dict:
+    """The measured part of a `parity.results` row: runtime vs Keras probabilities and decisions at the bundle's
+    thresholds."""
     ours = decide(probs, thresholds)
     theirs = decide(reference, thresholds)
     macro = scores(y, ours, labels)["macro_f1"]
     keras_macro = scores(y, theirs, labels)["macro_f1"]
     dp = np.abs(probs - reference)
-    return {"format": entry["format"], "precision": entry["precision"], "vectors": vectors, "bytes": int(size),
-            "max_abs_dp": float(dp.max()) if dp.size else 0.0,
+    return {"max_abs_dp": float(dp.max()) if dp.size else 0.0,
             "mean_abs_dp": float(dp.mean()) if dp.size else 0.0,
             "flipped_decisions": int((ours != theirs).sum()),
-            "macro_f1": float(macro), "macro_f1_change": float(macro - keras_macro), "shipped": shipped}
+            "macro_f1": float(macro), "macro_f1_change": float(macro - keras_macro)}
 
 
 def strict(row: dict) -> bool:
@@ -101,8 +100,11 @@ def report(run, keras_model, ids: np.ndarray, keep: list[int], temperatures: np.
     texts = [run.val_texts[i] for i in keep]
     y = run.val_y[keep]
     logits, reference = keras_probabilities(keras_model, ids, temperatures)
-    measured = [(path, compare(entry, size, vectors, runtime_probabilities(path, entry["format"], texts), reference,
-                               y, thresholds, run.labels, shipped))
+    measured = [(path, {"format": entry["format"], "precision": entry["precision"], "vectors": vectors,
+                        "bytes": int(size),
+                        **compare(runtime_probabilities(path, entry["format"], texts), reference, y, thresholds,
+                                  run.labels),
+                        "shipped": shipped})
                 for path, shipped, vectors, entries in candidates for entry, size in entries]
     rows = [row for _, row in measured]
     check(rows)

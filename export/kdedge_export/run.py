@@ -117,11 +117,6 @@ def _check_config(path: Path, config: dict) -> TrainConfig:
     """Every value of a run's config.json that export reads: type and range; ExportError naming the key. The
     training settings are built into the TrainConfig training used (`kdedge.config.config_from_record`), with
     every check a config gets from the CLI or a file."""
-    from kdedge.architectures import ARCHITECTURES
-
-    def bad(key: str, rule: str, value) -> ExportError:
-        return ExportError(f"{path}: '{key}' must be {rule}, got {_short(value)}")
-
     for key in ("config", "labels", "input", "segmenter"):
         if key not in config:
             raise ExportError(f"{path}: no '{key}' (written by an incompatible kdedge version?)")
@@ -129,44 +124,62 @@ def _check_config(path: Path, config: dict) -> TrainConfig:
         settings = config_from_record(config["config"])
     except ConfigError as e:
         raise ExportError(f"{path}: 'config.{e.option}': {e}" if e.option else f"{path}: 'config' {e}") from None
-    arch = settings.arch
-    labels = config["labels"]
+    _check_labels(path, config["labels"])
+    _check_input(path, config["input"], settings.arch)
+    _check_segmenter(path, config["segmenter"])
+    data = config.get("data")
+    if not (data is None or isinstance(data, dict) and isinstance(data.get("path"), (str, type(None)))):
+        raise _bad(path, "data", "an object with a string 'path'", data)
+    return settings
+
+
+def _bad(path: Path, key: str, rule: str, value) -> ExportError:
+    return ExportError(f"{path}: '{key}' must be {rule}, got {_short(value)}")
+
+
+def _check_labels(path: Path, labels) -> None:
     if not isinstance(labels, list) or not 0 < len(labels) <= MAX_LABELS:
-        raise bad("labels", f"a list of 1 to {MAX_LABELS} label names", labels)
+        raise _bad(path, "labels", f"a list of 1 to {MAX_LABELS} label names", labels)
     for i, name in enumerate(labels):
         if not isinstance(name, str) or not 0 < len(name) <= MAX_LABEL_CHARS or name != name.strip():
-            raise bad(f"labels[{i}]", f"a label name (a string of 1 to {MAX_LABEL_CHARS} characters)", name)
+            raise _bad(path, f"labels[{i}]", f"a label name (a string of 1 to {MAX_LABEL_CHARS} characters)", name)
         problem = label_problem(name)
         if problem:
             raise ExportError(f"{path}: 'labels[{i}]': {problem}")
     if len(set(labels)) != len(labels):
         raise ExportError(f"{path}: 'labels' names a label twice")
-    spec = config["input"]
+
+
+def _check_input(path: Path, spec, arch: str) -> None:
+    from kdedge.architectures import ARCHITECTURES
+
     if not isinstance(spec, dict):
-        raise bad("input", "an object", spec)
+        raise _bad(path, "input", "an object", spec)
     kind = "hierarchical" if ARCHITECTURES[arch].hierarchical else "sequence"
     if spec.get("kind") != kind:
-        raise bad("input.kind", f"{kind!r} for {arch}", spec.get("kind"))
+        raise _bad(path, "input.kind", f"{kind!r} for {arch}", spec.get("kind"))
     for key in (("max_sentences", "max_sentence_len") if kind == "hierarchical" else ("max_len",)):
         if not _int_in(spec.get(key), 1, MAX_TEXT_INPUT):
-            raise bad(f"input.{key}", f"a positive integer of at most {MAX_TEXT_INPUT}", spec.get(key))
+            raise _bad(path, f"input.{key}", f"a positive integer of at most {MAX_TEXT_INPUT}", spec.get(key))
     if kind == "hierarchical":
         ends = spec.get("sentence_end_tokens")
         if not isinstance(ends, list) or len(ends) > 256 or not all(isinstance(t, str) and 0 < len(t) <= 64
                                                                     for t in ends):
-            raise bad("input.sentence_end_tokens", "a list of at most 256 strings of 1-64 characters", ends)
+            raise _bad(path, "input.sentence_end_tokens", "a list of at most 256 strings of 1-64 characters", ends)
     if spec.get("pad_id", 0) != 0 or spec.get("oov_id", 1) != 1:
-        raise bad("input.pad_id/oov_id", "0 and 1", [spec.get("pad_id"), spec.get("oov_id")])
-    seg = config["segmenter"]
+        raise _bad(path, "input.pad_id/oov_id", "0 and 1", [spec.get("pad_id"), spec.get("oov_id")])
+
+
+def _check_segmenter(path: Path, seg) -> None:
     if not isinstance(seg, dict):
-        raise bad("segmenter", "an object", seg)
+        raise _bad(path, "segmenter", "an object", seg)
     if not isinstance(seg.get("type"), str) or seg["type"] not in SEGMENTER_TYPES:
-        raise bad("segmenter.type", f"one of {', '.join(SEGMENTER_TYPES)}", seg.get("type"))
+        raise _bad(path, "segmenter.type", f"one of {', '.join(SEGMENTER_TYPES)}", seg.get("type"))
     for key in ("convert", "ckip_model"):
         if not isinstance(seg.get(key), (str, type(None))):
-            raise bad(f"segmenter.{key}", "a string or null", seg.get(key))
+            raise _bad(path, f"segmenter.{key}", "a string or null", seg.get(key))
     if not isinstance(seg.get("hmm", True), bool):
-        raise bad("segmenter.hmm", "true or false", seg.get("hmm"))
+        raise _bad(path, "segmenter.hmm", "true or false", seg.get("hmm"))
     for key in ("dictionary", "char_map"):
         rel = seg.get(key)
         if rel is None:
@@ -174,11 +187,7 @@ def _check_config(path: Path, config: dict) -> TrainConfig:
         inside = (isinstance(rel, str) and 0 < len(rel) <= 1000 and "\\" not in rel and "\x00" not in rel
                   and not PurePosixPath(rel).is_absolute() and ".." not in PurePosixPath(rel).parts)
         if not inside:
-            raise bad(f"segmenter.{key}", "null or a relative path inside the run directory", rel)
-    data = config.get("data")
-    if not (data is None or isinstance(data, dict) and isinstance(data.get("path"), (str, type(None)))):
-        raise bad("data", "an object with a string 'path'", data)
-    return settings
+            raise _bad(path, f"segmenter.{key}", "null or a relative path inside the run directory", rel)
 
 
 def _check_metrics(path: Path, metrics: dict) -> None:
@@ -269,10 +278,22 @@ def load_run(run_dir, model_kind: str | None = None) -> Run:
     for rel in ("vocab.txt", "validation.jsonl", f"predictions/val_{model_kind}.npy"):
         if not (root / rel).is_file():
             raise ExportError(f"{root / rel}: missing from the run directory")
+    texts, tokens, rows = _read_validation(root / "validation.jsonl", labels)
+    logits = _read_logits(root / "predictions" / f"val_{model_kind}.npy", len(texts), len(labels))
+    _check_recorded_scores(root, metrics, model_kind, labels, np.stack(rows), logits)
+    try:
+        read_vocab_file(root / "vocab.txt")
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+    return Run(root, config, model_kind, labels, texts, tokens, np.stack(rows), logits, metrics, settings)
+
+
+def _read_validation(path: Path, labels: list[str]) -> tuple[list, list, list]:
+    """validation.jsonl: each record's text, tokens and 0/1 label row, in order; ExportError naming the line."""
     texts, tokens, rows = [], [], []
     index = {name: i for i, name in enumerate(labels)}
     try:
-        with open(root / "validation.jsonl", "rb") as f:
+        with open(path, "rb") as f:
             for n, raw in enumerate(f, 1):
                 try:
                     line = raw.decode("utf-8")
@@ -280,33 +301,31 @@ def load_run(run_dir, model_kind: str | None = None) -> Run:
                         continue
                     text, toks, row = _validation_record(line, index)
                 except ValueError as e:  # also invalid UTF-8
-                    raise ExportError(f"{root / 'validation.jsonl'}:{n}: bad record: {e}") from None
+                    raise ExportError(f"{path}:{n}: bad record: {e}") from None
                 texts.append(text)
                 tokens.append(toks)
                 rows.append(row)
     except OSError as e:
-        raise ExportError(f"{root / 'validation.jsonl'}: cannot read: {e}") from None
+        raise ExportError(f"{path}: cannot read: {e}") from None
     if not texts:
-        raise ExportError(f"{root / 'validation.jsonl'}: no validation texts; calibration and parity need them")
-    npy = root / "predictions" / f"val_{model_kind}.npy"
+        raise ExportError(f"{path}: no validation texts; calibration and parity need them")
+    return texts, tokens, rows
+
+
+def _read_logits(npy: Path, texts: int, labels: int) -> np.ndarray:
+    """The student's validation logits: finite numbers, one row per validation text and one column per label."""
     try:  # memory-mapped: a header claiming more than the file holds fails here, before any allocation
         logits = np.load(npy, allow_pickle=False, mmap_mode="r")
     except NPY_READ_ERRORS as e:
         raise ExportError(f"{npy}: cannot read: {e}") from None
-    if logits.shape != (len(texts), len(labels)):
-        raise ExportError(f"{npy}: shape {list(logits.shape)}, expected "
-                          f"[{len(texts)} validation texts, {len(labels)} labels]")
+    if logits.shape != (texts, labels):
+        raise ExportError(f"{npy}: shape {list(logits.shape)}, expected [{texts} validation texts, {labels} labels]")
     if logits.dtype.kind not in "fiu":
         raise ExportError(f"{npy}: dtype {logits.dtype} is not a number type")
     logits = np.asarray(logits, dtype=np.float64)
     if not np.isfinite(logits).all():
         raise ExportError(f"{npy}: holds NaN or infinite logits")
-    _check_recorded_scores(root, metrics, model_kind, labels, np.stack(rows), logits)
-    try:
-        read_vocab_file(root / "vocab.txt")
-    except ValueError as e:
-        raise ExportError(str(e)) from None
-    return Run(root, config, model_kind, labels, texts, tokens, np.stack(rows), logits, metrics, settings)
+    return logits
 
 
 MAX_VOCAB_BYTES = 256 << 20

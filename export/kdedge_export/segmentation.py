@@ -4,13 +4,11 @@ from __future__ import annotations
 from importlib import metadata
 from pathlib import Path
 
+from kdedge.files import SEGMENTER_CHAR_MAP, SEGMENTER_DICTIONARY
 from kdedge.segment import token_f1
 
 from .errors import ExportError
 from .run import Run
-
-DICT_FILE = "segmenter/dict.txt"
-T2S_FILE = "segmenter/t2s.json"
 
 
 def jieba_version() -> str:
@@ -33,17 +31,17 @@ def segmenter_spec(run: Run) -> tuple[dict, dict[str, Path]]:
     files: dict[str, Path] = {}
     convert = None
     if seg.get("convert") == "t2s" or seg.get("char_map"):
-        src = run.path / (seg.get("char_map") or T2S_FILE)
+        src = run.path / (seg.get("char_map") or SEGMENTER_CHAR_MAP)
         if not src.is_file():
             raise ExportError(f"{src}: missing (the run converts Traditional → Simplified before segmenting)")
-        files[T2S_FILE] = src
-        convert = {"type": "char_map", "name": "t2s", "file": T2S_FILE}
+        files[SEGMENTER_CHAR_MAP] = src
+        convert = {"type": "char_map", "name": "t2s", "file": SEGMENTER_CHAR_MAP}
     if seg.get("dictionary"):
         src = run.path / seg["dictionary"]
         if not src.is_file():
             raise ExportError(f"{src}: missing (the run's pinned segmentation dictionary)")
-        files[DICT_FILE] = src
-        spec = {"type": "jieba", "dictionary": DICT_FILE, "hmm": bool(seg.get("hmm", True)), "convert": convert,
+        files[SEGMENTER_DICTIONARY] = src
+        spec = {"type": "jieba", "dictionary": SEGMENTER_DICTIONARY, "hmm": bool(seg.get("hmm", True)), "convert": convert,
                 "jieba_version": jieba_version(), "trained_with": trained_with}
         if trained_with == "ckip" and seg.get("ckip_model"):
             spec["trained_with_model"] = Path(str(seg["ckip_model"]).rstrip("/")).name

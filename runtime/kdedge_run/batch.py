@@ -161,7 +161,8 @@ def label_dataset(input_path: str, out: str, model=None, workers: int = 2, backe
     """Label every line of `input_path` (a file or a directory of files) into `out` (see the module doc).
 
     `engine`: "ray" (`workers` actors on the cluster at `address`; None: the running or a new local
-    instance) or "local" (this process). Returns {"texts", "errors", "labels_order", "out", "cleared"}.
+    instance) or "local" (this process). Returns {"texts", "errors", "labels_order", "out", "cleared"}. Its
+    keyword parameters are `kdedge-run label`'s options, one to one, which is why there are more than eight.
     """
     from . import load
 
@@ -174,47 +175,13 @@ def label_dataset(input_path: str, out: str, model=None, workers: int = 2, backe
               "threshold": threshold, "k": k}
     if engine == "ray":
         try:
-            import ray
+            import ray  # noqa: F401  (checked before the output is claimed; _start_pool uses it)
         except ImportError:
             raise ImportError('labelling on Ray needs Ray: pip install "kdedge-run[ray]" (or use --engine local)') from None
     tmp, lock_fd, cleared = _claim(out_path)
-    texts = errors = 0
     try:
-        if engine == "ray":
-            try:
-                connect(ray, address)
-                pool = _RayPool(ray, workers, kwargs)
-            except RayConnectError as e:
-                raise LabelError(str(e)) from None
-            except Exception as e:
-                raise LabelError(f"cannot start the Ray workers: {failure_line(e)}") from None
-        else:
-            pool = _LocalPool(lambda: BundleLabeller(**kwargs))
-        pending: deque = deque()
-
-        def drain(limit: int) -> None:
-            nonlocal texts, errors
-            while len(pending) > limit:
-                sink, group, handle = pending.popleft()
-                try:
-                    results = iter(pool.get(handle))
-                except Exception as e:
-                    raise LabelError(f"labelling stopped: a worker failed {RETRIES + 1} times on lines "
-                                     f"{group[0].number}–{group[-1].number}: {failure_line(e)}") from None
-                for line in group:
-                    result = None if line.error is not None else next(results)
-                    errors += result is None or result["error"] is not None
-                    sink.write(_output_record(line, result) + "\n")
-                texts += len(group)
-
-        for source, name in pairs:
-            with open(source, "rb") as stream, open(tmp / name, "w", encoding="utf-8") as sink:
-                for group in groups(read_lines(stream)):
-                    pending.append((sink, group, pool.submit([ln.text for ln in group if ln.error is None])))
-                    drain(2 * pool.size - 1)
-                drain(0)
-                sink.flush()
-                os.fsync(sink.fileno())
+        pool = _start_pool(engine, workers, kwargs, address)
+        texts, errors = _label_files(pairs, tmp, pool)
         _fsync(tmp)
         os.replace(tmp, out_path)  # with the lock file in it and still locked: no second run can claim `tmp`
         _fsync(out_path.parent)
@@ -226,3 +193,50 @@ def label_dataset(input_path: str, out: str, model=None, workers: int = 2, backe
         os.close(lock_fd)
     return {"texts": texts, "errors": errors, "labels_order": labels_order, "out": str(out_path),
             "cleared": cleared}
+
+
+def _start_pool(engine: str, workers: int, kwargs: dict, address: str | None):
+    """The labellers: `workers` Ray actors on the cluster at `address`, or one BundleLabeller in this process."""
+    if engine != "ray":
+        return _LocalPool(lambda: BundleLabeller(**kwargs))
+    import ray
+
+    try:
+        connect(ray, address)
+        return _RayPool(ray, workers, kwargs)
+    except RayConnectError as e:
+        raise LabelError(str(e)) from None
+    except Exception as e:
+        raise LabelError(f"cannot start the Ray workers: {failure_line(e)}") from None
+
+
+def _label_files(pairs, tmp: Path, pool) -> tuple[int, int]:
+    """Each (input file, output name) labelled into `tmp`, line for line and in order, at most 2 × the pool's size
+    groups in flight; returns (lines, error records)."""
+    texts = errors = 0
+    pending: deque = deque()
+
+    def drain(limit: int) -> None:
+        nonlocal texts, errors
+        while len(pending) > limit:
+            sink, group, handle = pending.popleft()
+            try:
+                results = iter(pool.get(handle))
+            except Exception as e:
+                raise LabelError(f"labelling stopped: a worker failed {RETRIES + 1} times on lines "
+                                 f"{group[0].number}–{group[-1].number}: {failure_line(e)}") from None
+            for line in group:
+                result = None if line.error is not None else next(results)
+                errors += result is None or result["error"] is not None
+                sink.write(_output_record(line, result) + "\n")
+            texts += len(group)
+
+    for source, name in pairs:
+        with open(source, "rb") as stream, open(tmp / name, "w", encoding="utf-8") as sink:
+            for group in groups(read_lines(stream)):
+                pending.append((sink, group, pool.submit([ln.text for ln in group if ln.error is None])))
+                drain(2 * pool.size - 1)
+            drain(0)
+            sink.flush()
+            os.fsync(sink.fileno())
+    return texts, errors

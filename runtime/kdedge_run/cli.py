@@ -1,4 +1,7 @@
-"""`kdedge-run`: predict labels for texts and show what a bundle holds."""
+"""`kdedge-run`: predict labels for texts and show what a bundle holds.
+
+Each command's function takes one parameter per option (click passes them by name): that is why `predict` and
+`label` exceed eight parameters."""
 from __future__ import annotations
 
 import dataclasses
