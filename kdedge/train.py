@@ -305,7 +305,7 @@ def _log_features(cfg: TrainConfig, feats: Features) -> None:
 def _write_inputs(tmp: Path, feats: Features, val: Dataset, descriptions: dict | None) -> None:
     """What export needs to reproduce the inputs: segmenter files, vocabulary, vectors, label descriptions and the
     validation texts with their tokens (`validation.jsonl`)."""
-    (tmp / "segmenter").mkdir()
+    (tmp / SEGMENTER_DICTIONARY).parent.mkdir()  # the segmenter folder of both files
     if feats.dictionary is not None:
         write_dictionary(feats.dictionary, tmp / SEGMENTER_DICTIONARY)
     if feats.segmenter.char_map is not None:

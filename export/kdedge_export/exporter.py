@@ -326,11 +326,15 @@ class CodepointModels:
 
     shipped: dict
     reference: dict
-    exact: bool                           # shipped models differ from the float32 reference by design
     tables: Any                           # code point → id tables (kdedge_export.codepoints.build_tables)
     temperatures: np.ndarray
     vocab: dict
     convert: Any                          # the Traditional → Simplified CharMap, or None
+
+    @property
+    def exact(self) -> bool:
+        """Whether the shipped models differ from the float32 reference by design (they are not the same ones)."""
+        return self.reference is not self.shipped
 
 
 def _codepoint_models(plan: ExportPlan) -> CodepointModels:
@@ -359,8 +363,8 @@ def _codepoint_models(plan: ExportPlan) -> CodepointModels:
 
     shipped = models(vectors, scales, round16)
     exact = round16 or vectors_dtype != "float32"
-    return CodepointModels(shipped, models(table, None, False) if exact else shipped, exact, tables, temperatures,
-                           vocab, convert)
+    return CodepointModels(shipped, models(table, None, False) if exact else shipped, tables, temperatures, vocab,
+                           convert)
 
 
 def _export_codepoints(plan: ExportPlan) -> dict:
