@@ -14,6 +14,12 @@ def _group_matrix(y: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray]:
     return gy, index
 
 
+def _stratifiable(y: np.ndarray) -> np.ndarray:
+    """`y` as iterative stratification takes it: with one label, its complement beside it (the splitter
+    refuses a single column as 'binary')."""
+    return np.hstack([y, 1 - y]) if y.shape[1] == 1 else y
+
+
 def kfold(y: np.ndarray, folds: int, seed: int, groups=None) -> np.ndarray:
     """Fold number of every row: iterative stratification over labels, whole groups per fold."""
     from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
@@ -23,7 +29,7 @@ def kfold(y: np.ndarray, folds: int, seed: int, groups=None) -> np.ndarray:
         raise UsageError(f"{len(unit_y)} {'groups' if groups is not None else 'texts'} cannot fill {folds} folds")
     unit_fold = np.empty(len(unit_y), dtype=int)
     splitter = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for k, (_, test) in enumerate(splitter.split(np.zeros(len(unit_y)), unit_y)):
+    for k, (_, test) in enumerate(splitter.split(np.zeros(len(unit_y)), _stratifiable(unit_y))):
         unit_fold[test] = k
     return unit_fold[unit_of_row]
 
@@ -36,6 +42,6 @@ def stratified_split(y: np.ndarray, holdout: float, seed: int, groups=None) -> t
         raise ValueError(f"the validation share must be between 0 and 1, not {holdout}")
     unit_y, unit_of_row = (y, np.arange(len(y))) if groups is None else _group_matrix(y, groups)
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=holdout, random_state=seed)
-    _, held_units = next(splitter.split(np.zeros(len(unit_y)), unit_y))
+    _, held_units = next(splitter.split(np.zeros(len(unit_y)), _stratifiable(unit_y)))
     held = np.isin(unit_of_row, held_units)
     return np.flatnonzero(~held), np.flatnonzero(held)

@@ -13,23 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdedge.evaluate import decide, sigmoid, tune_thresholds
+from kdedge.evaluate import crossfit_decisions, sigmoid
 
 BOOTSTRAP_DRAWS = 2000
-
-
-def crossfit_decisions(y: np.ndarray, probs: np.ndarray, min_support: int, seed: int) -> np.ndarray:
-    """0/1 decisions for every row, each half of the rows decided at thresholds tuned on the other half."""
-    from kdedge.folds import kfold
-
-    if len(y) < 4:  # too few texts to halve: thresholds tuned on all of them
-        return decide(probs, tune_thresholds(y, probs, min_support))
-    half = kfold(y, 2, seed)
-    out = np.zeros_like(probs, dtype=np.float64)
-    for h in (0, 1):
-        tuned_on, decided = half != h, half == h
-        out[decided] = decide(probs[decided], tune_thresholds(y[tuned_on], probs[tuned_on], min_support))
-    return out
 
 
 def weighted_f1(weights: np.ndarray, y: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kdedge.evaluate import f1_per_label, fit_temperatures, sigmoid, tune_thresholds
+from kdedge.evaluate import fit_temperatures, heldout_f1, sigmoid, tune_thresholds
 
 CALIBRATIONS = ("none", "shift", "temperature", "platt")
 
@@ -86,32 +86,31 @@ def fit_calibration(method: str, logits: np.ndarray, y: np.ndarray, min_support:
     return Calibration(method, scale, bias)
 
 
-def tuned_f1(y: np.ndarray, probs: np.ndarray, min_support: int) -> np.ndarray:
-    """Each label's F1 at its own threshold tuned on the same texts."""
-    thresholds = tune_thresholds(y, probs, min_support)
-    return f1_per_label(y, (probs >= thresholds).astype(np.float64))
-
-
 GATE_MIN_POSITIVES = 5      # a label is taught only when the teacher's F1 was measured on at least this many positives
 GATE_UNJUDGED_F1 = 0.5      # … and, where validation is too small to judge the student, the teacher's F1 reaches this
 
 
 def label_gate(teacher_logits: np.ndarray, y_teacher: np.ndarray, student_val_logits: np.ndarray, y_val: np.ndarray,
-               min_support: int) -> dict:
+               min_support: int, seed: int) -> dict:
     """Which labels the teacher may teach, on the evidence there is.
 
     `teacher_logits` / `y_teacher` are the (calibrated) teacher's outputs on the texts its quality is measured
     on: out-of-fold outputs on the whole training split when the teacher is cross-fitted, else the validation
-    split. A label is taught when the teacher's F1 there (tuned) was measured on ≥ GATE_MIN_POSITIVES positives
+    split. A label is taught when the teacher's F1 there was measured on ≥ GATE_MIN_POSITIVES positives
     and is ≥ the plain student's validation F1; where validation has fewer than `min_support` positives of
     the label (no estimate of the student), when the teacher's F1 is ≥ GATE_UNJUDGED_F1.
+
+    Both F1s are `heldout_f1` (each half of the texts decided at thresholds tuned on the other half). With
+    thresholds tuned on the texts they score, the student's F1 on a label with 6 validation positives is
+    flattered far more than the teacher's on 56 out-of-fold ones, and the gate shut out the rare labels,
+    the ones KD helps most (healthner9: INST, SUPP, TREAT).
 
     Returns {"teach": bool per label, "teacher_f1", "student_f1", "teacher_positives", "validation_positives"}.
     A label the teacher does not teach falls back to the true label alone in the KD loss, so a weak teacher
     cannot drag the student down.
     """
-    teacher = tuned_f1(y_teacher, sigmoid(teacher_logits), min_support)
-    student = tuned_f1(y_val, sigmoid(student_val_logits), min_support)
+    teacher = heldout_f1(y_teacher, sigmoid(teacher_logits), min_support, seed)
+    student = heldout_f1(y_val, sigmoid(student_val_logits), min_support, seed)
     teacher_positives, val_positives = y_teacher.sum(axis=0), y_val.sum(axis=0)
     better = np.where(val_positives >= min_support, teacher >= student - 1e-12, teacher >= GATE_UNJUDGED_F1)
     return {"teach": (teacher_positives >= GATE_MIN_POSITIVES) & better, "teacher_f1": teacher, "student_f1": student,
@@ -134,7 +133,8 @@ def fit_targets(cfg, feats, teacher, student=None) -> tuple[Calibration, dict | 
     calibration = fit_calibration(cfg.teacher_calibration, logits, y, cfg.threshold_min_support)
     gate = None
     if cfg.kd_label_gate and student is not None:
-        gate = label_gate(calibration.apply(logits), y, student.logits["val"], feats.y["val"], cfg.threshold_min_support)
+        gate = label_gate(calibration.apply(logits), y, student.logits["val"], feats.y["val"], cfg.threshold_min_support,
+                          cfg.seed)
     return calibration, gate, fitted_on
 
 
