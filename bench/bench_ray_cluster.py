@@ -59,7 +59,7 @@ def main() -> None:
     import ray
 
     from kdedge.config import make_config
-    from kdedge.cv import run_cv
+    from kdedge.crossval.cv import run_cv
     from kdedge_run.raycluster import connect
 
     m = machine(("ray", "tensorflow"))

@@ -33,7 +33,7 @@ ARCHS = ("textrnn", "gru_att", "han")
 def token_lists(n_texts: int, seed: int) -> tuple[list[list[str]], str]:
     """Segmented texts of paper2724 (first n_texts), or synthetic ones (log-normal lengths, median ~25 tokens)."""
     if DATA.is_file():
-        from kdedge.segment import Segmenter, resolve_convert
+        from kdedge.text.segment import Segmenter, resolve_convert
 
         texts = read_texts(DATA, n_texts)
         return Segmenter("jieba", resolve_convert("auto", texts)).segment(texts)["tokens"], str(DATA)
@@ -60,7 +60,7 @@ def time_steps(model, data, steps: int | None, warmup: int, batch_size: int) -> 
 
     `data` is (x, y) arrays (fixed-shape batches) or a dataset; `steps=None`: one whole epoch of it.
     """
-    from kdedge.distill import teacher_loss
+    from kdedge.training.distill import teacher_loss
 
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=teacher_loss, jit_compile=False)
     timer = StepTimer()
@@ -86,12 +86,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from kdedge.config import TrainConfig
-    from kdedge.embed import Vocabulary
-    from kdedge.models import arch_params, build_classifier
-    from kdedge.batching import bucketed_dataset
-    from kdedge.distill import seed_everything
-    from kdedge.towers import build_teacher
-    from kdedge.train import input_spec_for
+    from kdedge.text.embed import Vocabulary
+    from kdedge.networks.models import arch_params, build_classifier
+    from kdedge.training.batching import bucketed_dataset
+    from kdedge.training.distill import seed_everything
+    from kdedge.teaching.towers import build_teacher
+    from kdedge.training.train import input_spec_for
     from kdedge_run.text import tokens_to_ids
 
     tokens, source = token_lists(args.texts, args.seed)

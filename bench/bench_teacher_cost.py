@@ -2,7 +2,7 @@
 """Teacher cost against a student's, as the label count grows: teacher ÷ student wall time at 9, 20, 40 labels.
 
 Trains, on the same texts and for the same fixed number of epochs (patience = epochs, so nothing stops
-early), the plain student (one multi-label network) and each teacher (`kdedge.teachers`):
+early), the plain student (one multi-label network) and each teacher (`kdedge.teaching.teachers`):
   * towers-before — the teacher before issue 17's work: n separate full-width Keras TextCNNs on ids
     padded to max_len (`models.build_classifier(towers=n)`), trained as `kdedge train` trained them then;
   * towers-full — today's tower-batched teacher (one convolution per kernel size for all towers,
@@ -44,7 +44,7 @@ def texts(n: int, seed: int) -> tuple[list[str], str]:
 
 def dataset(all_texts: list[str], n_labels: int):
     """A kdedge Dataset whose label j marks the texts containing the (j+5)-th commonest character."""
-    from kdedge.data import Dataset
+    from kdedge.text.data import Dataset
 
     common = [c for c, _ in Counter(c for t in all_texts for c in set(t)).most_common(n_labels + 5)][5:]
     names = [f"L{j}" for j in range(len(common))]
@@ -55,10 +55,10 @@ def dataset(all_texts: list[str], n_labels: int):
 def separate_towers(cfg, feats) -> dict:
     """The towers teacher before issue 17 (full-width separate Keras bodies), trained and predicted as
     `kdedge train` did then; returns its validation scores."""
-    from kdedge.batching import predict_logits
-    from kdedge.distill import fit, seed_everything, teacher_groups, teacher_loss
-    from kdedge.models import arch_params, build_classifier
-    from kdedge.teachers import validation_scores
+    from kdedge.training.batching import predict_logits
+    from kdedge.training.distill import fit, seed_everything, teacher_groups, teacher_loss
+    from kdedge.networks.models import arch_params, build_classifier
+    from kdedge.teaching.teachers import validation_scores
 
     seed_everything(cfg.seed)
     n = len(feats.label_names)
@@ -80,9 +80,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from kdedge.config import make_config
-    from kdedge.folds import stratified_split
-    from kdedge.teachers import train_teacher
-    from kdedge.train import featurize, train_student
+    from kdedge.text.folds import stratified_split
+    from kdedge.teaching.teachers import train_teacher
+    from kdedge.training.train import featurize, train_student
 
     raw, source = texts(args.texts, args.seed)
     print(f"{len(raw)} texts from {source}; {args.arch}, characters, {args.epochs} epochs each, "

@@ -596,7 +596,7 @@ def _label_file(rng: random.Random) -> bytes:
 
 def _check_dataset(ds, skip_invalid: bool) -> str | None:
     """What is wrong with a Dataset load_dataset returned, or None."""
-    from kdedge.data import describe, label_problem
+    from kdedge.text.data import describe, label_problem
 
     if not (len(ds.texts) == len(ds.labels) == len(ds.ids) and ds.texts):
         return "lengths differ or no texts"
@@ -617,10 +617,10 @@ def _check_dataset(ds, skip_invalid: bool) -> str | None:
 
 
 def fuzz_training_files(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
-    """Mutated JSON Lines / CSV / TSV training files (and label files) through `kdedge.data.load_dataset`,
+    """Mutated JSON Lines / CSV / TSV training files (and label files) through `kdedge.text.data.load_dataset`,
     without and with skip_invalid: only a Dataset or a DataError may come out. With skip_invalid, a bad
     row never stops the load: only file-level problems (no valid text, CSV header, label file) do."""
-    from kdedge.data import DataError, load_dataset
+    from kdedge.text.data import DataError, load_dataset
 
     work.mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"{seed}:training")
@@ -707,13 +707,13 @@ def _judge(call, refusal: type, accepted: str, data: bytes, tally: Tally, outcom
 
 def fuzz_fold_files(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
     """Mutated cv run directories (cv.json and fold files, digests recomputed half the time so the field
-    checks are reached) through `kdedge.report.summarise`: only results or a ReadBackError may come out,
+    checks are reached) through `kdedge.crossval.report.summarise`: only results or a ReadBackError may come out,
     and results only with finite numbers (results.json is strict JSON)."""
     import shutil
 
-    from kdedge.cvfiles import digest, fold_file
+    from kdedge.crossval.cvfiles import digest, fold_file
     from kdedge.errors import ReadBackError
-    from kdedge.report import summarise
+    from kdedge.crossval.report import summarise
     sys.path.insert(0, str(ROOT / "tests"))
     from test_cv_files import ARCH, make_run
 
@@ -758,7 +758,7 @@ def _template_run(directory: Path) -> Path:
             f"sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
             "from conftest import make_corpus, write_jsonl\n"
             "from kdedge.config import TrainConfig\n"
-            "from kdedge.train import train_run\n"
+            "from kdedge.training.train import train_run\n"
             "data = write_jsonl(sys.argv[1] + '/d.jsonl', make_corpus(90))\n"
             "cfg = TrainConfig(arch='textcnn', mode='all', epochs=2, embedding_dim=8, max_len=24, w2v_epochs=1,\n"
             "                  batch_size=16, arch_params={'filters': 8, 'kernel_sizes': [2, 3]})\n"
@@ -953,9 +953,9 @@ def main() -> int:
     parser.add_argument("--bundle-mutations", type=int, default=0, metavar="N",
                         help="mutated bundles (manifest values, files) through load_bundle")
     parser.add_argument("--training-files", type=int, default=0, metavar="N",
-                        help="mutated JSON Lines / CSV training files through kdedge.data.load_dataset")
+                        help="mutated JSON Lines / CSV training files through kdedge.text.data.load_dataset")
     parser.add_argument("--fold-files", type=int, default=0, metavar="N",
-                        help="mutated cv run directories (cv.json, fold files) through kdedge.report.summarise")
+                        help="mutated cv run directories (cv.json, fold files) through kdedge.crossval.report.summarise")
     parser.add_argument("--config-files", type=int, default=0, metavar="N",
                         help="mutated JSON / TOML / YAML config files through read_config_file and make_config")
     parser.add_argument("--run-dirs", type=int, default=0, metavar="N",

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kdedge.cv import CvPlan, fold_splits
-from kdedge.data import load_dataset
+from kdedge.crossval.cv import CvPlan, fold_splits
+from kdedge.text.data import load_dataset
 from kdedge.evaluate import decide, scores
 
 KS = (0, 5, 10, 20, 40)

@@ -15,9 +15,9 @@ import threading
 
 import click
 
-from kdedge.architectures import ARCHITECTURES
+from kdedge.networks.architectures import ARCHITECTURES
 from kdedge.config import TRAIN_DEFAULTS, make_config, named_configs, option_type, read_config_file
-from kdedge.data import DataError
+from kdedge.text.data import DataError
 from kdedge.errors import USER_ERRORS
 from kdedge_export.options import DTYPES, FORMATS, MODEL_KINDS, QUANTIZE
 from kdedge.tflog import VERBOSE_ENV, import_tensorflow, log_to_stderr
@@ -157,7 +157,7 @@ def data():
 @user_errors
 def data_stats(file, labels_file, as_json, skip_invalid):
     """Text count, label frequencies, cardinality, imbalance ratio and length distribution of FILE."""
-    from kdedge.data import describe, load_dataset
+    from kdedge.text.data import describe, load_dataset
 
     stats = describe(load_dataset(file, labels_file, skip_invalid=skip_invalid))
     if as_json:
@@ -187,7 +187,7 @@ def data_stats(file, labels_file, as_json, skip_invalid):
 @user_errors
 def data_split(file, test_share, group_by, seed, out_dir, force, skip_invalid):
     """Hold out a label-stratified test split of FILE: writes OUT/train.jsonl and OUT/test.jsonl."""
-    from kdedge.data import load_dataset, write_split
+    from kdedge.text.data import load_dataset, write_split
 
     written = write_split(load_dataset(file, skip_invalid=skip_invalid), out_dir, test_share, seed, group_by, force)
     total = sum(written.values())
@@ -335,15 +335,15 @@ def _command_setup(config_file, data, out, labels_file, cli: dict):
 def train(data, out, config_file, labels_file, skip_invalid, force, restart, label_descriptions, quiet, **cli):
     """Train a teacher (binary relevance), a plain student and a distilled student."""
     cfg, data, out, labels_file = _command_setup(config_file, data, out, labels_file, cli)
-    from kdedge.train import TrainingData, train_run
+    from kdedge.training.train import TrainingData, train_run
 
-    from kdedge.distribute import get_strategy, written_line
+    from kdedge.training.distribute import get_strategy, written_line
 
     try:
         metrics = train_run(cfg, TrainingData(data, labels_file, skip_invalid, label_descriptions), out, force=force,
                             restart=restart, progress=not quiet)
     except KeyboardInterrupt:
-        from kdedge.resume import resume_dir
+        from kdedge.training.resume import resume_dir
 
         if resume_dir(out).is_dir():
             click.echo(f"kdedge: the finished phases are kept in {resume_dir(out)}: the same command resumes "
@@ -398,7 +398,7 @@ def cv(data, folds, archs, group_by, only_folds, no_baselines, jobs, engine, add
        skip_invalid, quiet, **cli):
     """Cross-validate teacher / student / KD per architecture (+ baselines); resumes finished folds."""
     cfg, data, out, labels_file = _command_setup(config_file, data, out, labels_file, cli)
-    from kdedge.cv import run_cv
+    from kdedge.crossval.cv import run_cv
 
     arch_list = [a.strip() for a in archs.split(",") if a.strip()]
     results = run_cv(cfg, data, out, folds=folds, archs=arch_list, group_by=group_by, labels_file=labels_file,
@@ -428,8 +428,8 @@ def embed(corpus, out, segmenter, ckip_model, convert, dim, epochs, min_count, s
     """Pre-train Word2Vec (skip-gram) on unlabeled text with the classifier's segmentation."""
     from pathlib import Path
 
-    from kdedge.embed import save_vectors, train_word2vec
-    from kdedge.segment import Segmenter
+    from kdedge.text.embed import save_vectors, train_word2vec
+    from kdedge.text.segment import Segmenter
 
     files = [p for c in corpus for p in (sorted(Path(c).glob("*.txt")) if Path(c).is_dir() else [Path(c)])]
     lines = []

@@ -10,7 +10,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdedge.data import shown_names
+from kdedge.text.data import shown_names
 from kdedge.errors import KdedgeError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -26,7 +26,7 @@ class TrainConfig:
     """Every setting of a training run, checked when built and frozen after. Defaults are kdedge's;
     `--config paper` restores the paper's. `dataclasses.replace(cfg, ...)` makes a changed (and checked) copy."""
 
-    arch: str = "textcnn"                 # a name in kdedge.architectures: textcnn | textrnn | gru_att | han
+    arch: str = "textcnn"                 # a name in kdedge.networks.architectures: textcnn | textrnn | gru_att | han
     mode: str = "all"                     # teacher | student | kd | all
     seed: int = 0
     val_split: float = 0.1                # share of the training texts held out for early stopping/thresholds
@@ -57,7 +57,7 @@ class TrainConfig:
     # A list (CLI: "0.25,0.5,0.75") is a search: one KD student per (alpha, T) pair, the best on validation kept.
     kd_alpha: float | list = 0.5
     kd_temperature: float | list = 4.0
-    # the teacher and its soft targets (kdedge.teachers, kdedge.targets; measured in docs/results)
+    # the teacher and its soft targets (kdedge.teaching.teachers, kdedge.teaching.targets; measured in docs/results)
     teacher: str = "auto"                 # auto (linear; towers too when linear does not beat the plain student)
                                           # | towers (paper: one network per label) | linear (TF-IDF + LR) | ensemble
                                           # | students (K cross-fitted plain students: self-distillation)
@@ -68,16 +68,16 @@ class TrainConfig:
                                           # (each tower's filters/units scaled by budget / labels); 0: full width
     kd_label_gate: bool = True            # labels where the teacher is not shown better than the plain student learn from y only
     select_confidence: float = 0.8        # ship the KD student only when it beats the plain student in this share of
-                                          # bootstrap resamples of validation (cross-fitted thresholds; kdedge.selection)
+                                          # bootstrap resamples of validation (cross-fitted thresholds; kdedge.training.selection)
     pos_weight: str = "none"              # none | sqrt | balanced: per-label weight of positives in the students' BCE
     # thresholds
     threshold_min_support: int = 3        # labels with fewer validation positives keep 0.5
-    # devices: auto | one | mirrored | multiworker (kdedge.distribute; batch_size is the global batch)
+    # devices: auto | one | mirrored | multiworker (kdedge.training.distribute; batch_size is the global batch)
     strategy: str = "auto"
     cpu_replicas: int = 1                 # N > 1: split the CPU into N logical devices before TensorFlow sets up
                                           # its devices; mirrored (auto too) trains one replica on each
     peer_timeout: float = 300.0           # multiworker: seconds to wait for every worker of TF_CONFIG to start
-    arch_params: dict = field(default_factory=dict)  # per-architecture overrides (see kdedge.models)
+    arch_params: dict = field(default_factory=dict)  # per-architecture overrides (see kdedge.networks.models)
 
     def __post_init__(self):
         """Check every option (type, choice, range) when the config is built, before any data is read."""
@@ -103,7 +103,7 @@ class TrainConfig:
             raise ConfigError(f"option {_named('teacher')} students needs {_named('teacher_crossfit')} K >= 2: "
                               "each student of the teacher predicts the training texts it did not see", "teacher")
         try:
-            from kdedge.architectures import architecture
+            from kdedge.networks.architectures import architecture
 
             params = architecture(self.arch).params(self.arch_params)
         except ValueError as exc:
@@ -115,7 +115,7 @@ class TrainConfig:
 
     def resolved_batch_size(self) -> int:
         """The batch size in force (paper: 32, gru_att 128)."""
-        from kdedge.architectures import architecture
+        from kdedge.networks.architectures import architecture
 
         return self.batch_size or architecture(self.arch).batch_size
 
@@ -142,7 +142,7 @@ class TrainConfig:
 
 TRAIN_DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                   for f in dataclasses.fields(TrainConfig)}
-# How training runs, not what it learns (kdedge.distribute): a resume or a cached teacher need not repeat them.
+# How training runs, not what it learns (kdedge.training.distribute): a resume or a cached teacher need not repeat them.
 EXECUTION_SETTINGS = ("strategy", "cpu_replicas", "peer_timeout")
 LATE_EXECUTION_SETTINGS = ("cpu_replicas", "peer_timeout")  # added after runs were cached: see TrainConfig.to_dict
 
@@ -213,11 +213,11 @@ def _named(name: str) -> str:
 def option_choices() -> dict[str, tuple]:
     """Options with a closed set of values → their choices (the lists live with the code that uses them; the CLI's
     choices and the config check both come from here)."""
-    from kdedge.architectures import ARCHITECTURES
-    from kdedge.distribute import STRATEGIES
-    from kdedge.segment import SEGMENTERS
-    from kdedge.targets import CALIBRATIONS
-    from kdedge.teachers import TEACHER_CHOICES
+    from kdedge.networks.architectures import ARCHITECTURES
+    from kdedge.training.distribute import STRATEGIES
+    from kdedge.text.segment import SEGMENTERS
+    from kdedge.teaching.targets import CALIBRATIONS
+    from kdedge.teaching.teachers import TEACHER_CHOICES
 
     return {"arch": tuple(ARCHITECTURES), "mode": MODES, "segmenter": SEGMENTERS, "convert": CONVERTS,
             "monitor": MONITORS, "teacher": TEACHER_CHOICES, "teacher_calibration": CALIBRATIONS,

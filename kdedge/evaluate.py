@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdedge.folds import kfold
+from kdedge.text.folds import kfold
 from kdedge_run.text import sigmoid  # the runtime's own, so export parity compares like with like
 
 METRICS = ("micro_f1", "macro_f1", "weighted_f1", "subset_accuracy")

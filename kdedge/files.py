@@ -16,7 +16,7 @@ from kdedge.errors import OutputExistsError, ReadBackError
 # The run's pinned segmenter: the user dictionary jieba was given and the Traditional → Simplified map
 SEGMENTER_DICTIONARY = "segmenter/dict.txt"
 SEGMENTER_CHAR_MAP = "segmenter/t2s.json"
-# What `kdedge train` writes into a run directory (kdedge/train.py): `--force` replaces a directory
+# What `kdedge train` writes into a run directory (kdedge/training/train.py): `--force` replaces a directory
 # holding nothing else. A new entry written there must be added here, or --force refuses such runs.
 RUN_FILES = frozenset({"config.json", "metrics.json", "history.json", "validation.jsonl", "vocab.txt",
                        "vectors.npy", "train.log", SEGMENTER_DICTIONARY, SEGMENTER_CHAR_MAP,
@@ -115,7 +115,7 @@ def check_regular_file(path: Path) -> None:
 def read_json_file(path: Path, max_bytes: int, allow_nan: bool = False):
     """The JSON value in `path` (`read_regular_file`), parsed strictly (UTF-8; no NaN or Infinity unless
     `allow_nan`: Python's json writes them, e.g. in a training history, and the caller checks its fields)."""
-    from kdedge.data import parse_json_line
+    from kdedge.text.data import parse_json_line
 
     try:
         text = read_regular_file(path, max_bytes).decode("utf-8")

@@ -102,7 +102,7 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(workdir):
     from kdedge.config import TrainConfig
-    from kdedge.train import train_run
+    from kdedge.training.train import train_run
 
     made = {}
 

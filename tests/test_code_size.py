@@ -17,7 +17,7 @@ EXEMPT = {
     ("kdedge/cli.py", "training_options"): "a declarative list, one entry per option",
     ("runtime/kdedge_run/cli.py", "predict"): "a click command: one parameter per option",
     ("runtime/kdedge_run/cli.py", "label"): "a click command: one parameter per option",
-    ("kdedge/cv.py", "run_cv"): "the Python form of `kdedge cv`: its options as keyword parameters",
+    ("kdedge/crossval/cv.py", "run_cv"): "the Python form of `kdedge cv`: its options as keyword parameters",
     ("export/kdedge_export/exporter.py", "export_run"): "the Python form of `kdedge export`: its options as keywords",
     ("runtime/kdedge_run/batch.py", "label_dataset"): "the Python form of `kdedge-run label`: its options as keywords",
 }

@@ -364,7 +364,7 @@ def test_an_error_that_is_not_kdedges_shows_its_traceback():
         result = CliRunner().invoke(command, [kind])
         assert result.exit_code == 2 and result.stderr == f"kdedge: error: {message}\n"
     from kdedge.config import ConfigError
-    from kdedge.data import DataError
+    from kdedge.text.data import DataError
     from kdedge_export.errors import ExportError
 
     assert all(issubclass(e, KdedgeError) for e in (ConfigError, DataError, ExportError, UsageError, OutputExistsError))
@@ -440,7 +440,7 @@ def test_train_summary_names_every_column_and_marks_the_selected_student():
 
 def test_teacher_towers_share_a_width_budget():
     """Issue 17: the towers teacher's cost must not grow with the label count like n full networks."""
-    from kdedge.architectures import architecture
+    from kdedge.networks.architectures import architecture
 
     cnn, gru = architecture("textcnn"), architecture("gru_att")
     params = cnn.params()
@@ -461,7 +461,7 @@ def test_console_log_hides_gensim_chatter_in_the_cli_and_in_fold_workers(tmp_pat
     vectors = tmp_path / "v.txt"
     vectors.write_text("2 3\n頭 1 0 0\n痛 0 1 0\n", encoding="utf-8")
     script = ("import logging\nfrom kdedge.tflog import log_to_stderr\nlog_to_stderr()\n"
-              "from kdedge.embed import load_vectors\n"
+              "from kdedge.text.embed import load_vectors\n"
               f"load_vectors({str(vectors)!r})\n"
               "logging.getLogger('kdedge').info('kdedge message')\n")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kdedge.config import make_config
-from kdedge.cv import run_cv, usable_cores
+from kdedge.crossval.cv import run_cv, usable_cores
 
 TINY = {"embedding_dim": 16, "w2v_epochs": 1, "segmenter": "char", "batch_size": 16, "epochs": 2, "patience": 2,
         "max_len": 16, "arch_params": {"filters": 8}}
@@ -83,10 +83,10 @@ def test_a_run_directory_keeps_its_teachers_without_the_shared_cache(first, corp
 
 @pytest.mark.slow
 def test_same_budget_control_reuses_the_plain_student_that_ran_as_long_as_kd(first, corpus_file, tmp_path):
-    from kdedge.cv import CvPlan, fold_splits, same_budget_config
-    from kdedge.data import load_dataset
+    from kdedge.crossval.cv import CvPlan, fold_splits, same_budget_config
+    from kdedge.text.data import load_dataset
     from kdedge.evaluate import sigmoid
-    from kdedge.train import featurize, train_modes
+    from kdedge.training.train import featurize, train_modes
 
     modes = first["modes"]
     assert modes["student"]["epochs_run"] == modes["kd"]["epochs_run"] == TINY["epochs"]
@@ -117,7 +117,7 @@ def test_parallel_folds_match_the_sequential_run(first, corpus_file, tmp_path):
 
 
 def test_parallel_work_is_queued_as_unfinished_fold_architecture_pieces(tmp_path):
-    from kdedge.cv import CvPlan, pieces
+    from kdedge.crossval.cv import CvPlan, pieces
 
     plan = CvPlan(3, ("gru_att", "textcnn"), None, tmp_path)
     (tmp_path / "folds").mkdir()
@@ -131,7 +131,7 @@ def test_parallel_work_is_queued_as_unfinished_fold_architecture_pieces(tmp_path
 
 
 def test_more_jobs_than_cores_is_a_clear_error():
-    from kdedge.cv import split_cores
+    from kdedge.crossval.cv import split_cores
 
     n = len(os.sched_getaffinity(0))
     assert sorted(c for cores in split_cores(n) for c in cores) == sorted(os.sched_getaffinity(0))
@@ -142,7 +142,7 @@ def test_more_jobs_than_cores_is_a_clear_error():
 WORKER_PARENT = """
 import multiprocessing, os, sys, time
 from concurrent.futures import ProcessPoolExecutor
-from kdedge.cv import _start_fold_worker, split_cores
+from kdedge.crossval.cv import _start_fold_worker, split_cores
 
 def report_pid_and_wait(path):
     open(path, "w").write(str(os.getpid()))
@@ -281,7 +281,7 @@ def test_baselines_keep_word_tokens_in_a_char_level_run(corpus_file, tmp_path):
 
 
 def test_learning_curve_averages_towers_then_folds_and_shows_f1_as_a_score():
-    from kdedge.report import learning_curve
+    from kdedge.crossval.report import learning_curve
 
     fold_a = [{"epoch": 1, "val_macro_f1": [-0.2, -0.4]}, {"epoch": 2, "val_macro_f1": [-0.6, -0.8]}]
     fold_b = [{"epoch": 1, "val_macro_f1": [-0.5, -0.5]}]  # stopped after one epoch
@@ -290,7 +290,7 @@ def test_learning_curve_averages_towers_then_folds_and_shows_f1_as_a_score():
 
 
 def test_labels_the_plot_font_cannot_show_are_mapped_in_the_per_label_table():
-    from kdedge.report import _per_label_table, plot_label_names
+    from kdedge.crossval.report import _per_label_table, plot_label_names
 
     labels = ["BODY", "婚后有子女"]
     assert plot_label_names(labels) == ["BODY", "L1"]
@@ -303,7 +303,7 @@ def test_labels_the_plot_font_cannot_show_are_mapped_in_the_per_label_table():
 
 
 def test_significance_tests():
-    from kdedge.report import paired_p_value, randomization_p_value
+    from kdedge.crossval.report import paired_p_value, randomization_p_value
 
     assert paired_p_value([0.7, 0.6, 0.8], [0.7, 0.6, 0.8]) == 1.0
     assert paired_p_value([0.7], [0.6]) is None  # one fold: no test
@@ -320,9 +320,9 @@ def test_baselines_run_fasttext_and_score_it_with_per_label_thresholds_like_ever
     """fastText (the `baselines` extra, installed by CI) runs end to end, and both baselines get thresholds tuned
     per label on the validation split, as the students do (not one global threshold)."""
     from conftest import require_extra
-    from kdedge.cv import CvPlan, fold_baselines, fold_splits
-    from kdedge.data import load_dataset
-    from kdedge.baselines import fasttext_ova, lexical_tokens
+    from kdedge.crossval.cv import CvPlan, fold_baselines, fold_splits
+    from kdedge.text.data import load_dataset
+    from kdedge.teaching.baselines import fasttext_ova, lexical_tokens
     from kdedge.evaluate import tune_thresholds
 
     require_extra("fasttext", "baselines")

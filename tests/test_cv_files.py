@@ -1,6 +1,6 @@
 """A cv run directory read back (resume and report): damaged, edited or foreign files give one clear error
 naming the file and field, never a traceback or a silently wrong table. No training: the run directory is
-written here as `kdedge cv` writes it (kdedge.cvfiles)."""
+written here as `kdedge cv` writes it (kdedge.crossval.cvfiles)."""
 from __future__ import annotations
 
 import json
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from kdedge.config import TrainConfig
-from kdedge.cvfiles import fold_file, read_fold_records, read_settings, write_fold_record
+from kdedge.crossval.cvfiles import fold_file, read_fold_records, read_settings, write_fold_record
 from kdedge.errors import ReadBackError
 from kdedge.evaluate import decide, scores
-from kdedge.report import summarise, write_report
+from kdedge.crossval.report import summarise, write_report
 
 LABELS = ["违约", "利息"]
 ARCH = "textcnn"
@@ -164,8 +164,8 @@ def test_a_fifo_cv_json_does_not_hang_a_resume(tmp_path):
 
 
 def _cached_teacher(tmp_path):
-    from kdedge.cv import CACHED_SPLITS, save_cached_teacher
-    from kdedge.trained import Fit, Trained
+    from kdedge.crossval.cv import CACHED_SPLITS, save_cached_teacher
+    from kdedge.training.trained import Fit, Trained
 
     logits = {split: np.zeros((4, len(LABELS)), dtype=np.float32) for split in CACHED_SPLITS}
     save_cached_teacher("k", Trained(fit=Fit(seconds=1.0, kind="linear"), logits=logits), [tmp_path])
@@ -173,7 +173,7 @@ def _cached_teacher(tmp_path):
 
 
 def test_an_intact_cached_teacher_is_used(tmp_path):
-    from kdedge.cv import load_cached_teacher
+    from kdedge.crossval.cv import load_cached_teacher
 
     _cached_teacher(tmp_path)
     teacher, index = load_cached_teacher("k", [tmp_path])
@@ -182,7 +182,7 @@ def test_an_intact_cached_teacher_is_used(tmp_path):
 
 @pytest.mark.parametrize("damage", ["fifo", "link", "nan"])
 def test_a_damaged_cached_teacher_is_trained_again_not_trusted(tmp_path, damage):
-    from kdedge.cv import CACHED_SPLITS, load_cached_teacher
+    from kdedge.crossval.cv import CACHED_SPLITS, load_cached_teacher
 
     npz = _cached_teacher(tmp_path)
     if damage == "fifo":

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import assert_same_results, require_extra, without_timings
 from kdedge.config import make_config
-from kdedge.cv import run_cv
+from kdedge.crossval.cv import run_cv
 from test_cv import TINY
 
 ray = require_extra("ray", "ray")

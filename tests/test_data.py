@@ -1,4 +1,4 @@
-"""kdedge.data: loading JSONL/CSV/TSV, label files, file:line:field errors, skip_invalid, describe, `data stats`."""
+"""kdedge.text.data: loading JSONL/CSV/TSV, label files, file:line:field errors, skip_invalid, describe, `data stats`."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from kdedge.cli import main as cli
-from kdedge.data import DataError, describe, load_dataset, read_label_file
+from kdedge.text.data import DataError, describe, load_dataset, read_label_file
 
 GOOD = [
     {"id": "a", "text": "足球比赛很精彩", "labels": ["体育"], "source": "web"},

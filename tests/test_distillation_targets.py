@@ -10,7 +10,7 @@ import pytest
 from conftest import make_corpus, write_jsonl
 from kdedge.config import ConfigError, make_config
 from kdedge.evaluate import heldout_f1
-from kdedge.targets import Calibration, fit_calibration, fit_platt, label_alphas, label_gate, logit, soft_targets
+from kdedge.teaching.targets import Calibration, fit_calibration, fit_platt, label_alphas, label_gate, logit, soft_targets
 
 
 def sig(z):
@@ -95,7 +95,7 @@ def test_gate_keeps_labels_the_teacher_wins_or_ties_and_drops_the_others():
 
 
 def test_gate_needs_evidence_before_the_teacher_teaches():
-    from kdedge.targets import GATE_MIN_POSITIVES
+    from kdedge.teaching.targets import GATE_MIN_POSITIVES
 
     rows = 2 * GATE_MIN_POSITIVES
     y = np.zeros((rows, 3))
@@ -117,7 +117,7 @@ def test_gate_needs_evidence_before_the_teacher_teaches():
 
 
 def test_per_label_alpha_in_the_kd_loss_matches_hand_computation():
-    from kdedge.distill import kd_loss
+    from kdedge.training.distill import kd_loss
 
     y = np.array([[1.0, 0.0]], dtype=np.float32)
     soft = np.array([[0.2, 0.9]], dtype=np.float32)
@@ -137,9 +137,9 @@ def test_per_label_alpha_in_the_kd_loss_matches_hand_computation():
 # ------------------------------------------------------------------------------------------ teachers
 
 def _features(rows, tmp_path, **settings):
-    from kdedge.data import load_dataset
-    from kdedge.folds import stratified_split
-    from kdedge.train import featurize
+    from kdedge.text.data import load_dataset
+    from kdedge.text.folds import stratified_split
+    from kdedge.training.train import featurize
 
     cfg = make_config({"embedding_dim": 8, "w2v_epochs": 1, "segmenter": "char", "max_len": 24, **settings})
     ds = load_dataset(write_jsonl(tmp_path / "d.jsonl", rows))
@@ -148,7 +148,7 @@ def _features(rows, tmp_path, **settings):
 
 
 def test_linear_teacher_learns_keyword_labels_in_seconds(tmp_path):
-    from kdedge.teachers import train_teacher
+    from kdedge.teaching.teachers import train_teacher
 
     cfg, feats = _features(make_corpus(160, seed=1), tmp_path, teacher="linear")
     teacher = train_teacher(cfg, feats)
@@ -162,7 +162,7 @@ def test_linear_teacher_learns_keyword_labels_in_seconds(tmp_path):
 
 
 def test_crossfit_teacher_outputs_on_training_texts_are_out_of_fold(tmp_path):
-    from kdedge.teachers import train_teacher
+    from kdedge.teaching.teachers import train_teacher
 
     rows = make_corpus(160, seed=2)
     cfg, feats = _features(rows, tmp_path, teacher="linear", teacher_crossfit=0)
@@ -178,8 +178,8 @@ def test_crossfit_teacher_outputs_on_training_texts_are_out_of_fold(tmp_path):
 def test_auto_teacher_keeps_the_linear_one_unless_it_would_teach_nothing():
     from types import SimpleNamespace
 
-    from kdedge.teachers import choose_teacher
-    from kdedge.trained import Fit, Trained
+    from kdedge.teaching.teachers import choose_teacher
+    from kdedge.training.trained import Fit, Trained
 
     y, rng = _val_labels(60)
     y_train = np.tile(y, (3, 1))
@@ -211,9 +211,9 @@ def test_auto_teacher_keeps_the_linear_one_unless_it_would_teach_nothing():
 def test_crossfit_network_teacher_is_out_of_fold_on_training_texts_and_bagged_elsewhere(tmp_path, kind):
     """A cross-fitted towers or students teacher: each training text's logits come from the network that did not
     train on it, validation's are the mean of the K networks; a students teacher refuses to run without K."""
-    from kdedge.folds import kfold
-    from kdedge.teachers import train_teacher, train_towers
-    from kdedge.train import train_student
+    from kdedge.text.folds import kfold
+    from kdedge.teaching.teachers import train_teacher, train_towers
+    from kdedge.training.train import train_student
 
     cfg, feats = _features(make_corpus(90, seed=6), tmp_path, teacher=kind, teacher_crossfit=2, epochs=2,
                            patience=2, batch_size=16, arch_params={"filters": 8})
@@ -233,10 +233,10 @@ def test_crossfit_network_teacher_is_out_of_fold_on_training_texts_and_bagged_el
 
 @pytest.mark.slow
 def test_ensemble_teacher_averages_calibrated_towers_and_linear_on_every_split(tmp_path):
-    from kdedge.data import load_dataset
-    from kdedge.targets import fit_calibration
-    from kdedge.teachers import linear_teacher, towers_teacher, train_teacher
-    from kdedge.train import featurize
+    from kdedge.text.data import load_dataset
+    from kdedge.teaching.targets import fit_calibration
+    from kdedge.teaching.teachers import linear_teacher, towers_teacher, train_teacher
+    from kdedge.training.train import featurize
 
     cfg = make_config({"embedding_dim": 8, "w2v_epochs": 1, "segmenter": "char", "max_len": 24, "epochs": 2,
                        "patience": 2, "batch_size": 16, "arch_params": {"filters": 8}, "teacher": "ensemble",
@@ -274,8 +274,8 @@ def test_config_choices_fail_before_any_data_is_read(tmp_path):
 
 @pytest.mark.slow
 def test_the_selected_student_is_the_one_the_validation_comparison_favours_and_export_takes_it(tmp_path):
-    from kdedge.selection import compare_students
-    from kdedge.train import train_run
+    from kdedge.training.selection import compare_students
+    from kdedge.training.train import train_run
     from kdedge_export.run import load_run
 
     data = write_jsonl(tmp_path / "d.jsonl", make_corpus(120, seed=3))
@@ -311,8 +311,8 @@ def _val_labels(n=60, labels=3, seed=0):
 
 
 def test_selection_ships_kd_only_when_the_resamples_favour_it():
-    from kdedge.selection import select_student
-    from kdedge.trained import Fit, Trained
+    from kdedge.training.selection import select_student
+    from kdedge.training.trained import Fit, Trained
 
     y, rng = _val_labels()
     right = np.where(y > 0, 3.0, -3.0) + rng.normal(0, 0.5, y.shape)
@@ -334,7 +334,7 @@ def test_selection_ships_kd_only_when_the_resamples_favour_it():
 
 def test_selection_scores_each_half_at_thresholds_tuned_on_the_other():
     from kdedge.evaluate import decide, tune_thresholds
-    from kdedge.folds import kfold
+    from kdedge.text.folds import kfold
     from kdedge.evaluate import crossfit_decisions
 
     y, rng = _val_labels(80)
@@ -352,7 +352,7 @@ def test_selection_scores_each_half_at_thresholds_tuned_on_the_other():
 
 def test_bootstrap_resamples_are_paired_and_unit_weights_give_the_plain_scores():
     from kdedge.evaluate import scores
-    from kdedge.selection import bootstrap_f1, weighted_f1
+    from kdedge.training.selection import bootstrap_f1, weighted_f1
 
     y, rng = _val_labels(50)
     a, b = (rng.random(y.shape) < 0.4).astype(float), (rng.random(y.shape) < 0.4).astype(float)
@@ -372,11 +372,11 @@ def test_a_memorising_miscalibrated_teacher_no_longer_harms_the_student(tmp_path
     every training text scores above its validation threshold) made the KD student say yes to everything when
     its calibration, fitted on validation outputs, was applied to those memorised outputs. Cross-fitted (the
     default), the soft targets and the calibration both come from outputs on unseen texts."""
-    from kdedge.data import load_dataset
+    from kdedge.text.data import load_dataset
     from kdedge.evaluate import decide, scores, tune_thresholds
-    from kdedge.teachers import out_of_fold
-    from kdedge.train import featurize, train_kd, train_student
-    from kdedge.trained import Fit, Trained
+    from kdedge.teaching.teachers import out_of_fold
+    from kdedge.training.train import featurize, train_kd, train_student
+    from kdedge.training.trained import Fit, Trained
 
     cfg = make_config({"embedding_dim": 8, "w2v_epochs": 1, "segmenter": "char", "max_len": 24, "epochs": 12,
                        "patience": 12, "batch_size": 16, "arch_params": {"filters": 16}})
@@ -421,7 +421,7 @@ def test_a_memorising_miscalibrated_teacher_no_longer_harms_the_student(tmp_path
 def test_folds_and_validation_splits_of_a_single_label_are_stratified():
     # iterative stratification refuses one column ("binary"): the split of a one-label data set and the
     # cross-fitted thresholds of one label's F1 used to fail
-    from kdedge.folds import kfold, stratified_split
+    from kdedge.text.folds import kfold, stratified_split
 
     y = (np.arange(40) % 4 == 0).astype(float)[:, None]
     fold = kfold(y, 2, seed=0)

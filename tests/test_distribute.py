@@ -1,4 +1,4 @@
-"""`--strategy`, `--cpu-replicas`, TF_CONFIG and the multiworker wait (kdedge.distribute).
+"""`--strategy`, `--cpu-replicas`, TF_CONFIG and the multiworker wait (kdedge.training.distribute).
 
 How close N replicas come to one device (figures in docs/benchmarks.md, "tf.distribute: replicas vs one device"):
 - dropout 0, every batch split evenly: the same training up to float rounding. Each architecture's student,
@@ -28,7 +28,7 @@ from kdedge.config import ConfigError, make_config
 from kdedge.errors import UsageError
 
 KDEDGE = [sys.executable, "-m", "kdedge.cli"]
-# gru_att with the towers teacher: the teacher trains on tf.data length-bucketed batches (kdedge.towers)
+# gru_att with the towers teacher: the teacher trains on tf.data length-bucketed batches (kdedge.teaching.towers)
 SETTINGS = {"embedding_dim": 16, "w2v_epochs": 1, "segmenter": "char", "batch_size": 16, "epochs": 2, "patience": 2,
             "max_len": 16, "dropout": 0.0, "arch": "gru_att", "teacher": "towers", "teacher_crossfit": 0,
             "arch_params": {"units": 8}}
@@ -87,7 +87,7 @@ MALFORMED = [
 
 @pytest.mark.parametrize("raw, message", MALFORMED, ids=range(len(MALFORMED)))
 def test_each_malformed_tf_config_is_one_line(monkeypatch, raw, message):
-    from kdedge.distribute import check_tf_config
+    from kdedge.training.distribute import check_tf_config
 
     monkeypatch.setenv("TF_CONFIG", raw if isinstance(raw, str) else json.dumps(raw))
     with pytest.raises(UsageError) as error:
@@ -98,7 +98,7 @@ def test_each_malformed_tf_config_is_one_line(monkeypatch, raw, message):
 
 
 def test_a_well_formed_tf_config_passes(monkeypatch):
-    from kdedge.distribute import check_tf_config
+    from kdedge.training.distribute import check_tf_config
 
     config = {"cluster": {"chief": ["[::1]:2000"], **EXAMPLE_CLUSTER}, "task": {"type": "chief", "index": 0},
               "rpc_layer": "grpc"}
@@ -158,7 +158,7 @@ def test_cpu_replicas_is_checked_with_the_config(corpus_file, tmp_path):
 def test_the_cpu_cannot_be_split_once_tensorflow_runs():
     code = """
 import tensorflow as tf
-from kdedge.distribute import split_cpu
+from kdedge.training.distribute import split_cpu
 from kdedge.errors import UsageError
 tf.constant(1.0) + 1  # TensorFlow sets up its devices
 try:
@@ -191,11 +191,11 @@ SAME_STEPS = """
 import json, sys
 import numpy as np
 import tensorflow as tf
-from kdedge.distribute import split_cpu
+from kdedge.training.distribute import split_cpu
 split_cpu(2)
 from kdedge.config import make_config
-from kdedge.data import load_dataset
-from kdedge.train import featurize, train_student
+from kdedge.text.data import load_dataset
+from kdedge.training.train import featurize, train_student
 ds = load_dataset(sys.argv[1])
 SMALL = {"textcnn": {"filters": 8, "kernel_sizes": [2, 3]}, "textrnn": {"units": 8},
          "gru_att": {"units": 8, "attention_units": 8}, "han": {"units": 8, "attention_units": 8}}
@@ -357,7 +357,7 @@ def test_ctrl_c_and_sigterm_end_the_wait_at_once(corpus_file, tmp_path, index, s
 def test_a_cluster_that_never_forms_is_ended_by_the_watchdog(corpus_file, tmp_path):
     """A worker's port answers but no TensorFlow worker is behind it: TensorFlow would wait for ever inside one
     C++ call; the watchdog ends the process WATCHDOG_GRACE_SECONDS after --peer-timeout, with one line."""
-    from kdedge.distribute import WATCHDOG_GRACE_SECONDS
+    from kdedge.training.distribute import WATCHDOG_GRACE_SECONDS
 
     with socket.create_server(("localhost", 0)) as impostor:
         workers = [f"localhost:{_free_port()}", f"localhost:{impostor.getsockname()[1]}"]

@@ -56,9 +56,9 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def run_dir(workdir):
-    """arch (, segmenter) → a tiny kd run trained by kdedge.train.train_run (trained once, on demand)."""
+    """arch (, segmenter) → a tiny kd run trained by kdedge.training.train.train_run (trained once, on demand)."""
     from kdedge.config import TrainConfig
-    from kdedge.train import train_run
+    from kdedge.training.train import train_run
 
     made = {}
 

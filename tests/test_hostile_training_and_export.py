@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from conftest import make_corpus, write_jsonl
 from kdedge.cli import main as cli
-from kdedge.data import DataError, load_dataset, read_label_file
+from kdedge.text.data import DataError, load_dataset, read_label_file
 
 KDEDGE = [sys.executable, "-m", "kdedge.cli"]
 GOOD = [{"id": "a", "text": "足球比赛很精彩", "labels": ["体育"]}, {"id": "b", "text": "股票市场上涨", "labels": ["经济"]}]
@@ -365,7 +365,7 @@ def test_label_spaces_training_cannot_learn_are_refused_up_front(tmp_path, case)
 
 
 def test_a_few_rare_labels_are_still_trainable(tmp_path):
-    from kdedge.data import check_trainable
+    from kdedge.text.data import check_trainable
 
     rows = make_corpus(60) + [{"text": "今天罕见的彗星出现了。", "labels": ["罕见"]}]
     ds = load_dataset(write_jsonl(tmp_path / "d.jsonl", rows))
@@ -589,7 +589,7 @@ def test_hostile_manifest_values_found_by_fuzzing(jieba_bundle, tmp_path, key, v
 
 
 def test_training_files_found_by_fuzzing(tmp_path):
-    from kdedge.data import describe
+    from kdedge.text.data import describe
 
     csv_path = tmp_path / "d.csv"
     csv_path.write_text("text,labels" + "a" * 200_000 + "\n足球,体育\n", encoding="utf-8")
@@ -615,7 +615,7 @@ def test_training_files_found_by_fuzzing(tmp_path):
 def test_cv_refuses_label_spaces_it_cannot_learn_before_any_fold(tmp_path):
     """kdedge cv runs the same up-front check as train, for a fold's share of the texts."""
     from kdedge.config import make_config
-    from kdedge.cv import run_cv
+    from kdedge.crossval.cv import run_cv
 
     data = write_jsonl(tmp_path / "d.jsonl", _label_rows(200, 5))
     with pytest.raises(DataError, match="with --val-split 0.1 and 5 folds a label needs at least 13"):

@@ -115,8 +115,8 @@ def work(tmp_path_factory) -> Path:
 
 def _cv_folds(work: Path) -> tuple[int, int]:
     """(fold whose test part has no text of the rare label, another fold), as `kdedge cv` will split."""
-    from kdedge.data import load_dataset
-    from kdedge.folds import kfold
+    from kdedge.text.data import load_dataset
+    from kdedge.text.folds import kfold
 
     ds = load_dataset(work / "data.jsonl", skip_invalid=True)
     fold_of = kfold(ds.targets(), 3, 0)

@@ -721,7 +721,7 @@ def test_cli_data_stats_unknown_label_and_csv_stray_delimiter(tmp_path):
 
 
 def test_byte_order_mark_from_excel_or_notepad_is_accepted(tmp_path):
-    from kdedge.data import load_dataset
+    from kdedge.text.data import load_dataset
 
     csv = tmp_path / "excel.csv"
     csv.write_bytes("\ufefftext,labels\n足球,体育\n".encode("utf-8"))

@@ -64,7 +64,7 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
 
 
 def test_a_side_file_of_many_unknown_labels_gives_a_short_message(tmp_path):
-    from kdedge.data import DataError, read_label_descriptions
+    from kdedge.text.data import DataError, read_label_descriptions
 
     path = tmp_path / "desc.json"
     path.write_text(json.dumps({f"未知标签{i}\x1b]0;title\x07": "x" for i in range(50_000)}), encoding="utf-8")
@@ -88,7 +88,7 @@ def test_a_split_far_from_the_share_asked_says_so(tmp_path):
 def run(tmp_path_factory):
     """A tiny run trained by the real pipeline (both students, so metrics.json records both)."""
     from kdedge.config import TrainConfig
-    from kdedge.train import train_run
+    from kdedge.training.train import train_run
 
     root = tmp_path_factory.mktemp("runs")
     data = write_jsonl(root / "d.jsonl", make_corpus(90))

@@ -1,4 +1,4 @@
-"""kdedge.segment: jieba/char segmenters, the pinned dictionary vs the runtime, script conversion, cache."""
+"""kdedge.text.segment: jieba/char segmenters, the pinned dictionary vs the runtime, script conversion, cache."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from kdedge.segment import (Segmenter, pin_dictionary, resolve_convert, t2s_map, token_f1, traditional_share,
+from kdedge.text.segment import (Segmenter, pin_dictionary, resolve_convert, t2s_map, token_f1, traditional_share,
                             write_dictionary)
 from kdedge_run.text import CharMap, JiebaTokenizer, Preprocessor, read_dictionary
 
@@ -47,7 +47,7 @@ def test_jieba_is_deterministic(cache, monkeypatch, tmp_path):
 def test_jieba_is_deterministic_across_processes(tmp_path):
     """Another interpreter (other hash seed, empty cache) gives the same tokens and dictionary."""
     here = Segmenter("jieba").segment(MIXED)
-    code = ("import json, sys; from kdedge.segment import Segmenter; "
+    code = ("import json, sys; from kdedge.text.segment import Segmenter; "
             "print(json.dumps(Segmenter('jieba').segment(json.loads(sys.argv[1])), ensure_ascii=False))")
     env = {**os.environ, "KDEDGE_CACHE": str(tmp_path / "sub"), "PYTHONHASHSEED": "12345"}
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(MIXED, ensure_ascii=False)], env=env,

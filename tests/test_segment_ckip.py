@@ -16,7 +16,7 @@ import torch  # noqa: E402
 from ckip_transformers.nlp import CkipWordSegmenter  # noqa: E402
 from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast  # noqa: E402
 
-from kdedge.segment_ckip import INSTALL_HINT, CkipTokenizer  # noqa: E402
+from kdedge.text.segment_ckip import INSTALL_HINT, CkipTokenizer  # noqa: E402
 
 TEXTS = [
     "我愛台灣",

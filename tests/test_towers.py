@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdedge.batching import bucket_batches, bucketed_dataset, predict_logits, text_lengths, trim_padding
+from kdedge.training.batching import bucket_batches, bucketed_dataset, predict_logits, text_lengths, trim_padding
 from kdedge.config import TrainConfig
-from kdedge.distill import EpochSelector, bce_with_logits, fit, teacher_loss
-from kdedge.models import arch_params
-from kdedge.towers import TowerBiGRU, TowerBiLSTM, TowerSlice, build_teacher, tower_groups
+from kdedge.training.distill import EpochSelector, bce_with_logits, fit, teacher_loss
+from kdedge.networks.models import arch_params
+from kdedge.teaching.towers import TowerBiGRU, TowerBiLSTM, TowerSlice, build_teacher, tower_groups
 
 TINY = {"textcnn": {"kernel_sizes": [2, 3], "filters": 4}, "textrnn": {"units": 4},
         "gru_att": {"units": 4, "attention_units": 4},
@@ -277,7 +277,7 @@ def test_teacher_on_empty_texts_gives_its_biases(arch):
 
 @pytest.mark.slow
 def test_same_seed_same_bucketed_teacher():
-    from kdedge.distill import seed_everything
+    from kdedge.training.distill import seed_everything
 
     x = _flat_ids(24)
     y = (np.random.default_rng(2).random((len(x), N)) > 0.5).astype(np.float32)

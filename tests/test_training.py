@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import kdedge.models  # noqa: F401  (registers the custom layers for keras.models.load_model)
+import kdedge.networks.models  # noqa: F401  (registers the custom layers for keras.models.load_model)
 from conftest import without_timings
 from kdedge.config import TrainConfig
-from kdedge.distill import (EpochSelector, bce_with_logits, fit, group_criterion, kd_loss, make_hard_loss, make_kd_loss,
+from kdedge.training.distill import (EpochSelector, bce_with_logits, fit, group_criterion, kd_loss, make_hard_loss, make_kd_loss,
                             student_groups, teacher_groups, teacher_loss)
-from kdedge.embed import Vocabulary, embedding_matrix, load_vectors, save_vectors, train_word2vec
+from kdedge.text.embed import Vocabulary, embedding_matrix, load_vectors, save_vectors, train_word2vec
 from kdedge.evaluate import METRICS
-from kdedge.models import arch_params, build_classifier
-from kdedge.train import train_run
+from kdedge.networks.models import arch_params, build_classifier
+from kdedge.training.train import train_run
 from kdedge_run.text import OOV_ID, PAD_ID, JiebaTokenizer, Preprocessor, read_dictionary
 
 
@@ -184,11 +184,11 @@ def test_arch_params_validation():
 
 
 def test_the_architecture_registry_is_what_models_towers_config_and_cli_read():
-    from kdedge.architectures import ARCHITECTURES
+    from kdedge.networks.architectures import ARCHITECTURES
     from kdedge.cli import main
     from kdedge.config import make_config
-    from kdedge.models import textcnn_body
-    from kdedge.towers import han_towers, textcnn_towers
+    from kdedge.networks.models import textcnn_body
+    from kdedge.teaching.towers import han_towers, textcnn_towers
 
     assert ARCHITECTURES["textcnn"].body_builder() is textcnn_body
     assert ARCHITECTURES["han"].towers_builder() is han_towers and ARCHITECTURES["han"].hierarchical
@@ -495,7 +495,7 @@ def test_bad_mode_is_refused_before_any_work(corpus_file, tmp_path):
 
 def test_trainable_embedding_keeps_padding_row_zero():
     """Fine-tuning the table must not move the padding row: masks and the bundle rely on it being zero."""
-    from kdedge.models import arch_params, build_classifier
+    from kdedge.networks.models import arch_params, build_classifier
 
     table = np.random.default_rng(0).random((20, 8)).astype("float32")
     table[0] = 0.0
@@ -509,7 +509,7 @@ def test_trainable_embedding_keeps_padding_row_zero():
 
 
 def test_positive_weights_and_weighted_bce():
-    from kdedge.distill import positive_weights
+    from kdedge.training.distill import positive_weights
 
     y = np.array([[1, 0], [0, 0], [0, 0], [0, 1], [0, 1]], dtype=np.float32)   # label 0: 1 of 5, label 1: 2 of 5
     np.testing.assert_allclose(positive_weights(y, "balanced"), [4.0, 1.5])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdedge.data import MAX_SIDE_FILE_BYTES, parse_json_line, shown_names
+from kdedge.text.data import MAX_SIDE_FILE_BYTES, parse_json_line, shown_names
 from kdedge.errors import ReadBackError
 from kdedge.files import read_regular_file
 from kdedge.evaluate import (decide, expected_calibration_error, fit_temperatures, scores, sigmoid,

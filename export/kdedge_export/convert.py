@@ -59,7 +59,7 @@ def body_input_shape(body) -> tuple:
 def _output_keys(body) -> list[str]:
     keys = list(body.output) if isinstance(body.output, dict) else []
     if LOGITS not in keys:
-        raise ExportError(f"the model body must output a dict with '{LOGITS}' (kdedge.models), got {body.output!r}")
+        raise ExportError(f"the model body must output a dict with '{LOGITS}' (kdedge.networks.models), got {body.output!r}")
     return keys
 
 
@@ -211,7 +211,7 @@ def to_tflite(body, arch: str, params: dict, dropout: float, precision: str = "f
     _quiet()
     import tensorflow as tf
 
-    from kdedge.models import BodySpec, build_body
+    from kdedge.networks.models import BodySpec, build_body
 
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}")
@@ -281,7 +281,7 @@ def _round16(array):
 def _graph_body(body, arch: str, params: dict, dropout: float, graph: CodepointGraph, static: bool):
     """The body rebuilt (batch 1 and unrolled RNNs when `static`, for TFLite) with the trained weights,
     rounded to float16 values when the graph says so."""
-    from kdedge.models import BodySpec, build_body
+    from kdedge.networks.models import BodySpec, build_body
 
     shape = body_input_shape(body)
     if _margin(arch, params) is not None:
@@ -299,7 +299,7 @@ def _graph_body(body, arch: str, params: dict, dropout: float, graph: CodepointG
 
 
 def _margin(arch: str, params: dict) -> int | None:
-    from kdedge.architectures import architecture
+    from kdedge.networks.architectures import architecture
 
     rule = architecture(arch).padding_margin
     return None if rule is None else int(rule(params))

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from kdedge.architectures import architecture
+from kdedge.networks.architectures import architecture
 from kdedge.files import NPY_READ_ERRORS, SEGMENTER_CHAR_MAP
 from kdedge_run.bundle import CODEPOINTS_VERSION, FORMAT, IDS_VERSION
 
@@ -129,7 +129,7 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
     keras_model, body, table = load_keras(run)
 
     from kdedge import __version__
-    from kdedge.models import arch_params
+    from kdedge.networks.models import arch_params
 
     base = {
         "format": FORMAT, "format_version": IDS_VERSION, "kdedge_version": __version__,
@@ -292,8 +292,8 @@ def _run_descriptions(run):
 
 
 def read_label_descriptions(path, labels: list[str]) -> dict[str, str]:
-    """kdedge.data.read_label_descriptions as an ExportError; {} for no file."""
-    from kdedge.data import DataError, read_label_descriptions as read
+    """kdedge.text.data.read_label_descriptions as an ExportError; {} for no file."""
+    from kdedge.text.data import DataError, read_label_descriptions as read
 
     if path is None:
         return {}
@@ -305,7 +305,7 @@ def read_label_descriptions(path, labels: list[str]) -> dict[str, str]:
 
 def read_test_data(path, labels: list[str]) -> tuple[list[str], np.ndarray]:
     """(texts, 0/1 matrix in the run's label order) of a labelled held-out file."""
-    from kdedge.data import load_dataset, shown_names
+    from kdedge.text.data import load_dataset, shown_names
 
     ds = load_dataset(path)
     unknown = sorted(set(ds.label_names) - set(labels))

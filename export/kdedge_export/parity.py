@@ -29,7 +29,7 @@ def runtime_inputs(bundle_dir: Path, texts: list[str]) -> tuple[np.ndarray, list
 
 def keras_probabilities(model, ids: np.ndarray, temperatures: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(logits, calibrated probabilities) of the Keras model (ids → logits) on `ids`."""
-    from kdedge.batching import predict_logits
+    from kdedge.training.batching import predict_logits
 
     logits = predict_logits(model, ids.astype(np.int32)).astype(np.float64)
     return logits, sigmoid(logits / temperatures)

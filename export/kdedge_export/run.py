@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from kdedge.config import ConfigError, TrainConfig, config_from_record
-from kdedge.data import label_problem, parse_json_line
+from kdedge.text.data import label_problem, parse_json_line
 from kdedge.errors import ReadBackError
 from kdedge.files import NPY_READ_ERRORS, check_regular_file, read_regular_file, shown_path
 from kdedge_run.bundle import MAX_LABEL_CHARS, MAX_LABELS, MAX_TEXT_INPUT
@@ -35,7 +35,7 @@ class Run:
     """What export needs from a run: its settings, the validation split and the chosen model's logits."""
 
     path: Path
-    config: dict                    # config.json as written by kdedge.train
+    config: dict                    # config.json as written by kdedge.training.train
     model_kind: str                 # kd | student
     labels: list[str]
     val_texts: list[str]
@@ -151,7 +151,7 @@ def _check_labels(path: Path, labels) -> None:
 
 
 def _check_input(path: Path, spec, arch: str) -> None:
-    from kdedge.architectures import ARCHITECTURES
+    from kdedge.networks.architectures import ARCHITECTURES
 
     if not isinstance(spec, dict):
         raise _bad(path, "input", "an object", spec)
@@ -354,7 +354,7 @@ def load_keras(run: Run):
     """The run's Keras model (ids → logits), its body (embedded → dict) and its embedding table."""
     import keras
 
-    import kdedge.models  # noqa: F401  (registers the custom layers)
+    import kdedge.networks.models  # noqa: F401  (registers the custom layers)
 
     import zipfile
 
@@ -379,5 +379,5 @@ def load_keras(run: Run):
         table = np.asarray(model.get_layer("embedding").get_weights()[0], dtype=np.float32)
     except (ValueError, IndexError) as e:
         raise ExportError(f"{run.model_file}: expected an 'embedding' layer and a nested 'body' model "
-                          f"(kdedge.models): {e}") from e
+                          f"(kdedge.networks.models): {e}") from e
     return model, body, table

@@ -5,7 +5,7 @@ from importlib import metadata
 from pathlib import Path
 
 from kdedge.files import SEGMENTER_CHAR_MAP, SEGMENTER_DICTIONARY
-from kdedge.segment import token_f1
+from kdedge.text.segment import token_f1
 
 from .errors import ExportError
 from .run import Run

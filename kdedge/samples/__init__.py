@@ -17,7 +17,7 @@ def resolve(data) -> Path:
     if isinstance(data, str) and data.startswith(PREFIX):
         name = data[len(PREFIX):]
         if name not in SAMPLES:
-            from kdedge.data import DataError
+            from kdedge.text.data import DataError
 
             raise DataError(data, None, None, f"no such sample (shipped samples: "
                                               f"{', '.join(PREFIX + s for s in SAMPLES)})")

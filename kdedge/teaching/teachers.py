@@ -1,9 +1,9 @@
 """Teachers for distillation, by name: each returns its logits on every split and what it cost.
 
 - `towers`: the paper's binary relevance, one network of the run's architecture per label
-  (`kdedge.towers`), each tower's best epoch selected on its own label.
+  (`kdedge.teaching.towers`), each tower's best epoch selected on its own label.
 - `linear`: binary relevance with one logistic regression per label on TF-IDF word 1–2-grams plus
-  character 1–3-grams (`kdedge.baselines.tfidf_lr`): the strongest classic model measured here,
+  character 1–3-grams (`kdedge.teaching.baselines.tfidf_lr`): the strongest classic model measured here,
   trained in seconds whatever the number of labels.
 - `ensemble`: both, each Platt-calibrated on the validation split, their probabilities averaged.
 - `auto` (the default, `choose_teacher`): the linear teacher, unless it is better than the plain student on no
@@ -24,17 +24,17 @@ from typing import Callable
 
 import numpy as np
 
-from kdedge.architectures import architecture
+from kdedge.networks.architectures import architecture
 from kdedge.evaluate import scores, sigmoid, tune_thresholds
-from kdedge.targets import fit_calibration, fit_targets, logit, teacher_evidence
-from kdedge.trained import Fit, Trained
+from kdedge.teaching.targets import fit_calibration, fit_targets, logit, teacher_evidence
+from kdedge.training.trained import Fit, Trained
 
 log = logging.getLogger("kdedge")
 
 
 def out_of_fold(fit_predict: Callable, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """Logits for every row of `y` from a model that did not train on it: fit_predict(train_rows, predict_rows)."""
-    from kdedge.folds import kfold
+    from kdedge.text.folds import kfold
 
     fold_of = kfold(y, folds, seed)
     out = np.zeros(y.shape, dtype=np.float32)
@@ -54,7 +54,7 @@ def validation_scores(val_logits: np.ndarray, y_val: np.ndarray, label_names, mi
 def linear_teacher(cfg, feats, progress: bool = False) -> Trained:
     """TF-IDF + one logistic regression per label: logits on every split of `feats`, no network (it trains
     in seconds, so `progress` shows nothing; every teacher takes it)."""
-    from kdedge.baselines import lexical_tokens, tfidf_lr
+    from kdedge.teaching.baselines import lexical_tokens, tfidf_lr
 
     start = time.perf_counter()
     toks = lexical_tokens(cfg, feats.texts)
@@ -72,12 +72,12 @@ def linear_teacher(cfg, feats, progress: bool = False) -> Trained:
 
 
 def train_towers(cfg, feats, progress: bool = False, rows=None) -> Trained:
-    """One towers network (`kdedge.towers`: a tower per label, about `cfg.teacher_width_budget` networks wide
+    """One towers network (`kdedge.teaching.towers`: a tower per label, about `cfg.teacher_width_budget` networks wide
     together) trained on `rows` of the training texts (all by default), each tower's epoch selected on its
     own label; its logits on validation."""
-    from kdedge.distill import Network, fit_network, teacher_loss
-    from kdedge.models import arch_params
-    from kdedge.towers import build_teacher, tower_groups
+    from kdedge.training.distill import Network, fit_network, teacher_loss
+    from kdedge.networks.models import arch_params
+    from kdedge.teaching.towers import build_teacher, tower_groups
 
     record, n = architecture(cfg.arch), len(feats.label_names)
     params = record.tower_params(arch_params(cfg.arch, cfg.arch_params), n, cfg.teacher_width_budget)
@@ -134,7 +134,7 @@ def students_teacher(cfg, feats, progress: bool = False) -> Trained:
     the teacher is their mean, an ensemble; on training texts each text's target comes from the student that
     did not see it. Needs cross-fitting (a student teaching its twin its own memory would teach nothing): the
     config refuses `teacher_crossfit` 0 with it."""
-    from kdedge.train import train_student
+    from kdedge.training.train import train_student
 
     return bagged(cfg, feats, lambda rows: train_student(cfg, feats, progress, rows=rows))
 

@@ -17,16 +17,16 @@ import numpy as np
 
 from kdedge import __version__
 from kdedge.config import EXECUTION_SETTINGS, TrainConfig
-from kdedge.data import Dataset, check_trainable, load_dataset, read_label_descriptions
-from kdedge.embed import Vocabulary, embedding_matrix, load_vectors, train_word2vec
+from kdedge.text.data import Dataset, check_trainable, load_dataset, read_label_descriptions
+from kdedge.text.embed import Vocabulary, embedding_matrix, load_vectors, train_word2vec
 from kdedge.evaluate import evaluate_logits
 from kdedge.files import (RUN, SEGMENTER_CHAR_MAP, SEGMENTER_DICTIONARY, check_replaceable, commit_dir, run_listing,
                           staging_dir, write_json)
-from kdedge.folds import stratified_split
+from kdedge.text.folds import stratified_split
 from kdedge.samples import resolve as resolve_data
-from kdedge.segment import Segmenter, resolve_convert, write_dictionary
-from kdedge.selection import select_student
-from kdedge.trained import KDChoice, Trained
+from kdedge.text.segment import Segmenter, resolve_convert, write_dictionary
+from kdedge.training.selection import select_student
+from kdedge.training.trained import KDChoice, Trained
 from kdedge_run.bundle import file_sha256, ids_input_spec
 from kdedge_run.text import tokens_to_ids
 
@@ -54,7 +54,7 @@ class Features:
 
 def input_spec_for(cfg: TrainConfig) -> dict:
     """The bundle's `input` object for this configuration (`kdedge_run.bundle.ids_input_spec`)."""
-    from kdedge.architectures import architecture
+    from kdedge.networks.architectures import architecture
 
     if architecture(cfg.arch).hierarchical:
         return ids_input_spec(max_sentences=cfg.max_sentences, max_sentence_len=cfg.max_sentence_len)
@@ -63,7 +63,7 @@ def input_spec_for(cfg: TrainConfig) -> dict:
 
 def featurize(cfg: TrainConfig, splits: dict[str, Dataset], wv=None, phases=None, progress: bool = False) -> Features:
     """Segment every split, build the vocabulary and vectors from `splits["train"]`, map to ids. Word2Vec vectors
-    trained here are kept in (or taken from) `phases` (`kdedge.resume.Phases`) when given."""
+    trained here are kept in (or taken from) `phases` (`kdedge.training.resume.Phases`) when given."""
     all_texts = [t for ds in splits.values() for t in ds.texts]
     convert = resolve_convert(cfg.convert, splits["train"].texts)
     segmenter = Segmenter(cfg.segmenter, convert, cfg.jieba_hmm, cfg.ckip_model)
@@ -105,8 +105,8 @@ def train_student(cfg: TrainConfig, feats: Features, progress: bool = False, kd=
     """The multi-label student, trained on `rows` of the training texts (all by default) with epochs selected on
     validation: on the true labels, or with `kd` = (per-label α, T, soft targets of every training row) the KD
     student."""
-    from kdedge.distill import Network, fit_network, make_hard_loss, make_kd_loss, positive_weights, student_groups
-    from kdedge.models import arch_params, build_classifier
+    from kdedge.training.distill import Network, fit_network, make_hard_loss, make_kd_loss, positive_weights, student_groups
+    from kdedge.networks.models import arch_params, build_classifier
 
     n, y = len(feats.label_names), feats.y["train"] if rows is None else feats.y["train"][np.asarray(rows)]
     params = arch_params(cfg.arch, cfg.arch_params)
@@ -131,7 +131,7 @@ def train_kd(cfg: TrainConfig, feats: Features, teacher: Trained, student: Train
     """The KD student: teacher logits calibrated (`cfg.teacher_calibration`) and gated per label against the plain
     student (`cfg.kd_label_gate`, when one is given), both fitted on `targets.teacher_evidence`; one student per (α, T)
     of `cfg.kd_grid()`; the best on the validation criterion is kept, with the search and the targets' record."""
-    from kdedge.targets import fit_targets, label_alphas, soft_targets
+    from kdedge.teaching.targets import fit_targets, label_alphas, soft_targets
 
     calibration, gate, fitted_on = fit_targets(cfg, feats, teacher, student)
     if gate is not None:
@@ -166,11 +166,11 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
     `teachers.train_teacher`; `kdedge cv` looks in its cache first); with `--teacher auto` the plain student is
     trained first (also when `student` is not among `modes`: then it is not returned) and
     `teachers.choose_teacher` picks the kind against it. The plain student, when trained, also drives the KD
-    student's per-label gate. With `phases` (`kdedge.resume.Phases`) every teacher and student is kept as soon
+    student's per-label gate. With `phases` (`kdedge.training.resume.Phases`) every teacher and student is kept as soon
     as it is trained, and one kept by an interrupted run is taken instead of trained again.
     """
-    from kdedge.distribute import get_strategy
-    from kdedge.teachers import choose_teacher, train_teacher
+    from kdedge.training.distribute import get_strategy
+    from kdedge.teaching.teachers import choose_teacher, train_teacher
 
     get_strategy(cfg)  # the strategy fit_network trains under; refuses a cpu_replicas this process cannot give
 
@@ -207,7 +207,7 @@ class TrainingData:
 
 
 def resume_identity(cfg: TrainConfig, data: TrainingData) -> dict:
-    """Everything a run's phases depend on (`kdedge.resume`): the settings that change what is learned, the bytes
+    """Everything a run's phases depend on (`kdedge.training.resume`): the settings that change what is learned, the bytes
     of the data, labels and vectors files, and kdedge's version."""
     return {"kdedge": __version__, "skip_invalid": data.skip_invalid,
             "config": {k: v for k, v in cfg.to_dict().items() if k not in EXECUTION_SETTINGS},
@@ -221,10 +221,10 @@ def train_run(cfg: TrainConfig, data: str | TrainingData, out: str, *, force: bo
     """Train the configured modes and write the run directory atomically; returns metrics.json.
 
     `data`: a file of labelled texts, or a TrainingData saying how to read it. Every finished phase is kept beside
-    `out` (`kdedge.resume`): the same command after an interruption resumes from them, unless `restart`.
+    `out` (`kdedge.training.resume`): the same command after an interruption resumes from them, unless `restart`.
     """
-    from kdedge.distribute import get_strategy, is_chief, resolve
-    from kdedge.resume import Phases
+    from kdedge.training.distribute import get_strategy, is_chief, resolve
+    from kdedge.training.resume import Phases
 
     data = data if isinstance(data, TrainingData) else TrainingData(data)
     modes = MODES if cfg.mode == "all" else (cfg.mode,)  # a mode outside these fails when cfg is built
@@ -356,7 +356,7 @@ def _metrics(tmp: Path, cfg: TrainConfig, feats: Features, results: dict[str, Tr
 def _run_record(cfg: TrainConfig, data: TrainingData, ds: Dataset, feats: Features, modes: list[str],
                 strategy) -> dict:
     """config.json: the settings, labels, input and segmenter of the run, the data it read, and where it ran."""
-    from kdedge.distribute import describe
+    from kdedge.training.distribute import describe
 
     return {
         "kdedge_version": __version__, "config": cfg.to_dict(), "labels": feats.label_names,

@@ -13,7 +13,7 @@ def lexical_tokens(cfg, texts: dict[str, list[str]]) -> dict[str, list[list[str]
     The classic models' features are word + character n-grams by definition, so a character-level run
     still gives them words (with the run's script conversion).
     """
-    from kdedge.segment import Segmenter, resolve_convert
+    from kdedge.text.segment import Segmenter, resolve_convert
 
     convert = resolve_convert(cfg.convert, texts["train"])
     seg = Segmenter("jieba" if cfg.segmenter == "char" else cfg.segmenter, convert, cfg.jieba_hmm, cfg.ckip_model)

@@ -49,8 +49,8 @@ class Architecture:
     """Everything kdedge knows about one architecture, in one place."""
 
     name: str
-    body: str                                     # embedded tokens → (features, attention | None): kdedge.models
-    towers: str | None = None                     # ids, embedded → per-tower features (kdedge.towers); None:
+    body: str                                     # embedded tokens → (features, attention | None): kdedge.networks.models
+    towers: str | None = None                     # ids, embedded → per-tower features (kdedge.teaching.towers); None:
                                                   # the teacher is n separate Keras towers
     defaults: dict = field(default_factory=dict)  # hyper-parameters (`arch_params` may override them)
     input_kind: str = "sequence"                  # sequence: [max_len] ids | hierarchical: [sentences, words];
@@ -108,17 +108,17 @@ class Architecture:
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     # TextCNN: a window wholly in the (all-zero) padding gives relu(bias) whatever its position, so after
     # n + max(kernel) positions the max-pool sees nothing new
-    Architecture("textcnn", "kdedge.models:textcnn_body", "kdedge.towers:textcnn_towers",
+    Architecture("textcnn", "kdedge.networks.models:textcnn_body", "kdedge.teaching.towers:textcnn_towers",
                  {"kernel_sizes": [2, 3, 4], "filters": 100},
                  width="filters", padding_margin=lambda params: max(params["kernel_sizes"]),
                  onnx_int8_note="ONNX Runtime runs int8 TextCNN convolutions as ConvInteger, which was 3-4x slower "
                                 "than fp32 on our CPUs; the int8 ONNX file is smaller but prefer --quantize none "
                                 "for ONNX speed (TFLite int8 is not affected)"),
-    Architecture("textrnn", "kdedge.models:textrnn_body", "kdedge.towers:textrnn_towers", {"units": 128},
+    Architecture("textrnn", "kdedge.networks.models:textrnn_body", "kdedge.teaching.towers:textrnn_towers", {"units": 128},
                  width="units"),
-    Architecture("gru_att", "kdedge.models:gru_att_body", "kdedge.towers:gru_att_towers",
+    Architecture("gru_att", "kdedge.networks.models:gru_att_body", "kdedge.teaching.towers:gru_att_towers",
                  {"units": 128, "attention_units": 100}, batch_size=128, width="units"),
-    Architecture("han", "kdedge.models:han_body", "kdedge.towers:han_towers", {"units": 50, "attention_units": 100},
+    Architecture("han", "kdedge.networks.models:han_body", "kdedge.teaching.towers:han_towers", {"units": 50, "attention_units": 100},
                  input_kind="hierarchical", width="units"),
 )}
 

@@ -6,7 +6,7 @@ slice i of each), so the input projection of all towers is one matrix product an
 one loop whose step is a batched matrix product over towers (and both directions). Padding is masked
 inside the recurrence (state carried over, output zero), so a text's logits do not depend on how much
 padding follows it: textrnn and gru_att take ids of any length and train on length-bucketed batches,
-each trimmed to its longest text (`kdedge.batching`).
+each trimmed to its longest text (`kdedge.training.batching`).
 
 Epoch selection per label uses `TowerSlice` (slice i of every variable) in place of a tower layer.
 """
@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from kdedge.architectures import architecture
-from kdedge.models import FoldSentences, embed_ids
+from kdedge.networks.architectures import architecture
+from kdedge.networks.models import FoldSentences, embed_ids
 
 
 def _per_slice(make):

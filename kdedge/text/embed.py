@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdedge.data import DataError
+from kdedge.text.data import DataError
 from kdedge.errors import UsageError
 from kdedge.files import atomic_path
 from kdedge_run.text import OOV_ID, OOV_TOKEN, PAD_ID, PAD_TOKEN

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from kdedge.files import NPY_READ_ERRORS, atomic_path, check_regular_file, read_json_file, write_json_atomic
-from kdedge.trained import Fit, KDChoice, Trained
+from kdedge.training.trained import Fit, KDChoice, Trained
 from kdedge_run.locks import exclusive_lock
 
 log = logging.getLogger("kdedge")
@@ -87,7 +87,7 @@ class Phases:
 
     def vectors(self, train: Callable[[], object]) -> object:
         """The Word2Vec vectors: kept ones, else `train()`'s, kept."""
-        from kdedge.embed import load_vectors, save_vectors
+        from kdedge.text.embed import load_vectors, save_vectors
 
         path, done = self.root / "vectors.bin", self.root / "vectors.json"
         if done.is_file():
@@ -137,7 +137,7 @@ class Phases:
             if record["model"]:
                 import keras
 
-                import kdedge.models  # noqa: F401  (registers the custom layers)
+                import kdedge.networks.models  # noqa: F401  (registers the custom layers)
 
                 check_regular_file(model_path)
                 model = keras.models.load_model(model_path, compile=False)

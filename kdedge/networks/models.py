@@ -1,6 +1,6 @@
 """The four architectures of the paper as Keras models: ids → embedding → body → logits.
 
-Each architecture's record (body function, defaults, input kind, batch size) is in kdedge.architectures.
+Each architecture's record (body function, defaults, input kind, batch size) is in kdedge.networks.architectures.
 
 Every model is `ids → Embedding("embedding") → body` where the body takes the *embedded* tensor and
 outputs per-label logits (and, for attention models, the attention over tokens). The exported bundle
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers, ops
 
-from kdedge.architectures import architecture
+from kdedge.networks.architectures import architecture
 
 
 @keras.saving.register_keras_serializable("kdedge")
@@ -141,7 +141,7 @@ def han_body(x, spec: BodySpec):
 
 
 def arch_params(arch: str, overrides: dict | None = None) -> dict:
-    """The architecture's default hyper-parameters (kdedge.architectures) with overrides applied."""
+    """The architecture's default hyper-parameters (kdedge.networks.architectures) with overrides applied."""
     return architecture(arch).params(overrides)
 
 

@@ -352,7 +352,7 @@ def write_split(ds: Dataset, out_dir, test_share: float, seed: int, group_by: st
     {file: texts}. Existing files are replaced only with `force`."""
     from kdedge.errors import OutputExistsError, UsageError
     from kdedge.files import atomic_path
-    from kdedge.folds import stratified_split
+    from kdedge.text.folds import stratified_split
 
     out = Path(out_dir)
     names = {"train": out / "train.jsonl", "test": out / "test.jsonl"}

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdedge.cvfiles import read_fold_records, read_settings
+from kdedge.crossval.cvfiles import read_fold_records, read_settings
 from kdedge.evaluate import METRICS, decide, scores
 from kdedge.files import atomic_path, write_json_atomic
 

@@ -3,8 +3,8 @@
 Losses are small pure functions of tensors. `EpochSelector` keeps, for each group of labels (all
 labels for a student, one label per teacher tower), the weights of the epoch with the best validation
 criterion, and stops when every group has gone `patience` epochs without improving. `fit_network` is
-the one training routine every network goes through (`kdedge.train` for the students,
-`kdedge.teachers` for the towers).
+the one training routine every network goes through (`kdedge.training.train` for the students,
+`kdedge.teaching.teachers` for the towers).
 """
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import numpy as np
 from keras import ops
 
 from kdedge.evaluate import bce, f1_per_label, sigmoid, tune_thresholds
-from kdedge.batching import bucketed_dataset, predict_logits
-from kdedge.trained import Fit, Trained
+from kdedge.training.batching import bucketed_dataset, predict_logits
+from kdedge.training.trained import Fit, Trained
 
 log = logging.getLogger("kdedge")
 
@@ -188,12 +188,12 @@ def seed_everything(seed: int) -> None:
 
 
 def fit_network(cfg, feats, net: Network, targets: np.ndarray, rows=None, progress: bool = False) -> Trained:
-    """Seed, build the network (under the distribution strategy, `kdedge.distribute`), train it on `rows` of
+    """Seed, build the network (under the distribution strategy, `kdedge.training.distribute`), train it on `rows` of
     the training texts (all by default) against `targets` (one row per trained text), selecting each label
     group's epoch on validation; returns it with its fit and validation logits."""
     from tqdm.auto import tqdm
 
-    from kdedge.distribute import get_strategy, keras_workaround
+    from kdedge.training.distribute import get_strategy, keras_workaround
 
     seed_everything(cfg.seed)
     x = feats.x["train"] if rows is None else feats.x["train"][np.asarray(rows)]

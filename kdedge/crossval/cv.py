@@ -12,18 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
-from kdedge.architectures import ARCHITECTURES
+from kdedge.networks.architectures import ARCHITECTURES
 from kdedge.config import EXECUTION_SETTINGS, TrainConfig  # EXECUTION_SETTINGS: not in a teacher's cache key,
                                                             # and a resume need not repeat them
-from kdedge.data import check_trainable, load_dataset
+from kdedge.text.data import check_trainable, load_dataset
 from kdedge.errors import MissingExtraError, PieceFailed, UsageError
 from kdedge.tflog import import_tensorflow, log_to_stderr
-from kdedge.cvfiles import MAX_SETTINGS_BYTES, fold_file, read_fold_records, read_settings, write_fold_record
+from kdedge.crossval.cvfiles import MAX_SETTINGS_BYTES, fold_file, read_fold_records, read_settings, write_fold_record
 from kdedge.files import (NPY_READ_ERRORS, atomic_path, cache_dir, check_regular_file, read_json_file,
                           write_json_atomic)
 from kdedge.evaluate import decide, scores, sigmoid, tune_thresholds
-from kdedge.folds import kfold, stratified_split
-from kdedge.trained import Fit, Trained
+from kdedge.text.folds import kfold, stratified_split
+from kdedge.training.trained import Fit, Trained
 
 log = logging.getLogger("kdedge")
 ROWS = ("teacher", "student", "student_same_budget", "kd", "selected")
@@ -39,7 +39,7 @@ def teacher_cache_key(cfg: TrainConfig, feats) -> str:
     Student-only settings (trainable embeddings, KD alpha/T) are left out, so runs that vary only the
     student reuse one teacher per fold.
     """
-    from kdedge.architectures import architecture
+    from kdedge.networks.architectures import architecture
 
     digest = hashlib.sha256()
     student_only = STUDENT_ONLY_SETTINGS if cfg.teacher != "students" else TARGET_SETTINGS  # a bag of students
@@ -154,7 +154,7 @@ def same_budget_config(cfg: TrainConfig, kd_epochs: int) -> TrainConfig:
 def fold_teacher(cfg: TrainConfig, feats, out: Path, progress) -> Trained:
     """The fold's teacher: from the run's or the shared cache when one with the same key is stored, else
     trained and stored at once (a run killed while the students train keeps its teacher)."""
-    from kdedge.teachers import train_teacher
+    from kdedge.teaching.teachers import train_teacher
 
     key = teacher_cache_key(cfg, feats)
     dirs = teacher_dirs(out)
@@ -168,8 +168,8 @@ def fold_teacher(cfg: TrainConfig, feats, out: Path, progress) -> Trained:
 def train_fold(cfg: TrainConfig, feats, out: Path, progress) -> tuple[dict[str, Trained], dict]:
     """Every row of a fold (ROWS: teacher, plain student, same-budget control, KD student, the one selected
     on validation), each with its test logits, and the selection's record."""
-    from kdedge.selection import select_student
-    from kdedge.train import train_modes
+    from kdedge.training.selection import select_student
+    from kdedge.training.train import train_modes
 
     results = train_modes(cfg, feats, ("student", "kd"), progress,
                           lambda kind: fold_teacher(dataclasses.replace(cfg, teacher=kind), feats, out, progress))
@@ -212,7 +212,7 @@ def fold_record(k: int, arch: str, results: dict[str, Trained], selected: dict, 
 
 def fold_baselines(cfg: TrainConfig, splits, label_names) -> dict:
     """The baselines' record of one fold (TF-IDF + LR; fastText when installed): test scores and seconds."""
-    from kdedge.baselines import fasttext_ova, lexical_tokens, tfidf_lr
+    from kdedge.teaching.baselines import fasttext_ova, lexical_tokens, tfidf_lr
 
     toks = lexical_tokens(cfg, {name: s.texts for name, s in splits.items()})
     y = {name: s.targets() for name, s in splits.items()}
@@ -251,7 +251,7 @@ def ran_on() -> dict:
 def run_fold(cfg: TrainConfig, ds, k: int, plan: CvPlan, progress) -> None:
     """Train every architecture of `plan` (and the baselines) on fold `k` that has no result file yet;
     write one JSON per result."""
-    from kdedge.train import featurize
+    from kdedge.training.train import featurize
 
     splits = fold_splits(ds, plan, k, cfg.seed, cfg.val_split)
     wv = None
@@ -487,8 +487,8 @@ def run_cv(cfg: TrainConfig, data: str, out: str, *, folds: int = 5, archs=("tex
     command's), which is why there are more than eight.
     """
     _check_workers(cfg, archs, jobs, engine, address)
-    from kdedge.distribute import get_strategy, is_chief
-    from kdedge.report import write_report
+    from kdedge.training.distribute import get_strategy, is_chief
+    from kdedge.crossval.report import write_report
 
     strategy = get_strategy(cfg)  # first: MultiWorkerMirroredStrategy must precede other TF ops
     out_path = Path(out)
@@ -518,7 +518,7 @@ def run_cv(cfg: TrainConfig, data: str, out: str, *, folds: int = 5, archs=("tex
 def _check_workers(cfg: TrainConfig, archs, jobs: int, engine: str, address: str | None) -> None:
     """Where the pieces run (`--jobs`, `--engine`, `--address`) and what they are (`--archs`), checked before any
     work."""
-    from kdedge.distribute import resolve
+    from kdedge.training.distribute import resolve
 
     if engine not in ("local", "ray"):
         raise UsageError(f"--engine must be local or ray, not {engine!r}")

@@ -86,8 +86,8 @@ def get_strategy(setting):
 
     `setting`: a TrainConfig (its `strategy`, `cpu_replicas` and `peer_timeout`) or a strategy name (one of
     STRATEGIES; the other two at their defaults). The first call must come before TensorFlow runs other ops
-    (MultiWorkerMirroredStrategy and `cpu_replicas` need that), so commands make it first (`kdedge.train.train_run`,
-    `kdedge.cv.run_cv`); later calls by name (`kdedge.distill.fit_network`) get the same strategy.
+    (MultiWorkerMirroredStrategy and `cpu_replicas` need that), so commands make it first (`kdedge.training.train.train_run`,
+    `kdedge.crossval.cv.run_cv`); later calls by name (`kdedge.training.distill.fit_network`) get the same strategy.
     """
     from kdedge.config import TRAIN_DEFAULTS
 
@@ -386,7 +386,7 @@ def keras_workaround(model, strategy) -> None:
     != [10,128] with 3 replicas and a batch of 32): under MirroredStrategy the model is built from the first
     replica's share instead (only its shapes and dtypes count). Under MultiWorkerMirroredStrategy the all-reduce
     cannot take a tuple either (tensorflow/tensorflow#72388): forgetting the captured strategy defers the build
-    to the first traced step (`fit` finds the strategy in the scope it is called in, `kdedge.distill.fit_network`;
+    to the first traced step (`fit` finds the strategy in the scope it is called in, `kdedge.training.distill.fit_network`;
     with one CPU replica per worker the optimizer may create its variables there). With more than one worker
     Keras also all-reduces each step's scalar logs along axis 0, which a scalar lacks (`reduce_per_replica`):
     the step's logs are given one axis, which that reduction removes again.

@@ -92,7 +92,7 @@ class Segmenter:
             if self.kind == "char":
                 self._tokenizer = CharTokenizer()
             elif self.kind == "ckip":
-                from kdedge.segment_ckip import CkipTokenizer
+                from kdedge.text.segment_ckip import CkipTokenizer
                 self._tokenizer = CkipTokenizer(self.ckip_model)
             else:
                 self._tokenizer = JiebaTokenizer(self._base_freqs(), hmm=self.hmm)

@@ -86,7 +86,7 @@ class Trained:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The network's logits on the id rows `x`."""
-        from kdedge.batching import predict_logits
+        from kdedge.training.batching import predict_logits
 
         if self.model is None:
             raise ValueError("this teacher is not a network: only its stored logits exist")

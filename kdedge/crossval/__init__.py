@@ -1,0 +1,1 @@
+"""Cross-validation: the cv driver, its fold files and the report."""
