@@ -293,13 +293,12 @@ def test_the_selected_student_is_the_one_the_validation_comparison_favours_and_e
     assert load_run(run).model_kind == better              # export's default follows the run's choice
     other = "student" if better == "kd" else "kd"
     assert load_run(run, other).model_kind == other          # unless --model says otherwise
-    assert metrics["modes"]["teacher"]["kind"] == "linear" and metrics["modes"]["teacher"]["crossfit"] == 3
+    assert metrics["modes"]["teacher"]["kind"] == "linear" and metrics["modes"]["teacher"]["crossfit"] == 0
     targets = metrics["modes"]["kd"]["targets"]
-    assert targets["calibration"]["method"] == "shift" and targets["fitted_on"].startswith("out-of-fold")
+    assert targets["calibration"]["method"] == "shift" and targets["fitted_on"] == "validation outputs"
     assert len(targets["gate"]["teach"]) == len(metrics["labels"])
-    gate = targets["gate"]  # judged on the whole training split, not the validation split
-    assert gate["validation_positives"] == y.sum(axis=0).astype(int).tolist()
-    assert all(t > v for t, v in zip(gate["teacher_positives"], gate["validation_positives"]))
+    gate = targets["gate"]  # not cross-fitted (the default): both judged on the validation split
+    assert gate["validation_positives"] == y.sum(axis=0).astype(int).tolist() == gate["teacher_positives"]
     assert not (run / "teacher.keras").exists() and (run / "predictions" / "val_teacher.npy").exists()
 
 
@@ -370,16 +369,20 @@ def test_bootstrap_resamples_are_paired_and_unit_weights_give_the_plain_scores()
 def test_a_memorising_miscalibrated_teacher_no_longer_harms_the_student(tmp_path):
     """A teacher whose outputs on its own training texts are not like its outputs on texts it never saw (here:
     every training text scores above its validation threshold) made the KD student say yes to everything when
-    its calibration, fitted on validation outputs, was applied to those memorised outputs. Cross-fitted (the
-    default), the soft targets and the calibration both come from outputs on unseen texts."""
+    its calibration, fitted on validation outputs, was applied to those memorised outputs. Cross-fitted
+    (`--teacher-crossfit K`), the soft targets and the calibration both come from outputs on unseen texts.
+    Not cross-fitted (the default since the linear teacher's measurements), the selection keeps the harmful
+    KD student from being shipped."""
     from kdedge.text.data import load_dataset
     from kdedge.evaluate import decide, scores, tune_thresholds
     from kdedge.teaching.teachers import out_of_fold
+    from kdedge.training.selection import select_student
     from kdedge.training.train import featurize, train_kd, train_student
     from kdedge.training.trained import Fit, Trained
 
+    # every label taught (no gate), so that the targets alone make the difference
     cfg = make_config({"embedding_dim": 8, "w2v_epochs": 1, "segmenter": "char", "max_len": 24, "epochs": 12,
-                       "patience": 12, "batch_size": 16, "arch_params": {"filters": 16}})
+                       "patience": 12, "batch_size": 16, "arch_params": {"filters": 16}, "kd_label_gate": False})
     ds = load_dataset(write_jsonl(tmp_path / "d.jsonl", make_corpus(260, seed=5)))
     rows = np.arange(len(ds))
     feats = featurize(cfg, {"train": ds.subset(rows[:160]), "val": ds.subset(rows[160:210]),
@@ -408,7 +411,7 @@ def test_a_memorising_miscalibrated_teacher_no_longer_harms_the_student(tmp_path
     kd = {name: train_kd(cfg, feats, teacher, student) for name, teacher in teachers.items()}
     assert kd["memorised"].kd.targets["fitted_on"] == "validation outputs"
     assert kd["crossfit"].kd.targets["fitted_on"].startswith("out-of-fold")
-    assert all(kd["crossfit"].kd.targets["gate"]["teach"])  # the teacher ranks perfectly: it teaches every label
+    assert kd["crossfit"].kd.targets["gate"] is None
     # the old way (calibration from validation applied to memorised outputs) harms, at 0.5 and at tuned thresholds
     # (measured: −0.14 and −0.13 macro-F1)
     for at_half in (True, False):
@@ -416,6 +419,11 @@ def test_a_memorising_miscalibrated_teacher_no_longer_harms_the_student(tmp_path
     # cross-fitted, the same teacher does not (tuned thresholds, as kdedge ships; measured −0.035)
     assert test_macro(kd["crossfit"]) >= test_macro(student) - 0.05
     assert test_macro(kd["crossfit"]) >= test_macro(kd["memorised"]) + 0.08
+    # with the defaults (not cross-fitted) the harmful KD student is trained, but the plain student is shipped
+    assert make_config({}).teacher_crossfit == 0 and make_config({}).select_confidence == cfg.select_confidence
+    chosen = select_student({"kd": kd["memorised"], "student": student}, y["val"], cfg.threshold_min_support,
+                            cfg.select_confidence, cfg.seed)
+    assert chosen["mode"] == "student", chosen["reason"]
 
 
 def test_folds_and_validation_splits_of_a_single_label_are_stratified():

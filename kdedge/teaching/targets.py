@@ -2,7 +2,7 @@
 and gated per label where the teacher is not shown to be better than the plain student.
 
 Calibration and gate are fitted on the texts whose teacher outputs look like the ones that become targets:
-with a cross-fitted teacher (`--teacher-crossfit K`, the default) its out-of-fold outputs on the whole training
+with a cross-fitted teacher (`--teacher-crossfit K`; off by default) its out-of-fold outputs on the whole training
 split; otherwise the validation split (the teacher's training-text outputs are then its memory of them).
 
 A teacher whose towers stop at epoch 3 gives raw probabilities far below its own tuned thresholds; a

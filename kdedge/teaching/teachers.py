@@ -9,7 +9,7 @@
 - `auto` (the default, `choose_teacher`): the linear teacher, unless it is better than the plain student on no
   label (its per-label gate); then the towers teacher too, and the one that passes the gate on more labels.
 
-`teacher_crossfit` K ≥ 2 (default 5) makes the training-text outputs out-of-fold: K teachers each predict
+`teacher_crossfit` K ≥ 2 (default 0: off) makes the training-text outputs out-of-fold: K teachers each predict
 the training texts they did not see, so the soft targets are not the teacher's memory of its training set
 (validation and test outputs come from the teacher trained on all training texts), and the calibration and
 gate are fitted on those outputs (`targets.teacher_evidence`). For `linear` it costs seconds (K + 1 fits); `towers`
