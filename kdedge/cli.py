@@ -272,8 +272,8 @@ def training_options(func):
                       "(the paper)."),
         config_option("--teacher-crossfit",
                       help="K >= 2: soft targets on training texts come from K teachers that did not see them "
-                      "(out-of-fold), and the calibration and gate are fitted on those outputs; 0: off (the teacher's own outputs; "
-                      "calibration and gate fitted on the validation split)."),
+                      "(out-of-fold), and the calibration and gate are fitted on those outputs; 0: off (the "
+                      "teacher's own outputs; calibration and gate fitted on the validation split)."),
         config_option("--kd-label-gate/--no-kd-label-gate", default=None,
                       help="Labels where the teacher is not shown better than the plain student (its F1 on ≥ 5 "
                       "positives vs the student's validation F1) learn from the true labels only."),
