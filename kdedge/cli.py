@@ -20,6 +20,7 @@ from kdedge.config import TRAIN_DEFAULTS, make_config, named_configs, option_typ
 from kdedge.text.data import DataError
 from kdedge.errors import USER_ERRORS
 from kdedge_export.options import DTYPES, FORMATS, MODEL_KINDS, QUANTIZE
+from kdedge_run.text import escape
 from kdedge.tflog import VERBOSE_ENV, import_tensorflow, log_to_stderr
 
 CONFIG_SUMMARIES = {"char": "the defaults, spelled out", "paper": "the paper's settings: jieba words, towers "
@@ -105,7 +106,7 @@ def user_errors(func):
                 _exit_after_interrupt(previous)
             if not isinstance(exc, USER_ERRORS) or click.get_current_context().meta.get("kdedge.debug"):
                 raise
-            click.echo(f"kdedge: error: {exc}", err=True)
+            click.echo(f"kdedge: error: {escape(str(exc))}", err=True)  # one printable line, whatever it quotes
             sys.exit(2)
         finally:
             if previous is not None:  # not reached after Ctrl-C: _exit_after_interrupt ends the process

@@ -673,3 +673,24 @@ def test_train_out_a_regular_file_with_force_is_refused_up_front(tmp_path):
     assert rc == 2 and "exists and is not a directory" in err and "Errno" not in err, err
     assert target.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl", "results.txt"]  # no .old, no staging
+
+
+def test_a_terminal_escape_in_a_manifest_file_name_reaches_stderr_escaped(copy_of):
+    """A model file named with an OSC sequence (sets the terminal's title) and a bidi override, checksums
+    recomputed, that onnxruntime cannot load: the backend's refusal quoted the name raw. Every message of the
+    command line is now shown escaped (one line, printable)."""
+    path = copy_of("gru")
+    hostile = "m\x1b]0;pwned\x07\u202e.onnx"
+
+    def rename(manifest):
+        for entry in manifest["models"]:
+            if entry["file"].endswith(".onnx"):
+                (path / entry["file"]).rename(path / hostile)
+                (path / hostile).write_bytes(b"not an onnx model")
+                entry["file"] = hostile
+    _edit(path, rename)
+    result = CliRunner().invoke(run_cli, ["info", "--model", str(path), "--backend", "onnx"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("kdedge-run: error: ") and result.stderr.count("\n") == 1
+    assert all(c.isprintable() for c in result.stderr[:-1]), repr(result.stderr)
+    assert "m\\x1b]0;pwned\\x07\\u202e.onnx" in result.stderr

@@ -49,8 +49,9 @@ class _Cli(click.Group):
 
 
 def _fail(message: str, code: int = 2) -> None:
+    """One line on stderr, escaped: a message may quote a file name or a value from the bundle or the input."""
     if sys.stderr is not None:
-        click.echo(f"kdedge-run: error: {message}", err=True)
+        click.echo(f"kdedge-run: error: {escape(message)}", err=True)
     sys.exit(code)
 
 
@@ -226,7 +227,7 @@ def _result_line(fmt, rid, text, prediction, weights) -> str:
 def _error_line(fmt, n, rid, error, where: str = "line") -> str:
     """The output for input `n` that failed: `where` is "line" (of --input) or "argument" (a TEXT argument)."""
     if fmt == "text":
-        click.echo(f"kdedge-run: error: {where} {n}: {error}", err=True)
+        click.echo(f"kdedge-run: error: {where} {n}: {escape(str(error))}", err=True)
         return ""
     record = {where: n, "error": str(error)}
     try:
