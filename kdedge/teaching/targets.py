@@ -102,8 +102,8 @@ def label_gate(teacher_logits: np.ndarray, y_teacher: np.ndarray, student_val_lo
 
     Both F1s are `heldout_f1` (each half of the texts decided at thresholds tuned on the other half). With
     thresholds tuned on the texts they score, the student's F1 on a label with 6 validation positives is
-    flattered far more than the teacher's on 56 out-of-fold ones, and the gate shut out the rare labels,
-    the ones KD helps most (healthner9: INST, SUPP, TREAT).
+    flattered far more than a cross-fitted teacher's on its many out-of-fold outputs: the comparison was
+    tilted against the teacher on exactly the rare labels.
 
     Returns {"teach": bool per label, "teacher_f1", "student_f1", "teacher_positives", "validation_positives"}.
     A label the teacher does not teach falls back to the true label alone in the KD loss, so a weak teacher
