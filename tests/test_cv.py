@@ -48,6 +48,23 @@ def test_first_run_trains_and_caches_its_teacher(first, kdedge_cache):
 
 
 @pytest.mark.slow
+def test_a_fold_file_replays_its_thresholds_and_its_selection(first):
+    from kdedge.evaluate import tune_thresholds
+    from kdedge.training.selection import compare_students
+
+    cfg = make_config(TINY)
+    y_val = np.asarray(first["val_truth"])
+    probs = {mode: np.asarray(result["val_probs"]) for mode, result in first["modes"].items()}
+    for mode, p in probs.items():
+        assert p.shape == y_val.shape, mode
+        np.testing.assert_allclose(tune_thresholds(y_val, p, cfg.threshold_min_support),
+                                   first["modes"][mode]["thresholds"], atol=1e-4, err_msg=mode)
+    logits = {m: np.log(np.clip(probs[m], 1e-7, 1 - 1e-7) / np.clip(1 - probs[m], 1e-7, 1)) for m in ("kd", "student")}
+    again = compare_students(y_val, logits, cfg.threshold_min_support, cfg.seed)
+    assert again["scores"] == first["modes"]["selected"]["comparison"]["scores"]
+
+
+@pytest.mark.slow
 def test_student_only_settings_reuse_the_teacher(first, corpus_file, tmp_path):
     # without the gate, so that α reaches every label (on these few texts the gate may teach none)
     record = _cv(corpus_file, tmp_path / "b", kd_alpha=0.3, kd_label_gate=False)

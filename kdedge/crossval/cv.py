@@ -105,11 +105,13 @@ def save_cached_teacher(key: str, teacher: Trained, dirs) -> None:
 
 def test_scores(probs_val, y_val, probs_test, y_test, label_names, min_support) -> dict:
     """Test-fold scores at 0.5 and at per-label thresholds tuned on the validation split (never on the test fold),
-    the same rule for every system, baselines included."""
+    the same rule for every system, baselines included; with the probabilities on both splits (a later study of
+    a selection or calibration rule replays them without training again)."""
     thresholds = tune_thresholds(y_val, probs_val, min_support)
     return {"at_0.5": scores(y_test, decide(probs_test, 0.5), label_names),
             "tuned": scores(y_test, decide(probs_test, thresholds), label_names),
-            "thresholds": thresholds.tolist(), "test_probs": np.round(probs_test, 5).tolist()}
+            "thresholds": thresholds.tolist(), "test_probs": np.round(probs_test, 5).tolist(),
+            "val_probs": np.round(probs_val, 5).tolist()}
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ def train_fold(cfg: TrainConfig, feats, out: Path, progress) -> tuple[dict[str, 
 def fold_record(k: int, arch: str, results: dict[str, Trained], selected: dict, feats, splits, cfg: TrainConfig,
                 seconds: float) -> dict:
     """The JSON record of one (fold, architecture): test scores of every row at 0.5 and at thresholds tuned
-    on validation, the test probabilities and truth, and how each row was trained."""
+    on validation, the validation and test probabilities and truth, and how each row was trained."""
     y = feats.y
     record = {"fold": k, "arch": arch, "seconds": seconds, "modes": {},
               "teacher_cached": results["teacher"].cached,
@@ -207,6 +209,7 @@ def fold_record(k: int, arch: str, results: dict[str, Trained], selected: dict, 
     record["modes"]["selected"].update(mode=selected["mode"], reason=selected["reason"],
                                        confidence=selected["confidence"], comparison=selected["comparison"])
     record["test_truth"] = y["test"].astype(int).tolist()
+    record["val_truth"] = y["val"].astype(int).tolist()
     return record
 
 
