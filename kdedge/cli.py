@@ -16,7 +16,7 @@ import threading
 import click
 
 from kdedge.networks.architectures import ARCHITECTURES
-from kdedge.config import TRAIN_DEFAULTS, make_config, named_configs, option_type, read_config_file
+from kdedge.config import OPTION_HELP, TRAIN_DEFAULTS, make_config, named_configs, option_type, read_config_file
 from kdedge.text.data import DataError
 from kdedge.errors import USER_ERRORS
 from kdedge_export.options import DTYPES, FORMATS, MODEL_KINDS, QUANTIZE
@@ -215,18 +215,19 @@ def _shown_default(name: str, flags: str) -> str | bool:
 
 
 def config_option(flags: str, **kwargs):
-    """A click option for the TrainConfig field named like `flags`: its type and choices from the config
-    (kdedge.config.option_type), unset (None) unless given, so a config file's value stands; `--help` shows the
-    field's default."""
+    """A click option for the TrainConfig field named like `flags`: its type, choices and help text from the config
+    (kdedge.config.option_type, OPTION_HELP), unset (None) unless given, so a config file's value stands; `--help`
+    shows the field's default."""
     name = flags.split("/")[0].lstrip("-").replace("-", "_")
     kind = option_type(name)
     if isinstance(kind, tuple):
         kwargs["type"] = click.Choice(kind)
     elif kind is not None:
         kwargs["type"] = kind
+    kwargs["help"] = OPTION_HELP[name]
     shown = _shown_default(name, flags)
     if shown:  # in the help text: click puts a string show_default in parentheses
-        kwargs["help"] = (kwargs.get("help", "") + f"  [default: {shown}]").strip()
+        kwargs["help"] += f"  [default: {shown}]"
     return click.option(flags, **kwargs)
 
 
@@ -237,63 +238,20 @@ def training_options(func):
                      help="TOML/YAML/JSON file of option defaults, or a named config: "
                           + "; ".join(f"{name} ({CONFIG_SUMMARIES.get(name, 'kdedge/configs')})"
                                       for name in named_configs()) + "."),
-        config_option("--seed"), config_option("--val-split"),
-        config_option("--segmenter"),
-        config_option("--ckip-model", type=click.Path(), help="Local CKIP model directory (segmenter ckip)."),
-        config_option("--convert",
-                      help="Script conversion before segmentation (auto: t2s for Traditional text)."),
-        config_option("--jieba-hmm/--no-jieba-hmm", default=None, help="jieba's HMM for words not in its dictionary."),
-        config_option("--vectors", type=click.Path(), help="word2vec text/binary file of pre-trained vectors."),
-        config_option("--embedding-dim", help="Size of the Word2Vec trained when --vectors is not given."),
-        config_option("--w2v-epochs", help="Epochs of the Word2Vec trained when --vectors is not given."),
-        config_option("--epochs"), config_option("--patience"),
-        config_option("--batch-size"), config_option("--learning-rate"),
-        config_option("--max-len"), config_option("--dropout"),
-        config_option("--max-sentences", help="HAN: sentences per text."),
-        config_option("--max-sentence-len", help="HAN: tokens per sentence."),
-        config_option("--max-vocab"), config_option("--min-count"),
-        config_option("--threshold-min-support",
-                      help="Labels with fewer validation positives keep the threshold 0.5."),
-        config_option("--monitor"),
-        config_option("--kd-alpha", help="Weight of the true labels in the KD loss; a list (0.25,0.5,0.75) is "
-                      "searched on the validation split."),
-        config_option("--kd-temperature", help="KD temperature; a list (1,2,4) is searched on the validation split."),
-        config_option("--teacher",
-                      help="auto: linear, and towers too when linear does not beat the plain student (the better "
-                      "teaches); towers: one network per label (the paper); linear: TF-IDF + one logistic "
-                      "regression per label (seconds); ensemble: both, calibrated and averaged; students: K cross-fitted plain "
-                      "students of the architecture (self-distillation)."),
-        config_option("--teacher-calibration",
-                      help="Per-label calibration of the teacher before its outputs become soft targets (shift: "
-                      "its tuned threshold maps to 0.5), fitted on its out-of-fold training outputs when cross-fitted, "
-                      "else on the validation split."),
-        config_option("--teacher-width-budget",
-                      help="towers teacher: the towers together are about this many times as wide as one network "
-                      "(each tower's filters/units × budget / labels, at least 8); 0: every tower full width "
-                      "(the paper)."),
-        config_option("--teacher-crossfit",
-                      help="K >= 2: soft targets on training texts come from K teachers that did not see them "
-                      "(out-of-fold), and the calibration and gate are fitted on those outputs; 0: off (the "
-                      "teacher's own outputs; calibration and gate fitted on the validation split)."),
-        config_option("--kd-label-gate/--no-kd-label-gate", default=None,
-                      help="Labels where the teacher is not shown better than the plain student (its F1 on ≥ 5 "
-                      "positives vs the student's validation F1) learn from the true labels only."),
-        config_option("--select-confidence",
-                      help="Ship the KD student only when it beats the plain student in this share of bootstrap "
-                      "resamples of the validation split (cross-fitted thresholds); else the plain student."),
-        config_option("--pos-weight",
-                      help="Weight of positive labels in the students' BCE (sqrt: √(negatives/positives))."),
+        config_option("--seed"), config_option("--val-split"), config_option("--segmenter"),
+        config_option("--ckip-model", type=click.Path()), config_option("--convert"),
+        config_option("--jieba-hmm/--no-jieba-hmm", default=None), config_option("--vectors", type=click.Path()),
+        config_option("--embedding-dim"), config_option("--w2v-epochs"),
+        config_option("--epochs"), config_option("--patience"), config_option("--batch-size"),
+        config_option("--learning-rate"), config_option("--max-len"), config_option("--dropout"),
+        config_option("--max-sentences"), config_option("--max-sentence-len"),
+        config_option("--max-vocab"), config_option("--min-count"), config_option("--threshold-min-support"),
+        config_option("--monitor"), config_option("--kd-alpha"), config_option("--kd-temperature"),
+        config_option("--teacher"), config_option("--teacher-calibration"), config_option("--teacher-width-budget"),
+        config_option("--teacher-crossfit"), config_option("--kd-label-gate/--no-kd-label-gate", default=None),
+        config_option("--select-confidence"), config_option("--pos-weight"),
         config_option("--trainable-embeddings/--frozen-embeddings", default=None),
-        config_option("--strategy",
-                      help="tf.distribute: one device; mirrored (this machine's GPUs, or the CPU split by "
-                      "--cpu-replicas); multiworker (reads TF_CONFIG); auto: mirrored with more than one GPU "
-                      "or CPU replica. --batch-size is the global batch."),
-        config_option("--cpu-replicas",
-                      help="Split the CPU into N logical devices before TensorFlow starts, so --strategy mirrored (or "
-                      "auto) trains N replicas on this machine's CPU (each gets --batch-size/N texts of a step)."),
-        config_option("--peer-timeout",
-                      help="--strategy multiworker: seconds to wait for every worker of TF_CONFIG to start before "
-                      "giving up."),
+        config_option("--strategy"), config_option("--cpu-replicas"), config_option("--peer-timeout"),
         click.option("--labels", "labels_file", type=click.Path(), help="File with one label per line."),
         click.option("--skip-invalid", is_flag=True, help="Skip invalid rows (counted) instead of failing."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),

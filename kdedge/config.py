@@ -21,64 +21,87 @@ MONITORS = ("val_loss", "val_macro_f1")
 POS_WEIGHTS = ("none", "sqrt", "balanced")
 
 
+def option(default, help_text: str):
+    """A TrainConfig field: its default and what it means (the `--help` of `kdedge train` and `kdedge cv`)."""
+    return field(default=default, metadata={"help": help_text})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run, checked when built and frozen after. Defaults are kdedge's;
     `--config paper` restores the paper's. `dataclasses.replace(cfg, ...)` makes a changed (and checked) copy."""
 
-    arch: str = "textcnn"                 # a name in kdedge.networks.architectures: textcnn | textrnn | gru_att | han
-    mode: str = "all"                     # teacher | student | kd | all
-    seed: int = 0
-    val_split: float = 0.1                # share of the training texts held out for early stopping/thresholds
+    arch: str = option("textcnn", "Student architecture: a name in kdedge.networks.architectures.")
+    mode: str = option("all", "What to train: teacher, student (plain), kd, or all (and select the student to ship).")
+    seed: int = option(0, "Seed of the splits, the initialisation and the batch order.")
+    val_split: float = option(0.1, "Share of the training texts held out for early stopping and thresholds.")
     # segmentation
-    segmenter: str = "char"               # char (measured best, docs/results) | jieba | ckip
-    ckip_model: str | None = None         # local directory of a CKIP (BERT token-classification) model
-    convert: str = "auto"                 # auto | t2s | none: script conversion before segmentation
-    jieba_hmm: bool = True
+    segmenter: str = option("char", "Tokens: characters (measured best, docs/results), jieba words or CKIP words.")
+    ckip_model: str | None = option(None, "Local CKIP model directory (segmenter ckip).")
+    convert: str = option("auto", "Script conversion before segmentation (auto: t2s for Traditional text).")
+    jieba_hmm: bool = option(True, "jieba's HMM for words not in its dictionary.")
     # vocabulary and vectors
-    vectors: str | None = None            # word2vec text/binary file; None trains Word2Vec on the training texts
-    embedding_dim: int = 300
-    w2v_epochs: int = 10
-    min_count: int = 1                    # vocabulary minimum token count (training texts)
-    max_vocab: int = 30000
-    trainable_embeddings: bool = True     # the students fine-tune the table (teacher towers share it frozen)
-    # input shape
-    max_len: int = 128                    # tokens per text (characters: healthner9 paper2724 p95 108, p99 142)
-    max_sentences: int = 8                # HAN
-    max_sentence_len: int = 40            # HAN
+    vectors: str | None = option(None, "word2vec text/binary file of pre-trained vectors (none: Word2Vec is "
+                                       "trained on the training texts).")
+    embedding_dim: int = option(300, "Size of the Word2Vec trained when --vectors is not given.")
+    w2v_epochs: int = option(10, "Epochs of the Word2Vec trained when --vectors is not given.")
+    min_count: int = option(1, "Vocabulary: minimum count of a token in the training texts.")
+    max_vocab: int = option(30000, "Vocabulary: at most this many tokens, the most frequent.")
+    trainable_embeddings: bool = option(True, "The students fine-tune the vector table (a towers teacher shares it "
+                                              "frozen).")
+    # input shape (characters: healthner9 paper2724 p95 108, p99 142)
+    max_len: int = option(128, "Tokens per text the network reads (training cuts a longer text; an exported bundle reads it in "
+                                  "windows of this length).")
+    max_sentences: int = option(8, "HAN: sentences per text.")
+    max_sentence_len: int = option(40, "HAN: tokens per sentence.")
     # optimisation (paper: Adam 1e-3, BCE, 30 epochs, patience 10, batch 32 / 128 for gru_att)
-    batch_size: int | None = None         # None: the architecture's default
-    epochs: int = 30
-    patience: int = 10
-    learning_rate: float = 1e-3
-    dropout: float = 0.5
-    monitor: str = "val_macro_f1"         # val_macro_f1 (macro-F1 at tuned thresholds) | val_loss (paper: BCE)
-    # distillation: loss = alpha*BCE(y, s) + (1-alpha)*T^2*BCE(sigmoid(z_t/T), sigmoid(z_s/T)).
-    # A list (CLI: "0.25,0.5,0.75") is a search: one KD student per (alpha, T) pair, the best on validation kept.
-    kd_alpha: float | list = 0.5
-    kd_temperature: float | list = 4.0
+    batch_size: int | None = option(None, "Texts per step (the global batch under tf.distribute).")
+    epochs: int = option(30, "Most epochs per network.")
+    patience: int = option(10, "Epochs without a better validation score before training stops.")
+    learning_rate: float = option(1e-3, "Adam's learning rate.")
+    dropout: float = option(0.5, "Dropout before the output layer.")
+    monitor: str = option("val_macro_f1", "Epoch selection: val_macro_f1 (macro-F1 at tuned thresholds) or val_loss "
+                                          "(the paper's BCE).")
+    # distillation: loss = alpha*BCE(y, s) + (1-alpha)*T^2*BCE(sigmoid(z_t/T), sigmoid(z_s/T))
+    kd_alpha: float | list = option(0.5, "Weight of the true labels in the KD loss; a list (0.25,0.5,0.75) is "
+                                         "searched on the validation split.")
+    kd_temperature: float | list = option(4.0, "KD temperature; a list (1,2,4) is searched on the validation split.")
     # the teacher and its soft targets (kdedge.teaching.teachers, kdedge.teaching.targets; measured in docs/results)
-    teacher: str = "auto"                 # auto (linear; towers too when linear does not beat the plain student)
-                                          # | towers (paper: one network per label) | linear (TF-IDF + LR) | ensemble
-                                          # | students (K cross-fitted plain students: self-distillation)
-    teacher_calibration: str = "shift"    # none | shift | temperature | platt: per label, on the validation split
-    teacher_crossfit: int = 0             # K >= 2: the teacher's outputs on training texts are out-of-fold (K
-                                          # teachers), and its calibration and gate are fitted on them; 0: off
-                                          # (measured: K = 3 cost the linear teacher's KD gain; docs/results)
-    teacher_width_budget: float = 3.0     # towers: all towers together about this many times one network's width
-                                          # (each tower's filters/units scaled by budget / labels); 0: full width
-    kd_label_gate: bool = True            # labels where the teacher is not shown better than the plain student learn from y only
-    select_confidence: float = 0.8        # ship the KD student only when it beats the plain student in this share of
-                                          # bootstrap resamples of validation (cross-fitted thresholds; kdedge.training.selection)
-    pos_weight: str = "none"              # none | sqrt | balanced: per-label weight of positives in the students' BCE
+    teacher: str = option("auto", "auto: linear, and towers too when linear does not beat the plain student (the "
+                                  "better teaches); towers: one network per label (the paper); linear: TF-IDF + one "
+                                  "logistic regression per label (seconds); ensemble: both, calibrated and averaged; "
+                                  "students: K cross-fitted plain students of the architecture (self-distillation).")
+    teacher_calibration: str = option("shift", "Per-label calibration of the teacher before its outputs become soft "
+                                               "targets (shift: its tuned threshold maps to 0.5), fitted on its "
+                                               "out-of-fold training outputs when cross-fitted, else on the "
+                                               "validation split.")
+    teacher_crossfit: int = option(0, "K >= 2: soft targets on training texts come from K teachers that did not see "
+                                      "them (out-of-fold), and the calibration and gate are fitted on those outputs; "
+                                      "0: off (the teacher's own outputs; calibration and gate fitted on the "
+                                      "validation split; measured better, docs/results).")
+    teacher_width_budget: float = option(3.0, "towers teacher: the towers together are about this many times as wide "
+                                              "as one network (each tower's filters/units × budget / labels, at least "
+                                              "8); 0: every tower full width (the paper).")
+    kd_label_gate: bool = option(True, "Labels where the teacher is not shown better than the plain student (held-out "
+                                       "F1 on ≥ 5 positives) learn from the true labels only.")
+    select_confidence: float = option(0.8, "Ship the KD student only when it beats the plain student in this share of "
+                                           "bootstrap resamples of the validation split (cross-fitted thresholds); "
+                                           "else the plain student.")
+    pos_weight: str = option("none", "Weight of positive labels in the students' BCE (sqrt: √(negatives/positives); "
+                                     "balanced: negatives/positives).")
     # thresholds
-    threshold_min_support: int = 3        # labels with fewer validation positives keep 0.5
-    # devices: auto | one | mirrored | multiworker (kdedge.training.distribute; batch_size is the global batch)
-    strategy: str = "auto"
-    cpu_replicas: int = 1                 # N > 1: split the CPU into N logical devices before TensorFlow sets up
-                                          # its devices; mirrored (auto too) trains one replica on each
-    peer_timeout: float = 300.0           # multiworker: seconds to wait for every worker of TF_CONFIG to start
-    arch_params: dict = field(default_factory=dict)  # per-architecture overrides (see kdedge.networks.models)
+    threshold_min_support: int = option(3, "Labels with fewer validation positives keep the threshold 0.5.")
+    # devices (kdedge.training.distribute)
+    strategy: str = option("auto", "tf.distribute: one device; mirrored (this machine's GPUs, or the CPU split by "
+                                   "--cpu-replicas); multiworker (reads TF_CONFIG); auto: mirrored with more than one "
+                                   "GPU or CPU replica. --batch-size is the global batch.")
+    cpu_replicas: int = option(1, "Split the CPU into N logical devices before TensorFlow starts, so --strategy "
+                                  "mirrored (or auto) trains N replicas on this machine's CPU (each gets "
+                                  "--batch-size/N texts of a step).")
+    peer_timeout: float = option(300.0, "--strategy multiworker: seconds to wait for every worker of TF_CONFIG to "
+                                        "start before giving up.")
+    arch_params: dict = field(default_factory=dict, metadata={"help": "Per-architecture overrides (config file only; "
+                                                                      "see kdedge.networks.models)."})
 
     def __post_init__(self):
         """Check every option (type, choice, range) when the config is built, before any data is read."""
@@ -143,6 +166,7 @@ class TrainConfig:
 
 TRAIN_DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                   for f in dataclasses.fields(TrainConfig)}
+OPTION_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
 # How training runs, not what it learns (kdedge.training.distribute): a resume or a cached teacher need not repeat them.
 EXECUTION_SETTINGS = ("strategy", "cpu_replicas", "peer_timeout")
 LATE_EXECUTION_SETTINGS = ("cpu_replicas", "peer_timeout")  # added after runs were cached: see TrainConfig.to_dict

@@ -14,7 +14,6 @@ EXEMPT = {
     ("kdedge/cli.py", "cv"): "a click command: one parameter per option",
     ("kdedge/cli.py", "embed"): "a click command: one parameter per option",
     ("kdedge/cli.py", "export"): "a click command: one parameter per option",
-    ("kdedge/cli.py", "training_options"): "a declarative list, one entry per option",
     ("runtime/kdedge_run/cli.py", "predict"): "a click command: one parameter per option",
     ("runtime/kdedge_run/cli.py", "label"): "a click command: one parameter per option",
     ("kdedge/crossval/cv.py", "run_cv"): "the Python form of `kdedge cv`: its options as keyword parameters",

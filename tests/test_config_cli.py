@@ -389,6 +389,17 @@ def test_train_help_shows_each_default_from_the_config():
             assert "[default: " in (param.help or ""), name
 
 
+def test_every_flag_s_help_text_is_the_config_s():
+    """One source: what an option means is written once, on its TrainConfig field (kdedge.config.OPTION_HELP)."""
+    from kdedge.config import OPTION_HELP, TRAIN_DEFAULTS
+
+    assert set(OPTION_HELP) == set(TRAIN_DEFAULTS) and all(text.strip() for text in OPTION_HELP.values())
+    for command in (cli.commands["train"], cli.commands["cv"]):
+        for param in command.params:
+            if param.name in OPTION_HELP:
+                assert param.help.split("  [default: ")[0] == OPTION_HELP[param.name], (command.name, param.name)
+
+
 def test_embed_shows_its_progress(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(f"今天我们讨论足球比赛和股票市场{i}。\n" for i in range(50)), encoding="utf-8")
