@@ -705,12 +705,23 @@ def _judge(call, refusal: type, accepted: str, data: bytes, tally: Tally, outcom
     tally.inputs += 1
 
 
+def _fresh_copies(template: Path, work: Path, tally: Tally, n: int, symlinks: bool = False):
+    """`work/run` as a fresh copy of `template` for each input until `tally` has judged n (the last input's
+    damage removed first)."""
+    import shutil
+
+    run = work / "run"
+    while tally.inputs < n:
+        if run.exists():
+            shutil.rmtree(run)
+        shutil.copytree(template, run, symlinks=symlinks)
+        yield run
+
+
 def fuzz_fold_files(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
     """Mutated cv run directories (cv.json and fold files, digests recomputed half the time so the field
     checks are reached) through `kdedge.crossval.report.summarise`: only results or a ReadBackError may come out,
     and results only with finite numbers (results.json is strict JSON)."""
-    import shutil
-
     from kdedge.crossval.cvfiles import digest, fold_file
     from kdedge.errors import ReadBackError
     from kdedge.crossval.report import summarise
@@ -724,11 +735,7 @@ def fuzz_fold_files(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
     rng = random.Random(f"{seed}:folds")
     tally = Tally()
     outcome = {"reported": 0, "refused": 0}
-    run = work / "run"
-    while tally.inputs < n:
-        if run.exists():
-            shutil.rmtree(run)
-        shutil.copytree(template, run)
+    for run in _fresh_copies(template, work, tally, n):
         if rng.random() < 0.2:
             target, data = run / "cv.json", _mutated_json(rng, settings)
         else:
@@ -791,8 +798,6 @@ def fuzz_run_dirs(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
     """Mutated run directories (config.json, metrics.json, validation.jsonl, vocab.txt, the .npy predictions and
     vectors; files replaced by links, FIFOs or directories) through export's `load_run`, as `kdedge export RUN`
     reads them: only a Run or an ExportError may come out."""
-    import shutil
-
     from kdedge_export import ExportError
     from kdedge_export.run import load_run
 
@@ -802,11 +807,7 @@ def fuzz_run_dirs(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
     rng = random.Random(f"{seed}:runs")
     tally = Tally()
     outcome = {"loaded": 0, "refused": 0}
-    run = work / "run"
-    while tally.inputs < n:
-        if run.exists():
-            shutil.rmtree(run)
-        shutil.copytree(template, run, symlinks=True)
+    for run in _fresh_copies(template, work, tally, n, symlinks=True):
         rel = rng.choice(files)
         target, original = run / rel, (template / rel).read_bytes()
         if rng.random() < 0.1:

@@ -78,6 +78,14 @@ def corpus_file(tmp_path_factory) -> str:
     return write_jsonl(tmp_path_factory.mktemp("corpus") / "corpus.jsonl", make_corpus())
 
 
+def input_args(source: str, data: bytes, path) -> tuple[list[str], bytes | None]:
+    """The `--input` arguments and the stdin that hand `data` to a CLI: written to `path` ("file") or piped ("stdin")."""
+    if source == "file":
+        path.write_bytes(data)
+        return ["--input", str(path)], None
+    return ["--input", "-"], data
+
+
 def require_extra(module: str, extra: str):
     """`module` imported, or the test skipped: but under CI (`CI` set), where .ci/run installs every extra, a
     missing one fails the run instead of hiding tests."""

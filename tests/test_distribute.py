@@ -297,23 +297,18 @@ def _multiworker_cli(monkeypatch, corpus_file, tmp_path, workers, index, timeout
     return result, time.monotonic() - start
 
 
-def test_the_chief_gives_up_on_a_worker_that_never_starts(monkeypatch, corpus_file, tmp_path):
-    workers = [f"localhost:{_free_port()}" for _ in range(3)]
-    result, seconds = _multiworker_cli(monkeypatch, corpus_file, tmp_path, workers, 0, 1.5)
+@pytest.mark.parametrize("count, index, timeout, missing", [
+    (3, 0, 1.5, "worker 1 ({1}), worker 2 ({2}) did not start within 1.5 s"),  # the chief waits for its workers
+    (2, 1, 1, "worker 0 ({0}) did not start within 1 s"),                     # a worker waits for the chief
+], ids=["chief", "worker"])
+def test_a_task_gives_up_on_peers_that_never_start(monkeypatch, corpus_file, tmp_path, count, index, timeout, missing):
+    workers = [f"localhost:{_free_port()}" for _ in range(count)]
+    result, seconds = _multiworker_cli(monkeypatch, corpus_file, tmp_path, workers, index, timeout)
     assert result.exit_code == 2 and seconds < 30 and "Traceback" not in result.output
     assert result.stderr.splitlines()[-1] == (
-        f"kdedge: error: --strategy multiworker: worker 1 ({workers[1]}), worker 2 ({workers[2]}) did not start "
-        "within 1.5 s (--peer-timeout); run the same command there with its TF_CONFIG, or raise --peer-timeout")
-    assert not (tmp_path / "run").exists()
-
-
-def test_a_worker_gives_up_on_a_chief_that_never_starts(monkeypatch, corpus_file, tmp_path):
-    workers = [f"localhost:{_free_port()}" for _ in range(2)]
-    result, seconds = _multiworker_cli(monkeypatch, corpus_file, tmp_path, workers, 1, 1)
-    assert result.exit_code == 2 and seconds < 30 and "Traceback" not in result.output
-    assert result.stderr.splitlines()[-1] == (
-        f"kdedge: error: --strategy multiworker: worker 0 ({workers[0]}) did not start within 1 s (--peer-timeout); "
+        f"kdedge: error: --strategy multiworker: {missing.format(*workers)} (--peer-timeout); "
         "run the same command there with its TF_CONFIG, or raise --peer-timeout")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_worker_whose_port_is_taken_says_so(monkeypatch, corpus_file, tmp_path):

@@ -27,6 +27,7 @@ from kdedge import files
 from kdedge_run import BundleError
 from kdedge_run.cli import main as run_cli
 from kdedge_run.text import Preprocessor
+from conftest import input_args
 from runtime_bundle_factory import CORPUS, DIM, LABELS, build_bundle, copy_built, read_manifest, write_manifest
 
 BUNDLES = {  # name → build_bundle arguments
@@ -130,11 +131,8 @@ def test_every_bad_json_line_gets_its_own_record_and_the_rest_is_predicted(built
         lines += [GOOD] * 6 + [bad]
     lines += [GOOD, '{"text": "股市", "id": ' + "9" * 4000 + "}"]  # under the limit: echoed exactly
     data = ("\n".join(lines) + "\n").encode("utf-8")
-    if source == "file":
-        (tmp_path / "in.jsonl").write_bytes(data)
-        result = _predict(built, ["--input", str(tmp_path / "in.jsonl")])
-    else:
-        result = _predict(built, ["--input", "-"], stdin=data)
+    args, stdin = input_args(source, data, tmp_path / "in.jsonl")
+    result = _predict(built, args, stdin=stdin)
     records = _strict_records(result.stdout_bytes)
     assert len(records) == len(lines)
     expected_errors = dict(BAD_LINES)

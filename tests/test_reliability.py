@@ -25,6 +25,7 @@ import kdedge_run
 from kdedge_run import BundleError
 from kdedge_run.cli import main as run_cli
 from kdedge_run.text import normalise
+from conftest import input_args
 from runtime_bundle_factory import (CORPUS, LABELS, build_bundle, classifier_cache, copy_built, read_manifest,
                                     write_manifest)
 
@@ -318,11 +319,8 @@ HOSTILE_LINES = [  # (raw line, expected: "ok" | error prefix)
 @pytest.mark.parametrize("source", ["stdin", "file"])
 def test_cli_batch_hostile_lines(built, clf, tmp_path, source):
     data = b"\n".join(line for line, _ in HOSTILE_LINES) + b"\n"
-    if source == "file":
-        (tmp_path / "in.txt").write_bytes(data)
-        result = _run(built, ["--input", str(tmp_path / "in.txt")])
-    else:
-        result = _run(built, ["--input", "-"], stdin=data)
+    args, stdin = input_args(source, data, tmp_path / "in.txt")
+    result = _run(built, args, stdin=stdin)
     records = _records(result.stdout_bytes)
     assert len(records) == len(HOSTILE_LINES)
     failed = 0
