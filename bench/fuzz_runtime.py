@@ -26,6 +26,7 @@ tf2onnx) in a subprocess, so the fuzzing process itself never imports TensorFlow
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import math
@@ -718,13 +719,26 @@ def _fresh_copies(template: Path, work: Path, tally: Tally, n: int, symlinks: bo
         yield run
 
 
-def fuzz_fold_files(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
+def fuzz_fold_files(n: int, seed: int, work: Path, report_rounds: int = 0) -> tuple[Tally, dict]:
     """Mutated cv run directories (cv.json and fold files, digests recomputed half the time so the field
     checks are reached) through `kdedge.crossval.report.summarise`: only results or a ReadBackError may come out,
-    and results only with finite numbers (results.json is strict JSON)."""
+    and results only with finite numbers (results.json is strict JSON). `report_rounds` > 0 caps the report's
+    randomization rounds (they dominate the time and read nothing from the files)."""
+    from kdedge.crossval import report
     from kdedge.crossval.cvfiles import digest, fold_file
     from kdedge.errors import ReadBackError
-    from kdedge.crossval.report import summarise
+
+    full_test = report.randomization_p_value
+    if report_rounds:
+        report.randomization_p_value = lambda *args, rounds=2000, **kwargs: full_test(
+            *args, rounds=min(rounds, report_rounds), **kwargs)
+    try:
+        return _fuzz_fold_files(n, seed, work, report.summarise, digest, fold_file, ReadBackError)
+    finally:
+        report.randomization_p_value = full_test
+
+
+def _fuzz_fold_files(n, seed, work, summarise, digest, fold_file, ReadBackError) -> tuple[Tally, dict]:
     sys.path.insert(0, str(ROOT / "tests"))
     from test_cv_files import ARCH, make_run
 
@@ -959,6 +973,8 @@ def main() -> int:
                         help="mutated cv run directories (cv.json, fold files) through kdedge.crossval.report.summarise")
     parser.add_argument("--config-files", type=int, default=0, metavar="N",
                         help="mutated JSON / TOML / YAML config files through read_config_file and make_config")
+    parser.add_argument("--report-rounds", type=int, default=0, metavar="R",
+                        help="--fold-files: cap the report's randomization rounds at R (default: the report's own)")
     parser.add_argument("--run-dirs", type=int, default=0, metavar="N",
                         help="mutated run directories (a tiny real run, trained once) through export's load_run")
     args = parser.parse_args()
@@ -1003,7 +1019,8 @@ def main() -> int:
                 f"{tally.inputs / seconds:8,.0f}/s; Dataset {outcome['datasets']:,} / DataError "
                 f"{outcome['data_errors']:,}; with skip_invalid {outcome['skip_invalid_datasets']:,} / "
                 f"{outcome['skip_invalid_errors']:,}; unexpected {tally.crashes}")
-    for count, name, fuzz in ((args.fold_files, "cv fold files", fuzz_fold_files),
+    fold_files = functools.partial(fuzz_fold_files, report_rounds=args.report_rounds)
+    for count, name, fuzz in ((args.fold_files, "cv fold files", fold_files),
                               (args.config_files, "config files", fuzz_config_files),
                               (args.run_dirs, "run directories", fuzz_run_dirs)):
         if not count:
