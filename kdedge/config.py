@@ -85,8 +85,11 @@ class TrainConfig:
     kd_label_gate: bool = option(True, "Labels where the teacher is not shown better than the plain student (held-out "
                                        "F1 on ≥ 5 positives) learn from the true labels only.")
     select_confidence: float = option(0.8, "Ship the KD student only when it beats the plain student in this share of "
-                                           "bootstrap resamples of the validation split (cross-fitted thresholds); "
+                                           "bootstrap resamples of the validation split (by --select-metric); "
                                            "else the plain student.")
+    select_metric: str = option("ap", "What the KD-vs-plain selection compares: ap (macro/micro average precision, "
+                                      "no thresholds; measured better, bench/selection_replay.py) or f1 (F1 at "
+                                      "cross-fitted thresholds).")
     pos_weight: str = option("none", "Weight of positive labels in the students' BCE (sqrt: √(negatives/positives); "
                                      "balanced: negatives/positives).")
     # thresholds
@@ -243,10 +246,11 @@ def option_choices() -> dict[str, tuple]:
     from kdedge.text.segment import SEGMENTERS
     from kdedge.teaching.targets import CALIBRATIONS
     from kdedge.teaching.teachers import TEACHER_CHOICES
+    from kdedge.training.selection import SELECTION_METRICS
 
     return {"arch": tuple(ARCHITECTURES), "mode": MODES, "segmenter": SEGMENTERS, "convert": CONVERTS,
             "monitor": MONITORS, "teacher": TEACHER_CHOICES, "teacher_calibration": CALIBRATIONS,
-            "pos_weight": POS_WEIGHTS, "strategy": STRATEGIES}
+            "pos_weight": POS_WEIGHTS, "strategy": STRATEGIES, "select_metric": tuple(SELECTION_METRICS)}
 
 
 def option_type(name: str):

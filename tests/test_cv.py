@@ -60,7 +60,7 @@ def test_a_fold_file_replays_its_thresholds_and_its_selection(first):
         np.testing.assert_allclose(tune_thresholds(y_val, p, cfg.threshold_min_support),
                                    first["modes"][mode]["thresholds"], atol=1e-4, err_msg=mode)
     logits = {m: np.log(np.clip(probs[m], 1e-7, 1 - 1e-7) / np.clip(1 - probs[m], 1e-7, 1)) for m in ("kd", "student")}
-    again = compare_students(y_val, logits, cfg.threshold_min_support, cfg.seed)
+    again = compare_students(y_val, logits, cfg.threshold_min_support, cfg.seed, cfg.select_metric)
     assert again["scores"] == first["modes"]["selected"]["comparison"]["scores"]
 
 

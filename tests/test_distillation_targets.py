@@ -274,7 +274,7 @@ def test_config_choices_fail_before_any_data_is_read(tmp_path):
 
 @pytest.mark.slow
 def test_the_selected_student_is_the_one_the_validation_comparison_favours_and_export_takes_it(tmp_path):
-    from kdedge.training.selection import compare_students
+    from kdedge.training.selection import compare_students, ships_kd
     from kdedge.training.train import train_run
     from kdedge_export.run import load_run
 
@@ -286,9 +286,9 @@ def test_the_selected_student_is_the_one_the_validation_comparison_favours_and_e
     val = [json.loads(line) for line in (run / "validation.jsonl").read_text(encoding="utf-8").splitlines()]
     y = np.array([[lab in v["labels"] for lab in metrics["labels"]] for v in val], dtype=float)
     comparison = compare_students(y, {m: np.load(run / "predictions" / f"val_{m}.npy") for m in ("student", "kd")},
-                                  cfg.threshold_min_support, cfg.seed)
-    wins = comparison["confidence"]
-    better = "kd" if wins["macro"] >= cfg.select_confidence and wins["micro"] >= 0.5 else "student"
+                                  cfg.threshold_min_support, cfg.seed, cfg.select_metric)
+    better = "kd" if ships_kd(comparison, cfg.select_confidence) else "student"
+    assert comparison["metric"] == "ap"  # the default
     assert metrics["selected"]["mode"] == better and metrics["selected"]["comparison"] == comparison
     assert load_run(run).model_kind == better              # export's default follows the run's choice
     other = "student" if better == "kd" else "kd"
@@ -349,18 +349,50 @@ def test_selection_scores_each_half_at_thresholds_tuned_on_the_other():
     assert f1_per_label(y, in_sample).mean() > f1_per_label(y, got).mean()
 
 
-def test_bootstrap_resamples_are_paired_and_unit_weights_give_the_plain_scores():
+def test_unit_weights_give_the_plain_scores_and_the_resamples_are_paired():
+    from sklearn.metrics import average_precision_score
     from kdedge.evaluate import scores
-    from kdedge.training.selection import bootstrap_f1, weighted_f1
+    from kdedge.training.selection import compare_students, weighted_average_precision, weighted_f1
 
     y, rng = _val_labels(50)
-    a, b = (rng.random(y.shape) < 0.4).astype(float), (rng.random(y.shape) < 0.4).astype(float)
+    a = (rng.random(y.shape) < 0.4).astype(float)
     plain = weighted_f1(np.ones((1, len(y))), y, a)
     expected = scores(y, a, ["x", "y", "z"])
     assert plain["macro"][0] == pytest.approx(expected["macro_f1"]) and plain["micro"][0] == pytest.approx(expected["micro_f1"])
-    boot = bootstrap_f1(y, {"a": a, "b": b, "a_again": a}, draws=300, seed=1)
-    assert np.array_equal(boot["a"]["macro"], boot["a_again"]["macro"])  # the same resamples for every model
-    assert boot["a"]["macro"].shape == (300,) and boot["a"]["macro"].std() > 0
+    # average precision as scikit-learn computes it, ties (rounded scores) and integer weights included
+    score = np.round(rng.normal(size=y.shape) + y, 1)
+    counts = rng.integers(0, 3, size=len(y)).astype(float)
+    for w in (np.ones(len(y)), counts):
+        got = weighted_average_precision(w[None], y, score)
+        held = [j for j in range(y.shape[1]) if (w * y[:, j]).sum() > 0]
+        assert got["macro"][0] == pytest.approx(np.mean([average_precision_score(y[:, j], score[:, j], sample_weight=w)
+                                                         for j in held]))
+        assert got["micro"][0] == pytest.approx(average_precision_score(y.ravel(), score.ravel(),
+                                                                        sample_weight=np.repeat(w, y.shape[1])))
+    for metric in ("ap", "f1"):  # the same resamples for both students: a model against itself ties in every one
+        same = compare_students(y, {"kd": score, "student": score}, 3, seed=1, metric=metric, draws=300)
+        assert same["confidence"] == {"macro": 0.5, "micro": 0.5} and same["delta"] == {"macro": 0.0, "micro": 0.0}
+        assert same["metric"] == metric
+    other = compare_students(y, {"kd": score, "student": score + rng.normal(size=y.shape)}, 3, seed=1, draws=300)
+    assert 0 < other["confidence"]["macro"] < 1 and other["metric"] == "ap"
+
+
+def test_either_selection_metric_ships_a_better_kd_student_and_says_which_it_used():
+    """The KD student separates each label's classes a little better (its scores 0.3 further apart, on noise of
+    1.5): both measures ship it, and the record and the reason name the measure."""
+    from kdedge.training.selection import select_student
+    from kdedge.training.trained import Fit, Trained
+
+    y, rng = _val_labels(120, labels=4, seed=2)
+    coarse = np.where(y > 0, 1.0, -1.0) + rng.normal(0, 1.5, y.shape)
+    fine = coarse + 0.3 * np.where(y > 0, 1.0, -1.0)
+    results = {"kd": Trained(Fit(seconds=1.0), {"val": fine}), "student": Trained(Fit(seconds=1.0), {"val": coarse})}
+    ap = select_student(results, y, 3, 0.8, seed=0)
+    f1 = select_student(results, y, 3, 0.8, seed=0, metric="f1")
+    assert ap["criterion"] == "bootstrap ap" and f1["criterion"] == "bootstrap f1"
+    for chosen in (ap, f1):
+        assert chosen["comparison"]["delta"]["macro"] > 0 and chosen["mode"] == "kd", chosen["reason"]
+    assert "average precision" in ap["reason"] and "cross-fitted thresholds" in f1["reason"]
 
 
 # ------------------------------------------------------------------------------------------ a teacher that memorises
@@ -422,7 +454,7 @@ def test_a_memorising_miscalibrated_teacher_no_longer_harms_the_student(tmp_path
     # with the defaults (not cross-fitted) the harmful KD student is trained, but the plain student is shipped
     assert make_config({}).teacher_crossfit == 0 and make_config({}).select_confidence == cfg.select_confidence
     chosen = select_student({"kd": kd["memorised"], "student": student}, y["val"], cfg.threshold_min_support,
-                            cfg.select_confidence, cfg.seed)
+                            cfg.select_confidence, cfg.seed, cfg.select_metric)
     assert chosen["mode"] == "student", chosen["reason"]
 
 

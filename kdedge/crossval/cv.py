@@ -28,7 +28,8 @@ from kdedge.training.trained import Fit, Trained
 log = logging.getLogger("kdedge")
 ROWS = ("teacher", "student", "student_same_budget", "kd", "selected")
 BASELINES = ("tfidf_lr", "fasttext")
-TARGET_SETTINGS = ("mode", "kd_alpha", "kd_temperature", "teacher_calibration", "kd_label_gate", "select_confidence")
+TARGET_SETTINGS = ("mode", "kd_alpha", "kd_temperature", "teacher_calibration", "kd_label_gate", "select_confidence",
+                   "select_metric")
 STUDENT_ONLY_SETTINGS = (*TARGET_SETTINGS, "trainable_embeddings", "pos_weight")
 TEACHER_CACHE_VERSION = 1  # bump when the teacher's model or training changes
 
@@ -181,7 +182,8 @@ def train_fold(cfg: TrainConfig, feats, out: Path, progress) -> tuple[dict[str, 
     else:
         results["student_same_budget"] = train_modes(same_budget_config(cfg, kd_epochs), feats, ("student",),
                                                      progress)["student"]
-    selected = select_student(results, feats.y["val"], cfg.threshold_min_support, cfg.select_confidence, cfg.seed)
+    selected = select_student(results, feats.y["val"], cfg.threshold_min_support, cfg.select_confidence, cfg.seed,
+                              cfg.select_metric)
     results["selected"] = results[selected["mode"]]
     for res in results.values():
         res.logits_on("test", feats.x["test"])  # the teacher's is computed (or cached) already

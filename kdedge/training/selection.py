@@ -1,13 +1,19 @@
 """Which student to ship, the KD or the plain one, decided so that a small validation split cannot fool it.
 
-Both students had their epochs selected on the validation split, and thresholds tuned on it would favour
-whichever model has more freedom. So the comparison here scores each student on validation with
-**cross-fitted thresholds** (the split is halved, label-stratified; each half is decided at thresholds
-tuned on the other half), then draws `BOOTSTRAP_DRAWS` paired bootstrap resamples of the validation texts.
-`confidence` is the share of resamples in which the KD student's macro-F1 beats the plain student's (ties
-count half). The KD student is shipped only when that confidence reaches `select_confidence` (default
-0.8) and it is not the likelier loser on micro-F1 either; otherwise the plain student, which needs no
-teacher to be right.
+Both students had their epochs selected on the validation split, so the comparison must not also lean on
+knobs tuned there. Two measures, named by `select_metric` (SELECTION_METRICS):
+
+- **ap** (default): macro- and micro-averaged **average precision** of each student's scores on validation. It
+  needs no threshold, so nothing is tuned on the texts that judge, and it reads every score, not only which
+  side of a threshold a text falls on: on 50–200 texts a rare label's F1 moves by whole steps with one text.
+- **f1**: macro- and micro-F1 at **cross-fitted thresholds** (the split is halved, label-stratified; each half
+  is decided at thresholds tuned on the other half).
+
+Either way `BOOTSTRAP_DRAWS` paired bootstrap resamples of the validation texts give `confidence`: the share
+of resamples in which the KD student beats the plain student (ties count half). The KD student is shipped
+only when the macro confidence reaches `select_confidence` (default 0.8) and it is not the likelier loser on
+the micro measure either; otherwise the plain student, which needs no teacher to be right.
+`bench/selection_replay.py` measures both rules on the committed runs' test folds (docs/results).
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import numpy as np
 from kdedge.evaluate import crossfit_decisions, sigmoid
 
 BOOTSTRAP_DRAWS = 2000
+CHUNK = 250  # draws scored at once: bounds memory to CHUNK × texts × labels floats
 
 
 def weighted_f1(weights: np.ndarray, y: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
@@ -29,12 +36,49 @@ def weighted_f1(weights: np.ndarray, y: np.ndarray, pred: np.ndarray) -> dict[st
             "micro": np.where(micro_denom > 0, 2 * tp.sum(axis=1) / np.maximum(micro_denom, 1e-12), 0.0)}
 
 
-def bootstrap_f1(y: np.ndarray, decisions: dict[str, np.ndarray], draws: int, seed: int) -> dict[str, dict]:
-    """`weighted_f1` of each model's decisions on `draws` paired resamples of the rows (the same resamples for
-    every model): {model: {"micro": (draws,), "macro": (draws,)}}."""
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(len(y), np.full(len(y), 1.0 / len(y)), size=draws).astype(np.float64)
-    return {name: weighted_f1(weights, y, pred) for name, pred in decisions.items()}
+def _ranked_precision(weights: np.ndarray, truth: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Average precision of one ranking (`score` against 0/1 `truth`) under each row of `weights`; NaN where a
+    draw holds no positive. Equal scores are one step (precision at the end of the tie), as scikit-learn."""
+    order = np.argsort(-score, kind="stable")
+    s, t, w = score[order], truth[order], weights[:, order]
+    tp, counted = np.cumsum(w * t, axis=1), np.cumsum(w, axis=1)
+    last = np.r_[s[1:] != s[:-1], True]                       # the end of each run of equal scores
+    ends = np.flatnonzero(last)
+    step_tp, step_n = tp[:, ends], counted[:, ends]
+    gained = np.diff(step_tp, axis=1, prepend=0.0)            # positives recalled at each step
+    positives = step_tp[:, -1]
+    precision = np.where(step_n > 0, step_tp / np.maximum(step_n, 1e-12), 0.0)
+    return np.where(positives > 0, (gained * precision).sum(axis=1) / np.maximum(positives, 1e-12), np.nan)
+
+
+def weighted_average_precision(weights: np.ndarray, y: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
+    """macro-average precision (over the labels with a positive in the draw) and micro-average precision (every
+    text × label pair ranked together) of `scores` against `y` under each row of `weights`, one value per draw."""
+    out = {"macro": [], "micro": []}
+    for start in range(0, len(weights), CHUNK):
+        w = weights[start:start + CHUNK]
+        per_label = np.stack([_ranked_precision(w, y[:, j], scores[:, j]) for j in range(y.shape[1])], axis=1)
+        held = ~np.isnan(per_label)
+        out["macro"].append(np.where(held.any(axis=1), np.nansum(per_label, axis=1) / np.maximum(held.sum(axis=1), 1), 0.0))
+        micro = _ranked_precision(np.repeat(w, y.shape[1], axis=1), y.ravel(), scores.ravel())
+        out["micro"].append(np.nan_to_num(micro, nan=0.0))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def _f1_measure(y: np.ndarray, logits: np.ndarray, min_support: int, seed: int):
+    decisions = crossfit_decisions(y, sigmoid(logits), min_support, seed)
+    return lambda weights: weighted_f1(weights, y, decisions)
+
+
+def _ap_measure(y: np.ndarray, logits: np.ndarray, min_support: int, seed: int):
+    return lambda weights: weighted_average_precision(weights, y, np.asarray(logits, dtype=np.float64))
+
+
+# name → (what it is in words, a builder: (y, logits, min_support, seed) → (weights → {"macro", "micro"} per draw))
+SELECTION_METRICS = {
+    "ap": ("average precision", _ap_measure),
+    "f1": ("F1 at cross-fitted thresholds", _f1_measure),
+}
 
 
 def win_share(a: np.ndarray, b: np.ndarray) -> float:
@@ -43,31 +87,44 @@ def win_share(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare_students(y_val: np.ndarray, logits: dict[str, np.ndarray], min_support: int, seed: int,
-                     draws: int = BOOTSTRAP_DRAWS) -> dict:
-    """The KD student against the plain student on validation (cross-fitted thresholds, paired bootstrap):
-    each one's macro/micro-F1, KD − student, and the share of resamples in which KD wins on each."""
-    decisions = {m: crossfit_decisions(y_val, sigmoid(logits[m]), min_support, seed) for m in ("kd", "student")}
+                     metric: str = "ap", draws: int = BOOTSTRAP_DRAWS) -> dict:
+    """The KD student against the plain student on validation by `metric` (SELECTION_METRICS), on the whole
+    split and on `draws` paired bootstrap resamples: each one's macro/micro score, KD − student, and the share
+    of resamples in which KD wins on each."""
+    y_val = np.asarray(y_val, dtype=np.float64)
+    measures = {m: SELECTION_METRICS[metric][1](y_val, logits[m], min_support, seed) for m in ("kd", "student")}
     ones = np.ones((1, len(y_val)))
-    point = {m: {k: float(v[0]) for k, v in weighted_f1(ones, y_val, pred).items()} for m, pred in decisions.items()}
-    boot = bootstrap_f1(y_val, decisions, draws, seed)
-    return {"scores": {m: {k: round(v, 4) for k, v in s.items()} for m, s in point.items()},
+    point = {m: {k: float(v[0]) for k, v in measure(ones).items()} for m, measure in measures.items()}
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(len(y_val), np.full(len(y_val), 1.0 / len(y_val)), size=draws).astype(np.float64)
+    boot = {m: measure(weights) for m, measure in measures.items()}
+    return {"metric": metric,
+            "scores": {m: {k: round(v, 4) for k, v in s.items()} for m, s in point.items()},
             "delta": {k: round(point["kd"][k] - point["student"][k], 4) for k in ("macro", "micro")},
             "confidence": {k: round(win_share(boot["kd"][k], boot["student"][k]), 3) for k in ("macro", "micro")},
             "draws": draws, "texts": int(len(y_val))}
 
 
-def select_student(results: dict, y_val: np.ndarray, min_support: int, confidence: float, seed: int) -> dict | None:
+def ships_kd(comparison: dict, confidence: float) -> bool:
+    """The rule: KD when its macro win share reaches `confidence` and it is not the likelier loser on micro."""
+    wins = comparison["confidence"]
+    return wins["macro"] >= confidence and wins["micro"] >= 0.5
+
+
+def select_student(results: dict, y_val: np.ndarray, min_support: int, confidence: float, seed: int,
+                   metric: str = "ap") -> dict | None:
     """Which student to ship ("kd" or "student"), with the comparison and the reason; None unless both were
-    trained. KD only when `confidence` of the resamples favour it on macro-F1 and it is not behind on micro."""
+    trained."""
     if "student" not in results or "kd" not in results:
         return None
-    comparison = compare_students(y_val, {m: results[m].logits["val"] for m in ("kd", "student")}, min_support, seed)
+    comparison = compare_students(y_val, {m: results[m].logits["val"] for m in ("kd", "student")}, min_support,
+                                  seed, metric)
     wins = comparison["confidence"]
-    mode = "kd" if wins["macro"] >= confidence and wins["micro"] >= 0.5 else "student"
+    mode = "kd" if ships_kd(comparison, confidence) else "student"
     s, d = comparison["scores"], comparison["delta"]
-    reason = (f"validation ({comparison['texts']} texts, cross-fitted thresholds): macro-F1 KD {s['kd']['macro']:.4f}, "
-              f"plain {s['student']['macro']:.4f} (KD − plain {d['macro']:+.4f}); KD better in {wins['macro']:.0%} "
-              f"of {comparison['draws']} resamples (needed {confidence:.0%}), micro-F1 in {wins['micro']:.0%}"
-              + ("" if mode == "kd" else ": the plain student is shipped"))
-    return {"mode": mode, "criterion": "bootstrap", "confidence": wins["macro"], "required": confidence,
+    reason = (f"validation ({comparison['texts']} texts, {SELECTION_METRICS[metric][0]}): macro KD "
+              f"{s['kd']['macro']:.4f}, plain {s['student']['macro']:.4f} (KD − plain {d['macro']:+.4f}); KD better "
+              f"in {wins['macro']:.0%} of {comparison['draws']} resamples (needed {confidence:.0%}), micro in "
+              f"{wins['micro']:.0%}" + ("" if mode == "kd" else ": the plain student is shipped"))
+    return {"mode": mode, "criterion": f"bootstrap {metric}", "confidence": wins["macro"], "required": confidence,
             "comparison": comparison, "reason": reason}

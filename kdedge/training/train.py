@@ -343,7 +343,8 @@ def _write_modes(tmp: Path, cfg: TrainConfig, feats: Features, results: dict[str
 def _metrics(tmp: Path, cfg: TrainConfig, feats: Features, results: dict[str, Trained]) -> dict:
     """metrics.json's labels, modes (`_write_modes`), the student selected for export and the teacher's cost."""
     metrics = {"labels": feats.label_names, "modes": _write_modes(tmp, cfg, feats, results)}
-    selected = select_student(results, feats.y["val"], cfg.threshold_min_support, cfg.select_confidence, cfg.seed)
+    selected = select_student(results, feats.y["val"], cfg.threshold_min_support, cfg.select_confidence, cfg.seed,
+                              cfg.select_metric)
     if selected is not None:
         metrics["selected"] = selected
         log.info("selected for export: the %s (%s)", "KD student" if selected["mode"] == "kd" else "plain student",

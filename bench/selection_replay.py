@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""How often does each KD-vs-plain selection rule ship the better student? Replayed on committed cv runs.
+
+The validation split of a run cannot answer this: it is what every rule decides on. A test fold can. For every
+fold file (docs/results/*/folds) holding both students' test probabilities, each round splits the test fold at
+random into a *deciding* part as large as that fold's validation split (at most half the test fold) and a
+*scoring* part (the rest). Each rule of `RULES` decides on the deciding part, through the very
+`kdedge.training.selection.compare_students` that training uses (1,000 resamples, training 2,000); the chosen student is then scored on the
+scoring part at the thresholds its run tuned on validation, against the plain student. Printed per group of
+runs (small: labor, loan, 600 texts; large: the rest) and rule: how often it ships KD, the mean macro-F1
+(selected − plain, points), the regret (best of the two − selected), P(selected − plain < −1 point), the worst
+fold-round, and the macro-F1 of always-KD for reference.
+
+    python bench/selection_replay.py [--rounds 20] [--runs docs/results/*] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import gzip
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kdedge.evaluate import decide, f1_per_label
+from kdedge.training.selection import compare_students, ships_kd
+
+MIN_SUPPORT, CONFIDENCE = 3, 0.8
+SMALL = ("labor", "loan", "600")
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+def _by_metric(metric: str):
+    return lambda y, logits, seed: ships_kd(compare_students(y, logits, MIN_SUPPORT, seed, metric, draws=1000),
+                                            CONFIDENCE)
+
+
+# rule name → (deciding truth, {"kd", "student": logits}, seed) → ship KD?
+RULES = {
+    "plain": lambda y, logits, seed: False,
+    "always_kd": lambda y, logits, seed: True,
+    "f1 (before)": _by_metric("f1"),
+    "ap (default)": _by_metric("ap"),
+}
+
+
+def folds(runs: list[str]):
+    """(run name, fold record) for every fold file with both students' test probabilities."""
+    for run in runs:
+        for path in sorted(Path(run).glob("folds/fold*.json*")):
+            raw = path.read_bytes()
+            record = json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
+            modes = record.get("modes", {})
+            if all(m in modes and "test_probs" in modes[m] for m in ("kd", "student")):
+                yield Path(run).name, record
+
+
+def macro(y: np.ndarray, probs: np.ndarray, thresholds) -> float:
+    return 100 * float(f1_per_label(y, decide(probs, thresholds)).mean())
+
+
+def replay(runs: list[str], rounds: int) -> list[dict]:
+    out = []
+    for name, record in folds(runs):
+        y = np.asarray(record["test_truth"], dtype=np.float64)
+        modes = {m: record["modes"][m] for m in ("kd", "student")}
+        probs = {m: np.asarray(v["test_probs"], dtype=np.float64) for m, v in modes.items()}
+        n = min(record["sizes"]["val"], len(y) // 2)
+        rng = np.random.default_rng(record["fold"])
+        for r in range(rounds):
+            order = rng.permutation(len(y))
+            decide_on, score_on = order[:n], order[n:]
+            f1 = {m: macro(y[score_on], probs[m][score_on], modes[m]["thresholds"]) for m in modes}
+            logits = {m: _logit(probs[m][decide_on]) for m in modes}
+            picks = {rule: fn(y[decide_on], logits, r) for rule, fn in RULES.items()}
+            out.append({"run": name, "fold": record["fold"], "arch": record["arch"], "round": r, "f1": f1,
+                        "gain": {rule: (f1["kd"] if kd else f1["student"]) - f1["student"] for rule, kd in picks.items()},
+                        "kd": picks})
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    groups = {"all": rows, "small (labor, loan, healthner9-600)": [r for r in rows if any(s in r["run"] for s in SMALL)]}
+    groups["large (healthner9 paper2724, divorce)"] = [r for r in rows if r not in groups["small (labor, loan, healthner9-600)"]]
+    lines = ["| runs | fold-rounds | rule | ships KD | selected − plain macro | regret | P(< −1) | worst |",
+             "|---|---|---|---|---|---|---|---|"]
+    for group, members in groups.items():
+        if not members:
+            continue
+        best = np.array([max(r["f1"]["kd"], r["f1"]["student"]) - r["f1"]["student"] for r in members])
+        for rule in RULES:
+            gain = np.array([r["gain"][rule] for r in members])
+            share = np.mean([r["kd"][rule] for r in members])
+            lines.append(f"| {group} | {len(members)} | {rule} | {share:.2f} | {gain.mean():+.2f} | "
+                         f"{(best - gain).mean():.2f} | {np.mean(gain < -1):.3f} | {gain.min():+.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--runs", nargs="+", default=sorted(glob.glob("docs/results/*/")))
+    ap.add_argument("--json", help="write every fold-round's figures here")
+    args = ap.parse_args(argv)
+    start = time.perf_counter()
+    rows = replay(args.runs, args.rounds)
+    if not rows:
+        print("no fold files with both students' test probabilities under --runs", file=sys.stderr)
+        return 2
+    print(table(rows))
+    print(f"\n{len({(r['run'], r['fold'], r['arch']) for r in rows})} folds × {args.rounds} rounds, "
+          f"{time.perf_counter() - start:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
