@@ -7,8 +7,8 @@ random into a *deciding* part as large as that fold's validation split (at most 
 *scoring* part (the rest). Each rule of `RULES` decides on the deciding part, through the very
 `kdedge.training.selection.compare_students` that training uses (1,000 resamples, training 2,000); the chosen student is then scored on the
 scoring part at the thresholds its run tuned on validation, against the plain student. Printed per group of
-runs (small: labor, loan, 600 texts; large: the rest) and rule: how often it ships KD, the mean macro-F1
-(selected − plain, points), the regret (best of the two − selected), P(selected − plain < −1 point), the worst
+runs (small: labor, loan, 600 texts; large: the rest) and rule: how often it ships KD, the mean macro- and
+micro-F1 (selected − plain, points), the macro regret (best of the two − selected), P(selected − plain < −1 point), the worst
 fold-round, and the macro-F1 of always-KD for reference.
 
     python bench/selection_replay.py [--rounds 20] [--runs docs/results/*] [--json out.json]
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdedge.evaluate import decide, f1_per_label
+from kdedge.evaluate import decide, scores
 from kdedge.training.selection import compare_students, ships_kd
 
 MIN_SUPPORT, CONFIDENCE = 3, 0.8
@@ -37,18 +37,24 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def _by_metric(metric: str):
-    return lambda y, logits, seed: ships_kd(compare_students(y, logits, MIN_SUPPORT, seed, metric, draws=1000),
-                                            CONFIDENCE)
+def _by(metric: str, macro_only: bool = False):
+    """A rule deciding by `metric`'s paired bootstrap: ships_kd as training applies it, or the macro condition alone."""
+    def rule(comparisons: dict) -> bool:
+        c = comparisons[metric]
+        return c["confidence"]["macro"] >= CONFIDENCE if macro_only else ships_kd(c, CONFIDENCE)
+    return rule
 
 
-# rule name → (deciding truth, {"kd", "student": logits}, seed) → ship KD?
+# rule name → ({metric: compare_students on the deciding part}) → ship KD?
 RULES = {
-    "plain": lambda y, logits, seed: False,
-    "always_kd": lambda y, logits, seed: True,
-    "f1 (before)": _by_metric("f1"),
-    "ap (default)": _by_metric("ap"),
+    "plain": lambda comparisons: False,
+    "always_kd": lambda comparisons: True,
+    "f1 (before)": _by("f1"),
+    "f1, macro condition only": _by("f1", macro_only=True),
+    "ap (default)": _by("ap"),
+    "ap, macro condition only": _by("ap", macro_only=True),
 }
+METRICS = ("f1", "ap")
 
 
 def folds(runs: list[str]):
@@ -62,8 +68,10 @@ def folds(runs: list[str]):
                 yield Path(run).name, record
 
 
-def macro(y: np.ndarray, probs: np.ndarray, thresholds) -> float:
-    return 100 * float(f1_per_label(y, decide(probs, thresholds)).mean())
+def f1(y: np.ndarray, probs: np.ndarray, thresholds) -> dict[str, float]:
+    """Macro- and micro-F1 (points) at `thresholds`."""
+    s = scores(y, decide(probs, thresholds), [str(j) for j in range(y.shape[1])])
+    return {"macro": 100 * s["macro_f1"], "micro": 100 * s["micro_f1"]}
 
 
 def replay(runs: list[str], rounds: int) -> list[dict]:
@@ -77,11 +85,14 @@ def replay(runs: list[str], rounds: int) -> list[dict]:
         for r in range(rounds):
             order = rng.permutation(len(y))
             decide_on, score_on = order[:n], order[n:]
-            f1 = {m: macro(y[score_on], probs[m][score_on], modes[m]["thresholds"]) for m in modes}
+            scored = {m: f1(y[score_on], probs[m][score_on], modes[m]["thresholds"]) for m in modes}
             logits = {m: _logit(probs[m][decide_on]) for m in modes}
-            picks = {rule: fn(y[decide_on], logits, r) for rule, fn in RULES.items()}
-            out.append({"run": name, "fold": record["fold"], "arch": record["arch"], "round": r, "f1": f1,
-                        "gain": {rule: (f1["kd"] if kd else f1["student"]) - f1["student"] for rule, kd in picks.items()},
+            comparisons = {metric: compare_students(y[decide_on], logits, MIN_SUPPORT, r, metric, draws=1000)
+                           for metric in METRICS}
+            picks = {rule: fn(comparisons) for rule, fn in RULES.items()}
+            out.append({"run": name, "fold": record["fold"], "arch": record["arch"], "round": r, "f1": scored,
+                        "gain": {rule: {k: scored["kd" if kd else "student"][k] - scored["student"][k]
+                                        for k in ("macro", "micro")} for rule, kd in picks.items()},
                         "kd": picks})
     return out
 
@@ -89,16 +100,18 @@ def replay(runs: list[str], rounds: int) -> list[dict]:
 def table(rows: list[dict]) -> str:
     groups = {"all": rows, "small (labor, loan, healthner9-600)": [r for r in rows if any(s in r["run"] for s in SMALL)]}
     groups["large (healthner9 paper2724, divorce)"] = [r for r in rows if r not in groups["small (labor, loan, healthner9-600)"]]
-    lines = ["| runs | fold-rounds | rule | ships KD | selected − plain macro | regret | P(< −1) | worst |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| runs | fold-rounds | rule | ships KD | selected − plain macro / micro | regret macro | P(macro < −1) | "
+             "worst macro |", "|---|---|---|---|---|---|---|---|"]
     for group, members in groups.items():
         if not members:
             continue
-        best = np.array([max(r["f1"]["kd"], r["f1"]["student"]) - r["f1"]["student"] for r in members])
+        best = np.array([max(r["f1"]["kd"]["macro"], r["f1"]["student"]["macro"]) - r["f1"]["student"]["macro"]
+                         for r in members])
         for rule in RULES:
-            gain = np.array([r["gain"][rule] for r in members])
+            gain = np.array([r["gain"][rule]["macro"] for r in members])
+            micro = np.mean([r["gain"][rule]["micro"] for r in members])
             share = np.mean([r["kd"][rule] for r in members])
-            lines.append(f"| {group} | {len(members)} | {rule} | {share:.2f} | {gain.mean():+.2f} | "
+            lines.append(f"| {group} | {len(members)} | {rule} | {share:.2f} | {gain.mean():+.2f} / {micro:+.2f} | "
                          f"{(best - gain).mean():.2f} | {np.mean(gain < -1):.3f} | {gain.min():+.1f} |")
     return "\n".join(lines)
 
