@@ -11,7 +11,13 @@ runs (small: labor, loan, 600 texts; large: the rest) and rule: how often it shi
 micro-F1 (selected − plain, points), the macro regret (best of the two − selected), P(selected − plain < −1 point), the worst
 fold-round, and the macro-F1 of always-KD for reference.
 
+With `--on validation`, for runs whose fold files keep the validation probabilities (`val_probs`, since
+35df1ca), each rule decides instead as training would — on the fold's validation split, 2,000 resamples,
+the run's seed — and the chosen student is scored on the whole test fold: the "selected" row each rule would
+have given that run, per run and architecture, without retraining.
+
     python bench/selection_replay.py [--rounds 20] [--runs docs/results/*] [--json out.json]
+    python bench/selection_replay.py --on validation --runs RUN_DIR ...
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from kdedge.evaluate import decide, scores
-from kdedge.training.selection import compare_students, ships_kd
+from kdedge.training.selection import BOOTSTRAP_DRAWS, compare_students, ships_kd
 
 MIN_SUPPORT, CONFIDENCE = 3, 0.8
 SMALL = ("labor", "loan", "600")
@@ -37,11 +43,11 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def _by(metric: str, macro_only: bool = False):
-    """A rule deciding by `metric`'s paired bootstrap: ships_kd as training applies it, or the macro condition alone."""
+def _by(metric: str, micro_guard: bool):
+    """KD when `metric`'s macro win share reaches CONFIDENCE (and, with `micro_guard`, its micro share 0.5)."""
     def rule(comparisons: dict) -> bool:
-        c = comparisons[metric]
-        return c["confidence"]["macro"] >= CONFIDENCE if macro_only else ships_kd(c, CONFIDENCE)
+        wins = comparisons[metric]["confidence"]
+        return wins["macro"] >= CONFIDENCE and (not micro_guard or wins["micro"] >= 0.5)
     return rule
 
 
@@ -49,11 +55,12 @@ def _by(metric: str, macro_only: bool = False):
 RULES = {
     "plain": lambda comparisons: False,
     "always_kd": lambda comparisons: True,
-    "f1 (before)": _by("f1"),
-    "f1, macro condition only": _by("f1", macro_only=True),
-    "ap (default)": _by("ap"),
-    "ap, macro condition only": _by("ap", macro_only=True),
+    "f1 + micro guard (before)": _by("f1", micro_guard=True),
+    "f1, macro alone": _by("f1", micro_guard=False),
+    "ap + micro guard": _by("ap", micro_guard=True),
+    "ap, macro alone (default)": _by("ap", micro_guard=False),
 }
+DEFAULT = "ap, macro alone (default)"
 METRICS = ("f1", "ap")
 
 
@@ -90,11 +97,50 @@ def replay(runs: list[str], rounds: int) -> list[dict]:
             comparisons = {metric: compare_students(y[decide_on], logits, MIN_SUPPORT, r, metric, draws=1000)
                            for metric in METRICS}
             picks = {rule: fn(comparisons) for rule, fn in RULES.items()}
+            assert picks[DEFAULT] == ships_kd(comparisons["ap"], CONFIDENCE)  # the rule training applies
             out.append({"run": name, "fold": record["fold"], "arch": record["arch"], "round": r, "f1": scored,
                         "gain": {rule: {k: scored["kd" if kd else "student"][k] - scored["student"][k]
                                         for k in ("macro", "micro")} for rule, kd in picks.items()},
                         "kd": picks})
     return out
+
+
+def on_validation(runs: list[str]) -> list[dict]:
+    """Each rule decided on each fold's validation split (as training decides), scored on its whole test fold."""
+    out = []
+    for run in runs:
+        seed = json.loads((Path(run) / "cv.json").read_text(encoding="utf-8"))["config"]["seed"]
+        for name, record in folds([run]):
+            if "val_truth" not in record:
+                continue
+            modes = {m: record["modes"][m] for m in ("kd", "student")}
+            y, y_val = (np.asarray(record[k], dtype=np.float64) for k in ("test_truth", "val_truth"))
+            logits = {m: _logit(np.asarray(v["val_probs"], dtype=np.float64)) for m, v in modes.items()}
+            comparisons = {metric: compare_students(y_val, logits, MIN_SUPPORT, seed, metric, BOOTSTRAP_DRAWS)
+                           for metric in METRICS}
+            picks = {rule: fn(comparisons) for rule, fn in RULES.items()}
+            scored = {m: f1(y, np.asarray(v["test_probs"]), v["thresholds"]) for m, v in modes.items()}
+            out.append({"run": name, "fold": record["fold"], "arch": record["arch"], "f1": scored, "kd": picks,
+                        "shipped_in_run": record["modes"]["selected"]["mode"],
+                        "gain": {rule: {k: scored["kd" if kd else "student"][k] - scored["student"][k]
+                                        for k in ("macro", "micro")} for rule, kd in picks.items()}})
+    return out
+
+
+def validation_table(rows: list[dict]) -> str:
+    lines = ["| run | arch | rule | KD shipped (folds) | selected − plain macro / micro | per fold macro (k: KD) |",
+             "|---|---|---|---|---|---|"]
+    for key in dict.fromkeys((r["run"], r["arch"]) for r in rows):
+        members = sorted((r for r in rows if (r["run"], r["arch"]) == key), key=lambda r: r["fold"])
+        for rule in RULES:
+            gains = [r["gain"][rule] for r in members]
+            per_fold = " ".join(f"{g['macro']:+.1f}{'k' if r['kd'][rule] else ''}" for g, r in zip(gains, members))
+            lines.append(f"| {key[0]} | {key[1]} | {rule} | {sum(r['kd'][rule] for r in members)} of {len(members)} | "
+                         f"{np.mean([g['macro'] for g in gains]):+.2f} / {np.mean([g['micro'] for g in gains]):+.2f} | "
+                         f"{per_fold} |")
+        lines.append(f"| {key[0]} | {key[1]} | shipped by the run | "
+                     f"{sum(r['shipped_in_run'] == 'kd' for r in members)} of {len(members)} | | |")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
@@ -121,8 +167,20 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--runs", nargs="+", default=sorted(glob.glob("docs/results/*/")))
     ap.add_argument("--json", help="write every fold-round's figures here")
+    ap.add_argument("--on", choices=("test", "validation"), default="test",
+                    help="test: rules decide on random parts of each test fold (default); validation: as training")
     args = ap.parse_args(argv)
     start = time.perf_counter()
+    if args.on == "validation":
+        rows = on_validation(args.runs)
+        if not rows:
+            print("no fold files with validation probabilities under --runs", file=sys.stderr)
+            return 2
+        print(validation_table(rows))
+        print(f"\n{len(rows)} folds, {time.perf_counter() - start:.0f} s")
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows), encoding="utf-8")
+        return 0
     rows = replay(args.runs, args.rounds)
     if not rows:
         print("no fold files with both students' test probabilities under --runs", file=sys.stderr)

@@ -249,7 +249,7 @@ def training_options(func):
         config_option("--monitor"), config_option("--kd-alpha"), config_option("--kd-temperature"),
         config_option("--teacher"), config_option("--teacher-calibration"), config_option("--teacher-width-budget"),
         config_option("--teacher-crossfit"), config_option("--kd-label-gate/--no-kd-label-gate", default=None),
-        config_option("--select-confidence"), config_option("--pos-weight"),
+        config_option("--select-confidence"), config_option("--select-metric"), config_option("--pos-weight"),
         config_option("--trainable-embeddings/--frozen-embeddings", default=None),
         config_option("--strategy"), config_option("--cpu-replicas"), config_option("--peer-timeout"),
         click.option("--labels", "labels_file", type=click.Path(), help="File with one label per line."),

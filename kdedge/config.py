@@ -87,9 +87,9 @@ class TrainConfig:
     select_confidence: float = option(0.8, "Ship the KD student only when it beats the plain student in this share of "
                                            "bootstrap resamples of the validation split (by --select-metric); "
                                            "else the plain student.")
-    select_metric: str = option("ap", "What the KD-vs-plain selection compares: ap (macro/micro average precision, "
-                                      "no thresholds; measured better, bench/selection_replay.py) or f1 (F1 at "
-                                      "cross-fitted thresholds).")
+    select_metric: str = option("ap", "What the KD-vs-plain selection compares: ap (macro average precision, no "
+                                      "thresholds; measured better, bench/selection_replay.py) or f1 (F1 at "
+                                      "cross-fitted thresholds, and not behind on micro-F1: the rule before).")
     pos_weight: str = option("none", "Weight of positive labels in the students' BCE (sqrt: √(negatives/positives); "
                                      "balanced: negatives/positives).")
     # thresholds
