@@ -32,23 +32,16 @@ from pathlib import Path
 import numpy as np
 
 from kdedge.evaluate import decide, scores
+from kdedge.teaching.targets import logit
 from kdedge.training.selection import BOOTSTRAP_DRAWS, compare_students, ships_kd
 
 MIN_SUPPORT, CONFIDENCE = 3, 0.8
 SMALL = ("labor", "loan", "600")
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
-
-
 def _by(metric: str, micro_guard: bool):
-    """KD when `metric`'s macro win share reaches CONFIDENCE (and, with `micro_guard`, its micro share 0.5)."""
-    def rule(comparisons: dict) -> bool:
-        wins = comparisons[metric]["confidence"]
-        return wins["macro"] >= CONFIDENCE and (not micro_guard or wins["micro"] >= 0.5)
-    return rule
+    """Training's rule (`ships_kd`) on `metric`'s comparison, with or without the micro guard."""
+    return lambda comparisons: ships_kd(comparisons[metric], CONFIDENCE, micro_guard)
 
 
 # rule name → ({metric: compare_students on the deciding part}) → ship KD?
@@ -81,6 +74,20 @@ def f1(y: np.ndarray, probs: np.ndarray, thresholds) -> dict[str, float]:
     return {"macro": 100 * s["macro_f1"], "micro": 100 * s["micro_f1"]}
 
 
+def _decide(y: np.ndarray, logits: dict, seed: int, draws: int) -> dict[str, bool]:
+    """Every rule's choice (ship KD?) from the comparisons of both metrics on `y`."""
+    comparisons = {metric: compare_students(y, logits, MIN_SUPPORT, seed, metric, draws) for metric in METRICS}
+    picks = {rule: fn(comparisons) for rule, fn in RULES.items()}
+    assert picks[DEFAULT] == ships_kd(comparisons["ap"], CONFIDENCE)  # the rule training applies
+    return picks
+
+
+def _gains(scored: dict, picks: dict) -> dict:
+    """Per rule, selected − plain student on macro- and micro-F1."""
+    return {rule: {k: scored["kd" if kd else "student"][k] - scored["student"][k] for k in ("macro", "micro")}
+            for rule, kd in picks.items()}
+
+
 def replay(runs: list[str], rounds: int) -> list[dict]:
     out = []
     for name, record in folds(runs):
@@ -93,15 +100,9 @@ def replay(runs: list[str], rounds: int) -> list[dict]:
             order = rng.permutation(len(y))
             decide_on, score_on = order[:n], order[n:]
             scored = {m: f1(y[score_on], probs[m][score_on], modes[m]["thresholds"]) for m in modes}
-            logits = {m: _logit(probs[m][decide_on]) for m in modes}
-            comparisons = {metric: compare_students(y[decide_on], logits, MIN_SUPPORT, r, metric, draws=1000)
-                           for metric in METRICS}
-            picks = {rule: fn(comparisons) for rule, fn in RULES.items()}
-            assert picks[DEFAULT] == ships_kd(comparisons["ap"], CONFIDENCE)  # the rule training applies
+            picks = _decide(y[decide_on], {m: logit(probs[m][decide_on], 1e-7) for m in modes}, r, 1000)
             out.append({"run": name, "fold": record["fold"], "arch": record["arch"], "round": r, "f1": scored,
-                        "gain": {rule: {k: scored["kd" if kd else "student"][k] - scored["student"][k]
-                                        for k in ("macro", "micro")} for rule, kd in picks.items()},
-                        "kd": picks})
+                        "gain": _gains(scored, picks), "kd": picks})
     return out
 
 
@@ -115,15 +116,10 @@ def on_validation(runs: list[str]) -> list[dict]:
                 continue
             modes = {m: record["modes"][m] for m in ("kd", "student")}
             y, y_val = (np.asarray(record[k], dtype=np.float64) for k in ("test_truth", "val_truth"))
-            logits = {m: _logit(np.asarray(v["val_probs"], dtype=np.float64)) for m, v in modes.items()}
-            comparisons = {metric: compare_students(y_val, logits, MIN_SUPPORT, seed, metric, BOOTSTRAP_DRAWS)
-                           for metric in METRICS}
-            picks = {rule: fn(comparisons) for rule, fn in RULES.items()}
+            picks = _decide(y_val, {m: logit(v["val_probs"], 1e-7) for m, v in modes.items()}, seed, BOOTSTRAP_DRAWS)
             scored = {m: f1(y, np.asarray(v["test_probs"]), v["thresholds"]) for m, v in modes.items()}
             out.append({"run": name, "fold": record["fold"], "arch": record["arch"], "f1": scored, "kd": picks,
-                        "shipped_in_run": record["modes"]["selected"]["mode"],
-                        "gain": {rule: {k: scored["kd" if kd else "student"][k] - scored["student"][k]
-                                        for k in ("macro", "micro")} for rule, kd in picks.items()}})
+                        "shipped_in_run": record["modes"]["selected"]["mode"], "gain": _gains(scored, picks)})
     return out
 
 
@@ -171,23 +167,14 @@ def main(argv=None) -> int:
                     help="test: rules decide on random parts of each test fold (default); validation: as training")
     args = ap.parse_args(argv)
     start = time.perf_counter()
-    if args.on == "validation":
-        rows = on_validation(args.runs)
-        if not rows:
-            print("no fold files with validation probabilities under --runs", file=sys.stderr)
-            return 2
-        print(validation_table(rows))
-        print(f"\n{len(rows)} folds, {time.perf_counter() - start:.0f} s")
-        if args.json:
-            Path(args.json).write_text(json.dumps(rows), encoding="utf-8")
-        return 0
-    rows = replay(args.runs, args.rounds)
+    on_test = args.on == "test"
+    rows = replay(args.runs, args.rounds) if on_test else on_validation(args.runs)
     if not rows:
-        print("no fold files with both students' test probabilities under --runs", file=sys.stderr)
+        print(f"no fold files with both students' {args.on} probabilities under --runs", file=sys.stderr)
         return 2
-    print(table(rows))
-    print(f"\n{len({(r['run'], r['fold'], r['arch']) for r in rows})} folds × {args.rounds} rounds, "
-          f"{time.perf_counter() - start:.0f} s")
+    print(table(rows) if on_test else validation_table(rows))
+    pieces = len({(r["run"], r["fold"], r["arch"]) for r in rows})
+    print(f"\n{pieces} folds" + (f" × {args.rounds} rounds" if on_test else "") + f", {time.perf_counter() - start:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(rows), encoding="utf-8")
     return 0

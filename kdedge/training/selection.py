@@ -119,11 +119,11 @@ def compare_students(y_val: np.ndarray, logits: dict[str, np.ndarray], min_suppo
             "draws": draws, "texts": int(len(y_val))}
 
 
-def ships_kd(comparison: dict, confidence: float) -> bool:
+def ships_kd(comparison: dict, confidence: float, micro_guard: bool | None = None) -> bool:
     """The rule: KD when its macro win share reaches `confidence` (and, where the metric guards micro, it is not
-    the likelier loser there)."""
+    the likelier loser there). `micro_guard` overrides the metric's own (bench/selection_replay.py compares both)."""
     wins = comparison["confidence"]
-    guarded = SELECTION_METRICS[comparison["metric"]].micro_guard
+    guarded = SELECTION_METRICS[comparison["metric"]].micro_guard if micro_guard is None else micro_guard
     return wins["macro"] >= confidence and (not guarded or wins["micro"] >= 0.5)
 
 
