@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 import kdedge_run
 from kdedge.evaluate import sigmoid
-from kdedge_export import ExportError, export_run
+from kdedge_export import (ConversionError, ExportError, OptionError, ParityError, RunDirectoryError, ShapeError,
+                            VerificationError, export_run)
 from kdedge_run import BundleError
 
 pytestmark = pytest.mark.slow  # real training runs exported and converted
@@ -210,8 +211,11 @@ def test_failed_parity_writes_nothing(workdir, run_dir, monkeypatch):
     real = parity.runtime_probabilities
     monkeypatch.setattr(parity, "runtime_probabilities", lambda *a: np.clip(real(*a) + 0.01, 0, 1))
     out = workdir / "parity_fails"
-    with pytest.raises(ExportError, match="parity check failed"):
+    with pytest.raises(ParityError, match="parity check failed") as err:
         export_run(run_dir("textcnn"), out, formats="onnx", log=lambda m: None)
+    assert err.value.tolerance == parity.FP32_TOLERANCE
+    assert [r["format"] for r in err.value.rows] == ["onnx"]
+    assert all(r["max_abs_dp"] > err.value.tolerance for r in err.value.rows)
     assert not out.exists()
     assert not [p for p in workdir.iterdir() if p.name.startswith(".parity_fails")]
 
@@ -333,14 +337,28 @@ def test_model_card(exported):
     assert "## Parity" in card and "## Calibration" in card and "label_f1.png" in card
 
 
-def test_bad_requests_are_export_errors(workdir, run_dir):
-    with pytest.raises(ExportError, match="no such run directory"):
+def test_a_vocabulary_that_does_not_fit_the_model_is_a_shape_error(workdir, run_dir):
+    copy = workdir / "run_vocab_plus_one"
+    shutil.copytree(run_dir("textcnn"), copy)
+    with open(copy / "vocab.txt", "a", encoding="utf-8") as f:
+        f.write("多出來的詞\n")
+    with pytest.raises(ShapeError, match="vocab.txt has .* tokens but the model's embedding table"):
+        export_run(copy, workdir / "b_shape", log=lambda m: None)
+    assert not (workdir / "b_shape").exists()
+
+
+def test_bad_requests_are_typed_export_errors(workdir, run_dir):
+    with pytest.raises(RunDirectoryError, match="no such run directory"):
         export_run(workdir / "missing_run", workdir / "b1")
-    with pytest.raises(ExportError, match="no student.keras"):
+    with pytest.raises(RunDirectoryError, match="no student.keras"):
         export_run(run_dir("textcnn"), workdir / "b2", model="student")
-    with pytest.raises(ExportError, match="unknown format"):
+    with pytest.raises(OptionError, match="unknown format"):
         export_run(run_dir("textcnn"), workdir / "b3", formats="coreml")
-    assert issubclass(ExportError, ValueError)
+    with pytest.raises(OptionError, match="--model must be one of"):
+        export_run(run_dir("textcnn"), workdir / "b4", model="teacher")
+    kinds = (RunDirectoryError, OptionError, ShapeError, ConversionError, ParityError, VerificationError)
+    assert all(issubclass(kind, ExportError) for kind in kinds) and issubclass(ExportError, ValueError)
+    assert len({frozenset(k for k in kinds if issubclass(kind, k)) for kind in kinds}) == len(kinds)  # disjoint
 
 
 # --- command line ----------------------------------------------------------------------------------

@@ -144,13 +144,13 @@ RUN_DAMAGES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", list(RUN_DAMAGES))
 def test_export_refuses_a_run_it_cannot_trust(run, tmp_path, damage):
-    from kdedge_export import ExportError
+    from kdedge_export import RunDirectoryError
     from kdedge_export.run import load_run
 
     change, words = RUN_DAMAGES[damage]
     copy = damaged_copy(run, tmp_path, change)
     start = time.monotonic()
-    with pytest.raises(ExportError, match=words):
+    with pytest.raises(RunDirectoryError, match=words):
         load_run(copy)
     assert time.monotonic() - start < 30
     load_run(run)  # the intact run still loads
@@ -158,12 +158,12 @@ def test_export_refuses_a_run_it_cannot_trust(run, tmp_path, damage):
 
 @pytest.mark.slow
 def test_a_truncated_model_is_named_as_such_not_as_missing(run, tmp_path):
-    from kdedge_export import ExportError
+    from kdedge_export import RunDirectoryError
     from kdedge_export.run import load_keras, load_run
 
     def truncate(copy):
         for model in copy.glob("*.keras"):
             model.write_bytes(model.read_bytes()[:5000])
     copy = damaged_copy(run, tmp_path, truncate)
-    with pytest.raises(ExportError, match="not a complete Keras archive"):
+    with pytest.raises(RunDirectoryError, match="not a complete Keras archive"):
         load_keras(load_run(copy))

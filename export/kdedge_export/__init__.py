@@ -7,7 +7,9 @@ TensorFlow and the converters load on the first export, not on import.
 """
 from __future__ import annotations
 
-from .errors import ExportError
+from .errors import (ConversionError, ExportError, OptionError, ParityError, RunDirectoryError, ShapeError,
+                     VerificationError)
 from .exporter import export_run  # TensorFlow and the converters are imported inside, when a run is exported
 
-__all__ = ["export_run", "ExportError"]
+__all__ = ["export_run", "ExportError", "RunDirectoryError", "OptionError", "ShapeError", "ConversionError",
+           "ParityError", "VerificationError"]

@@ -12,7 +12,7 @@ import numpy as np
 from kdedge.files import check_replaceable, commit_dir, read_regular_file
 from kdedge_run.bundle import FORMAT, MANIFEST, file_sha256
 
-from .errors import ExportError
+from .errors import OptionError, VerificationError
 
 # manifest keys in the order of docs/bundle.md
 KEY_ORDER = ("format", "format_version", "kdedge_version", "created", "architecture", "model_kind",
@@ -30,7 +30,7 @@ def check_out(out: Path, force: bool) -> None:
     try:
         check_replaceable(out, force, bundle_listing, "a kdedge bundle")
     except FileExistsError as e:
-        raise ExportError(str(e)) from None
+        raise OptionError(str(e)) from None
 
 
 def bundle_listing(path: Path):
@@ -99,7 +99,7 @@ class Staging:
         try:  # NaN or ±Infinity is not JSON: both readers would refuse the bundle
             text = json.dumps(ordered, ensure_ascii=False, indent=2, allow_nan=False)
         except ValueError as e:
-            raise ExportError(f"{MANIFEST}: a value to write is not a finite number ({e}); nothing was written") from None
+            raise VerificationError(f"{MANIFEST}: a value to write is not a finite number ({e}); nothing was written") from None
         (self.path / MANIFEST).write_text(text + "\n", encoding="utf-8")
         return ordered
 
@@ -111,7 +111,7 @@ class Staging:
         try:
             commit_dir(self.path, self.out, bundle_listing, "a kdedge bundle")
         except FileExistsError as e:  # something other than a bundle appeared at `out` meanwhile
-            raise ExportError(str(e)) from None
+            raise OptionError(str(e)) from None
         return self.out
 
     def discard(self) -> None:

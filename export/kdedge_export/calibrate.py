@@ -14,7 +14,7 @@ from kdedge.files import read_regular_file
 from kdedge.evaluate import (decide, expected_calibration_error, fit_temperatures, scores, sigmoid,
                              tune_thresholds)
 
-from .errors import ExportError
+from .errors import OptionError
 
 ECE_BINS = 10
 
@@ -32,18 +32,18 @@ def read_thresholds_file(path, labels: list[str]) -> dict[str, float]:
     """A JSON object {label: threshold in [0, 1]}; labels not in the file keep their tuned threshold."""
     path = Path(path)
     if not (path.exists() or path.is_symlink()):
-        raise ExportError(f"{path}: thresholds file not found")
+        raise OptionError(f"{path}: thresholds file not found")
     try:
         data = parse_json_line(read_regular_file(path, MAX_SIDE_FILE_BYTES).decode("utf-8"))
     except ReadBackError as e:
-        raise ExportError(str(e)) from None
+        raise OptionError(str(e)) from None
     except (UnicodeDecodeError, ValueError) as e:  # ValueError: also nesting, NaN, 5,000-digit numbers
-        raise ExportError(f"{path}: not a readable JSON file: {e}") from None
+        raise OptionError(f"{path}: not a readable JSON file: {e}") from None
     if not isinstance(data, dict):
-        raise ExportError(f'{path}: must be a JSON object {{"label": threshold, ...}}')
+        raise OptionError(f'{path}: must be a JSON object {{"label": threshold, ...}}')
     unknown = sorted(set(data) - set(labels))
     if unknown:
-        raise ExportError(f"{path}: unknown label(s) {shown_names(unknown)} (the run's labels: {shown_names(labels)})")
+        raise OptionError(f"{path}: unknown label(s) {shown_names(unknown)} (the run's labels: {shown_names(labels)})")
     out = {}
     for label, value in data.items():
         number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
@@ -53,7 +53,7 @@ def read_thresholds_file(path, labels: list[str]) -> dict[str, float]:
             number = math.inf
         if not 0.0 <= number <= 1.0:
             shown = reprlib.repr(value)
-            raise ExportError(f"{path}: threshold for {label!r} must be a number in [0, 1], got {shown}")
+            raise OptionError(f"{path}: threshold for {label!r} must be a number in [0, 1], got {shown}")
         out[label] = number
     return out
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from .errors import ExportError
+from .errors import ConversionError, OptionError, ShapeError
 
 OPSET = 17
 INPUT_NAME = "embedded"
@@ -59,7 +59,8 @@ def body_input_shape(body) -> tuple:
 def _output_keys(body) -> list[str]:
     keys = list(body.output) if isinstance(body.output, dict) else []
     if LOGITS not in keys:
-        raise ExportError(f"the model body must output a dict with '{LOGITS}' (kdedge.networks.models), got {body.output!r}")
+        raise ShapeError(f"the model body must output a dict with '{LOGITS}' (kdedge.networks.models), "
+                         f"got {body.output!r}")
     return keys
 
 
@@ -85,7 +86,7 @@ def to_onnx(body, log: Callable[[str], None]) -> Converted:
     _name_outputs(proto, names, keys)
     inputs = [i.name for i in proto.graph.input if i.name not in {x.name for x in proto.graph.initializer}]
     if inputs != [INPUT_NAME]:
-        raise ExportError(f"ONNX conversion produced inputs {inputs}, expected ['{INPUT_NAME}']")
+        raise ConversionError(f"ONNX conversion produced inputs {inputs}, expected ['{INPUT_NAME}']")
     return Converted("onnx", "fp32", proto.SerializeToString(), [None, *shape], INPUT_NAME, LOGITS,
                      ATTENTION if ATTENTION in keys else None)
 
@@ -115,7 +116,8 @@ def _onnx_via_saved_model(body, spec):
         try:
             proto, _ = tf2onnx.convert.from_function(forward, input_signature=spec, opset=OPSET)
         except Exception as e:
-            raise ExportError(f"ONNX conversion failed with from_keras and with the SavedModel fallback: {e}") from e
+            raise ConversionError(f"ONNX conversion failed with from_keras and with the SavedModel fallback: "
+                                  f"{e}") from e
     return proto
 
 
@@ -128,7 +130,7 @@ def _name_outputs(proto, names: dict[str, str], keys: list[str]) -> None:
         if old not in outputs:
             matches = [o for o in outputs if o == key or o.startswith(key) or o.endswith(key)]
             if len(matches) != 1:
-                raise ExportError(f"cannot tell which ONNX output is '{key}' among {outputs}")
+                raise ConversionError(f"cannot tell which ONNX output is '{key}' among {outputs}")
             old = matches[0]
         if old != key:
             mapping[old] = key
@@ -137,7 +139,7 @@ def _name_outputs(proto, names: dict[str, str], keys: list[str]) -> None:
     used = _all_names(proto.graph)
     clash = [new for new in mapping.values() if new in used and new not in mapping]
     if clash:
-        raise ExportError(f"cannot rename ONNX outputs to {clash}: the names are taken inside the graph")
+        raise ConversionError(f"cannot rename ONNX outputs to {clash}: the names are taken inside the graph")
     _rename(proto.graph, mapping)
 
 
@@ -197,7 +199,7 @@ def quantize_onnx(model: Converted, precision: str) -> tuple[Converted, str | No
         try:
             quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
         except Exception as e:  # onnxruntime's quantiser raises plain exceptions
-            raise ExportError(f"ONNX int8 quantisation failed: {e}") from e
+            raise ConversionError(f"ONNX int8 quantisation failed: {e}") from e
         finally:
             logging.disable(logging.NOTSET)
         return replace(model, precision="int8", data=dst.read_bytes()), None
@@ -214,21 +216,21 @@ def to_tflite(body, arch: str, params: dict, dropout: float, precision: str = "f
     from kdedge.networks.models import BodySpec, build_body
 
     if precision not in PRECISIONS:
-        raise ExportError(f"unknown precision {precision!r}")
+        raise OptionError(f"unknown precision {precision!r}")
     shape = body_input_shape(body)
     keys = _output_keys(body)
     n_labels = int(body.output[LOGITS].shape[-1])
     if ATTENTION in keys and tuple(body.output[ATTENTION].shape[1:]) == (n_labels,):
-        raise ExportError(f"cannot export {arch} to TFLite: readers tell its outputs apart by shape "
-                          f"(docs/bundle.md) and the attention [1, {n_labels}] has the shape of the logits "
-                          f"[1, {n_labels}] (max_len equals the number of labels); export ONNX only, or "
-                          "retrain with another --max-len")
+        raise ConversionError(f"cannot export {arch} to TFLite: readers tell its outputs apart by shape "
+                              f"(docs/bundle.md) and the attention [1, {n_labels}] has the shape of the logits "
+                              f"[1, {n_labels}] (max_len equals the number of labels); export ONNX only, or "
+                              "retrain with another --max-len")
     static = build_body(arch, BodySpec(shape, n_labels, params, dropout, unroll=True, batch_size=1), name="body")
     try:
         static.set_weights(body.get_weights())
     except ValueError as e:
-        raise ExportError(f"the {arch} body rebuilt for TFLite does not take the trained weights "
-                          f"(architecture parameters changed?): {e}") from e
+        raise ShapeError(f"the {arch} body rebuilt for TFLite does not take the trained weights "
+                         f"(architecture parameters changed?): {e}") from e
     forward = tf.function(lambda x: static(x, training=False))
     concrete = forward.get_concrete_function(tf.TensorSpec([1, *shape], tf.float32, name=INPUT_NAME))
     # the tf.function is the trackable object: passing the Keras model leaves its variables
@@ -242,7 +244,7 @@ def to_tflite(body, arch: str, params: dict, dropout: float, precision: str = "f
     try:
         data = converter.convert()
     except Exception as e:  # the converter raises ConverterError and others
-        raise ExportError(f"TFLite conversion of {arch} ({precision}, builtin ops only) failed: {e}") from e
+        raise ConversionError(f"TFLite conversion of {arch} ({precision}, builtin ops only) failed: {e}") from e
     return Converted("tflite", precision, bytes(data), [1, *shape], INPUT_NAME, LOGITS,
                      ATTENTION if ATTENTION in keys else None)
 
@@ -293,8 +295,8 @@ def _graph_body(body, arch: str, params: dict, dropout: float, graph: CodepointG
     try:
         rebuilt.set_weights([_round16(w) if graph.round16 and w.dtype.kind == "f" else w for w in weights])
     except ValueError as e:
-        raise ExportError(f"the {arch} body rebuilt for export does not take the trained weights "
-                          f"(architecture parameters changed?): {e}") from e
+        raise ShapeError(f"the {arch} body rebuilt for export does not take the trained weights "
+                         f"(architecture parameters changed?): {e}") from e
     return rebuilt
 
 
@@ -383,7 +385,7 @@ def codepoint_onnx(body, arch: str, params: dict, dropout: float, graph: Codepoi
     try:
         proto, _ = tf2onnx.convert.from_function(tf.function(forward), input_signature=spec, opset=OPSET)
     except Exception as e:  # tf2onnx raises many types
-        raise ExportError(f"ONNX conversion of the {arch} code point model failed: {e}") from e
+        raise ConversionError(f"ONNX conversion of the {arch} code point model failed: {e}") from e
     outputs = [PROBABILITIES, KNOWN] + ([ATTENTION] if ATTENTION in keys else [])
     _name_outputs(proto, {k: k for k in outputs}, outputs)
     if graph.round16:
@@ -430,6 +432,6 @@ def codepoint_tflite(body, arch: str, params: dict, dropout: float, graph: Codep
     try:
         data = converter.convert()
     except Exception as e:  # the converter raises ConverterError and others
-        raise ExportError(f"TFLite conversion of the {arch} code point model failed: {e}") from e
+        raise ConversionError(f"TFLite conversion of the {arch} code point model failed: {e}") from e
     return CodepointModel("tflite", FP16_WEIGHTS if graph.round16 else "fp32", bytes(data), [1, max_len],
                           ATTENTION in keys)

@@ -20,7 +20,7 @@ from .calibrate import Calibration, calibrate, read_thresholds_file
 from .card import label_f1_png, model_card
 from .codepoints import build_tables
 from .convert import CodepointGraph, codepoint_onnx, codepoint_tflite, quantize_onnx, to_onnx, to_tflite
-from .errors import ExportError
+from .errors import OptionError, RunDirectoryError, ShapeError, VerificationError
 from .golden import GOLDEN_TOLERANCE, golden_vectors, test_metrics
 from .run import Run, load_keras, load_run, read_vocab
 from .segmentation import agreement, segmenter_spec
@@ -77,11 +77,11 @@ def _formats(formats) -> tuple[str, ...]:
     for f in formats:
         for name in (FORMATS if f == "all" else (f,)):
             if name not in FORMATS:
-                raise ExportError(f"unknown format {name!r}; choose from onnx, tflite, all")
+                raise OptionError(f"unknown format {name!r}; choose from onnx, tflite, all")
             if name not in wanted:
                 wanted.append(name)
     if not wanted:
-        raise ExportError("no model format asked for (onnx, tflite or all)")
+        raise OptionError("no model format asked for (onnx, tflite or all)")
     return tuple(f for f in FORMATS if f in wanted)
 
 
@@ -103,22 +103,23 @@ def export_run(run_dir, out_dir, formats=("onnx",), quantize: str = "none", mode
     (manifest `test_metrics`, shown in the card). A character run of a sequence architecture gives a
     format-2 bundle (code points in), any other run format 1. The bundle is staged next to
     `out_dir`, checked end to end through kdedge_run, and renamed into place; an existing `out_dir` is
-    replaced only with `force`. Returns the manifest. Raises ExportError (a ValueError). Its keyword
-    parameters are `kdedge export`'s options, one to one, which is why there are more than eight.
+    replaced only with `force`. Returns the manifest. Raises a subclass of ExportError (a ValueError) that
+    names the kind of failure (kdedge_export.errors). Its keyword parameters are `kdedge export`'s options, one
+    to one, which is why there are more than eight.
     """
     log = log or _stderr
     formats = _formats(formats)
     if quantize not in QUANTIZE:
-        raise ExportError(f"--quantize must be one of {', '.join(QUANTIZE)}, not {quantize!r}")
+        raise OptionError(f"--quantize must be one of {', '.join(QUANTIZE)}, not {quantize!r}")
     vectors_dtype = vectors_dtype or DEFAULT_FOR_QUANTIZE[quantize]
     if vectors_dtype not in DTYPES:
-        raise ExportError(f"--vectors-dtype must be one of {', '.join(DTYPES)}, not {vectors_dtype!r}")
+        raise OptionError(f"--vectors-dtype must be one of {', '.join(DTYPES)}, not {vectors_dtype!r}")
     out = Path(out_dir)
     run_path = Path(run_dir).resolve()
     if out.resolve() == run_path or run_path in out.resolve().parents:
-        raise ExportError(f"{out}: the bundle must not be written inside the run directory")
+        raise OptionError(f"{out}: the bundle must not be written inside the run directory")
     if out.resolve() in run_path.parents:
-        raise ExportError(f"{out}: holds the run directory {run_dir}; the bundle must go elsewhere")
+        raise OptionError(f"{out}: holds the run directory {run_dir}; the bundle must go elsewhere")
     check_out(out, force)
     run = load_run(run_dir, model)
     overrides = read_thresholds_file(thresholds_file, run.labels) if thresholds_file else None
@@ -216,7 +217,7 @@ def _finish(stage: Staging, plan: ExportPlan, manifest: dict, backend: str) -> d
     try:
         kdedge_run.load(stage.path, backend=backend)
     except BundleError as e:
-        raise ExportError(f"the finished bundle does not verify: {e}") from e
+        raise VerificationError(f"the finished bundle does not verify: {e}") from e
     stage.commit(plan.force)
     return manifest
 
@@ -224,14 +225,14 @@ def _finish(stage: Staging, plan: ExportPlan, manifest: dict, backend: str) -> d
 def _check_table(run, table: np.ndarray, note) -> None:
     vocab_size = len(read_vocab(run))
     if table.shape[0] != vocab_size:
-        raise ExportError(f"{run.path}: vocab.txt has {vocab_size} tokens but the model's embedding table "
-                          f"{table.shape[0]} rows")
+        raise ShapeError(f"{run.path}: vocab.txt has {vocab_size} tokens but the model's embedding table "
+                         f"{table.shape[0]} rows")
     saved = run.path / "vectors.npy"
     if not run.settings.trainable_embeddings and saved.is_file():  # else training changed it
         try:
             vectors = np.load(saved, allow_pickle=False, mmap_mode="r")
         except NPY_READ_ERRORS as e:
-            raise ExportError(f"{saved}: cannot read: {e}") from None
+            raise RunDirectoryError(f"{saved}: cannot read: {e}") from None
         if vectors.shape != table.shape or not np.array_equal(np.asarray(vectors, dtype=np.float32), table):
             note("the model's embedding table differs from the run's vectors.npy although the run froze its "
                  "embeddings; the bundle ships the model's table")
@@ -254,7 +255,7 @@ def _write(stage: Staging, plan: ExportPlan, vectors_dtype: str, models: dict) -
 
 
 def _check_end_to_end(stage: Staging, scratch, manifest: dict, plan: ExportPlan) -> dict:
-    """Segmentation agreement and parity through kdedge_run; raises ExportError on an fp32 mismatch."""
+    """Segmentation agreement and parity through kdedge_run; raises ParityError on an fp32 mismatch."""
     from kdedge_run.bundle import BundleError, load_bundle
     from kdedge_run.text import tokens_to_ids
 
@@ -262,7 +263,7 @@ def _check_end_to_end(stage: Staging, scratch, manifest: dict, plan: ExportPlan)
     try:
         whole = load_bundle(stage.path).preprocessor.uncut()  # the segmenter on whole texts, as training
     except BundleError as e:
-        raise ExportError(f"the staged bundle does not load in kdedge_run: {e}") from e
+        raise VerificationError(f"the staged bundle does not load in kdedge_run: {e}") from e
     seg = agreement(whole.tokens, run.val_texts, run.val_tokens)
     ids, keep = par.runtime_inputs(stage.path, run.val_texts)
     vocab = {t: i for i, t in enumerate(read_vocab(run))}
@@ -292,7 +293,7 @@ def _run_descriptions(run):
 
 
 def read_label_descriptions(path, labels: list[str]) -> dict[str, str]:
-    """kdedge.text.data.read_label_descriptions as an ExportError; {} for no file."""
+    """kdedge.text.data.read_label_descriptions as an OptionError; {} for no file."""
     from kdedge.text.data import DataError, read_label_descriptions as read
 
     if path is None:
@@ -300,7 +301,7 @@ def read_label_descriptions(path, labels: list[str]) -> dict[str, str]:
     try:
         return read(path, labels)
     except DataError as e:
-        raise ExportError(str(e)) from None
+        raise OptionError(str(e)) from None
 
 
 def read_test_data(path, labels: list[str]) -> tuple[list[str], np.ndarray]:
@@ -310,7 +311,7 @@ def read_test_data(path, labels: list[str]) -> tuple[list[str], np.ndarray]:
     ds = load_dataset(path)
     unknown = sorted(set(ds.label_names) - set(labels))
     if unknown:
-        raise ExportError(f"{path}: label(s) {shown_names(unknown)} are not the run's ({shown_names(labels)})")
+        raise OptionError(f"{path}: label(s) {shown_names(unknown)} are not the run's ({shown_names(labels)})")
     index = {lab: j for j, lab in enumerate(labels)}
     y = np.zeros((len(ds), len(labels)), dtype=np.float64)
     for i, labs in enumerate(ds.labels):

@@ -8,7 +8,7 @@ import numpy as np
 
 from kdedge.evaluate import decide, scores, sigmoid
 
-from .errors import ExportError
+from .errors import ParityError, VerificationError
 
 FP32_TOLERANCE = 1e-4
 
@@ -20,7 +20,7 @@ def runtime_inputs(bundle_dir: Path, texts: list[str]) -> tuple[np.ndarray, list
     try:
         bundle = load_bundle(bundle_dir)
     except BundleError as e:
-        raise ExportError(f"the staged bundle does not load in kdedge_run: {e}") from e
+        raise VerificationError(f"the staged bundle does not load in kdedge_run: {e}") from e
     pre = bundle.preprocessor
     keep = [i for i, t in enumerate(texts) if pre.tokens(t)]
     ids, _ = pre.encode([texts[i] for i in keep])
@@ -43,7 +43,7 @@ def runtime_probabilities(bundle_dir: Path, backend: str, texts: list[str]) -> n
     try:
         clf = kdedge_run.load(bundle_dir, backend=backend)
     except BundleError as e:
-        raise ExportError(f"kdedge_run cannot load the exported {backend} model: {e}") from e
+        raise VerificationError(f"kdedge_run cannot load the exported {backend} model: {e}") from e
     predictions = clf.predict(texts)
     return np.array([[p.probabilities[lab] for lab in clf.labels] for p in predictions], dtype=np.float64)
 
@@ -83,12 +83,13 @@ def strict(row: dict) -> bool:
 
 
 def check(rows: list[dict]) -> None:
-    """Raise ExportError when an fp32 model with fp32 vectors differs from Keras by more than 1e-4."""
+    """Raise ParityError when an fp32 model with fp32 vectors differs from Keras by more than 1e-4."""
     bad = [r for r in rows if strict(r) and not r["max_abs_dp"] <= FP32_TOLERANCE]
     if bad:
         detail = "; ".join(f"{r['format']}: max |Δp| = {r['max_abs_dp']:.3g}" for r in bad)
-        raise ExportError(f"parity check failed: fp32 model probabilities differ from the Keras model's by more "
-                          f"than {FP32_TOLERANCE:g} ({detail}); the conversion is wrong, nothing was written")
+        raise ParityError(f"parity check failed: fp32 model probabilities differ from the Keras model's by more "
+                          f"than {FP32_TOLERANCE:g} ({detail}); the conversion is wrong, nothing was written",
+                          FP32_TOLERANCE, bad)
 
 
 def report(run, keras_model, ids: np.ndarray, keep: list[int], temperatures: np.ndarray, thresholds,
@@ -96,7 +97,7 @@ def report(run, keras_model, ids: np.ndarray, keep: list[int], temperatures: np.
     """The manifest's `parity` object (docs/bundle.md "Parity"): Keras on `ids` (the model input of the
     validation texts `keep`) against every candidate model through kdedge_run, each row with its median
     single-text latency. `candidates`: (bundle dir, shipped?, vectors dtype, [(manifest entry, bytes)]).
-    Raises ExportError (`check`) when an fp32 model misses the tolerance, before latencies are measured."""
+    Raises ParityError (`check`) when an fp32 model misses the tolerance, before latencies are measured."""
     texts = [run.val_texts[i] for i in keep]
     y = run.val_y[keep]
     logits, reference = keras_probabilities(keras_model, ids, temperatures)

@@ -14,7 +14,7 @@ from kdedge.errors import ReadBackError
 from kdedge.files import NPY_READ_ERRORS, check_regular_file, read_regular_file, shown_path
 from kdedge_run.bundle import MAX_LABEL_CHARS, MAX_LABELS, MAX_TEXT_INPUT
 
-from .errors import ExportError
+from .errors import OptionError, RunDirectoryError
 from .options import MODEL_KINDS
 
 SEGMENTER_TYPES = ("char", "jieba", "ckip")
@@ -74,38 +74,38 @@ def _check_run_entries(root: Path) -> None:
     for folder in (root, *(root / sub for sub in RUN_SUBDIRS)):
         if folder is not root and not (folder.is_dir() and not folder.is_symlink()):
             if folder.is_symlink() or folder.exists():
-                raise ExportError(f"{shown_path(folder)}: not a folder of the run (a link or a file)")
+                raise RunDirectoryError(f"{shown_path(folder)}: not a folder of the run (a link or a file)")
             continue
         with os.scandir(folder) as entries:
             for n, entry in enumerate(entries):
                 if n >= MAX_RUN_ENTRIES:
-                    raise ExportError(f"{shown_path(folder)}: more than {MAX_RUN_ENTRIES:,} entries; "
-                                      "not a run directory written by `kdedge train`")
+                    raise RunDirectoryError(f"{shown_path(folder)}: more than {MAX_RUN_ENTRIES:,} entries; "
+                                            "not a run directory written by `kdedge train`")
                 if entry.is_symlink():
-                    raise ExportError(f"{shown_path(entry.path)}: a symbolic link; export reads only the run's own "
-                                      "regular files (copy the file into the run)")
+                    raise RunDirectoryError(f"{shown_path(entry.path)}: a symbolic link; export reads only the run's own "
+                                            "regular files (copy the file into the run)")
                 if entry.is_dir(follow_symlinks=False):
                     continue
                 if not entry.is_file(follow_symlinks=False):
-                    raise ExportError(f"{shown_path(entry.path)}: not a regular file")
+                    raise RunDirectoryError(f"{shown_path(entry.path)}: not a regular file")
 
 
 def _read_json(path: Path, kind=dict):
     """The JSON file at `path`, which must hold a `kind` (NaN, Infinity, out-of-range numbers, integers
-    of more than 4,300 digits and nesting too deep for Python are refused); ExportError naming the file."""
+    of more than 4,300 digits and nesting too deep for Python are refused); RunDirectoryError naming the file."""
     if not (path.exists() or path.is_symlink()):
-        raise ExportError(f"{path}: missing; is {path.parent} a run directory written by `kdedge train`?")
+        raise RunDirectoryError(f"{path}: missing; is {path.parent} a run directory written by `kdedge train`?")
     try:
         value = parse_json_line(read_regular_file(path, MAX_RUN_JSON_BYTES).decode("utf-8"))
     except ReadBackError as e:
-        raise ExportError(str(e)) from None
+        raise RunDirectoryError(str(e)) from None
     except UnicodeDecodeError as e:
-        raise ExportError(f"{path}: cannot read: {e}") from None
+        raise RunDirectoryError(f"{path}: cannot read: {e}") from None
     except ValueError as e:
-        raise ExportError(f"{path}: not valid JSON: {e}") from None
+        raise RunDirectoryError(f"{path}: not valid JSON: {e}") from None
     if not isinstance(value, kind):
-        raise ExportError(f"{path}: must hold a JSON object, not {type(value).__name__} "
-                          "(is it the file `kdedge train` wrote?)")
+        raise RunDirectoryError(f"{path}: must hold a JSON object, not {type(value).__name__} "
+                                "(is it the file `kdedge train` wrote?)")
     return value
 
 
@@ -114,16 +114,16 @@ def _int_in(value, low: int, high: int) -> bool:
 
 
 def _check_config(path: Path, config: dict) -> TrainConfig:
-    """Every value of a run's config.json that export reads: type and range; ExportError naming the key. The
+    """Every value of a run's config.json that export reads: type and range; RunDirectoryError naming the key. The
     training settings are built into the TrainConfig training used (`kdedge.config.config_from_record`), with
     every check a config gets from the CLI or a file."""
     for key in ("config", "labels", "input", "segmenter"):
         if key not in config:
-            raise ExportError(f"{path}: no '{key}' (written by an incompatible kdedge version?)")
+            raise RunDirectoryError(f"{path}: no '{key}' (written by an incompatible kdedge version?)")
     try:
         settings = config_from_record(config["config"])
     except ConfigError as e:
-        raise ExportError(f"{path}: 'config.{e.option}': {e}" if e.option else f"{path}: 'config' {e}") from None
+        raise RunDirectoryError(f"{path}: 'config.{e.option}': {e}" if e.option else f"{path}: 'config' {e}") from None
     _check_labels(path, config["labels"])
     _check_input(path, config["input"], settings.arch)
     _check_segmenter(path, config["segmenter"])
@@ -133,8 +133,8 @@ def _check_config(path: Path, config: dict) -> TrainConfig:
     return settings
 
 
-def _bad(path: Path, key: str, rule: str, value) -> ExportError:
-    return ExportError(f"{path}: '{key}' must be {rule}, got {_short(value)}")
+def _bad(path: Path, key: str, rule: str, value) -> RunDirectoryError:
+    return RunDirectoryError(f"{path}: '{key}' must be {rule}, got {_short(value)}")
 
 
 def _check_labels(path: Path, labels) -> None:
@@ -145,9 +145,9 @@ def _check_labels(path: Path, labels) -> None:
             raise _bad(path, f"labels[{i}]", f"a label name (a string of 1 to {MAX_LABEL_CHARS} characters)", name)
         problem = label_problem(name)
         if problem:
-            raise ExportError(f"{path}: 'labels[{i}]': {problem}")
+            raise RunDirectoryError(f"{path}: 'labels[{i}]': {problem}")
     if len(set(labels)) != len(labels):
-        raise ExportError(f"{path}: 'labels' names a label twice")
+        raise RunDirectoryError(f"{path}: 'labels' names a label twice")
 
 
 def _check_input(path: Path, spec, arch: str) -> None:
@@ -194,7 +194,7 @@ def _check_metrics(path: Path, metrics: dict) -> None:
     texts = metrics.get("texts")
     if not (texts is None or isinstance(texts, dict)
             and all(isinstance(v, int) and not isinstance(v, bool) for v in texts.values())):
-        raise ExportError(f"{path}: 'texts' must be an object of text counts, got {_short(texts)}")
+        raise RunDirectoryError(f"{path}: 'texts' must be an object of text counts, got {_short(texts)}")
 
 
 def _validation_record(line: str, index: dict[str, int]) -> tuple[str, list[str], np.ndarray]:
@@ -235,10 +235,10 @@ def _check_recorded_scores(root: Path, metrics: dict, model_kind: str, labels: l
               if not (isinstance(recorded[lab], (int, float))
                       and any(abs(recorded[lab] - f1[j]) <= 1e-6 for f1 in now))]
     if differ:
-        raise ExportError(f"{root}: the validation outputs do not match what training recorded in metrics.json "
-                          f"(per-label F1 at 0.5 differs for {len(differ)} of {len(labels)} labels, e.g. "
-                          f"{_short(differ[0])}): labels reordered in config.json, or validation.jsonl or "
-                          f"predictions/val_{model_kind}.npy replaced?")
+        raise RunDirectoryError(f"{root}: the validation outputs do not match what training recorded in metrics.json "
+                                f"(per-label F1 at 0.5 differs for {len(differ)} of {len(labels)} labels, e.g. "
+                                f"{_short(differ[0])}): labels reordered in config.json, or validation.jsonl or "
+                                f"predictions/val_{model_kind}.npy replaced?")
 
 
 def selected_model(root: Path, metrics) -> str:
@@ -248,48 +248,48 @@ def selected_model(root: Path, metrics) -> str:
     if mode is None:
         return "kd"
     if mode not in MODEL_KINDS:
-        raise ExportError(f"{root / 'metrics.json'}: 'selected' names {mode!r}, not one of {', '.join(MODEL_KINDS)}")
+        raise RunDirectoryError(f"{root / 'metrics.json'}: 'selected' names {mode!r}, not one of {', '.join(MODEL_KINDS)}")
     return mode
 
 
 def load_run(run_dir, model_kind: str | None = None) -> Run:
-    """Check and read the run directory (`model_kind` None: the student the run selected); raises ExportError
-    naming the missing or bad file."""
+    """Check and read the run directory (`model_kind` None: the student the run selected); raises
+    RunDirectoryError naming the missing or bad file (OptionError for a `model_kind` that is not one)."""
     root = Path(run_dir)
     if not root.is_dir():
-        raise ExportError(f"{root}: no such run directory")
+        raise RunDirectoryError(f"{root}: no such run directory")
     _check_run_entries(root)
     metrics = _read_json(root / "metrics.json") if (root / "metrics.json").is_file() else {}
     _check_metrics(root / "metrics.json", metrics)
     model_kind = selected_model(root, metrics) if model_kind is None else model_kind
     if model_kind not in MODEL_KINDS:
-        raise ExportError(f"--model must be one of {', '.join(MODEL_KINDS)}, not {model_kind!r}")
+        raise OptionError(f"--model must be one of {', '.join(MODEL_KINDS)}, not {model_kind!r}")
     config = _read_json(root / "config.json")
     settings = _check_config(root / "config.json", config)
     labels = list(config["labels"])
     if "labels" in metrics and metrics["labels"] != labels:
-        raise ExportError(f"{root / 'config.json'}: its labels differ from metrics.json's (order included): the "
-                          "model's outputs follow the order training wrote; was a file of the run edited?")
+        raise RunDirectoryError(f"{root / 'config.json'}: its labels differ from metrics.json's (order included): the "
+                                "model's outputs follow the order training wrote; was a file of the run edited?")
     if not (root / f"{model_kind}.keras").is_file():
         have = sorted(p.stem for p in root.glob("*.keras"))
-        raise ExportError(f"{root}: no {model_kind}.keras (the run has {', '.join(have) or 'no model'}; "
-                          f"train with --mode {model_kind} or all, or export --model "
-                          f"{'student' if model_kind == 'kd' else 'kd'})")
+        raise RunDirectoryError(f"{root}: no {model_kind}.keras (the run has {', '.join(have) or 'no model'}; "
+                                f"train with --mode {model_kind} or all, or export --model "
+                                f"{'student' if model_kind == 'kd' else 'kd'})")
     for rel in ("vocab.txt", "validation.jsonl", f"predictions/val_{model_kind}.npy"):
         if not (root / rel).is_file():
-            raise ExportError(f"{root / rel}: missing from the run directory")
+            raise RunDirectoryError(f"{root / rel}: missing from the run directory")
     texts, tokens, rows = _read_validation(root / "validation.jsonl", labels)
     logits = _read_logits(root / "predictions" / f"val_{model_kind}.npy", len(texts), len(labels))
     _check_recorded_scores(root, metrics, model_kind, labels, np.stack(rows), logits)
     try:
         read_vocab_file(root / "vocab.txt")
     except ValueError as e:
-        raise ExportError(str(e)) from None
+        raise RunDirectoryError(str(e)) from None
     return Run(root, config, model_kind, labels, texts, tokens, np.stack(rows), logits, metrics, settings)
 
 
 def _read_validation(path: Path, labels: list[str]) -> tuple[list, list, list]:
-    """validation.jsonl: each record's text, tokens and 0/1 label row, in order; ExportError naming the line."""
+    """validation.jsonl: each record's text, tokens and 0/1 label row, in order; RunDirectoryError naming the line."""
     texts, tokens, rows = [], [], []
     index = {name: i for i, name in enumerate(labels)}
     try:
@@ -301,14 +301,14 @@ def _read_validation(path: Path, labels: list[str]) -> tuple[list, list, list]:
                         continue
                     text, toks, row = _validation_record(line, index)
                 except ValueError as e:  # also invalid UTF-8
-                    raise ExportError(f"{path}:{n}: bad record: {e}") from None
+                    raise RunDirectoryError(f"{path}:{n}: bad record: {e}") from None
                 texts.append(text)
                 tokens.append(toks)
                 rows.append(row)
     except OSError as e:
-        raise ExportError(f"{path}: cannot read: {e}") from None
+        raise RunDirectoryError(f"{path}: cannot read: {e}") from None
     if not texts:
-        raise ExportError(f"{path}: no validation texts; calibration and parity need them")
+        raise RunDirectoryError(f"{path}: no validation texts; calibration and parity need them")
     return texts, tokens, rows
 
 
@@ -317,14 +317,14 @@ def _read_logits(npy: Path, texts: int, labels: int) -> np.ndarray:
     try:  # memory-mapped: a header claiming more than the file holds fails here, before any allocation
         logits = np.load(npy, allow_pickle=False, mmap_mode="r")
     except NPY_READ_ERRORS as e:
-        raise ExportError(f"{npy}: cannot read: {e}") from None
+        raise RunDirectoryError(f"{npy}: cannot read: {e}") from None
     if logits.shape != (texts, labels):
-        raise ExportError(f"{npy}: shape {list(logits.shape)}, expected [{texts} validation texts, {labels} labels]")
+        raise RunDirectoryError(f"{npy}: shape {list(logits.shape)}, expected [{texts} validation texts, {labels} labels]")
     if logits.dtype.kind not in "fiu":
-        raise ExportError(f"{npy}: dtype {logits.dtype} is not a number type")
+        raise RunDirectoryError(f"{npy}: dtype {logits.dtype} is not a number type")
     logits = np.asarray(logits, dtype=np.float64)
     if not np.isfinite(logits).all():
-        raise ExportError(f"{npy}: holds NaN or infinite logits")
+        raise RunDirectoryError(f"{npy}: holds NaN or infinite logits")
     return logits
 
 
@@ -347,7 +347,7 @@ def read_vocab(run: Run) -> list[str]:
     try:
         return read_vocab_file(run.path / "vocab.txt")
     except ValueError as e:
-        raise ExportError(str(e)) from None
+        raise RunDirectoryError(str(e)) from None
 
 
 def load_keras(run: Run):
@@ -363,21 +363,21 @@ def load_keras(run: Run):
         with zipfile.ZipFile(run.model_file) as archive:
             damaged = archive.testzip()
     except ReadBackError as e:
-        raise ExportError(str(e)) from None
+        raise RunDirectoryError(str(e)) from None
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-        raise ExportError(f"{shown_path(run.model_file)}: not a complete Keras archive (truncated or damaged: "
-                          f"{e}); train again or restore the file") from None
+        raise RunDirectoryError(f"{shown_path(run.model_file)}: not a complete Keras archive (truncated or damaged: "
+                                f"{e}); train again or restore the file") from None
     if damaged is not None:
-        raise ExportError(f"{shown_path(run.model_file)}: damaged Keras archive (member {damaged!r} fails its "
-                          "checksum); train again or restore the file")
+        raise RunDirectoryError(f"{shown_path(run.model_file)}: damaged Keras archive (member {damaged!r} fails its "
+                                "checksum); train again or restore the file")
     try:
         model = keras.models.load_model(run.model_file, compile=False)
     except Exception as e:  # Keras raises many types for unreadable archives
-        raise ExportError(f"{run.model_file}: cannot load the Keras model: {e}") from e
+        raise RunDirectoryError(f"{run.model_file}: cannot load the Keras model: {e}") from e
     try:
         body = model.get_layer("body")
         table = np.asarray(model.get_layer("embedding").get_weights()[0], dtype=np.float32)
     except (ValueError, IndexError) as e:
-        raise ExportError(f"{run.model_file}: expected an 'embedding' layer and a nested 'body' model "
-                          f"(kdedge.networks.models): {e}") from e
+        raise RunDirectoryError(f"{run.model_file}: expected an 'embedding' layer and a nested 'body' model "
+                                f"(kdedge.networks.models): {e}") from e
     return model, body, table

@@ -7,7 +7,7 @@ from pathlib import Path
 from kdedge.files import SEGMENTER_CHAR_MAP, SEGMENTER_DICTIONARY
 from kdedge.text.segment import token_f1
 
-from .errors import ExportError
+from .errors import RunDirectoryError
 from .run import Run
 
 
@@ -33,13 +33,13 @@ def segmenter_spec(run: Run) -> tuple[dict, dict[str, Path]]:
     if seg.get("convert") == "t2s" or seg.get("char_map"):
         src = run.path / (seg.get("char_map") or SEGMENTER_CHAR_MAP)
         if not src.is_file():
-            raise ExportError(f"{src}: missing (the run converts Traditional → Simplified before segmenting)")
+            raise RunDirectoryError(f"{src}: missing (the run converts Traditional → Simplified before segmenting)")
         files[SEGMENTER_CHAR_MAP] = src
         convert = {"type": "char_map", "name": "t2s", "file": SEGMENTER_CHAR_MAP}
     if seg.get("dictionary"):
         src = run.path / seg["dictionary"]
         if not src.is_file():
-            raise ExportError(f"{src}: missing (the run's pinned segmentation dictionary)")
+            raise RunDirectoryError(f"{src}: missing (the run's pinned segmentation dictionary)")
         files[SEGMENTER_DICTIONARY] = src
         spec = {"type": "jieba", "dictionary": SEGMENTER_DICTIONARY, "hmm": bool(seg.get("hmm", True)), "convert": convert,
                 "jieba_version": jieba_version(), "trained_with": trained_with}
@@ -47,8 +47,8 @@ def segmenter_spec(run: Run) -> tuple[dict, dict[str, Path]]:
             spec["trained_with_model"] = Path(str(seg["ckip_model"]).rstrip("/")).name
         return spec, files
     if trained_with != "char":
-        raise ExportError(f"{run.path / 'config.json'}: segmenter {trained_with!r} without a pinned dictionary; "
-                          "only the char segmenter needs none")
+        raise RunDirectoryError(f"{run.path / 'config.json'}: segmenter {trained_with!r} without a pinned dictionary; "
+                                "only the char segmenter needs none")
     return {"type": "char", "convert": convert, "trained_with": "char"}, files
 
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ExportError
+from .errors import OptionError
 from .options import DTYPES
 
 
@@ -31,7 +31,7 @@ def quantise_int8(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def encode(table: np.ndarray, dtype: str) -> EncodedVectors:
     """Encode the float32 table `[V, dim]` in `dtype` as docs/bundle.md "Vectors" specifies."""
     if dtype not in DTYPES:
-        raise ExportError(f"vectors dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+        raise OptionError(f"vectors dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     table = np.ascontiguousarray(table, dtype=np.float32)
     dim = int(table.shape[1])
     if dtype == "int8":
