@@ -1,5 +1,5 @@
 """What the benchmarks in bench/ share: reading texts, timing calls, fresh processes and their peak RSS,
-the machine's description and the one markdown renderer. Standard library only at import (numpy on use), so
+the machine's description, the one markdown renderer and the reader of committed cv fold files. Standard library only at import (numpy on use), so
 that it is also the small parent that measures one fresh process:
 
     python bench/measure.py RESULT.json CMD ...   # runs CMD; writes {"seconds", "rss_kb", "code"} to RESULT.json
@@ -40,6 +40,19 @@ def read_records(path: Path, n: int | None = None) -> list[dict]:
 
 def read_texts(path: Path, n: int | None = None) -> list[str]:
     return [r["text"] for r in read_records(path, n)]
+
+
+def committed_fold_files(run: Path, pattern: str = "fold*") -> list[tuple[Path, dict]]:
+    """(path, record) of every fold file of a committed cv run directory (docs/results) matching `pattern`
+    (without the extension), in name order: `folds/*.json`, or `*.json.gz` as docs/results stores them."""
+    import gzip
+
+    found = []
+    for path in sorted(Path(run).glob(f"folds/{pattern}.json*")):
+        if path.name.endswith((".json", ".json.gz")):
+            raw = path.read_bytes()
+            found.append((path, json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)))
+    return found
 
 
 def per_call(fn, items, warmup: int = 0, repeats: int = 1) -> list[float]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import gzip
 import json
 import sys
 import time
@@ -34,6 +33,7 @@ import numpy as np
 from kdedge.evaluate import decide, scores
 from kdedge.teaching.targets import logit
 from kdedge.training.selection import BOOTSTRAP_DRAWS, compare_students, ships_kd
+from measure import committed_fold_files
 
 MIN_SUPPORT, CONFIDENCE = 3, 0.8
 SMALL = ("labor", "loan", "600")
@@ -60,9 +60,7 @@ METRICS = ("f1", "ap")
 def folds(runs: list[str]):
     """(run name, fold record) for every fold file with both students' test probabilities."""
     for run in runs:
-        for path in sorted(Path(run).glob("folds/fold*.json*")):
-            raw = path.read_bytes()
-            record = json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
+        for _, record in committed_fold_files(Path(run)):
             modes = record.get("modes", {})
             if all(m in modes and "test_probs" in modes[m] for m in ("kd", "student")):
                 yield Path(run).name, record

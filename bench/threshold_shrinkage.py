@@ -10,7 +10,6 @@ scored again. K = 0 is what the run reported. Prints mean test micro / macro-F1 
 """
 from __future__ import annotations
 
-import gzip
 import json
 import sys
 from pathlib import Path
@@ -20,18 +19,15 @@ import numpy as np
 from kdedge.crossval.cv import CvPlan, fold_splits
 from kdedge.text.data import load_dataset
 from kdedge.evaluate import decide, scores
+from measure import committed_fold_files
 
 KS = (0, 5, 10, 20, 40)
 ROWS = ("student", "kd", "selected")
 
 
 def fold_file(run: Path, k: int, arch: str) -> dict | None:
-    for name in (f"fold{k}_{arch}.json", f"fold{k}_{arch}.json.gz"):
-        path = run / "folds" / name
-        if path.exists():
-            raw = path.read_bytes()
-            return json.loads(gzip.decompress(raw) if name.endswith(".gz") else raw)
-    return None
+    found = committed_fold_files(run, f"fold{k}_{arch}")
+    return found[0][1] if found else None
 
 
 def rescore(run: Path, data: str | None) -> dict:
