@@ -49,6 +49,7 @@ BUNDLES = {  # name → (build_bundle arguments, backend)
                                  "tflite"),
 }
 BATCH = 64
+RECOPY = 1000       # read-back fuzz: inputs between whole fresh copies of the template run
 EMPTY = re.compile(r"^(text \d+: )?empty text$")
 
 # ----------------------------------------------------------------------------------- generation
@@ -706,17 +707,35 @@ def _judge(call, refusal: type, accepted: str, data: bytes, tally: Tally, outcom
     tally.inputs += 1
 
 
-def _fresh_copies(template: Path, work: Path, tally: Tally, n: int, symlinks: bool = False):
-    """`work/run` as a fresh copy of `template` for each input until `tally` has judged n (the last input's
-    damage removed first)."""
-    import shutil
+class ScratchRun:
+    """An intact copy of `template` at `work/run` for each input. `restore(rel)` puts back only the entry the
+    input damaged (whatever replaced it: a file, a link, a FIFO, a directory); every RECOPY inputs the whole
+    copy is made again, in case a reader wrote into it."""
 
-    run = work / "run"
-    while tally.inputs < n:
-        if run.exists():
-            shutil.rmtree(run)
-        shutil.copytree(template, run, symlinks=symlinks)
-        yield run
+    def __init__(self, template: Path, work: Path, symlinks: bool = False):
+        self.template, self.path, self.symlinks, self.inputs = template, work / "run", symlinks, 0
+        self._copy()
+
+    def _copy(self) -> None:
+        import shutil
+
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        shutil.copytree(self.template, self.path, symlinks=self.symlinks)
+
+    def restore(self, rel: Path) -> None:
+        import shutil
+
+        self.inputs += 1
+        if self.inputs % RECOPY == 0:
+            self._copy()
+            return
+        entry = self.path / rel
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+        shutil.copy2(self.template / rel, entry, follow_symlinks=not self.symlinks)
 
 
 def fuzz_fold_files(n: int, seed: int, work: Path, report_rounds: int = 0) -> tuple[Tally, dict]:
@@ -749,7 +768,9 @@ def _fuzz_fold_files(n, seed, work, summarise, digest, fold_file, ReadBackError)
     rng = random.Random(f"{seed}:folds")
     tally = Tally()
     outcome = {"reported": 0, "refused": 0}
-    for run in _fresh_copies(template, work, tally, n):
+    scratch = ScratchRun(template, work)
+    run = scratch.path
+    while tally.inputs < n:
         if rng.random() < 0.2:
             target, data = run / "cv.json", _mutated_json(rng, settings)
         else:
@@ -767,6 +788,7 @@ def _fuzz_fold_files(n, seed, work, summarise, digest, fold_file, ReadBackError)
             target = fold_file(run, k, ARCH)
         target.write_bytes(data)
         _judge(lambda: json.dumps(summarise(run), allow_nan=False), ReadBackError, "reported", data, tally, outcome)
+        scratch.restore(target.relative_to(run))
     return tally, outcome
 
 
@@ -821,7 +843,9 @@ def fuzz_run_dirs(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
     rng = random.Random(f"{seed}:runs")
     tally = Tally()
     outcome = {"loaded": 0, "refused": 0}
-    for run in _fresh_copies(template, work, tally, n, symlinks=True):
+    scratch = ScratchRun(template, work, symlinks=True)
+    run = scratch.path
+    while tally.inputs < n:
         rel = rng.choice(files)
         target, original = run / rel, (template / rel).read_bytes()
         if rng.random() < 0.1:
@@ -844,6 +868,7 @@ def fuzz_run_dirs(n: int, seed: int, work: Path) -> tuple[Tally, dict]:
             target.write_bytes(data)
         model = rng.choice([None, "kd", "student"])
         _judge(lambda: load_run(run, model), ExportError, "loaded", data, tally, outcome)
+        scratch.restore(Path(rel))
     return tally, outcome
 
 
