@@ -180,12 +180,26 @@ def test_an_intact_cached_teacher_is_used(tmp_path):
     assert teacher is not None and teacher.cached and index == 0
 
 
-@pytest.mark.parametrize("damage", ["fifo", "link", "nan"])
+@pytest.mark.parametrize("damage", ["fifo", "link", "nan", "edited logit", "edited fit", "moved from another key"])
 def test_a_damaged_cached_teacher_is_trained_again_not_trusted(tmp_path, damage):
     from kdedge.crossval.cv import CACHED_SPLITS, load_cached_teacher
 
     npz = _cached_teacher(tmp_path)
-    if damage == "fifo":
+    said = []
+    if damage == "edited logit":  # finite, right shape: only the digest tells
+        logits = {split: np.zeros((4, len(LABELS)), dtype=np.float32) for split in CACHED_SPLITS}
+        logits["train"][0, 0] = 3.0
+        np.savez(npz, **{f"{split}_logits": a for split, a in logits.items()})
+    elif damage == "edited fit":
+        fit = json.loads(npz.with_suffix(".json").read_text(encoding="utf-8"))
+        npz.with_suffix(".json").write_text(json.dumps({**fit, "seconds": 0.5}), encoding="utf-8")
+    elif damage == "moved from another key":  # content stored under key k, found under key j
+        (tmp_path / "k.npz").rename(tmp_path / "j.npz")
+        (tmp_path / "k.json").rename(tmp_path / "j.json")
+        assert load_cached_teacher("j", [tmp_path], said.append) == (None, 1)
+        assert said and "does not match its digest" in said[0] and "j.npz" in said[0]
+        return
+    elif damage == "fifo":
         npz.unlink()
         os.mkfifo(npz)
     elif damage == "link":
@@ -193,4 +207,16 @@ def test_a_damaged_cached_teacher_is_trained_again_not_trusted(tmp_path, damage)
         npz.symlink_to(tmp_path / "elsewhere.npz")
     else:
         np.savez(npz, **{f"{split}_logits": np.full((4, len(LABELS)), np.nan) for split in CACHED_SPLITS})
-    assert load_cached_teacher("k", [tmp_path]) == (None, 1)
+    assert load_cached_teacher("k", [tmp_path], said.append) == (None, 1)
+    assert bool(said) == (damage in ("edited logit", "edited fit", "nan"))  # content changed, digest kept
+
+
+def test_a_cached_teacher_stored_before_digests_is_still_read(tmp_path):
+    from kdedge.crossval.cv import load_cached_teacher
+
+    npz = _cached_teacher(tmp_path)
+    fit = json.loads(npz.with_suffix(".json").read_text(encoding="utf-8"))
+    del fit["digest"]
+    npz.with_suffix(".json").write_text(json.dumps(fit), encoding="utf-8")
+    teacher, index = load_cached_teacher("k", [tmp_path])
+    assert teacher is not None and teacher.cached and index == 0 and teacher.fit.seconds == 1.0

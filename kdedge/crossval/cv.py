@@ -20,7 +20,7 @@ from kdedge.errors import MissingExtraError, PieceFailed, UsageError
 from kdedge.tflog import import_tensorflow, log_to_stderr
 from kdedge.crossval.cvfiles import MAX_SETTINGS_BYTES, fold_file, read_fold_records, read_settings, write_fold_record
 from kdedge.files import (NPY_READ_ERRORS, atomic_path, cache_dir, check_regular_file, read_json_file,
-                          write_json_atomic)
+                          shown_path, write_json_atomic)
 from kdedge.evaluate import decide, scores, sigmoid, tune_thresholds
 from kdedge.text.folds import kfold, stratified_split
 from kdedge.training.trained import Fit, Trained
@@ -76,17 +76,36 @@ def teacher_dirs(out: Path) -> list[Path]:
 CACHED_SPLITS = ("train", "val", "test")  # stored as {split}_logits
 
 
-def load_cached_teacher(key: str, dirs) -> tuple[Trained | None, int]:
+def teacher_digest(key: str, logits: dict, fit: dict) -> str:
+    """SHA-256 of a cached teacher's content (its logits on every split, its fit without the digest) and the key it
+    is stored under: a hand edit, a damaged copy or a copy moved to another key shows."""
+    digest = hashlib.sha256(key.encode())
+    for split in CACHED_SPLITS:
+        array = np.ascontiguousarray(logits[split])
+        digest.update(f"{split}:{array.shape}:{array.dtype.str}:".encode() + array.tobytes())
+    body = {name: value for name, value in fit.items() if name != "digest"}
+    digest.update(json.dumps(body, sort_keys=True, ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+def load_cached_teacher(key: str, dirs, log=None) -> tuple[Trained | None, int]:
     """A stored teacher (its logits on every split and its fit) and the index of the first of `dirs`
-    holding an intact copy; (None, len(dirs)) when it is missing or damaged everywhere."""
+    holding an intact copy; (None, len(dirs)) when it is missing or damaged everywhere. A copy whose digest
+    does not match its content is damaged (`log` says so); copies stored before digests existed are read."""
     for index, directory in enumerate(dirs):
         base = Path(directory) / key
         try:
             check_regular_file(Path(f"{base}.npz"))  # a link or a FIFO is not a copy (np.load would block on a FIFO)
             with np.load(f"{base}.npz", allow_pickle=False) as arrays:
                 logits = {split: arrays[f"{split}_logits"] for split in CACHED_SPLITS}
-            fit = Fit.from_dict(read_json_file(Path(f"{base}.json"), MAX_SETTINGS_BYTES))
-        except (*NPY_READ_ERRORS, KeyError, TypeError):  # ReadBackError is a ValueError
+            values = read_json_file(Path(f"{base}.json"), MAX_SETTINGS_BYTES)
+            if "digest" in values and values["digest"] != teacher_digest(key, logits, values):
+                if log:
+                    log(f"{shown_path(Path(f'{base}.npz'))}: the cached teacher does not match its digest; "
+                        "training it again")
+                continue
+            fit = Fit.from_dict(values)
+        except (*NPY_READ_ERRORS, KeyError, TypeError, AttributeError):  # ReadBackError is a ValueError
             continue
         if not all(a.ndim == 2 and a.dtype.kind == "f" and np.isfinite(a).all() for a in logits.values()):
             continue  # damaged: trained again
@@ -95,13 +114,16 @@ def load_cached_teacher(key: str, dirs) -> tuple[Trained | None, int]:
 
 
 def save_cached_teacher(key: str, teacher: Trained, dirs) -> None:
-    """Store a teacher's logits (.npz) and fit (.json) atomically under the key in each of `dirs`."""
+    """Store a teacher's logits (.npz) and fit (.json, with the digest of both) atomically under the key in each
+    of `dirs`."""
+    fit = teacher.fit.to_dict()
+    fit["digest"] = teacher_digest(key, teacher.logits, fit)
     for directory in dirs:
         base = Path(directory) / key
         base.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(Path(f"{base}.npz")) as tmp:
             np.savez(tmp, **{f"{split}_logits": teacher.logits[split] for split in CACHED_SPLITS})
-        write_json_atomic(Path(f"{base}.json"), teacher.fit.to_dict())
+        write_json_atomic(Path(f"{base}.json"), fit)
 
 
 def test_scores(probs_val, y_val, probs_test, y_test, label_names, min_support) -> dict:
@@ -161,7 +183,7 @@ def fold_teacher(cfg: TrainConfig, feats, out: Path, progress) -> Trained:
 
     key = teacher_cache_key(cfg, feats)
     dirs = teacher_dirs(out)
-    teacher, found_in = load_cached_teacher(key, dirs)
+    teacher, found_in = load_cached_teacher(key, dirs, log.warning)
     if teacher is None:
         teacher = train_teacher(cfg, feats, progress)
     save_cached_teacher(key, teacher, dirs[:found_in])  # the places that lack it
