@@ -349,8 +349,9 @@ def test_cv_killed_then_resumed_equals_an_uninterrupted_run(work, cv_runs):
     assert RARE in results[0]["architectures"]["textcnn"]["kd"]["per_label_f1"]
 
 
-def _spawned_workers(parent: int) -> list[int]:
-    """Process ids of `parent`'s multiprocessing children (the --jobs fold workers)."""
+def _spawned_workers(parent: int, marker: bytes = b"spawn_main") -> list[int]:
+    """Process ids of `parent`'s multiprocessing children whose command line holds `marker` (default: the --jobs
+    fold workers)."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
@@ -358,7 +359,7 @@ def _spawned_workers(parent: int) -> list[int]:
                 continue
             stat = (entry / "stat").read_text()
             ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-            if ppid == parent and b"spawn_main" in (entry / "cmdline").read_bytes():
+            if ppid == parent and marker in (entry / "cmdline").read_bytes():
                 found.append(int(entry.name))
         except (OSError, ValueError):
             continue
@@ -399,3 +400,23 @@ def test_ctrl_c_of_cv_jobs_leaves_no_leaked_semaphore_message(work, tmp_path):
     assert proc.finish(timeout=60) == 130
     time.sleep(2)  # the resource tracker writes its warning when it ends, after the parent
     assert "leaked semaphore" not in proc.text() and "Traceback" not in proc.text(), proc.text()[-2000:]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--jobs 2 needs two CPU cores")
+def test_a_killed_resource_tracker_does_not_print_tracebacks(work, tmp_path):
+    """kill -9 of multiprocessing's resource tracker while `kdedge cv --jobs 2` runs: the run finishes (exit 0)
+    with one line about it; it printed a UserWarning and a KeyError traceback per semaphore (issue 30)."""
+    args = KDEDGE + ["cv", "--data", str(work / "data.jsonl"), "--out", str(tmp_path / "cv"), "--jobs", "2",
+                     "--folds", "3", "--no-baselines", "--epochs", "2", "--patience", "2", "--max-len", "16",
+                     "--config", str(work / "tiny.toml"), "--skip-invalid", "-q"]
+    proc = Proc(args, work)
+    proc.wait_until(lambda: len(_spawned_workers(proc.popen.pid)) >= 2, "two fold workers")
+    trackers = _spawned_workers(proc.popen.pid, b"resource_tracker")
+    assert len(trackers) == 1
+    os.kill(trackers[0], signal.SIGKILL)
+    assert proc.finish(timeout=TIMEOUT) == 0, proc.text()[-2000:]
+    time.sleep(1)  # a relaunched tracker writes when it ends, after the parent
+    text = proc.text()
+    assert "Traceback" not in text and "KeyError" not in text and "UserWarning" not in text, text[-2000:]
+    assert "resource tracker ended during the run" in text
+    assert len(list((tmp_path / "cv" / "folds").iterdir())) == 3

@@ -401,6 +401,7 @@ def _pool_run(cfg, ds, work: list[tuple[int, CvPlan]], jobs: int) -> None:
                 raise
             for future in pending:
                 future.cancel()
+            _relaunch_resource_tracker_quietly()  # before the pool's shutdown releases its semaphores
             try:
                 for future in done:
                     future.result()  # re-raises a worker's error; finished fold files stay on disk for a resume
@@ -410,6 +411,33 @@ def _pool_run(cfg, ds, work: list[tuple[int, CvPlan]], jobs: int) -> None:
     finally:
         core_sets.close()  # its feeder thread ends and lets go of the queue (and its semaphores)
         core_sets.join_thread()
+
+
+def _relaunch_resource_tracker_quietly() -> None:
+    """If multiprocessing's resource tracker was killed while the workers ran, start it again with its stderr
+    (descriptor 2, which the tracker inherits) on /dev/null, before the pool's shutdown releases its
+    semaphores: a tracker relaunched by their release would print a KeyError traceback for each semaphore it
+    never saw (CPython's tracker, not kdedge) and a UserWarning. kdedge says it in one line instead. A running
+    tracker is left as it is."""
+    import sys
+    import warnings
+    from multiprocessing import resource_tracker
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    if any("died unexpectedly" in str(w.message) for w in caught):
+        log.warning("multiprocessing's resource tracker ended during the run (killed?); relaunched without "
+                    "output, the results are not affected")
 
 
 RAY_RETRIES = 2  # runs of a Ray task whose worker died, after the first
