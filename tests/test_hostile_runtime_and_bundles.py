@@ -537,8 +537,12 @@ def test_label_names_are_escaped_in_text_output_and_info(copy_of):
     assert sorted(labels.split(",")) == sorted(["fin\\x0aance", "te\\x09ch\\x2cx", "fo\\x00od\\x1b[31m",
                                                  "sp\\u202eorts|\\x5c"])
     assert text == "股市\\x1b[2J\\u202e大涨"
-    json_out = CliRunner().invoke(run_cli, ["predict", "--model", str(path), "--threshold", "0", "股市"])
+    json_out = CliRunner().invoke(run_cli, ["predict", "--model", str(path), "--threshold", "0", "股市\u202e"])
     assert set(_strict_records(json_out.stdout_bytes)[0]["labels"]) == set(HOSTILE_LABELS)  # JSON: exact
+    assert json_out.stdout[:-1].isprintable(), repr(json_out.stdout)  # …and \u-escaped (was: a raw U+202E)
+    info_json = CliRunner().invoke(run_cli, ["info", "--model", str(path), "--format", "json"])
+    assert info_json.exit_code == 0 and info_json.stdout.replace("\n", "").isprintable()
+    assert json.loads(info_json.stdout)["labels"] == HOSTILE_LABELS
     info = CliRunner().invoke(run_cli, ["info", "--model", str(path)])
     assert info.exit_code == 0
     assert all(c.isprintable() for c in info.stdout.replace("\n", "")), "raw control character in info"

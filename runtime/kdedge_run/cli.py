@@ -18,7 +18,7 @@ from . import __version__, load
 from .bundle import BundleError
 from .classifier import InputError
 from .lines import Line, groups, read_lines
-from .text import escape
+from .text import escape, escape_json
 
 
 class _Cli(click.Group):
@@ -66,8 +66,9 @@ def _label(name: str) -> str:
 
 
 def _dumps(record: dict, indent=None) -> str:
-    """JSON that is always valid: NaN and infinities refused (ValueError), never written."""
-    return json.dumps(record, ensure_ascii=False, allow_nan=False, indent=indent)
+    """JSON that is always valid and safe on a terminal: NaN and infinities refused (ValueError), never written;
+    an unprintable character from a bundle or an input (a bidi override in a label, say) as a \\u escape."""
+    return escape_json(json.dumps(record, ensure_ascii=False, allow_nan=False, indent=indent))
 
 
 class _Input(click.File):

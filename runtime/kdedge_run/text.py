@@ -52,6 +52,25 @@ def escape(text: str, also: str = "") -> str:
                    else c for c in text)
 
 
+def escape_json(text: str) -> str:
+    """JSON text (`json.dumps(..., ensure_ascii=False)`) safe for a terminal: every unprintable character
+    (as `escape` judges it; they can only be inside strings, where json leaves bidi, C1 and other format
+    characters raw) written as a JSON \\u escape, so a JSON reader decodes the same value. Newlines of an
+    indented dump are kept."""
+    if text.isprintable():
+        return text
+    return "".join(c if c == "\n" or c.isprintable() or unicodedata.category(c) == "Zs" else _json_escape_char(c)
+                   for c in text)
+
+
+def _json_escape_char(c: str) -> str:
+    code = ord(c)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
 def _escape_char(c: str) -> str:
     code = ord(c)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
