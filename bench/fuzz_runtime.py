@@ -990,18 +990,18 @@ def main() -> int:
     parser.add_argument("--bundles-dir", type=Path, default=Path(tempfile.gettempdir()) / "kdedge_fuzz_bundles")
     parser.add_argument("--only", choices=list(BUNDLES), action="append", help="fuzz only these bundles")
     parser.add_argument("--atheris", type=int, metavar="RUNS", help="coverage-guided fuzzing instead (atheris)")
-    parser.add_argument("--bundle-mutations", type=int, default=0, metavar="N",
-                        help="mutated bundles (manifest values, files) through load_bundle")
-    parser.add_argument("--training-files", type=int, default=0, metavar="N",
-                        help="mutated JSON Lines / CSV training files through kdedge.text.data.load_dataset")
-    parser.add_argument("--fold-files", type=int, default=0, metavar="N",
-                        help="mutated cv run directories (cv.json, fold files) through kdedge.crossval.report.summarise")
-    parser.add_argument("--config-files", type=int, default=0, metavar="N",
-                        help="mutated JSON / TOML / YAML config files through read_config_file and make_config")
+    for flag, what in (("--bundle-mutations", "mutated bundles (manifest values, files) through load_bundle"),
+                       ("--training-files", "mutated JSON Lines / CSV training files through "
+                                            "kdedge.text.data.load_dataset"),
+                       ("--fold-files", "mutated cv run directories (cv.json, fold files) through "
+                                        "kdedge.crossval.report.summarise"),
+                       ("--config-files", "mutated JSON / TOML / YAML config files through read_config_file and "
+                                          "make_config"),
+                       ("--run-dirs", "mutated run directories (a tiny real run, trained once) through export's "
+                                      "load_run")):
+        parser.add_argument(flag, type=int, default=0, metavar="N", help=what)
     parser.add_argument("--report-rounds", type=int, default=0, metavar="R",
                         help="--fold-files: cap the report's randomization rounds at R (default: the report's own)")
-    parser.add_argument("--run-dirs", type=int, default=0, metavar="N",
-                        help="mutated run directories (a tiny real run, trained once) through export's load_run")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "runtime"))
