@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from kdedge.text.data import MAX_SIDE_FILE_BYTES, parse_json_line, shown_names
-from kdedge.errors import ReadBackError
-from kdedge.files import read_regular_file
+from kdedge.text.data import MAX_SIDE_FILE_BYTES, shown_names
 from kdedge.evaluate import (decide, expected_calibration_error, fit_temperatures, scores, sigmoid,
                              tune_thresholds)
 
 from .errors import OptionError
+from .run import read_json_as
 
 ECE_BINS = 10
 
@@ -31,14 +30,7 @@ class Calibration:
 def read_thresholds_file(path, labels: list[str]) -> dict[str, float]:
     """A JSON object {label: threshold in [0, 1]}; labels not in the file keep their tuned threshold."""
     path = Path(path)
-    if not (path.exists() or path.is_symlink()):
-        raise OptionError(f"{path}: thresholds file not found")
-    try:
-        data = parse_json_line(read_regular_file(path, MAX_SIDE_FILE_BYTES).decode("utf-8"))
-    except ReadBackError as e:
-        raise OptionError(str(e)) from None
-    except (UnicodeDecodeError, ValueError) as e:  # ValueError: also nesting, NaN, 5,000-digit numbers
-        raise OptionError(f"{path}: not a readable JSON file: {e}") from None
+    data = read_json_as(path, MAX_SIDE_FILE_BYTES, OptionError, "thresholds file not found")
     if not isinstance(data, dict):
         raise OptionError(f'{path}: must be a JSON object {{"label": threshold, ...}}')
     unknown = sorted(set(data) - set(labels))

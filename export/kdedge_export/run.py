@@ -14,7 +14,7 @@ from kdedge.errors import ReadBackError
 from kdedge.files import NPY_READ_ERRORS, check_regular_file, read_regular_file, shown_path
 from kdedge_run.bundle import MAX_LABEL_CHARS, MAX_LABELS, MAX_TEXT_INPUT
 
-from .errors import OptionError, RunDirectoryError
+from .errors import ExportError, OptionError, RunDirectoryError
 from .options import MODEL_KINDS
 
 SEGMENTER_TYPES = ("char", "jieba", "ckip")
@@ -90,19 +90,27 @@ def _check_run_entries(root: Path) -> None:
                     raise RunDirectoryError(f"{shown_path(entry.path)}: not a regular file")
 
 
-def _read_json(path: Path, kind=dict):
-    """The JSON file at `path`, which must hold a `kind` (NaN, Infinity, out-of-range numbers, integers
-    of more than 4,300 digits and nesting too deep for Python are refused); RunDirectoryError naming the file."""
+def read_json_as(path: Path, limit: int, error: type[ExportError], missing: str):
+    """The JSON value in the file at `path`, read by kdedge's reader rule (a regular file, no link, at most
+    `limit` bytes) and parsed strictly (NaN, Infinity, out-of-range numbers, integers of more than 4,300 digits
+    and nesting too deep for Python are refused); otherwise `error` naming the file (`missing`: what to say
+    when there is no file)."""
     if not (path.exists() or path.is_symlink()):
-        raise RunDirectoryError(f"{path}: missing; is {path.parent} a run directory written by `kdedge train`?")
+        raise error(f"{path}: {missing}")
     try:
-        value = parse_json_line(read_regular_file(path, MAX_RUN_JSON_BYTES).decode("utf-8"))
+        return parse_json_line(read_regular_file(path, limit).decode("utf-8"))
     except ReadBackError as e:
-        raise RunDirectoryError(str(e)) from None
+        raise error(str(e)) from None
     except UnicodeDecodeError as e:
-        raise RunDirectoryError(f"{path}: cannot read: {e}") from None
+        raise error(f"{path}: cannot read: {e}") from None
     except ValueError as e:
-        raise RunDirectoryError(f"{path}: not valid JSON: {e}") from None
+        raise error(f"{path}: not valid JSON: {e}") from None
+
+
+def _read_json(path: Path, kind=dict):
+    """The run's JSON file at `path`, which must hold a `kind`; RunDirectoryError naming the file."""
+    value = read_json_as(path, MAX_RUN_JSON_BYTES, RunDirectoryError,
+                         f"missing; is {path.parent} a run directory written by `kdedge train`?")
     if not isinstance(value, kind):
         raise RunDirectoryError(f"{path}: must hold a JSON object, not {type(value).__name__} "
                                 "(is it the file `kdedge train` wrote?)")
