@@ -204,6 +204,10 @@ def test_auto_teacher_keeps_the_linear_one_unless_it_would_teach_nothing():
     chosen = choose_teacher(cfg, feats, student, teacher_of({"linear": useless, "towers": perfect}))
     assert chosen is perfect and asked == ["linear", "towers"]
     assert chosen.fit.candidates["linear"]["labels_taught"] == 0 and "tried linear, towers" in chosen.fit.reason
+    chosen = choose_teacher(cfg, feats, student, teacher_of({"linear": useless, "towers": useless}))
+    assert "on 0 of 3 labels" not in chosen.fit.reason  # was: "linear: better than the plain student … on 0 of 3 labels"
+    assert "no teacher is better than the plain student on any label" in chosen.fit.reason
+    assert "teach none" in chosen.fit.reason
 
 
 @pytest.mark.slow

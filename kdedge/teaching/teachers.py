@@ -190,9 +190,15 @@ def choose_teacher(cfg, feats, student: Trained, teacher_of: Callable[[str], Tra
             break
     kind = max(candidates, key=lambda k: (candidates[k]["labels_taught"], candidates[k]["macro_f1"]))
     chosen, best = tried[kind], candidates[kind]
-    reason = (f"{kind}: better than the plain student, on the evidence, on {best['labels_taught']} of "
-              f"{len(feats.label_names)} labels" + ("" if len(candidates) == 1 else
-                                                    f" (the linear teacher on none; tried {', '.join(candidates)})"))
+    if best["labels_taught"]:
+        reason = (f"{kind}: better than the plain student, on the evidence, on {best['labels_taught']} of "
+                  f"{len(feats.label_names)} labels" + ("" if len(candidates) == 1 else
+                                                        f" (the linear teacher on none; tried {', '.join(candidates)})"))
+    else:
+        reason = (f"{kind}, the higher macro-F1 of {', '.join(candidates)}; no teacher is better than the plain "
+                  "student on any label with enough evidence" +
+                  (", so the gate lets it teach none (the KD student learns from the true labels alone)"
+                   if cfg.kd_label_gate else "; it teaches every label all the same (--no-kd-label-gate)"))
     chosen.fit = dataclasses.replace(chosen.fit, candidates=candidates, reason=reason)
     log.info("teacher chosen: %s", reason)
     return chosen
