@@ -167,3 +167,25 @@ def test_a_truncated_model_is_named_as_such_not_as_missing(run, tmp_path):
     copy = damaged_copy(run, tmp_path, truncate)
     with pytest.raises(RunDirectoryError, match="not a complete Keras archive"):
         load_keras(load_run(copy))
+
+
+@pytest.mark.slow
+def test_huge_logits_are_judged_without_an_overflow_warning(run, tmp_path):
+    """Validation logits of ±1e30 (found by the run-directory fuzz target): refused as not what training recorded,
+    with no `RuntimeWarning: overflow encountered in exp` on stderr (issue 30)."""
+    import warnings
+
+    import numpy as np
+
+    from kdedge_export import RunDirectoryError
+    from kdedge_export.run import load_run
+
+    def huge(copy):
+        for path in (copy / "predictions").glob("val_*.npy"):
+            logits = np.load(path)
+            np.save(path, np.where(logits >= 0, 1e30, -1e30).astype(logits.dtype) * -1)  # every decision flipped
+    copy = damaged_copy(run, tmp_path, huge)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RunDirectoryError, match="do not match what training recorded"):
+            load_run(copy)

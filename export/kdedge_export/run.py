@@ -230,7 +230,7 @@ def _check_recorded_scores(root: Path, metrics: dict, model_kind: str, labels: l
     """The per-label validation F1 at 0.5 that training recorded in metrics.json, recomputed from the saved
     validation logits and validation.jsonl: they agree unless labels were reordered or a file of the run was
     replaced (export would then calibrate and describe the wrong outputs). Older runs without them pass."""
-    from kdedge.evaluate import decide, f1_per_label
+    from kdedge.evaluate import decide, f1_per_label, sigmoid
 
     mode = metrics.get("modes", {}).get(model_kind) if isinstance(metrics.get("modes"), dict) else None
     recorded = mode.get("at_0.5", {}).get("per_label_f1") if isinstance(mode, dict) \
@@ -238,7 +238,7 @@ def _check_recorded_scores(root: Path, metrics: dict, model_kind: str, labels: l
     if not isinstance(recorded, dict) or set(recorded) != set(labels):
         return
     # logits within 1e-5 of 0 may have been decided either way in training's float32 arithmetic
-    now = [f1_per_label(y, decide(1.0 / (1.0 + np.exp(-(logits + shift))), 0.5)) for shift in (-1e-5, 1e-5)]
+    now = [f1_per_label(y, decide(sigmoid(logits + shift), 0.5)) for shift in (-1e-5, 1e-5)]  # no overflow warning
     differ = [lab for j, lab in enumerate(labels)
               if not (isinstance(recorded[lab], (int, float))
                       and any(abs(recorded[lab] - f1[j]) <= 1e-6 for f1 in now))]
