@@ -1,6 +1,6 @@
 """What the benchmarks in bench/ share: reading texts, timing calls, fresh processes and their peak RSS,
-the machine's description, the one markdown renderer and the reader of committed cv fold files. Standard library only at import (numpy on use), so
-that it is also the small parent that measures one fresh process:
+the machine's description, the one markdown renderer and the reader of committed cv fold files. Standard
+library only at import (numpy on use), so that it is also the small parent that measures one fresh process:
 
     python bench/measure.py RESULT.json CMD ...   # runs CMD; writes {"seconds", "rss_kb", "code"} to RESULT.json
 """

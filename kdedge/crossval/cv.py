@@ -419,22 +419,14 @@ def _relaunch_resource_tracker_quietly() -> None:
     semaphores: a tracker relaunched by their release would print a KeyError traceback for each semaphore it
     never saw (CPython's tracker, not kdedge) and a UserWarning. kdedge says it in one line instead. A running
     tracker is left as it is."""
-    import sys
     import warnings
     from multiprocessing import resource_tracker
 
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            resource_tracker.ensure_running()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    from kdedge_run.backends import native_stderr_silenced
+
+    with native_stderr_silenced(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resource_tracker.ensure_running()
     if any("died unexpectedly" in str(w.message) for w in caught):
         log.warning("multiprocessing's resource tracker ended during the run (killed?); relaunched without "
                     "output, the results are not affected")

@@ -95,7 +95,7 @@ class TfliteBackend:
         self.threads = threads
         try:
             self._interpreter = Interpreter(model_path=path, num_threads=threads)
-            with _native_stderr_silenced():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
+            with native_stderr_silenced():  # LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate"
                 self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise BundleError(f"{entry['file']}: LiteRT cannot load the model: {e}") from e
@@ -135,7 +135,7 @@ class TfliteBackend:
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced():
+def native_stderr_silenced():
     """Send file descriptor 2 to /dev/null for the block: native libraries print there, not to sys.stderr.
 
     Errors still surface as Python exceptions; a process whose stderr has no file descriptor is left as is.
