@@ -48,8 +48,7 @@ def escape(text: str, also: str = "") -> str:
     those in `also`, written as \\xNN, \\uNNNN or \\UNNNNNNNN."""
     if text.isprintable() and not any(c in text for c in also):
         return text
-    return "".join(_escape_char(c) if c in also or not (c.isprintable() or unicodedata.category(c) == "Zs")
-                   else c for c in text)
+    return "".join(_escape_char(c) if c in also or not _terminal_safe(c) else c for c in text)
 
 
 def escape_json(text: str) -> str:
@@ -59,8 +58,12 @@ def escape_json(text: str) -> str:
     indented dump are kept."""
     if text.isprintable():
         return text
-    return "".join(c if c == "\n" or c.isprintable() or unicodedata.category(c) == "Zs" else _json_escape_char(c)
-                   for c in text)
+    return "".join(c if c == "\n" or _terminal_safe(c) else _json_escape_char(c) for c in text)
+
+
+def _terminal_safe(c: str) -> bool:
+    """Whether `c` may be written raw to a terminal: printable, or a space of any width."""
+    return c.isprintable() or unicodedata.category(c) == "Zs"
 
 
 def _json_escape_char(c: str) -> str:
