@@ -61,6 +61,30 @@ def test_an_intact_run_reads_back_and_reports(tmp_path):
     assert ARCH in results["architectures"] and (tmp_path / "results.md").exists()
 
 
+def test_the_report_ranks_every_model_without_thresholds(tmp_path):
+    from sklearn.metrics import average_precision_score
+
+    make_run(tmp_path)
+    results = write_report(tmp_path)
+    records = read_fold_records(tmp_path, read_settings(tmp_path))[ARCH]
+
+    def macro_ap(mode):
+        return [np.mean([average_precision_score(np.asarray(r["test_truth"])[:, j],
+                                                 np.asarray(r["modes"][mode]["test_probs"])[:, j])
+                         for j in range(len(LABELS))]) for r in records]
+
+    ranking = results["architectures"][ARCH]["ranking"]
+    assert ranking["modes"]["kd"]["macro_ap"]["folds"] == pytest.approx(macro_ap("kd"))
+    assert ranking["modes"]["teacher"]["macro_ap"]["folds"] == pytest.approx(macro_ap("teacher"))
+    kd, plain = macro_ap("kd"), macro_ap("student")
+    assert ranking["against"] == "student"
+    assert ranking["kd_vs_plain"]["macro_ap"]["delta"] == pytest.approx(np.mean(kd) - np.mean(plain))
+    assert ranking["kd_vs_plain"]["macro_ap"]["folds_ahead"] == sum(a > b for a, b in zip(kd, plain))
+    report = (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert "## Ranking quality (threshold-free, test folds)" in report
+    assert f"| {ARCH} | student | {100 * (np.mean(kd) - np.mean(plain)):+.1f} (p=" in report
+
+
 def _set_macro(record):
     record["modes"]["kd"]["tuned"]["macro_f1"] = 0.99
 

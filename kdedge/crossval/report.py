@@ -8,6 +8,7 @@ import numpy as np
 from kdedge.crossval.cvfiles import read_fold_records, read_settings
 from kdedge.evaluate import METRICS, decide, scores
 from kdedge.files import atomic_path, write_json_atomic
+from kdedge.training.selection import weighted_average_precision
 
 ROW_NAMES = {"teacher": "Binary Optimization (Teacher)",
              "student": "Standalone Multi-label Classifier (Student)",
@@ -16,6 +17,7 @@ ROW_NAMES = {"teacher": "Binary Optimization (Teacher)",
              "selected": "Selected on validation (KD or plain student)",
              "tfidf_lr": "TF-IDF + one-vs-rest LR", "fasttext": "fastText (ova)"}
 SHORT_MODES = {"teacher": "T", "student": "S", "kd": "KD"}  # column heads of the per-label table
+RANKING_METRICS = ("macro_ap", "micro_ap")  # threshold-free: average precision of the test scores
 
 
 def paired_p_value(a, b) -> float | None:
@@ -79,6 +81,7 @@ def summarise(out: Path) -> dict:
         entry["kd_settings"] = [{"fold": r["fold"], "alpha": r["modes"]["kd"].get("alpha"),
                                  "temperature": r["modes"]["kd"].get("temperature"),
                                  "searched": len(r["modes"]["kd"].get("search") or [None])} for r in records]
+        entry["ranking"] = _ranking(records, modes)
         entry["kd_vs_student"] = _kd_deltas(records, labels)
         if "selected" in entry:
             entry["selected_vs_student"] = _kd_deltas(records, labels, "selected")
@@ -105,6 +108,36 @@ def learning_curve(histories, monitor: str) -> list[float]:
             if np.isfinite(value):  # a diverged epoch (NaN loss) is left out, not averaged into NaN
                 per_epoch.setdefault(row["epoch"], []).append(sign * value)
     return [float(np.mean(per_epoch[e])) for e in sorted(per_epoch)]
+
+
+def ranking_scores(truth, probs) -> dict:
+    """Macro-average precision (over the labels with a test positive) and micro-average precision of one fold's
+    test scores: how well a model ranks, with no threshold in play (the measure the selection compares)."""
+    truth = np.asarray(truth, dtype=np.float64)
+    ap = weighted_average_precision(np.ones((1, len(truth))), truth, np.asarray(probs, dtype=np.float64))
+    return {"macro_ap": float(ap["macro"][0]), "micro_ap": float(ap["micro"][0])}
+
+
+def _ranking(records, modes) -> dict:
+    """Per mode the folds' average precision (mean ± std), then the KD and the selected student − the stronger
+    plain student by mean macro-AP, with fold-paired p-values and the number of folds each is ahead."""
+    per_fold = {mode: [ranking_scores(r["test_truth"], r["modes"][mode]["test_probs"]) for r in records]
+                for mode in modes}
+    out = {"modes": {mode: {m: _mean_std([f[m] for f in folds]) for m in RANKING_METRICS}
+                     for mode, folds in per_fold.items()}}
+    plain = [m for m in ("student", "student_same_budget") if m in per_fold]
+    if not plain or "kd" not in per_fold:
+        return out
+    best = max(plain, key=lambda m: out["modes"][m]["macro_ap"]["mean"])
+    out["against"] = best
+    for mode in ("kd", "selected"):
+        if mode in per_fold:
+            out[f"{mode}_vs_plain"] = {m: {
+                "delta": float(np.mean([f[m] for f in per_fold[mode]]) - np.mean([f[m] for f in per_fold[best]])),
+                "p_fold_paired_t": paired_p_value([f[m] for f in per_fold[mode]], [f[m] for f in per_fold[best]]),
+                "folds_ahead": sum(a[m] > b[m] for a, b in zip(per_fold[mode], per_fold[best]))}
+                for m in RANKING_METRICS}
+    return out
 
 
 def _kd_vs_baselines(records, baseline_records) -> dict:
@@ -206,7 +239,7 @@ def render_markdown(results: dict) -> str:
              "best epoch picked by the same rule (when the plain student ran that many epochs itself, it is that "
              "student: patience only stops a run, so training again would repeat it). Tuned = per-label thresholds chosen on the validation split.", ""]
     lines += _score_tables(results) + _baseline_deltas(results) + _per_label_table(results) + _kd_settings(results)
-    lines += _transfer_table(results) + _teachers_and_time(results)
+    lines += _ranking_table(results) + _transfer_table(results) + _teachers_and_time(results)
     return "\n".join(lines) + "\n"
 
 
@@ -278,6 +311,33 @@ def _teachers_and_time(results: dict) -> list[str]:
               "|---|---|---|"]
     lines += [f"| {a} | {e['seconds']:.0f} | {e['teachers_cached']} |" for a, e in results["architectures"].items()]
     return lines
+
+def _ranking_table(results: dict) -> list[str]:
+    """Average precision of the test scores per architecture and model, and KD (and the selected student) − the
+    stronger plain student on it."""
+    lines = ["", "## Ranking quality (threshold-free, test folds)", "",
+             "Average precision of each model's test scores, mean ± std over folds, in %: macro over the labels with a "
+             "test positive, micro over every text × label pair. No threshold is in play, so this moves less with a "
+             "few rare-label texts than tuned F1 does; it is what the selection compares on validation "
+             "(`--select-metric ap`).", "", "| architecture | model | macro-AP | micro-AP | folds |", "|---|---|---|---|---|"]
+    deltas = []
+    for arch, entry in results["architectures"].items():
+        ranking = entry.get("ranking", {})
+        for mode, cells in ranking.get("modes", {}).items():
+            lines.append(f"| {arch} | {ROW_NAMES[mode]} | {_fmt(cells['macro_ap'])} | {_fmt(cells['micro_ap'])} | "
+                         f"{len(cells['macro_ap']['folds'])} |")
+        for mode, name in (("kd", ""), ("selected", " (selected)")):
+            d = ranking.get(f"{mode}_vs_plain")
+            if d:
+                n = len(ranking["modes"][mode]["macro_ap"]["folds"])
+                deltas.append(f"| {arch}{name} | {ranking['against']} | " + " | ".join(
+                    f"{100 * d[m]['delta']:+.1f} (p={_p(d[m]['p_fold_paired_t'])}; ahead in {d[m]['folds_ahead']} of {n})"
+                    for m in RANKING_METRICS) + " |")
+    if deltas:
+        lines += ["", "KD − stronger plain student by macro-AP (points; p: fold-paired t-test):", "",
+                  "| architecture | vs | macro-AP | micro-AP |", "|---|---|---|---|"] + deltas
+    return lines
+
 
 def _confidence(value) -> str:
     return "?" if value is None else f"{value:.2f}"
