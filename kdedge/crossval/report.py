@@ -123,8 +123,11 @@ def _ranking(records, modes) -> dict:
     plain student by mean macro-AP, with fold-paired p-values and the number of folds each is ahead."""
     per_fold = {mode: [ranking_scores(r["test_truth"], r["modes"][mode]["test_probs"]) for r in records]
                 for mode in modes}
-    out = {"modes": {mode: {m: _mean_std([f[m] for f in folds]) for m in RANKING_METRICS}
-                     for mode, folds in per_fold.items()}}
+
+    def column(mode, metric):
+        return [f[metric] for f in per_fold[mode]]
+
+    out = {"modes": {mode: {m: _mean_std(column(mode, m)) for m in RANKING_METRICS} for mode in per_fold}}
     plain = [m for m in ("student", "student_same_budget") if m in per_fold]
     if not plain or "kd" not in per_fold:
         return out
@@ -133,9 +136,9 @@ def _ranking(records, modes) -> dict:
     for mode in ("kd", "selected"):
         if mode in per_fold:
             out[f"{mode}_vs_plain"] = {m: {
-                "delta": float(np.mean([f[m] for f in per_fold[mode]]) - np.mean([f[m] for f in per_fold[best]])),
-                "p_fold_paired_t": paired_p_value([f[m] for f in per_fold[mode]], [f[m] for f in per_fold[best]]),
-                "folds_ahead": sum(a[m] > b[m] for a, b in zip(per_fold[mode], per_fold[best]))}
+                "delta": float(np.mean(column(mode, m)) - np.mean(column(best, m))),
+                "p_fold_paired_t": paired_p_value(column(mode, m), column(best, m)),
+                "folds_ahead": sum(a > b for a, b in zip(column(mode, m), column(best, m)))}
                 for m in RANKING_METRICS}
     return out
 
@@ -311,6 +314,7 @@ def _teachers_and_time(results: dict) -> list[str]:
               "|---|---|---|"]
     lines += [f"| {a} | {e['seconds']:.0f} | {e['teachers_cached']} |" for a, e in results["architectures"].items()]
     return lines
+
 
 def _ranking_table(results: dict) -> list[str]:
     """Average precision of the test scores per architecture and model, and KD (and the selected student) − the
