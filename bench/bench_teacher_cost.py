@@ -56,7 +56,7 @@ def separate_towers(cfg, feats) -> dict:
     """The towers teacher before issue 17 (full-width separate Keras bodies), trained and predicted as
     `kdedge train` did then; returns its validation scores."""
     from kdedge.training.batching import predict_logits
-    from kdedge.training.distill import fit, seed_everything, teacher_groups, teacher_loss
+    from kdedge.training.distill import fit, seed_everything, selector_for, teacher_groups, teacher_loss
     from kdedge.networks.models import arch_params, build_classifier
     from kdedge.teaching.teachers import validation_scores
 
@@ -64,8 +64,8 @@ def separate_towers(cfg, feats) -> dict:
     n = len(feats.label_names)
     model = build_classifier(cfg.arch, feats.x["train"].shape[1:], feats.table, n,
                              arch_params(cfg.arch, cfg.arch_params), cfg.dropout, towers=n)
-    fit(model, (feats.x["train"], feats.y["train"]), (feats.x["val"], feats.y["val"]), teacher_loss,
-        teacher_groups(model, n), cfg)
+    fit(model, (feats.x["train"], feats.y["train"]), teacher_loss,
+        selector_for(cfg, (feats.x["val"], feats.y["val"]), teacher_groups(model, n)), cfg)
     logits = {split: predict_logits(model, feats.x[split]) for split in feats.x}
     return validation_scores(logits["val"], feats.y["val"], feats.label_names, cfg.threshold_min_support)
 

@@ -1,6 +1,7 @@
 """`kdedge cv`: the teacher cache (student-only settings reuse a fold's teacher) and the KD (alpha, T) search."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -103,7 +104,7 @@ def test_a_run_directory_keeps_its_teachers_without_the_shared_cache(first, corp
 
 @pytest.mark.slow
 def test_same_budget_control_reuses_the_plain_student_that_ran_as_long_as_kd(first, corpus_file, tmp_path):
-    from kdedge.crossval.cv import CvPlan, fold_splits, same_budget_config
+    from kdedge.crossval.cv import CvPlan, fold_splits
     from kdedge.text.data import load_dataset
     from kdedge.evaluate import sigmoid
     from kdedge.training.train import featurize, train_modes
@@ -116,7 +117,9 @@ def test_same_budget_control_reuses_the_plain_student_that_ran_as_long_as_kd(fir
     cfg = make_config(TINY)
     ds = load_dataset(corpus_file)
     feats = featurize(cfg, fold_splits(ds, CvPlan(3, ("textcnn",), None, tmp_path), 0, cfg.seed, cfg.val_split), None)
-    control = train_modes(same_budget_config(cfg, modes["kd"]["epochs_run"]), feats, ("student",), None)["student"]
+    kd_epochs = modes["kd"]["epochs_run"]
+    control = train_modes(dataclasses.replace(cfg, epochs=kd_epochs, patience=kd_epochs), feats, ("student",),
+                          None)["student"]
     probs = sigmoid(control.predict(feats.x["test"]))
     np.testing.assert_allclose(probs, np.array(modes["student"]["test_probs"]), atol=1e-5)
 

@@ -406,8 +406,8 @@ def test_a_memorising_miscalibrated_teacher_no_longer_harms_the_student(tmp_path
     """A teacher whose outputs on its own training texts are not like its outputs on texts it never saw (here:
     every training text scores above its validation threshold) made the KD student say yes to everything when
     its calibration, fitted on validation outputs, was applied to those memorised outputs. Cross-fitted
-    (`--teacher-crossfit K`), the soft targets and the calibration both come from outputs on unseen texts.
-    Not cross-fitted (the default since the linear teacher's measurements), the selection keeps the harmful
+    (`--teacher-crossfit K`), the soft targets and the calibration both come from outputs on unseen texts, which
+    removes most of the harm. Not cross-fitted (the default since the linear teacher's measurements), the selection keeps the harmful
     KD student from being shipped."""
     from kdedge.text.data import load_dataset
     from kdedge.evaluate import decide, scores, tune_thresholds
@@ -417,49 +417,54 @@ def test_a_memorising_miscalibrated_teacher_no_longer_harms_the_student(tmp_path
     from kdedge.training.trained import Fit, Trained
 
     # every label taught (no gate), so that the targets alone make the difference
-    cfg = make_config({"embedding_dim": 8, "w2v_epochs": 1, "segmenter": "char", "max_len": 24, "epochs": 12,
-                       "patience": 12, "batch_size": 16, "arch_params": {"filters": 16}, "kd_label_gate": False})
     ds = load_dataset(write_jsonl(tmp_path / "d.jsonl", make_corpus(260, seed=5)))
     rows = np.arange(len(ds))
-    feats = featurize(cfg, {"train": ds.subset(rows[:160]), "val": ds.subset(rows[160:210]),
-                            "test": ds.subset(rows[210:])})
-    rng = np.random.default_rng(0)
+    harm = {"memorised": [], "memorised at 0.5": [], "crossfit": []}
+    for seed in (0, 1, 2):  # one seed decides little on 50 test texts: crossfit's harm ranged −0.02 to −0.08 over 6
+        cfg = make_config({"embedding_dim": 8, "w2v_epochs": 1, "segmenter": "char", "max_len": 24, "epochs": 12,
+                           "patience": 12, "batch_size": 16, "arch_params": {"filters": 16}, "kd_label_gate": False,
+                           "seed": seed})
+        feats = featurize(cfg, {"train": ds.subset(rows[:160]), "val": ds.subset(rows[160:210]),
+                                "test": ds.subset(rows[210:])})
+        rng = np.random.default_rng(0)
 
-    def unseen(y):  # texts the teacher never trained on: a perfect ranking, far below 0.5 (miscalibrated)
-        return (np.where(y > 0, -1.5, -4.5) + rng.normal(0, 0.3, y.shape)).astype(np.float32)
+        def unseen(y):  # texts the teacher never trained on: a perfect ranking, far below 0.5 (miscalibrated)
+            return (np.where(y > 0, -1.5, -4.5) + rng.normal(0, 0.3, y.shape)).astype(np.float32)
 
-    y = feats.y
-    memorised = np.where(y["train"] > 0, 4.0, 1.5).astype(np.float32)  # its own training texts: all above −3
-    outputs = {"val": unseen(y["val"]), "test": unseen(y["test"])}
-    teachers = {
-        "memorised": Trained(Fit(seconds=0.0, crossfit=0), {"train": memorised, **outputs}),
-        "crossfit": Trained(Fit(seconds=0.0, crossfit=5), {
-            "train": out_of_fold(lambda fit_rows, held: unseen(y["train"][held]), y["train"], 5, 0), **outputs}),
-    }
-    student = train_student(cfg, feats)
-    student.logits_on("test", feats.x["test"])
+        y = feats.y
+        memorised = np.where(y["train"] > 0, 4.0, 1.5).astype(np.float32)  # its own training texts: all above −3
+        outputs = {"val": unseen(y["val"]), "test": unseen(y["test"])}
+        teachers = {
+            "memorised": Trained(Fit(seconds=0.0, crossfit=0), {"train": memorised, **outputs}),
+            "crossfit": Trained(Fit(seconds=0.0, crossfit=5), {
+                "train": out_of_fold(lambda fit_rows, held: unseen(y["train"][held]), y["train"], 5, 0), **outputs}),
+        }
+        student = train_student(cfg, feats)
 
-    def test_macro(model, at_half=False):
-        val, test = sig(model.logits["val"]), sig(model.logits_on("test", feats.x["test"]))
-        thresholds = 0.5 if at_half else tune_thresholds(y["val"], val, 3)
-        return scores(y["test"], decide(test, thresholds), feats.label_names)["macro_f1"]
+        def test_macro(model, at_half=False):
+            val, test = sig(model.logits["val"]), sig(model.logits_on("test", feats.x["test"]))
+            thresholds = 0.5 if at_half else tune_thresholds(y["val"], val, 3)
+            return scores(y["test"], decide(test, thresholds), feats.label_names)["macro_f1"]
 
-    kd = {name: train_kd(cfg, feats, teacher, student) for name, teacher in teachers.items()}
-    assert kd["memorised"].kd.targets["fitted_on"] == "validation outputs"
-    assert kd["crossfit"].kd.targets["fitted_on"].startswith("out-of-fold")
-    assert kd["crossfit"].kd.targets["gate"] is None
-    # the old way (calibration from validation applied to memorised outputs) harms, at 0.5 and at tuned thresholds
-    # (measured: −0.14 and −0.13 macro-F1)
-    for at_half in (True, False):
-        assert test_macro(kd["memorised"], at_half) < test_macro(student, at_half) - 0.08
-    # cross-fitted, the same teacher does not (tuned thresholds, as kdedge ships; measured −0.035)
-    assert test_macro(kd["crossfit"]) >= test_macro(student) - 0.05
-    assert test_macro(kd["crossfit"]) >= test_macro(kd["memorised"]) + 0.08
-    # with the defaults (not cross-fitted) the harmful KD student is trained, but the plain student is shipped
-    assert make_config({}).teacher_crossfit == 0 and make_config({}).select_confidence == cfg.select_confidence
-    chosen = select_student({"kd": kd["memorised"], "student": student}, y["val"], cfg.threshold_min_support,
-                            cfg.select_confidence, cfg.seed, cfg.select_metric)
-    assert chosen["mode"] == "student", chosen["reason"]
+        kd = {name: train_kd(cfg, feats, teacher, student) for name, teacher in teachers.items()}
+        assert kd["memorised"].kd.targets["fitted_on"] == "validation outputs"
+        assert kd["crossfit"].kd.targets["fitted_on"].startswith("out-of-fold")
+        assert kd["crossfit"].kd.targets["gate"] is None
+        harm["memorised"].append(test_macro(kd["memorised"]) - test_macro(student))
+        harm["memorised at 0.5"].append(test_macro(kd["memorised"], True) - test_macro(student, True))
+        harm["crossfit"].append(test_macro(kd["crossfit"]) - test_macro(student))
+        # with the defaults (not cross-fitted) the harmful KD student is trained, but the plain student is shipped
+        assert make_config({}).teacher_crossfit == 0 and make_config({}).select_confidence == cfg.select_confidence
+        chosen = select_student({"kd": kd["memorised"], "student": student}, y["val"], cfg.threshold_min_support,
+                                cfg.select_confidence, cfg.seed, cfg.select_metric)
+        assert chosen["mode"] == "student", chosen["reason"]
+    # the old way (calibration from validation applied to memorised outputs) harms, at 0.5 and at tuned thresholds,
+    # on every seed (measured: −0.15 to −0.22 tuned, −0.17 to −0.27 at 0.5); cross-fitted, the same teacher harms
+    # less on every seed and on average by under half as much (tuned thresholds, as kdedge ships; measured −0.02 to
+    # −0.08, mean −0.05: cross-fitting removes most of the harm, not all of it)
+    assert max(harm["memorised"]) < -0.08 and max(harm["memorised at 0.5"]) < -0.08, harm
+    assert all(c > m for c, m in zip(harm["crossfit"], harm["memorised"])), harm
+    assert np.mean(harm["crossfit"]) > 0.5 * np.mean(harm["memorised"]), harm
 
 
 def test_folds_and_validation_splits_of_a_single_label_are_stratified():

@@ -13,7 +13,7 @@ import kdedge.networks.models  # noqa: F401  (registers the custom layers for ke
 from conftest import without_timings
 from kdedge.config import TrainConfig
 from kdedge.training.distill import (EpochSelector, bce_with_logits, fit, group_criterion, kd_loss, make_hard_loss, make_kd_loss,
-                            student_groups, teacher_groups, teacher_loss)
+                            selector_for, student_groups, teacher_groups, teacher_loss)
 from kdedge.text.embed import Vocabulary, embedding_matrix, load_vectors, save_vectors, train_word2vec
 from kdedge.evaluate import METRICS
 from kdedge.networks.models import arch_params, build_classifier
@@ -163,7 +163,8 @@ def test_architecture_builds_trains_saves_and_loads(arch, tmp_path):
     assert model.output_shape == (None, N_LABELS)
     before = [w.copy() for w in model.get_weights()]
     cfg = TrainConfig(arch=arch, epochs=1, batch_size=8, learning_rate=1e-2, monitor="val_loss")
-    info = fit(model, (x, y), (x[:8], y[:8]), make_hard_loss(1.0), student_groups(model, N_LABELS), cfg)
+    info = fit(model, (x, y), make_hard_loss(1.0), selector_for(cfg, (x[:8], y[:8]), student_groups(model, N_LABELS)),
+               cfg).record()
     assert info["epochs_run"] == 1
     after = model.get_weights()
     assert any(not np.array_equal(b, a) for b, a in zip(before, after)), "one epoch changed no weight"
@@ -313,7 +314,7 @@ def test_epoch_selector_keeps_each_groups_best_epoch_and_stops_when_all_are_exha
     model = _two_head_model()
     la, lb = model.get_layer("a"), model.get_layer("b")
     x_val, y_val = np.ones((4, 1), np.float32), np.ones((4, 2), np.float32)  # higher logit = lower BCE
-    selector = EpochSelector(x_val, y_val, [([0], [la]), ([1], [lb])], monitor="val_loss", patience=2, min_support=3)
+    selector = EpochSelector((x_val, y_val), [([0], [la]), ([1], [lb])], monitor="val_loss", patience=2, min_support=3)
     selector.set_model(model)
     model.stop_training = False
     logits_a = [3.0, 1.0, 0.0, -1.0, -2.0, -3.0]   # label A: best at epoch 0
@@ -340,7 +341,7 @@ def test_epoch_selector_keeps_each_groups_best_epoch_and_stops_when_all_are_exha
 def test_epoch_selector_no_stop_while_one_group_improves():
     model = _two_head_model()
     la, lb = model.get_layer("a"), model.get_layer("b")
-    selector = EpochSelector(np.ones((2, 1), np.float32), np.ones((2, 2), np.float32),
+    selector = EpochSelector((np.ones((2, 1), np.float32), np.ones((2, 2), np.float32)),
                              [([0], [la]), ([1], [lb])], monitor="val_loss", patience=1, min_support=3)
     selector.set_model(model)
     model.stop_training = False
@@ -367,8 +368,79 @@ def test_fit_stops_early_and_restores_the_best_epoch():
     y = np.ones((8, 2), np.float32)
     cfg = TrainConfig(epochs=30, patience=2, batch_size=4, monitor="val_loss")
     object.__setattr__(cfg, "learning_rate", 0.0)  # outside the options' range on purpose: no improvement is possible
-    info = fit(model, (x, y), (x, y), make_hard_loss(1.0), student_groups(model, 2), cfg)
+    info = fit(model, (x, y), make_hard_loss(1.0), selector_for(cfg, (x, y), student_groups(model, 2)), cfg).record()
     assert info["epochs_run"] == 3 and info["best_epoch"] == [1]  # no improvement possible at lr 0
+
+
+@pytest.mark.parametrize("arch", ["textcnn", "gru_att"])
+def test_a_student_trained_run_out_is_the_student_trained_for_any_fewer_epochs(arch, corpus_file):
+    """What cv's same-budget control rests on: `within(n)` of a run-out student is, weight for weight, the student
+    trained n epochs with patience n, and the run-out student itself is the one patience would have stopped."""
+    import dataclasses
+
+    from kdedge.config import make_config
+    from kdedge.text.data import load_dataset
+    from kdedge.training.train import featurize, train_student
+
+    ds = load_dataset(corpus_file)
+    cfg = make_config(dict(arch=arch, embedding_dim=8, w2v_epochs=1, segmenter="char", batch_size=16, epochs=9,
+                           patience=2, max_len=16, learning_rate=0.03, monitor="val_loss",
+                           arch_params=TINY[arch]))
+    feats = featurize(cfg, {"train": ds.subset(range(0, 90, 3)), "val": ds.subset([i for i in range(90) if i % 3])})
+    run_out = train_student(cfg, feats, run_out=True)
+    stopped = train_student(cfg, feats)
+    assert stopped.within is None
+    assert stopped.fit.epochs_run < cfg.epochs, "patience must run out for this test to mean anything"
+    assert run_out.fit.epochs_run == stopped.fit.epochs_run
+    assert run_out.fit.history == stopped.fit.history and run_out.fit.best_epoch == stopped.fit.best_epoch
+    np.testing.assert_allclose(run_out.logits["val"], stopped.logits["val"], rtol=0, atol=1e-6)
+    for epochs in (1, stopped.fit.epochs_run + 1, cfg.epochs):
+        alone = train_student(dataclasses.replace(cfg, epochs=epochs, patience=epochs), feats)
+        view = run_out.within(epochs)
+        assert view.fit.epochs_run == alone.fit.epochs_run == epochs
+        assert view.fit.history == alone.fit.history and view.fit.best_epoch == alone.fit.best_epoch
+        np.testing.assert_allclose(view.logits["val"], alone.logits["val"], rtol=0, atol=1e-6, err_msg=str(epochs))
+        np.testing.assert_allclose(view.predict(feats.x["train"]), alone.predict(feats.x["train"]), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="1 to 9 epochs"):
+        run_out.within(cfg.epochs + 1)
+
+
+def test_textcnn_trained_on_trimmed_batches_is_trained_on_the_padded_ones(corpus_file):
+    """The TextCNN student trains through a twin taking any length, on batches cut `padding_margin` ids after their
+    longest text: step for step what the fixed-length network does on the same batches padded to max_len (up to
+    float rounding), and the network it returns keeps the fixed input that export reads."""
+    from kdedge.config import make_config
+    from kdedge.networks.architectures import architecture
+    from kdedge.text.data import load_dataset
+    from kdedge.training.batching import bucketed_dataset, text_lengths
+    from kdedge.training.train import featurize, train_student
+
+    ds = load_dataset(corpus_file)
+    cfg = make_config(dict(arch="textcnn", embedding_dim=8, w2v_epochs=1, segmenter="char", batch_size=16, epochs=2,
+                           max_len=40, dropout=0.0, arch_params=TINY["textcnn"], trainable_embeddings=True))
+    feats = featurize(cfg, {"train": ds.subset(range(0, 90, 3)), "val": ds.subset([i for i in range(90) if i % 3])})
+    x, y = feats.x["train"], feats.y["train"]
+    assert text_lengths(x).max() + 3 < cfg.max_len, "texts must be shorter than max_len for this test to mean anything"
+    margin = architecture("textcnn").padding_margin(TINY["textcnn"])
+    def trimmed():  # each pass over a bucketed dataset draws the next batch order: one dataset per network
+        return bucketed_dataset(x, y, 16, seed=0, margin=margin)
+    widths = [int(ids.shape[1]) for ids, _ in trimmed()]
+    assert max(widths) < cfg.max_len and all(w >= margin for w in widths)
+
+    def network(id_shape):
+        keras.utils.set_random_seed(0)
+        model = build_classifier("textcnn", id_shape, feats.table, y.shape[1], TINY["textcnn"], 0.0, True)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=make_hard_loss(1.0))
+        return model
+    twin, fixed = network((None,)), network((cfg.max_len,))
+    fixed.set_weights(twin.get_weights())
+    twin.fit(trimmed(), epochs=2, verbose=0, shuffle=False)
+    fixed.fit(trimmed().map(lambda ids, t: (tf.pad(ids, [[0, 0], [0, cfg.max_len - tf.shape(ids)[1]]]), t)), epochs=2,
+              verbose=0, shuffle=False)
+    for a, b in zip(twin.get_weights(), fixed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    student = train_student(cfg, feats)
+    assert student.model.input_shape == (None, cfg.max_len)
 
 
 # --------------------------------------------------------------------------------------- end to end

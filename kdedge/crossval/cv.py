@@ -167,15 +167,6 @@ def fold_splits(ds, plan: CvPlan, k: int, seed: int, val_split: float) -> dict:
     return {"train": ds.subset(rest[train_i]), "val": ds.subset(rest[val_i]), "test": ds.subset(np.flatnonzero(fold_of == k))}
 
 
-def same_budget_config(cfg: TrainConfig, kd_epochs: int) -> TrainConfig:
-    """The fair control: the plain student trained exactly `kd_epochs` epochs, best epoch by the same rule.
-
-    When the plain student itself ran `kd_epochs` epochs, this is the same training (patience only stops
-    a run; it never changes the epochs that do run), so `kdedge cv` reuses it instead of training again.
-    """
-    return dataclasses.replace(cfg, epochs=kd_epochs, patience=kd_epochs)
-
-
 def fold_teacher(cfg: TrainConfig, feats, out: Path, progress) -> Trained:
     """The fold's teacher: from the run's or the shared cache when one with the same key is stored, else
     trained and stored at once (a run killed while the students train keeps its teacher)."""
@@ -197,13 +188,13 @@ def train_fold(cfg: TrainConfig, feats, out: Path, progress) -> tuple[dict[str, 
     from kdedge.training.train import train_modes
 
     results = train_modes(cfg, feats, ("student", "kd"), progress,
-                          lambda kind: fold_teacher(dataclasses.replace(cfg, teacher=kind), feats, out, progress))
-    kd_epochs = results["kd"].fit.epochs_run
-    if results["student"].fit.epochs_run == kd_epochs:  # retraining would repeat its epochs step for step
-        results["student_same_budget"] = results["student"]
-    else:
-        results["student_same_budget"] = train_modes(same_budget_config(cfg, kd_epochs), feats, ("student",),
-                                                     progress)["student"]
+                          lambda kind: fold_teacher(dataclasses.replace(cfg, teacher=kind), feats, out, progress),
+                          student_runs_out=True)
+    # The same-budget control is the plain student trained exactly as many epochs as KD, its best epoch by the same
+    # rule: patience only stops a run, it never changes the epochs that do run, so the plain student trained run out
+    # holds it (Trained.within) without training again.
+    student, kd_epochs = results["student"], results["kd"].fit.epochs_run
+    results["student_same_budget"] = student if student.fit.epochs_run == kd_epochs else student.within(kd_epochs)
     selected = select_student(results, feats.y["val"], cfg.threshold_min_support, cfg.select_confidence, cfg.seed,
                               cfg.select_metric)
     results["selected"] = results[selected["mode"]]

@@ -2,8 +2,9 @@
 
 Losses are small pure functions of tensors. `EpochSelector` keeps, for each group of labels (all
 labels for a student, one label per teacher tower), the weights of the epoch with the best validation
-criterion, and stops when every group has gone `patience` epochs without improving. `fit_network` is
-the one training routine every network goes through (`kdedge.training.train` for the students,
+criterion, and stops when every group has gone `patience` epochs without improving (or, run out, goes on to
+the last epoch and can then give the network as trained for any fewer epochs). `fit_network` is the one
+training routine every network goes through (`kdedge.training.train` for the students,
 `kdedge.teaching.teachers` for the towers).
 """
 from __future__ import annotations
@@ -91,31 +92,37 @@ def group_criterion(monitor: str, y_val: np.ndarray, logits: np.ndarray, cols: l
 class EpochSelector(keras.callbacks.Callback):
     """Per-group best-epoch selection and early stopping on validation data.
 
-    groups: list of (label columns, layers whose weights belong to that group). `trim=True` predicts the
-    validation texts in trimmed batches (see `predict_logits`).
+    val: (texts, 0/1 labels); groups: list of (label columns, layers whose weights belong to that group). `trim`:
+    None, or the network takes any length and `fit` trains it (and this predicts the validation texts) in batches cut
+    `trim` ids after their longest text (`batching`). `run_out=True` (one group only) trains every epoch even after
+    patience has run out, keeping the weights of each epoch that beat all before it, so that `view(n)` can give the
+    network as if it had been trained `n` epochs (with patience n); the epoch at which patience ran out is
+    `stopped_at`.
     """
 
-    def __init__(self, x_val, y_val, groups, *, monitor: str, patience: int, min_support: int, progress=None,
-                 trim: bool = False):
+    def __init__(self, val: tuple, groups, *, monitor: str, patience: int, min_support: int, progress=None,
+                 trim: int | None = None, run_out: bool = False):
         super().__init__()
-        self.x_val, self.y_val, self.groups, self.trim = x_val, y_val, groups, trim
+        if run_out and len(groups) != 1:
+            raise ValueError("run_out keeps whole-network snapshots: it needs exactly one label group")
+        (self.x_val, self.y_val), self.groups, self.trim, self.run_out = val, groups, trim, run_out
         self.monitor, self.patience, self.min_support = monitor, patience, min_support
         self.progress = progress
         self.best = [np.inf] * len(groups)
         self.best_epoch = [-1] * len(groups)
         self.best_weights = [None] * len(groups)
         self.history: list[dict] = []
-        self.eval_seconds = 0.0
+        self.stopped_at: int | None = None
+        self.new_bests: list[tuple[int, list]] = []  # run_out: (epoch, weights) of every epoch better than all before
+        self.epoch_seconds: list[tuple[float, float]] = []  # per epoch: (training, validation) seconds
         self._epoch_start = 0.0
-        self.train_seconds = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         start = time.perf_counter()
-        self.train_seconds += start - self._epoch_start
-        logits = predict_logits(self.model, self.x_val, trim=self.trim)
+        logits = predict_logits(self.model, self.x_val, trim=self.trim is not None, margin=self.trim or 0)
         values = []
         for g, (cols, layers) in enumerate(self.groups):
             value = group_criterion(self.monitor, self.y_val, logits, cols, self.min_support)
@@ -123,49 +130,87 @@ class EpochSelector(keras.callbacks.Callback):
             if value < self.best[g] - 1e-7:
                 self.best[g], self.best_epoch[g] = value, epoch
                 self.best_weights[g] = [layer.get_weights() for layer in layers]
+                if self.run_out:
+                    self.new_bests.append((epoch, self.best_weights[g]))
         self.history.append({"epoch": epoch + 1, "train_loss": float((logs or {}).get("loss", np.nan)),
                              self.monitor: values})
-        self.eval_seconds += time.perf_counter() - start
+        self.epoch_seconds.append((start - self._epoch_start, time.perf_counter() - start))
         if self.progress is not None:
             self.progress.update(1)
             shown = -np.mean(values) if self.monitor.endswith("f1") else np.mean(values)  # F1 is stored negated
             self.progress.set_postfix(loss=f"{(logs or {}).get('loss', float('nan')):.4f}",
                                       **{self.monitor: f"{shown:.4f}"})
-        if all(epoch - b >= self.patience for b in self.best_epoch):
-            self.model.stop_training = True
+        if self.stopped_at is None and all(epoch - b >= self.patience for b in self.best_epoch):
+            self.stopped_at = epoch + 1
+            self.model.stop_training = not self.run_out
 
     def restore(self) -> None:
-        """Put every group's best-epoch weights back."""
-        for (cols, layers), weights in zip(self.groups, self.best_weights):
-            if weights is not None:
-                for layer, w in zip(layers, weights):
+        """Put every group's best-epoch weights back (run out: the best of the epochs before patience ran out)."""
+        weights = [self.view(self.stopped_at)[1]] if self.run_out else self.best_weights
+        for (cols, layers), group_weights in zip(self.groups, weights):
+            if group_weights is not None:
+                for layer, w in zip(layers, group_weights):
                     layer.set_weights(w)
+
+    def view(self, epochs: int | None = None) -> tuple[dict, list | None]:
+        """The fit's record (timings, epochs run, best value and epoch, history) and the best weights of a run
+        out selector as if it had trained only its first `epochs` epochs (all it ran by default)."""
+        epochs = len(self.history) if epochs is None else epochs
+        if not self.run_out or not 1 <= epochs <= len(self.history):
+            raise ValueError(f"a view needs a run-out selector and 1 to {len(self.history)} epochs, not {epochs}")
+        earlier = [(e, w) for e, w in self.new_bests if e < epochs]
+        best_epoch, weights = earlier[-1] if earlier else (-1, None)  # none: every criterion was NaN
+        value = self.history[best_epoch][self.monitor][0] if earlier else np.inf
+        return self._record(epochs, [value], [best_epoch + 1]), weights
+
+    def record(self) -> dict:
+        """The fit's record: timings, epochs run, each group's best value and epoch, the history."""
+        if self.run_out:
+            return self.view(self.stopped_at)[0]
+        return self._record(len(self.history), [float(v) for v in self.best], [b + 1 for b in self.best_epoch])
+
+    def _record(self, epochs: int, best_value: list, best_epoch: list) -> dict:
+        train, validation = (float(sum(t)) for t in zip(*self.epoch_seconds[:epochs])) if epochs else (0.0, 0.0)
+        return {"seconds": train + validation, "train_seconds": train, "validation_seconds": validation,
+                "epochs_run": epochs, "best_value": [float(v) for v in best_value], "best_epoch": best_epoch,
+                "history": self.history[:epochs]}
 
 
 @dataclass(frozen=True)
 class Network:
     """What `fit_network` trains: how to build it, its loss, its label groups (`groups(model)`: each group's label
-    columns and the layers whose best epoch is kept), its name in the log, and whether its input takes any length
-    (`bucket`: trained on length-bucketed batches trimmed to their longest text, `batching.bucketed_dataset`)."""
+    columns and the layers whose best epoch is kept), its name in the log, and whether it trains on length-bucketed
+    batches (`trim`: None, or cut `trim` ids after their longest text, `batching.bucketed_dataset`): a network that
+    takes ids of any length (the towers teachers: trim 0), or, built by `any_length`, a twin of a fixed-length
+    network whose outputs do not change once `trim` padding ids follow the text (the TextCNN student). The twin
+    trains; the network returned is `build()`'s with the twin's weights: the same function of the padded ids,
+    trained at a fraction of the cost when texts are short.
+    """
 
     build: Callable[[], keras.Model]
     loss: Callable
     groups: Callable
     desc: str
-    bucket: bool = False
+    trim: int | None = None
+    any_length: Callable[[], keras.Model] | None = None
 
 
-def fit(model, train: tuple, val: tuple, loss, groups, cfg, progress=None, bucket: bool = False) -> dict:
-    """Train with Adam on `train` = (texts, targets), select the best epoch of each label group on `val` =
-    (texts, 0/1 labels), restore it; returns timings and history. `bucket`: see `Network`."""
-    (x_train, targets), (x_val, y_val) = train, val
+def selector_for(cfg, val: tuple, groups, progress=None, trim: int | None = None,
+                 run_out: bool = False) -> EpochSelector:
+    """The `EpochSelector` of `cfg`'s monitor, patience and threshold support."""
+    return EpochSelector(val, groups, monitor=cfg.monitor, patience=cfg.patience, min_support=cfg.threshold_min_support,
+                         progress=progress, trim=trim, run_out=run_out)
+
+
+def fit(model, train: tuple, loss, selector: EpochSelector, cfg) -> EpochSelector:
+    """Train with Adam on `train` = (texts, targets) in batches of the selector's `trim`, let `selector` pick the best
+    epoch of each label group on its validation texts, restore it; returns the selector (its `record()`: timings and
+    history)."""
+    x_train, targets = train
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss, jit_compile=False)
-    selector = EpochSelector(x_val, y_val, groups, monitor=cfg.monitor, patience=cfg.patience,
-                             min_support=cfg.threshold_min_support, progress=progress, trim=bucket)
-    start = time.perf_counter()
-    if bucket:
-        model.fit(bucketed_dataset(x_train, targets, cfg.resolved_batch_size(), cfg.seed), epochs=cfg.epochs,
-                  shuffle=False, callbacks=[selector], verbose=0)
+    if selector.trim is not None:
+        model.fit(bucketed_dataset(x_train, targets, cfg.resolved_batch_size(), cfg.seed, selector.trim),
+                  epochs=cfg.epochs, shuffle=False, callbacks=[selector], verbose=0)
     else:
         model.fit(x_train, targets, batch_size=cfg.resolved_batch_size(), epochs=cfg.epochs, shuffle=True,
                   callbacks=[selector], verbose=0)
@@ -173,10 +218,7 @@ def fit(model, train: tuple, val: tuple, loss, groups, cfg, progress=None, bucke
     # Saved models are architecture + weights: the training loss (a kdedge function or closure) is not
     # serialisable, and its compile config would make keras.models.load_model fail.
     model.compiled = False
-    return {"seconds": time.perf_counter() - start, "train_seconds": selector.train_seconds,
-            "validation_seconds": selector.eval_seconds, "epochs_run": len(selector.history),
-            "best_value": [float(v) for v in selector.best],
-            "best_epoch": [b + 1 for b in selector.best_epoch], "history": selector.history}
+    return selector
 
 
 def seed_everything(seed: int) -> None:
@@ -187,10 +229,13 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def fit_network(cfg, feats, net: Network, targets: np.ndarray, rows=None, progress: bool = False) -> Trained:
+def fit_network(cfg, feats, net: Network, targets: np.ndarray, rows=None, progress: bool = False,
+                run_out: bool = False) -> Trained:
     """Seed, build the network (under the distribution strategy, `kdedge.training.distribute`), train it on `rows` of
     the training texts (all by default) against `targets` (one row per trained text), selecting each label
-    group's epoch on validation; returns it with its fit and validation logits."""
+    group's epoch on validation; returns it with its fit and validation logits. `run_out=True` trains all
+    `cfg.epochs` and returns the network patience would have given, whose `within(n)` is the network trained `n`
+    epochs (`EpochSelector`)."""
     from tqdm.auto import tqdm
 
     from kdedge.training.distribute import get_strategy, keras_workaround
@@ -198,19 +243,38 @@ def fit_network(cfg, feats, net: Network, targets: np.ndarray, rows=None, progre
     seed_everything(cfg.seed)
     x = feats.x["train"] if rows is None else feats.x["train"][np.asarray(rows)]
     strategy = get_strategy(cfg.strategy)
+    # replicas split a fixed-length batch row for row, as one device takes it; the twin's bucketed batches they
+    # do not (tests/test_distribute.py), so a fixed-length network trains as it is on more than one replica
+    twin = net.any_length is not None and strategy.num_replicas_in_sync == 1
     with strategy.scope():  # the model's variables live on every replica
         model = net.build()
-    keras_workaround(model, strategy)
+        trainer = net.any_length() if twin else model
+    keras_workaround(trainer, strategy)
     bar = tqdm(total=cfg.epochs, desc=net.desc, leave=False, disable=not progress)
+    trim = net.trim if net.any_length is None or twin else None
+    selector = selector_for(cfg, (feats.x["val"], feats.y["val"]), net.groups(trainer), bar, trim, run_out)
     with strategy.scope():
-        info = Fit(**fit(model, (x, targets), (feats.x["val"], feats.y["val"]), net.loss, net.groups(model), cfg, bar,
-                         net.bucket))
+        fit(trainer, (x, targets), net.loss, selector, cfg)
+        if trainer is not model:
+            model.set_weights(trainer.get_weights())
     bar.close()
+    trimmed = net.trim is not None and net.any_length is None  # the network returned takes any length
+    info = Fit(**selector.record())
     best = abs(info.best_value[0]) if cfg.monitor.endswith("f1") else info.best_value[0]  # F1 is stored negated
     log.info("%s: %d epochs, %.1f s, best validation %s %.4f", net.desc, info.epochs_run, info.seconds, cfg.monitor,
              best)
-    return Trained(fit=info, logits={"val": predict_logits(model, feats.x["val"], trim=net.bucket)}, model=model,
-                   trim=net.bucket)
+
+    def within(epochs: int) -> Trained:
+        record, weights = selector.view(epochs)
+        with strategy.scope():
+            again = net.build()
+        if weights is not None:
+            for layer, w in zip(net.groups(again)[0][1], weights):
+                layer.set_weights(w)
+        return Trained(fit=Fit(**record), logits={"val": predict_logits(again, feats.x["val"], trim=trimmed)},
+                       model=again, trim=trimmed)
+    return Trained(fit=info, logits={"val": predict_logits(model, feats.x["val"], trim=trimmed)}, model=model,
+                   trim=trimmed, within=within if run_out else None)
 
 
 def student_groups(model, n_labels: int):

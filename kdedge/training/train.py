@@ -101,11 +101,13 @@ def featurize(cfg: TrainConfig, splits: dict[str, Dataset], wv=None, phases=None
     return feats
 
 
-def train_student(cfg: TrainConfig, feats: Features, progress: bool = False, kd=None, rows=None) -> Trained:
+def train_student(cfg: TrainConfig, feats: Features, progress: bool = False, kd=None, rows=None,
+                  run_out: bool = False) -> Trained:
     """The multi-label student, trained on `rows` of the training texts (all by default) with epochs selected on
     validation: on the true labels, or with `kd` = (per-label α, T, soft targets of every training row) the KD
-    student."""
+    student. `run_out`: see `distill.fit_network`."""
     from kdedge.training.distill import Network, fit_network, make_hard_loss, make_kd_loss, positive_weights, student_groups
+    from kdedge.networks.architectures import architecture
     from kdedge.networks.models import arch_params, build_classifier
 
     n, y = len(feats.label_names), feats.y["train"] if rows is None else feats.y["train"][np.asarray(rows)]
@@ -119,11 +121,13 @@ def train_student(cfg: TrainConfig, feats: Features, progress: bool = False, kd=
         loss, targets = make_kd_loss(n, alphas, temperature, pos_weight), np.concatenate([y, soft], axis=1)
         desc = f"{cfg.arch} kd T={temperature:g}"
 
-    def build():
-        return build_classifier(cfg.arch, feats.x["train"].shape[1:], feats.table, n, params, cfg.dropout,
-                                cfg.trainable_embeddings)
-    return fit_network(cfg, feats, Network(build, loss, lambda model: student_groups(model, n), desc), targets, rows,
-                       progress=progress)
+    def build(id_shape=feats.x["train"].shape[1:]):
+        return build_classifier(cfg.arch, id_shape, feats.table, n, params, cfg.dropout, cfg.trainable_embeddings)
+    # an architecture whose outputs ignore padding after a margin trains through a twin taking any length
+    margin = architecture(cfg.arch).padding_margin
+    twin = {} if margin is None else {"any_length": lambda: build((None,)), "trim": margin(params)}
+    net = Network(build, loss, lambda model: student_groups(model, n), desc, **twin)
+    return fit_network(cfg, feats, net, targets, rows, progress=progress, run_out=run_out)
 
 
 def train_kd(cfg: TrainConfig, feats: Features, teacher: Trained, student: Trained | None,
@@ -159,7 +163,8 @@ def train_kd(cfg: TrainConfig, feats: Features, teacher: Trained, student: Train
 
 
 def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False,
-                teacher_of: Callable[[str], Trained] | None = None, phases=None) -> dict[str, Trained]:
+                teacher_of: Callable[[str], Trained] | None = None, phases=None,
+                student_runs_out: bool = False) -> dict[str, Trained]:
     """Train the requested modes on `feats.x["train"]`, selecting epochs on `feats.x["val"]`.
 
     Returns {mode: result}. `kd` needs a teacher: `teacher_of(kind)` gives a trained one of that kind (default:
@@ -167,7 +172,9 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
     trained first (also when `student` is not among `modes`: then it is not returned) and
     `teachers.choose_teacher` picks the kind against it. The plain student, when trained, also drives the KD
     student's per-label gate. With `phases` (`kdedge.training.resume.Phases`) every teacher and student is kept as soon
-    as it is trained, and one kept by an interrupted run is taken instead of trained again.
+    as it is trained, and one kept by an interrupted run is taken instead of trained again. `student_runs_out`: the
+    plain student trains all `cfg.epochs` and can be had as trained for fewer (`Trained.within`, `kdedge cv`'s
+    same-budget control); what it returns is the student patience would have given.
     """
     from kdedge.training.distribute import get_strategy
     from kdedge.teaching.teachers import choose_teacher, train_teacher
@@ -184,7 +191,7 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
     wants_teacher = "teacher" in modes or "kd" in modes
     student = None
     if "student" in modes or (wants_teacher and cfg.teacher == "auto"):
-        student = kept("student", lambda: train_student(cfg, feats, progress))
+        student = kept("student", lambda: train_student(cfg, feats, progress, run_out=student_runs_out))
     if "student" in modes:  # otherwise it only served the teacher's choice and the gate
         out["student"] = student
     if wants_teacher:

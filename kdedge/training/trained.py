@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -74,7 +74,8 @@ class Trained:
 
     `logits` maps a split name (train, val, test, …) to the model's logits on it; `model` is the Keras
     network, None for a teacher that is not one (or came from the cache), and `trim` says it takes
-    trimmed, any-length batches. `kd` is set for the KD student.
+    trimmed, any-length batches. `kd` is set for the KD student. `within(n)`, for a network trained run out
+    (`kdedge.training.distill.EpochSelector`), is that network as if it had been trained `n` epochs.
     """
 
     fit: Fit
@@ -83,6 +84,7 @@ class Trained:
     trim: bool = False
     cached: bool = False
     kd: KDChoice | None = None
+    within: Callable[[int], Trained] | None = None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The network's logits on the id rows `x`."""
