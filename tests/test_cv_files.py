@@ -85,6 +85,23 @@ def test_the_report_ranks_every_model_without_thresholds(tmp_path):
     assert f"| {ARCH} | student | {100 * (np.mean(kd) - np.mean(plain)):+.1f} (p=" in report
 
 
+@pytest.mark.parametrize("lead, shown", [(0.3, "n/a (lead < 1)"), (-2.0, "n/a (no lead)"), (5.0, "40%")])
+def test_the_share_of_the_teachers_lead_kd_closes_is_given_only_for_a_lead_of_a_point_or_more(tmp_path, lead, shown):
+    from kdedge.crossval.report import _transfer_table, transfer
+
+    make_run(tmp_path)
+    records = read_fold_records(tmp_path, read_settings(tmp_path))[ARCH]
+    for r in records:  # macro-F1 (points): plain 50, KD 52, teacher 50 + lead
+        for mode, value in (("student", 50.0), ("kd", 52.0), ("teacher", 50.0 + lead)):
+            r["modes"][mode]["tuned"]["macro_f1"] = value / 100
+    shares = transfer(records)
+    macro = shares["macro_f1"]
+    assert macro["teacher_lead"] == pytest.approx(lead) and macro["kd_gain"] == pytest.approx(2.0)
+    assert macro["gap_closed"] == (pytest.approx(2.0 / lead) if lead >= 1 else None)
+    row = _transfer_table({"architectures": {ARCH: {"transfer": shares}}})[-1]
+    assert row.startswith(f"| {ARCH} | {lead:+.1f} / ") and row.split(" | ")[3].startswith(shown), row
+
+
 def _set_macro(record):
     record["modes"]["kd"]["tuned"]["macro_f1"] = 0.99
 
