@@ -1,9 +1,8 @@
 """`--strategy`, `--cpu-replicas`, TF_CONFIG and the multiworker wait (kdedge.training.distribute).
 
 How close N replicas come to one device (figures in docs/benchmarks.md, "tf.distribute: replicas vs one device"):
-- dropout 0, every batch split evenly: the same training up to float rounding. The textrnn, gru_att and HAN
-  students, 4 steps on 2 logical CPU devices: validation logits within 1e-4 of one device's (measured ≤ 3e-5).
-  (The TextCNN student trains on length-bucketed batches on one device and on full ones on more: not compared.)
+- dropout 0, every batch split evenly: the same training up to float rounding. Each architecture's student,
+  4 steps on 2 logical CPU devices: validation logits within 1e-4 of one device's (measured ≤ 3e-5).
 - whole runs (2 epochs; the towers teacher's length buckets of odd size split unevenly, and a replica's mean
   loss then counts as much as the other's whatever its share; Adam turns a rounding-sized gradient into a
   full step; epochs are selected on validation): students within 0.01, the teacher within 0.1, tuned F1
@@ -198,10 +197,8 @@ from kdedge.config import make_config
 from kdedge.text.data import load_dataset
 from kdedge.training.train import featurize, train_student
 ds = load_dataset(sys.argv[1])
-# not textcnn: on one device its student trains through an any-length twin on length-bucketed batches, on more
-# than one replica as the fixed-length network on full batches (kdedge.training.distill.fit_network)
-SMALL = {"textrnn": {"units": 8}, "gru_att": {"units": 8, "attention_units": 8},
-         "han": {"units": 8, "attention_units": 8}}
+SMALL = {"textcnn": {"filters": 8, "kernel_sizes": [2, 3]}, "textrnn": {"units": 8},
+         "gru_att": {"units": 8, "attention_units": 8}, "han": {"units": 8, "attention_units": 8}}
 for arch in SMALL:
     settings = dict(embedding_dim=16, w2v_epochs=1, segmenter="char", batch_size=16, epochs=1, max_len=16,
                     max_sentences=2, max_sentence_len=8, arch=arch, arch_params=SMALL[arch], dropout=0.0)
@@ -214,12 +211,12 @@ for arch in SMALL:
 
 
 @pytest.mark.slow
-def test_two_replicas_take_one_devices_steps_for_the_fixed_length_students(corpus_file, tmp_path):
+def test_two_replicas_take_one_devices_steps_for_every_architecture(corpus_file, tmp_path):
     """dropout 0, 64 texts in 4 batches of 16 (each split 8 + 8): the same training up to float rounding."""
     done = subprocess.run([sys.executable, "-c", SAME_STEPS, corpus_file], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     diffs = {r["arch"]: r["diff"] for r in map(json.loads, done.stdout.splitlines())}
-    assert sorted(diffs) == ["gru_att", "han", "textrnn"]
+    assert sorted(diffs) == ["gru_att", "han", "textcnn", "textrnn"]
     assert max(diffs.values()) <= 1e-4, diffs
 
 

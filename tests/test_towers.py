@@ -213,7 +213,7 @@ def test_epoch_selector_restores_each_towers_own_best_epoch():
     model = _teacher("textrnn")
     x = _flat_ids(12)
     y = (np.random.default_rng(4).random((len(x), N)) > 0.5).astype(np.float32)
-    selector = EpochSelector((x, y), tower_groups(model, N), monitor="val_loss", patience=10, min_support=3, trim=0)
+    selector = EpochSelector((x, y), tower_groups(model, N), monitor="val_loss", patience=10, min_support=3, trim=True)
     selector.set_model(model)
     weights, logits = [], []
     for epoch, seed in enumerate([11, 12, 13, 14, 15]):
@@ -245,7 +245,7 @@ def test_teacher_trains_saves_and_loads(arch, tmp_path):
     before = [w.copy() for w in model.get_weights()]
     cfg = TrainConfig(arch=arch, epochs=1, batch_size=8, learning_rate=1e-2, monitor="val_loss")
     flat = arch != "han"
-    selector = selector_for(cfg, (x[:8], y[:8]), tower_groups(model, N), trim=0 if flat else None)
+    selector = selector_for(cfg, (x[:8], y[:8]), tower_groups(model, N), trim=flat)
     info = fit(model, (x, y), teacher_loss, selector, cfg).record()
     assert info["epochs_run"] == 1 and len(info["best_epoch"]) == N
     assert all(not np.array_equal(b, a) for b, a in zip(before[1:], model.get_weights()[1:]))
@@ -287,6 +287,6 @@ def test_same_seed_same_bucketed_teacher():
     for _ in range(2):
         seed_everything(cfg.seed)
         model = build_teacher("gru_att", (12,), _table(), N, arch_params("gru_att", TINY["gru_att"]), 0.1)
-        fit(model, (x, y), teacher_loss, selector_for(cfg, (x[:8], y[:8]), tower_groups(model, N), trim=0), cfg)
+        fit(model, (x, y), teacher_loss, selector_for(cfg, (x[:8], y[:8]), tower_groups(model, N), trim=True), cfg)
         logits.append(predict_logits(model, x, trim=True))
     np.testing.assert_array_equal(logits[0], logits[1])

@@ -405,44 +405,6 @@ def test_a_student_trained_run_out_is_the_student_trained_for_any_fewer_epochs(a
         run_out.within(cfg.epochs + 1)
 
 
-def test_textcnn_trained_on_trimmed_batches_is_trained_on_the_padded_ones(corpus_file):
-    """The TextCNN student trains through a twin taking any length, on batches cut `padding_margin` ids after their
-    longest text: step for step what the fixed-length network does on the same batches padded to max_len (up to
-    float rounding), and the network it returns keeps the fixed input that export reads."""
-    from kdedge.config import make_config
-    from kdedge.networks.architectures import architecture
-    from kdedge.text.data import load_dataset
-    from kdedge.training.batching import bucketed_dataset, text_lengths
-    from kdedge.training.train import featurize, train_student
-
-    ds = load_dataset(corpus_file)
-    cfg = make_config(dict(arch="textcnn", embedding_dim=8, w2v_epochs=1, segmenter="char", batch_size=16, epochs=2,
-                           max_len=40, dropout=0.0, arch_params=TINY["textcnn"], trainable_embeddings=True))
-    feats = featurize(cfg, {"train": ds.subset(range(0, 90, 3)), "val": ds.subset([i for i in range(90) if i % 3])})
-    x, y = feats.x["train"], feats.y["train"]
-    assert text_lengths(x).max() + 3 < cfg.max_len, "texts must be shorter than max_len for this test to mean anything"
-    margin = architecture("textcnn").padding_margin(TINY["textcnn"])
-    def trimmed():  # each pass over a bucketed dataset draws the next batch order: one dataset per network
-        return bucketed_dataset(x, y, 16, seed=0, margin=margin)
-    widths = [int(ids.shape[1]) for ids, _ in trimmed()]
-    assert max(widths) < cfg.max_len and all(w >= margin for w in widths)
-
-    def network(id_shape):
-        keras.utils.set_random_seed(0)
-        model = build_classifier("textcnn", id_shape, feats.table, y.shape[1], TINY["textcnn"], 0.0, True)
-        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=make_hard_loss(1.0))
-        return model
-    twin, fixed = network((None,)), network((cfg.max_len,))
-    fixed.set_weights(twin.get_weights())
-    twin.fit(trimmed(), epochs=2, verbose=0, shuffle=False)
-    fixed.fit(trimmed().map(lambda ids, t: (tf.pad(ids, [[0, 0], [0, cfg.max_len - tf.shape(ids)[1]]]), t)), epochs=2,
-              verbose=0, shuffle=False)
-    for a, b in zip(twin.get_weights(), fixed.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
-    student = train_student(cfg, feats)
-    assert student.model.input_shape == (None, cfg.max_len)
-
-
 # --------------------------------------------------------------------------------------- end to end
 
 # one towers network on every training text (not cross-fitted), so the run keeps it as teacher.keras

@@ -86,7 +86,7 @@ def train_towers(cfg, feats, progress: bool = False, rows=None) -> Trained:
     def build():
         return build_teacher(cfg.arch, feats.x["train"].shape[1:], feats.table, n, params, cfg.dropout)
     net = Network(build, teacher_loss, lambda model: tower_groups(model, n), f"{cfg.arch} teacher",
-                  trim=None if record.hierarchical else 0)
+                  bucket=not record.hierarchical)
     return fit_network(cfg, feats, net, y, rows, progress=progress)
 
 

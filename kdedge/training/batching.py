@@ -1,7 +1,5 @@
-"""Batches of post-padded id rows cut `margin` ids after their longest text: length-bucketed training batches and
-trimmed prediction, for models whose input takes any length (the tower-batched teachers, whose outputs ignore
-padding: margin 0) or whose twin does (the TextCNN student, whose outputs are the same once `padding_margin` padding
-ids follow the text: `kdedge.networks.architectures`)."""
+"""Batches of post-padded id rows cut to their longest text: length-bucketed training batches and
+trimmed prediction, for models whose input takes any length (the tower-batched teachers)."""
 from __future__ import annotations
 
 import itertools
@@ -16,10 +14,9 @@ def text_lengths(x: np.ndarray) -> np.ndarray:
     return np.where(present.any(axis=1), x.shape[1] - np.argmax(present[:, ::-1], axis=1), 0)
 
 
-def trim_padding(x: np.ndarray, margin: int = 0) -> np.ndarray:
-    """The ids without the trailing columns that are padding in every row, but `margin` of them (at least one
-    column kept)."""
-    return x[:, :max(1, int(text_lengths(x).max(initial=0)) + margin)]
+def trim_padding(x: np.ndarray) -> np.ndarray:
+    """The ids without the trailing columns that are padding in every row (at least one column kept)."""
+    return x[:, :max(1, int(text_lengths(x).max(initial=0)))]
 
 
 def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, chunk_batches: int = 50):
@@ -34,9 +31,8 @@ def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def bucketed_dataset(x: np.ndarray, targets: np.ndarray, batch_size: int, seed: int,
-                     margin: int = 0) -> tf.data.Dataset:
-    """A tf.data dataset of length-bucketed (ids, targets) batches, trimmed (`trim_padding`), for `model.fit`.
+def bucketed_dataset(x: np.ndarray, targets: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+    """A tf.data dataset of length-bucketed, trimmed (ids, targets) batches for `model.fit`.
 
     Each pass (epoch) draws a new batch order from (`seed`, pass number). The ids' length dimension is
     None in the element spec, so Keras traces its training step once for all batch lengths.
@@ -46,22 +42,22 @@ def bucketed_dataset(x: np.ndarray, targets: np.ndarray, batch_size: int, seed: 
 
     def batches():
         for rows in bucket_batches(lengths, batch_size, np.random.default_rng([seed, next(passes)])):
-            yield trim_padding(x[rows], margin).astype(np.int32), targets[rows]
+            yield trim_padding(x[rows]).astype(np.int32), targets[rows]
 
     spec = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None, targets.shape[1]), tf.float32))
     dataset = tf.data.Dataset.from_generator(batches, output_signature=spec)
     return dataset.apply(tf.data.experimental.assert_cardinality(-(-len(x) // batch_size)))
 
 
-def predict_logits(model, x, batch_size: int = 256, trim: bool = False, margin: int = 0) -> np.ndarray:
+def predict_logits(model, x, batch_size: int = 256, trim: bool = False) -> np.ndarray:
     """Logits for all rows, in inference mode, without Keras' per-call `predict` overhead.
 
-    `trim=True` (models whose input takes any length) runs the rows in length order, each batch trimmed
-    (`trim_padding`), and returns the logits in the original row order.
+    `trim=True` (models whose input takes any length) runs the rows in length order, each batch cut to
+    its longest text, and returns the logits in the original row order.
     """
     order = np.argsort(text_lengths(x), kind="stable") if trim else slice(None)
     rows = x[order]
-    out = [np.asarray(model(trim_padding(rows[i:i + batch_size], margin) if trim else rows[i:i + batch_size],
+    out = [np.asarray(model(trim_padding(rows[i:i + batch_size]) if trim else rows[i:i + batch_size],
                             training=False)) for i in range(0, len(x), batch_size)]
     if not out:
         return np.zeros((0, model.output_shape[-1]), dtype=np.float32)

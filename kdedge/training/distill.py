@@ -92,16 +92,16 @@ def group_criterion(monitor: str, y_val: np.ndarray, logits: np.ndarray, cols: l
 class EpochSelector(keras.callbacks.Callback):
     """Per-group best-epoch selection and early stopping on validation data.
 
-    val: (texts, 0/1 labels); groups: list of (label columns, layers whose weights belong to that group). `trim`:
-    None, or the network takes any length and `fit` trains it (and this predicts the validation texts) in batches cut
-    `trim` ids after their longest text (`batching`). `run_out=True` (one group only) trains every epoch even after
+    val: (texts, 0/1 labels); groups: list of (label columns, layers whose weights belong to that group).
+    `trim=True`: the network takes any length, and `fit` trains it (and this predicts the validation texts) in
+    batches trimmed to their longest text (`batching`). `run_out=True` (one group only) trains every epoch even after
     patience has run out, keeping the weights of each epoch that beat all before it, so that `view(n)` can give the
     network as if it had been trained `n` epochs (with patience n); the epoch at which patience ran out is
     `stopped_at`.
     """
 
     def __init__(self, val: tuple, groups, *, monitor: str, patience: int, min_support: int, progress=None,
-                 trim: int | None = None, run_out: bool = False):
+                 trim: bool = False, run_out: bool = False):
         super().__init__()
         if run_out and len(groups) != 1:
             raise ValueError("run_out keeps whole-network snapshots: it needs exactly one label group")
@@ -122,7 +122,7 @@ class EpochSelector(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         start = time.perf_counter()
-        logits = predict_logits(self.model, self.x_val, trim=self.trim is not None, margin=self.trim or 0)
+        logits = predict_logits(self.model, self.x_val, trim=self.trim)
         values = []
         for g, (cols, layers) in enumerate(self.groups):
             value = group_criterion(self.monitor, self.y_val, logits, cols, self.min_support)
@@ -179,38 +179,31 @@ class EpochSelector(keras.callbacks.Callback):
 @dataclass(frozen=True)
 class Network:
     """What `fit_network` trains: how to build it, its loss, its label groups (`groups(model)`: each group's label
-    columns and the layers whose best epoch is kept), its name in the log, and whether it trains on length-bucketed
-    batches (`trim`: None, or cut `trim` ids after their longest text, `batching.bucketed_dataset`): a network that
-    takes ids of any length (the towers teachers: trim 0), or, built by `any_length`, a twin of a fixed-length
-    network whose outputs do not change once `trim` padding ids follow the text (the TextCNN student). The twin
-    trains; the network returned is `build()`'s with the twin's weights: the same function of the padded ids,
-    trained at a fraction of the cost when texts are short.
-    """
+    columns and the layers whose best epoch is kept), its name in the log, and whether its input takes any length
+    (`bucket`: trained on length-bucketed batches trimmed to their longest text, `batching.bucketed_dataset`)."""
 
     build: Callable[[], keras.Model]
     loss: Callable
     groups: Callable
     desc: str
-    trim: int | None = None
-    any_length: Callable[[], keras.Model] | None = None
+    bucket: bool = False
 
 
-def selector_for(cfg, val: tuple, groups, progress=None, trim: int | None = None,
-                 run_out: bool = False) -> EpochSelector:
+def selector_for(cfg, val: tuple, groups, progress=None, trim: bool = False, run_out: bool = False) -> EpochSelector:
     """The `EpochSelector` of `cfg`'s monitor, patience and threshold support."""
     return EpochSelector(val, groups, monitor=cfg.monitor, patience=cfg.patience, min_support=cfg.threshold_min_support,
                          progress=progress, trim=trim, run_out=run_out)
 
 
 def fit(model, train: tuple, loss, selector: EpochSelector, cfg) -> EpochSelector:
-    """Train with Adam on `train` = (texts, targets) in batches of the selector's `trim`, let `selector` pick the best
-    epoch of each label group on its validation texts, restore it; returns the selector (its `record()`: timings and
-    history)."""
+    """Train with Adam on `train` = (texts, targets) (in length-bucketed, trimmed batches when the selector trims),
+    let `selector` pick the best epoch of each label group on its validation texts, restore it; returns the selector
+    (its `record()`: timings and history)."""
     x_train, targets = train
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=loss, jit_compile=False)
-    if selector.trim is not None:
-        model.fit(bucketed_dataset(x_train, targets, cfg.resolved_batch_size(), cfg.seed, selector.trim),
-                  epochs=cfg.epochs, shuffle=False, callbacks=[selector], verbose=0)
+    if selector.trim:
+        model.fit(bucketed_dataset(x_train, targets, cfg.resolved_batch_size(), cfg.seed), epochs=cfg.epochs,
+                  shuffle=False, callbacks=[selector], verbose=0)
     else:
         model.fit(x_train, targets, batch_size=cfg.resolved_batch_size(), epochs=cfg.epochs, shuffle=True,
                   callbacks=[selector], verbose=0)
@@ -243,22 +236,14 @@ def fit_network(cfg, feats, net: Network, targets: np.ndarray, rows=None, progre
     seed_everything(cfg.seed)
     x = feats.x["train"] if rows is None else feats.x["train"][np.asarray(rows)]
     strategy = get_strategy(cfg.strategy)
-    # replicas split a fixed-length batch row for row, as one device takes it; the twin's bucketed batches they
-    # do not (tests/test_distribute.py), so a fixed-length network trains as it is on more than one replica
-    twin = net.any_length is not None and strategy.num_replicas_in_sync == 1
     with strategy.scope():  # the model's variables live on every replica
         model = net.build()
-        trainer = net.any_length() if twin else model
-    keras_workaround(trainer, strategy)
+    keras_workaround(model, strategy)
     bar = tqdm(total=cfg.epochs, desc=net.desc, leave=False, disable=not progress)
-    trim = net.trim if net.any_length is None or twin else None
-    selector = selector_for(cfg, (feats.x["val"], feats.y["val"]), net.groups(trainer), bar, trim, run_out)
+    selector = selector_for(cfg, (feats.x["val"], feats.y["val"]), net.groups(model), bar, net.bucket, run_out)
     with strategy.scope():
-        fit(trainer, (x, targets), net.loss, selector, cfg)
-        if trainer is not model:
-            model.set_weights(trainer.get_weights())
+        fit(model, (x, targets), net.loss, selector, cfg)
     bar.close()
-    trimmed = net.trim is not None and net.any_length is None  # the network returned takes any length
     info = Fit(**selector.record())
     best = abs(info.best_value[0]) if cfg.monitor.endswith("f1") else info.best_value[0]  # F1 is stored negated
     log.info("%s: %d epochs, %.1f s, best validation %s %.4f", net.desc, info.epochs_run, info.seconds, cfg.monitor,
@@ -271,10 +256,10 @@ def fit_network(cfg, feats, net: Network, targets: np.ndarray, rows=None, progre
         if weights is not None:
             for layer, w in zip(net.groups(again)[0][1], weights):
                 layer.set_weights(w)
-        return Trained(fit=Fit(**record), logits={"val": predict_logits(again, feats.x["val"], trim=trimmed)},
-                       model=again, trim=trimmed)
-    return Trained(fit=info, logits={"val": predict_logits(model, feats.x["val"], trim=trimmed)}, model=model,
-                   trim=trimmed, within=within if run_out else None)
+        return Trained(fit=Fit(**record), logits={"val": predict_logits(again, feats.x["val"], trim=net.bucket)},
+                       model=again, trim=net.bucket)
+    return Trained(fit=info, logits={"val": predict_logits(model, feats.x["val"], trim=net.bucket)}, model=model,
+                   trim=net.bucket, within=within if run_out else None)
 
 
 def student_groups(model, n_labels: int):

@@ -23,11 +23,9 @@ How close N replicas come to one device (tests/test_distribute.py; figures in do
 `--dropout 0`, a batch that splits evenly gives one device's step up to float rounding (logits within ~1e-5
 after a step), and runs drift apart slowly as Adam amplifies the rounding. A batch that does not split evenly
 (the last of an epoch, a towers teacher's length bucket) is a slightly different step: Keras averages the loss
-on each replica, then the replicas' averages with equal weight. The TextCNN student, which on one device trains
-through an any-length twin on length-bucketed batches (`kdedge.training.distill.Network`), trains on more than one
-replica as the fixed-length network on full batches: the same model and loss, other batches. With dropout > 0
-each replica draws its own dropout masks for its share of the batch, so a run on N replicas is another random
-draw: statistically equivalent to one device's, not equal to it.
+on each replica, then the replicas' averages with equal weight. With dropout > 0 each replica draws its own
+dropout masks for its share of the batch, so a run on N replicas is another random draw: statistically
+equivalent to one device's, not equal to it.
 """
 from __future__ import annotations
 

@@ -107,7 +107,6 @@ def train_student(cfg: TrainConfig, feats: Features, progress: bool = False, kd=
     validation: on the true labels, or with `kd` = (per-label α, T, soft targets of every training row) the KD
     student. `run_out`: see `distill.fit_network`."""
     from kdedge.training.distill import Network, fit_network, make_hard_loss, make_kd_loss, positive_weights, student_groups
-    from kdedge.networks.architectures import architecture
     from kdedge.networks.models import arch_params, build_classifier
 
     n, y = len(feats.label_names), feats.y["train"] if rows is None else feats.y["train"][np.asarray(rows)]
@@ -121,13 +120,11 @@ def train_student(cfg: TrainConfig, feats: Features, progress: bool = False, kd=
         loss, targets = make_kd_loss(n, alphas, temperature, pos_weight), np.concatenate([y, soft], axis=1)
         desc = f"{cfg.arch} kd T={temperature:g}"
 
-    def build(id_shape=feats.x["train"].shape[1:]):
-        return build_classifier(cfg.arch, id_shape, feats.table, n, params, cfg.dropout, cfg.trainable_embeddings)
-    # an architecture whose outputs ignore padding after a margin trains through a twin taking any length
-    margin = architecture(cfg.arch).padding_margin
-    twin = {} if margin is None else {"any_length": lambda: build((None,)), "trim": margin(params)}
-    net = Network(build, loss, lambda model: student_groups(model, n), desc, **twin)
-    return fit_network(cfg, feats, net, targets, rows, progress=progress, run_out=run_out)
+    def build():
+        return build_classifier(cfg.arch, feats.x["train"].shape[1:], feats.table, n, params, cfg.dropout,
+                                cfg.trainable_embeddings)
+    return fit_network(cfg, feats, Network(build, loss, lambda model: student_groups(model, n), desc), targets, rows,
+                       progress=progress, run_out=run_out)
 
 
 def train_kd(cfg: TrainConfig, feats: Features, teacher: Trained, student: Trained | None,
