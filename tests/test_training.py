@@ -373,10 +373,12 @@ def test_fit_stops_early_and_restores_the_best_epoch():
 
 
 @pytest.mark.parametrize("arch", ["textcnn", "gru_att"])
-def test_a_student_trained_run_out_is_the_student_trained_for_any_fewer_epochs(arch, corpus_file):
+def test_a_student_trained_run_out_is_the_student_trained_for_any_fewer_epochs(arch, corpus_file, caplog):
     """What cv's same-budget control rests on: `within(n)` of a run-out student is, weight for weight, the student
-    trained n epochs with patience n, and the run-out student itself is the one patience would have stopped."""
+    trained n epochs with patience n, and the run-out student itself is the one patience would have stopped (its
+    log line says how many epochs it ran beyond)."""
     import dataclasses
+    import logging
 
     from kdedge.config import make_config
     from kdedge.text.data import load_dataset
@@ -387,8 +389,11 @@ def test_a_student_trained_run_out_is_the_student_trained_for_any_fewer_epochs(a
                            patience=2, max_len=16, learning_rate=0.03, monitor="val_loss",
                            arch_params=TINY[arch]))
     feats = featurize(cfg, {"train": ds.subset(range(0, 90, 3)), "val": ds.subset([i for i in range(90) if i % 3])})
-    run_out = train_student(cfg, feats, run_out=True)
-    stopped = train_student(cfg, feats)
+    with caplog.at_level(logging.INFO, logger="kdedge"):
+        run_out = train_student(cfg, feats, run_out=True)
+        stopped = train_student(cfg, feats)
+    lines = [r.getMessage() for r in caplog.records if "best validation" in r.getMessage()]
+    assert len(lines) == 2 and f"run out to {cfg.epochs} epochs" in lines[0] and "run out" not in lines[1], lines
     assert stopped.within is None
     assert stopped.fit.epochs_run < cfg.epochs, "patience must run out for this test to mean anything"
     assert run_out.fit.epochs_run == stopped.fit.epochs_run
