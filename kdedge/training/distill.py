@@ -246,9 +246,10 @@ def fit_network(cfg, feats, net: Network, targets: np.ndarray, rows=None, progre
     bar.close()
     info = Fit(**selector.record())
     best = abs(info.best_value[0]) if cfg.monitor.endswith("f1") else info.best_value[0]  # F1 is stored negated
-    ran = len(selector.history)  # run out: more epochs than patience would have given (`info`)
-    ran_seconds = sum(map(sum, selector.epoch_seconds))
-    run_out_note = f" (run out to {ran} epochs, {ran_seconds:.1f} s)" if ran > info.epochs_run else ""
+    run_out_note = ""
+    if selector.run_out and len(selector.history) > info.epochs_run:  # more epochs than patience gave (`info`)
+        ran = selector.view()[0]
+        run_out_note = f" (run out to {ran['epochs_run']} epochs, {ran['seconds']:.1f} s)"
     log.info("%s: %d epochs, %.1f s, best validation %s %.4f%s", net.desc, info.epochs_run, info.seconds, cfg.monitor,
              best, run_out_note)
 
