@@ -37,6 +37,9 @@ from measure import committed_fold_files
 
 MIN_SUPPORT, CONFIDENCE = 3, 0.8
 SMALL = ("labor", "loan", "600")
+# The candidate fixed on 2026-12-07 before the runs it is judged on (docs/results, "A non-inferiority selection"):
+# KD unless the validation bootstrap is not 80% sure that KD is at most one macro-AP point behind.
+NON_INFERIORITY_MARGIN = 0.01
 
 
 def _by(metric: str, micro_guard: bool):
@@ -52,6 +55,7 @@ RULES = {
     "f1, macro alone": _by("f1", micro_guard=False),
     "ap + micro guard": _by("ap", micro_guard=True),
     "ap, macro alone (default)": _by("ap", micro_guard=False),
+    "ap within 1 point (candidate)": lambda comparisons: ships_kd(comparisons["ap_within"], CONFIDENCE, False),
 }
 DEFAULT = "ap, macro alone (default)"
 METRICS = ("f1", "ap")
@@ -75,6 +79,7 @@ def f1(y: np.ndarray, probs: np.ndarray, thresholds) -> dict[str, float]:
 def _decide(y: np.ndarray, logits: dict, seed: int, draws: int) -> dict[str, bool]:
     """Every rule's choice (ship KD?) from the comparisons of both metrics on `y`."""
     comparisons = {metric: compare_students(y, logits, MIN_SUPPORT, seed, metric, draws) for metric in METRICS}
+    comparisons["ap_within"] = compare_students(y, logits, MIN_SUPPORT, seed, "ap", draws, NON_INFERIORITY_MARGIN)
     picks = {rule: fn(comparisons) for rule, fn in RULES.items()}
     assert picks[DEFAULT] == ships_kd(comparisons["ap"], CONFIDENCE)  # the rule training applies
     return picks

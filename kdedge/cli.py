@@ -17,7 +17,6 @@ import click
 
 from kdedge.networks.architectures import ARCHITECTURES
 from kdedge.config import OPTION_HELP, TRAIN_DEFAULTS, make_config, named_configs, option_type, read_config_file
-from kdedge.text.data import DataError
 from kdedge.errors import USER_ERRORS
 from kdedge_export.options import DTYPES, FORMATS, MODEL_KINDS, QUANTIZE
 from kdedge_run.text import escape
@@ -369,8 +368,12 @@ def cv(data, folds, archs, group_by, only_folds, no_baselines, jobs, engine, add
 
 @main.command()
 @click.option("--corpus", "corpus", multiple=True, required=True, type=click.Path(),
-              help="Plain UTF-8 text files (one sentence or paragraph a line); repeat or pass a directory.")
-@click.option("--out", required=True, type=click.Path(), help="vectors.txt (text) or vectors.bin (binary).")
+              help="Plain UTF-8 text files (one sentence or paragraph a line), directories (their *.txt) or data "
+                   "files (.jsonl/.csv/.tsv: their texts); repeat.")
+@click.option("--exclude", multiple=True, type=click.Path(),
+              help="A data file whose texts are left out of the corpus (e.g. the texts you will evaluate on); repeat.")
+@click.option("--out", required=True, type=click.Path(),
+              help="vectors.txt (text) or vectors.bin (binary); OUT.json records the corpus, settings and hashes.")
 @click.option("--segmenter", type=click.Choice(option_type("segmenter")), default="char", show_default=True,
               help="Tokens to learn vectors for; char matches kdedge train's default.")
 @click.option("--ckip-model", type=click.Path())
@@ -384,26 +387,33 @@ def cv(data, folds, archs, group_by, only_folds, no_baselines, jobs, engine, add
 @click.option("--workers", type=int, default=2, show_default=True, help="1 makes the result reproducible.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @user_errors
-def embed(corpus, out, segmenter, ckip_model, convert, dim, epochs, min_count, seed, workers, quiet):
+def embed(corpus, exclude, out, segmenter, ckip_model, convert, dim, epochs, min_count, seed, workers, quiet):
     """Pre-train Word2Vec (skip-gram) on unlabeled text with the classifier's segmentation."""
+    from importlib.metadata import version
     from pathlib import Path
 
+    from kdedge import __version__
+    from kdedge.files import write_json_atomic
+    from kdedge.text.corpus import read_corpus
     from kdedge.text.embed import save_vectors, train_word2vec
     from kdedge.text.segment import Segmenter
+    from kdedge_run.bundle import file_sha256
 
-    files = [p for c in corpus for p in (sorted(Path(c).glob("*.txt")) if Path(c).is_dir() else [Path(c)])]
-    lines = []
-    for path in files:
-        try:
-            lines += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(path, None, None, f"cannot read as UTF-8 text ({exc})") from None
-    click.echo(f"segmenting {len(lines)} lines from {len(files)} files", err=True)
+    lines, record = read_corpus(corpus, exclude)
+    click.echo(f"segmenting {len(lines)} lines from {len(record['sources'])} files"
+               + (f" ({sum(s['excluded_lines'] for s in record['sources'])} excluded)" if exclude else ""), err=True)
     sentences = Segmenter(segmenter, convert, ckip_model=ckip_model, progress=not quiet).segment(lines)["tokens"]
-    click.echo(f"training {dim}-d Word2Vec on {sum(map(len, sentences))} tokens", err=True)
+    tokens = sum(map(len, sentences))
+    click.echo(f"training {dim}-d Word2Vec on {tokens} tokens", err=True)
     wv = train_word2vec(sentences, dim, epochs, seed, min_count, workers, not quiet)
     save_vectors(wv, out)
-    click.echo(f"{out}: {len(wv.key_to_index)} words x {dim}")
+    settings = {"segmenter": segmenter, "ckip_model": ckip_model, "convert": convert, "dim": dim, "epochs": epochs,
+                "min_count": min_count, "seed": seed, "workers": workers}
+    write_json_atomic(Path(f"{out}.json"), {
+        "corpus": record, "settings": settings, "tokens": tokens, "words": len(wv.key_to_index),
+        "vectors_sha256": file_sha256(out), "reproducible": workers == 1,
+        "versions": {"kdedge": __version__, "gensim": version("gensim")}})
+    click.echo(f"{out}: {len(wv.key_to_index)} words x {dim} (record: {out}.json)")
 
 
 @main.command("export")

@@ -1,6 +1,7 @@
 """kdedge.config (files, named configs, CLI overrides, validation) and the `kdedge train` command."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -411,6 +412,59 @@ def test_embed_shows_its_progress(tmp_path):
                                      "--epochs", "2", "--min-count", "1", "--workers", "1", "--segmenter", "char", "-q"])
     assert quiet.exit_code == 0 and "Word2Vec 8-d" not in quiet.stderr
     assert (tmp_path / "v.txt").read_text(encoding="utf-8") == (tmp_path / "w.txt").read_text(encoding="utf-8")
+
+
+def _embed(tmp_path, out, *args):
+    return CliRunner().invoke(cli, ["embed", "--out", str(tmp_path / out), "--dim", "8", "--epochs", "2",
+                                    "--min-count", "1", "--workers", "1", "-q", *args])
+
+
+def test_embed_reads_data_files_leaves_out_excluded_texts_and_records_what_it_read(tmp_path):
+    """The vectors' corpus is pinned: a data file's texts are corpus lines, --exclude's texts are left out of every
+    source, and OUT.json holds each file's hash and the hash of the lines used, so a recipe can be checked."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("今天我们讨论足球比赛。\n\n病人头痛发烧三天。\n", encoding="utf-8")
+    rows = [{"id": "a", "text": "病人头痛发烧三天。", "labels": ["SYMP"]},
+            {"id": "b", "text": "服用阿司匹林后好转。\n复诊一次。", "labels": ["DRUG"]},
+            {"id": "c", "text": "医生建议多喝水。", "labels": ["SYMP"]}]
+    data, held_out = tmp_path / "data.jsonl", tmp_path / "test.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    held_out.write_text(json.dumps(rows[0], ensure_ascii=False) + "\n", encoding="utf-8")
+    result = _embed(tmp_path, "v.txt", "--corpus", str(notes), "--corpus", str(data), "--exclude", str(held_out))
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "v.txt.json").read_text(encoding="utf-8"))
+    used = ["今天我们讨论足球比赛。", "服用阿司匹林后好转。", "复诊一次。", "医生建议多喝水。"]
+    assert record["corpus"]["lines"] == 4 and record["corpus"]["corpus_sha256"] == hashlib.sha256(
+        "".join(line + "\n" for line in used).encode("utf-8")).hexdigest()
+    assert [(s["lines"], s["excluded_lines"]) for s in record["corpus"]["sources"]] == [(1, 1), (3, 1)]
+    assert record["corpus"]["sources"][1]["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+    assert record["corpus"]["exclude"][0]["texts"] == 1 and record["reproducible"] is True
+    assert record["vectors_sha256"] == hashlib.sha256((tmp_path / "v.txt").read_bytes()).hexdigest()
+    words = [line.split()[0] for line in (tmp_path / "v.txt").read_text(encoding="utf-8").splitlines()[1:]]
+    assert "诊" in words and "头" not in words  # 头 is only in the excluded text
+    # the same corpus written as one text file gives the same corpus hash and the same vectors (one worker)
+    (tmp_path / "same.txt").write_text("".join(line + "\n" for line in used), encoding="utf-8")
+    assert _embed(tmp_path, "w.txt", "--corpus", str(tmp_path / "same.txt")).exit_code == 0
+    again = json.loads((tmp_path / "w.txt.json").read_text(encoding="utf-8"))
+    assert again["corpus"]["corpus_sha256"] == record["corpus"]["corpus_sha256"]
+    assert (tmp_path / "w.txt").read_bytes() == (tmp_path / "v.txt").read_bytes()
+
+
+def test_embed_bad_corpus_is_named_and_nothing_is_written(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "好", "labels": []}\n{"text": 3, "labels": []}\n', encoding="utf-8")
+    result = _embed(tmp_path, "v.txt", "--corpus", str(bad))
+    assert result.exit_code == 2 and f"{bad}:2: field 'text' must be a string" in result.stderr, result.stderr
+    everything = tmp_path / "all.txt"
+    everything.write_text("好\n", encoding="utf-8")
+    gone = _embed(tmp_path, "v.txt", "--corpus", str(everything), "--exclude", str(bad))
+    assert gone.exit_code == 2 and "field 'text' must be a string" in gone.stderr
+    (tmp_path / "ok.jsonl").write_text('{"text": "好", "labels": []}\n', encoding="utf-8")
+    empty = _embed(tmp_path, "v.txt", "--corpus", str(everything), "--exclude", str(tmp_path / "ok.jsonl"))
+    assert empty.exit_code == 2 and "the corpus holds no text outside the --exclude files" in empty.stderr
+    missing = _embed(tmp_path, "v.txt", "--corpus", str(tmp_path / "nowhere"))
+    assert missing.exit_code == 2 and "nowhere: file not found" in missing.stderr
+    assert not (tmp_path / "v.txt").exists() and not (tmp_path / "v.txt.json").exists()
 
 
 def test_tensorflow_log_is_quiet_unless_verbose(tmp_path):

@@ -377,8 +377,12 @@ def test_unit_weights_give_the_plain_scores_and_the_resamples_are_paired():
         same = compare_students(y, {"kd": score, "student": score}, 3, seed=1, metric=metric, draws=300)
         assert same["confidence"] == {"macro": 0.5, "micro": 0.5} and same["delta"] == {"macro": 0.0, "micro": 0.0}
         assert same["metric"] == metric
-    other = compare_students(y, {"kd": score, "student": score + rng.normal(size=y.shape)}, 3, seed=1, draws=300)
+    pair = {"kd": score, "student": score + rng.normal(size=y.shape)}
+    other = compare_students(y, pair, 3, seed=1, draws=300)
     assert 0 < other["confidence"]["macro"] < 1 and other["metric"] == "ap"
+    # a margin counts the resamples in which KD is at most that far behind: all of them, for one never behind
+    within = compare_students(y, pair, 3, seed=1, draws=300, margin=1.0)
+    assert within["confidence"] == {"macro": 1.0, "micro": 1.0} and within["delta"] == other["delta"]
 
 
 def test_either_selection_metric_ships_a_better_kd_student_and_says_which_it_used():

@@ -101,10 +101,10 @@ def win_share(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare_students(y_val: np.ndarray, logits: dict[str, np.ndarray], min_support: int, seed: int,
-                     metric: str = "ap", draws: int = BOOTSTRAP_DRAWS) -> dict:
+                     metric: str = "ap", draws: int = BOOTSTRAP_DRAWS, margin: float = 0.0) -> dict:
     """The KD student against the plain student on validation by `metric` (SELECTION_METRICS), on the whole
     split and on `draws` paired bootstrap resamples: each one's macro/micro score, KD − student, and the share
-    of resamples in which KD wins on each."""
+    of resamples in which KD wins on each (with `margin` > 0: in which KD is not behind by more than `margin`)."""
     y_val = np.asarray(y_val, dtype=np.float64)
     measures = {m: SELECTION_METRICS[metric].measure(y_val, logits[m], min_support, seed) for m in ("kd", "student")}
     ones = np.ones((1, len(y_val)))
@@ -115,7 +115,8 @@ def compare_students(y_val: np.ndarray, logits: dict[str, np.ndarray], min_suppo
     return {"metric": metric,
             "scores": {m: {k: round(v, 4) for k, v in s.items()} for m, s in point.items()},
             "delta": {k: round(point["kd"][k] - point["student"][k], 4) for k in ("macro", "micro")},
-            "confidence": {k: round(win_share(boot["kd"][k], boot["student"][k]), 3) for k in ("macro", "micro")},
+            "confidence": {k: round(win_share(boot["kd"][k] + margin, boot["student"][k]), 3)
+                           for k in ("macro", "micro")},
             "draws": draws, "texts": int(len(y_val))}
 
 
