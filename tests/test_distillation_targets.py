@@ -380,7 +380,7 @@ def test_unit_weights_give_the_plain_scores_and_the_resamples_are_paired():
     pair = {"kd": score, "student": score + rng.normal(size=y.shape)}
     other = compare_students(y, pair, 3, seed=1, draws=300)
     assert 0 < other["confidence"]["macro"] < 1 and other["metric"] == "ap"
-    # a margin counts the resamples in which KD is at most that far behind: all of them, for one never behind
+    # a margin counts the resamples in which KD is at most that far behind: with 1 (AP lies in [0, 1]), every one
     within = compare_students(y, pair, 3, seed=1, draws=300, margin=1.0)
     assert within["confidence"] == {"macro": 1.0, "micro": 1.0} and within["delta"] == other["delta"]
 
