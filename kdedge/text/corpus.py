@@ -35,16 +35,19 @@ def source_files(paths) -> list[Path]:
     return files
 
 
+def _nonblank_lines(texts: list[str]) -> list[str]:
+    """Every non-blank line of `texts`, in order."""
+    return [line for text in texts for line in text.splitlines() if line.strip()]
+
+
 def _lines(path: Path) -> list[str]:
     """The non-blank lines of a text file, or of a data file's texts."""
     if path.suffix.lower() in DATA_SUFFIXES:
-        texts = load_dataset(path).texts
-    else:
-        try:
-            texts = [path.read_text(encoding="utf-8")]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(path, None, None, f"cannot read as UTF-8 text ({exc})") from None
-    return [line for text in texts for line in text.splitlines() if line.strip()]
+        return _nonblank_lines(load_dataset(path).texts)
+    try:
+        return _nonblank_lines([path.read_text(encoding="utf-8")])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(path, None, None, f"cannot read as UTF-8 text ({exc})") from None
 
 
 def read_corpus(paths, exclude=()) -> tuple[list[str], dict]:
@@ -56,7 +59,7 @@ def read_corpus(paths, exclude=()) -> tuple[list[str], dict]:
         if path.suffix.lower() not in DATA_SUFFIXES:
             raise DataError(path, None, None, f"--exclude takes a data file ({', '.join(DATA_SUFFIXES)})")
         texts = load_dataset(path).texts
-        excluded.update(line for text in texts for line in text.splitlines() if line.strip())
+        excluded.update(_nonblank_lines(texts))
         excluded_record.append({"path": str(path), "sha256": file_sha256(path), "texts": len(texts)})
     lines, sources = [], []
     for path in source_files(paths):
