@@ -58,6 +58,9 @@ class TrainConfig:
     batch_size: int | None = option(None, "Texts per step (the global batch under tf.distribute).")
     epochs: int = option(30, "Most epochs per network.")
     patience: int = option(10, "Epochs without a better validation score before training stops.")
+    plain_run_out: bool = option(True, "The plain student trains all --epochs and keeps the best of them on validation "
+                                       "(patience stops only the teacher and the KD student): on small validation "
+                                       "splits patience stopped it before its best epoch (docs/results).")
     learning_rate: float = option(1e-3, "Adam's learning rate.")
     dropout: float = option(0.5, "Dropout before the output layer.")
     monitor: str = option("val_macro_f1", "Epoch selection: val_macro_f1 (macro-F1 at tuned thresholds) or val_loss "
@@ -173,6 +176,8 @@ OPTION_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfi
 # How training runs, not what it learns (kdedge.training.distribute): a resume or a cached teacher need not repeat them.
 EXECUTION_SETTINGS = ("strategy", "cpu_replicas", "peer_timeout")
 LATE_EXECUTION_SETTINGS = ("cpu_replicas", "peer_timeout")  # added after runs were cached: see TrainConfig.to_dict
+# Settings added with a default that changed what training does: a run recorded before they existed ran as this.
+SETTINGS_BEFORE_ADDED = {"plain_run_out": False}
 
 
 class ConfigError(KdedgeError, ValueError):

@@ -254,11 +254,14 @@ def test_resume_accepts_a_run_made_before_a_setting_existed(first, corpus_file, 
     _cv(corpus_file, out)
     settings = json.loads((out / "cv.json").read_text(encoding="utf-8"))
     del settings["config"]["pos_weight"]  # as written by a version without that option
+    del settings["config"]["plain_run_out"]  # ... nor this one, whose default changed what training does
     del settings["inputs"]  # ... and without input hashes
     (out / "cv.json").write_text(json.dumps(settings), encoding="utf-8")
-    assert _cv(corpus_file, out) == _fold(out)  # resumes (nothing to redo) instead of refusing
-    with pytest.raises(ValueError, match="other settings"):
-        _cv(corpus_file, out, pos_weight="sqrt")
+    # resumes (nothing to redo) instead of refusing: a missing setting counts as what that version did
+    assert _cv(corpus_file, out, plain_run_out=False) == _fold(out)
+    for changed in ({"pos_weight": "sqrt"}, {}):  # {}: today's default plain_run_out, which that run did not have
+        with pytest.raises(ValueError, match="other settings"):
+            _cv(corpus_file, out, **changed)
 
 
 @pytest.mark.slow

@@ -408,6 +408,15 @@ def test_a_student_trained_run_out_is_the_student_trained_for_any_fewer_epochs(a
         np.testing.assert_allclose(view.predict(feats.x["train"]), alone.predict(feats.x["train"]), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="1 to 9 epochs"):
         run_out.within(cfg.epochs + 1)
+    # best_of_all (--plain-run-out): the same run, but the best of all its epochs is kept, not patience's
+    with caplog.at_level(logging.INFO, logger="kdedge"):
+        best = train_student(cfg, feats, run_out=True, best_of_all=True)
+    criterion = [h[cfg.monitor][0] for h in best.fit.history]
+    assert best.fit.epochs_run == cfg.epochs and best.fit.history == run_out.within(cfg.epochs).fit.history
+    assert best.fit.best_epoch == [int(np.argmin(criterion)) + 1] == run_out.within(cfg.epochs).fit.best_epoch
+    np.testing.assert_allclose(best.logits["val"], run_out.within(cfg.epochs).logits["val"], rtol=0, atol=1e-6)
+    assert best.within(stopped.fit.epochs_run).fit.best_epoch == stopped.fit.best_epoch
+    assert f"patience would have stopped after {stopped.fit.epochs_run}" in caplog.records[-1].getMessage()
 
 
 # --------------------------------------------------------------------------------------- end to end

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from kdedge.networks.architectures import ARCHITECTURES
-from kdedge.config import EXECUTION_SETTINGS, TrainConfig  # EXECUTION_SETTINGS: not in a teacher's cache key,
-                                                            # and a resume need not repeat them
+from kdedge.config import (EXECUTION_SETTINGS,  # not in a teacher's cache key, and a resume need not repeat them
+                           SETTINGS_BEFORE_ADDED, TrainConfig)
 from kdedge.text.data import check_trainable, load_dataset
 from kdedge.errors import MissingExtraError, PieceFailed, UsageError
 from kdedge.tflog import import_tensorflow, log_to_stderr
@@ -29,7 +29,7 @@ log = logging.getLogger("kdedge")
 ROWS = ("teacher", "student", "student_same_budget", "kd", "selected")
 BASELINES = ("tfidf_lr", "fasttext")
 TARGET_SETTINGS = ("mode", "kd_alpha", "kd_temperature", "teacher_calibration", "kd_label_gate", "select_confidence",
-                   "select_metric")
+                   "select_metric", "plain_run_out")  # no teacher depends on these (cached teachers stay valid)
 STUDENT_ONLY_SETTINGS = (*TARGET_SETTINGS, "trainable_embeddings", "pos_weight")
 TEACHER_CACHE_VERSION = 1  # bump when the teacher's model or training changes
 
@@ -578,8 +578,8 @@ def _resumed_archs(out_path: Path, settings: dict) -> list[str]:
     settings_path = out_path / "cv.json"
     previous = read_settings(out_path)
     read_fold_records(out_path, previous)  # every finished fold intact, before any work
-    # settings added to kdedge after that run started count as their defaults
-    previous["config"] = {**TrainConfig().to_dict(), **previous.get("config", {})}
+    # settings added to kdedge after that run started count as what it did without them
+    previous["config"] = {**TrainConfig().to_dict(), **SETTINGS_BEFORE_ADDED, **previous.get("config", {})}
     inputs = previous.get("inputs")  # runs made before hashes were kept have none: their paths must match
     if inputs is not None:
         for name in sorted(set(inputs) | set(settings["inputs"])):

@@ -239,6 +239,8 @@ def render_markdown(results: dict) -> str:
              + "). Test-fold scores, mean ± std over the finished folds, in %. "
              f"Early stopping / epoch selection: `{results['settings']['config']['monitor']}` on the validation "
              "split of each training fold, patience " + str(results['settings']['config']['patience'])
+             + (" (the plain student ran all epochs and kept the best of them)"
+                if results['settings']['config'].get('plain_run_out') else "")
              + "; 'same budget' = the plain student trained for exactly the KD student's number of epochs, "
              "best epoch picked by the same rule (when the plain student ran that many epochs itself, it is that "
              "student: patience only stops a run, so training again would repeat it). Tuned = per-label thresholds chosen on the validation split.", ""]

@@ -97,15 +97,19 @@ class EpochSelector(keras.callbacks.Callback):
     batches trimmed to their longest text (`batching`). `run_out=True` (one group only) trains every epoch even after
     patience has run out, keeping the weights of each epoch that beat all before it, so that `view(n)` can give the
     network as if it had been trained `n` epochs (with patience n); the epoch at which patience ran out is
-    `stopped_at`.
+    `stopped_at`. What the selector restores and records is the network patience would have given, or, with
+    `best_of_all=True` (run out only), the best of every epoch run.
     """
 
     def __init__(self, val: tuple, groups, *, monitor: str, patience: int, min_support: int, progress=None,
-                 trim: bool = False, run_out: bool = False):
+                 trim: bool = False, run_out: bool = False, best_of_all: bool = False):
         super().__init__()
         if run_out and len(groups) != 1:
             raise ValueError("run_out keeps whole-network snapshots: it needs exactly one label group")
+        if best_of_all and not run_out:
+            raise ValueError("best_of_all picks among the epochs of a run-out selector")
         (self.x_val, self.y_val), self.groups, self.trim, self.run_out = val, groups, trim, run_out
+        self.best_of_all = best_of_all
         self.monitor, self.patience, self.min_support = monitor, patience, min_support
         self.progress = progress
         self.best = [np.inf] * len(groups)
@@ -145,12 +149,17 @@ class EpochSelector(keras.callbacks.Callback):
             self.model.stop_training = not self.run_out
 
     def restore(self) -> None:
-        """Put every group's best-epoch weights back (run out: the best of the epochs before patience ran out)."""
-        weights = [self.view(self.stopped_at)[1]] if self.run_out else self.best_weights
+        """Put every group's best-epoch weights back (run out: the best of the epochs before patience ran out,
+        or of all epochs with `best_of_all`)."""
+        weights = [self.view(self.kept_epochs())[1]] if self.run_out else self.best_weights
         for (cols, layers), group_weights in zip(self.groups, weights):
             if group_weights is not None:
                 for layer, w in zip(layers, group_weights):
                     layer.set_weights(w)
+
+    def kept_epochs(self) -> int | None:
+        """Run out: the epochs whose best the selector keeps (None: all of them)."""
+        return None if self.best_of_all else self.stopped_at
 
     def view(self, epochs: int | None = None) -> tuple[dict, list | None]:
         """The fit's record (timings, epochs run, best value and epoch, history) and the best weights of a run
@@ -166,7 +175,7 @@ class EpochSelector(keras.callbacks.Callback):
     def record(self) -> dict:
         """The fit's record: timings, epochs run, each group's best value and epoch, the history."""
         if self.run_out:
-            return self.view(self.stopped_at)[0]
+            return self.view(self.kept_epochs())[0]
         return self._record(len(self.history), [float(v) for v in self.best], [b + 1 for b in self.best_epoch])
 
     def _record(self, epochs: int, best_value: list, best_epoch: list) -> dict:
@@ -189,10 +198,11 @@ class Network:
     bucket: bool = False
 
 
-def selector_for(cfg, val: tuple, groups, progress=None, trim: bool = False, run_out: bool = False) -> EpochSelector:
+def selector_for(cfg, val: tuple, groups, progress=None, trim: bool = False, run_out: bool = False,
+                 best_of_all: bool = False) -> EpochSelector:
     """The `EpochSelector` of `cfg`'s monitor, patience and threshold support."""
     return EpochSelector(val, groups, monitor=cfg.monitor, patience=cfg.patience, min_support=cfg.threshold_min_support,
-                         progress=progress, trim=trim, run_out=run_out)
+                         progress=progress, trim=trim, run_out=run_out, best_of_all=best_of_all)
 
 
 def fit(model, train: tuple, loss, selector: EpochSelector, cfg) -> EpochSelector:
@@ -223,12 +233,12 @@ def seed_everything(seed: int) -> None:
 
 
 def fit_network(cfg, feats, net: Network, targets: np.ndarray, rows=None, progress: bool = False,
-                run_out: bool = False) -> Trained:
+                run_out: bool = False, best_of_all: bool = False) -> Trained:
     """Seed, build the network (under the distribution strategy, `kdedge.training.distribute`), train it on `rows` of
     the training texts (all by default) against `targets` (one row per trained text), selecting each label
     group's epoch on validation; returns it with its fit and validation logits. `run_out=True` trains all
     `cfg.epochs` and returns the network patience would have given, whose `within(n)` is the network trained `n`
-    epochs (`EpochSelector`)."""
+    epochs (`EpochSelector`); with `best_of_all`, it returns the best of all its epochs instead."""
     from tqdm.auto import tqdm
 
     from kdedge.training.distribute import get_strategy, keras_workaround
@@ -240,7 +250,8 @@ def fit_network(cfg, feats, net: Network, targets: np.ndarray, rows=None, progre
         model = net.build()
     keras_workaround(model, strategy)
     bar = tqdm(total=cfg.epochs, desc=net.desc, leave=False, disable=not progress)
-    selector = selector_for(cfg, (feats.x["val"], feats.y["val"]), net.groups(model), bar, net.bucket, run_out)
+    selector = selector_for(cfg, (feats.x["val"], feats.y["val"]), net.groups(model), bar, net.bucket, run_out,
+                            best_of_all)
     with strategy.scope():
         fit(model, (x, targets), net.loss, selector, cfg)
     bar.close()
@@ -250,6 +261,8 @@ def fit_network(cfg, feats, net: Network, targets: np.ndarray, rows=None, progre
     if selector.run_out and len(selector.history) > info.epochs_run:  # more epochs than patience gave (`info`)
         ran = selector.view()[0]
         run_out_note = f" (run out to {ran['epochs_run']} epochs, {ran['seconds']:.1f} s)"
+    elif selector.best_of_all and (selector.stopped_at or info.epochs_run) < info.epochs_run:
+        run_out_note = f" (the best of all epochs; patience would have stopped after {selector.stopped_at})"
     log.info("%s: %d epochs, %.1f s, best validation %s %.4f%s", net.desc, info.epochs_run, info.seconds, cfg.monitor,
              best, run_out_note)
 
