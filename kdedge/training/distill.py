@@ -97,19 +97,19 @@ class EpochSelector(keras.callbacks.Callback):
     batches trimmed to their longest text (`batching`). `run_out=True` (one group only) trains every epoch even after
     patience has run out, keeping the weights of each epoch that beat all before it, so that `view(n)` can give the
     network as if it had been trained `n` epochs (with patience n); the epoch at which patience ran out is
-    `stopped_at`. What the selector restores and records is the network patience would have given, or, with
-    `best_of_all=True` (run out only), the best of every epoch run.
+    `stopped_at`. `run_out` is None (patience stops training), "patience" (run out; the selector restores and
+    records the network patience would have given) or "all" (run out; the best of every epoch run).
     """
 
     def __init__(self, val: tuple, groups, *, monitor: str, patience: int, min_support: int, progress=None,
-                 trim: bool = False, run_out: bool = False, best_of_all: bool = False):
+                 trim: bool = False, run_out: str | None = None):
         super().__init__()
+        if run_out not in (None, "patience", "all"):
+            raise ValueError(f"run_out must be None, 'patience' or 'all', not {run_out!r}")
         if run_out and len(groups) != 1:
             raise ValueError("run_out keeps whole-network snapshots: it needs exactly one label group")
-        if best_of_all and not run_out:
-            raise ValueError("best_of_all picks among the epochs of a run-out selector")
-        (self.x_val, self.y_val), self.groups, self.trim, self.run_out = val, groups, trim, run_out
-        self.best_of_all = best_of_all
+        (self.x_val, self.y_val), self.groups, self.trim = val, groups, trim
+        self.run_out, self.best_of_all = run_out is not None, run_out == "all"
         self.monitor, self.patience, self.min_support = monitor, patience, min_support
         self.progress = progress
         self.best = [np.inf] * len(groups)
@@ -201,8 +201,11 @@ class Network:
 def selector_for(cfg, val: tuple, groups, progress=None, trim: bool = False, run_out: bool = False,
                  best_of_all: bool = False) -> EpochSelector:
     """The `EpochSelector` of `cfg`'s monitor, patience and threshold support."""
+    if best_of_all and not run_out:
+        raise ValueError("best_of_all picks among the epochs of a run-out selector")
+    kept = ("all" if best_of_all else "patience") if run_out else None
     return EpochSelector(val, groups, monitor=cfg.monitor, patience=cfg.patience, min_support=cfg.threshold_min_support,
-                         progress=progress, trim=trim, run_out=run_out, best_of_all=best_of_all)
+                         progress=progress, trim=trim, run_out=kept)
 
 
 def fit(model, train: tuple, loss, selector: EpochSelector, cfg) -> EpochSelector:
