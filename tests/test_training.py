@@ -390,7 +390,7 @@ def test_a_student_trained_run_out_is_the_student_trained_for_any_fewer_epochs(a
                            arch_params=TINY[arch]))
     feats = featurize(cfg, {"train": ds.subset(range(0, 90, 3)), "val": ds.subset([i for i in range(90) if i % 3])})
     with caplog.at_level(logging.INFO, logger="kdedge"):
-        run_out = train_student(cfg, feats, run_out=True)
+        run_out = train_student(cfg, feats, run_out="patience")
         stopped = train_student(cfg, feats)
     lines = [r.getMessage() for r in caplog.records if "best validation" in r.getMessage()]
     assert len(lines) == 2 and f"run out to {cfg.epochs} epochs" in lines[0] and "run out" not in lines[1], lines
@@ -408,9 +408,9 @@ def test_a_student_trained_run_out_is_the_student_trained_for_any_fewer_epochs(a
         np.testing.assert_allclose(view.predict(feats.x["train"]), alone.predict(feats.x["train"]), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="1 to 9 epochs"):
         run_out.within(cfg.epochs + 1)
-    # best_of_all (--plain-run-out): the same run, but the best of all its epochs is kept, not patience's
+    # run_out="all" (--plain-run-out): the same run, but the best of all its epochs is kept, not patience's
     with caplog.at_level(logging.INFO, logger="kdedge"):
-        best = train_student(cfg, feats, run_out=True, best_of_all=True)
+        best = train_student(cfg, feats, run_out="all")
     criterion = [h[cfg.monitor][0] for h in best.fit.history]
     assert best.fit.epochs_run == cfg.epochs and best.fit.history == run_out.within(cfg.epochs).fit.history
     assert best.fit.best_epoch == [int(np.argmin(criterion)) + 1] == run_out.within(cfg.epochs).fit.best_epoch

@@ -94,7 +94,7 @@ class EpochSelector(keras.callbacks.Callback):
 
     val: (texts, 0/1 labels); groups: list of (label columns, layers whose weights belong to that group).
     `trim=True`: the network takes any length, and `fit` trains it (and this predicts the validation texts) in
-    batches trimmed to their longest text (`batching`). `run_out=True` (one group only) trains every epoch even after
+    batches trimmed to their longest text (`batching`). With `run_out` (one group only) it trains every epoch even after
     patience has run out, keeping the weights of each epoch that beat all before it, so that `view(n)` can give the
     network as if it had been trained `n` epochs (with patience n); the epoch at which patience ran out is
     `stopped_at`. `run_out` is None (patience stops training), "patience" (run out; the selector restores and
@@ -150,7 +150,7 @@ class EpochSelector(keras.callbacks.Callback):
 
     def restore(self) -> None:
         """Put every group's best-epoch weights back (run out: the best of the epochs before patience ran out,
-        or of all epochs with `best_of_all`)."""
+        or of all epochs with run_out "all")."""
         weights = [self.view(self.kept_epochs())[1]] if self.run_out else self.best_weights
         for (cols, layers), group_weights in zip(self.groups, weights):
             if group_weights is not None:
@@ -198,14 +198,11 @@ class Network:
     bucket: bool = False
 
 
-def selector_for(cfg, val: tuple, groups, progress=None, trim: bool = False, run_out: bool = False,
-                 best_of_all: bool = False) -> EpochSelector:
+def selector_for(cfg, val: tuple, groups, progress=None, trim: bool = False,
+                 run_out: str | None = None) -> EpochSelector:
     """The `EpochSelector` of `cfg`'s monitor, patience and threshold support."""
-    if best_of_all and not run_out:
-        raise ValueError("best_of_all picks among the epochs of a run-out selector")
-    kept = ("all" if best_of_all else "patience") if run_out else None
     return EpochSelector(val, groups, monitor=cfg.monitor, patience=cfg.patience, min_support=cfg.threshold_min_support,
-                         progress=progress, trim=trim, run_out=kept)
+                         progress=progress, trim=trim, run_out=run_out)
 
 
 def fit(model, train: tuple, loss, selector: EpochSelector, cfg) -> EpochSelector:
@@ -236,12 +233,12 @@ def seed_everything(seed: int) -> None:
 
 
 def fit_network(cfg, feats, net: Network, targets: np.ndarray, rows=None, progress: bool = False,
-                run_out: bool = False, best_of_all: bool = False) -> Trained:
+                run_out: str | None = None) -> Trained:
     """Seed, build the network (under the distribution strategy, `kdedge.training.distribute`), train it on `rows` of
     the training texts (all by default) against `targets` (one row per trained text), selecting each label
-    group's epoch on validation; returns it with its fit and validation logits. `run_out=True` trains all
-    `cfg.epochs` and returns the network patience would have given, whose `within(n)` is the network trained `n`
-    epochs (`EpochSelector`); with `best_of_all`, it returns the best of all its epochs instead."""
+    group's epoch on validation; returns it with its fit and validation logits. `run_out` ("patience" or "all")
+    trains all `cfg.epochs` and returns the network patience would have given ("patience") or the best of all its
+    epochs ("all"), whose `within(n)` is the network trained `n` epochs (`EpochSelector`)."""
     from tqdm.auto import tqdm
 
     from kdedge.training.distribute import get_strategy, keras_workaround
@@ -253,8 +250,7 @@ def fit_network(cfg, feats, net: Network, targets: np.ndarray, rows=None, progre
         model = net.build()
     keras_workaround(model, strategy)
     bar = tqdm(total=cfg.epochs, desc=net.desc, leave=False, disable=not progress)
-    selector = selector_for(cfg, (feats.x["val"], feats.y["val"]), net.groups(model), bar, net.bucket, run_out,
-                            best_of_all)
+    selector = selector_for(cfg, (feats.x["val"], feats.y["val"]), net.groups(model), bar, net.bucket, run_out)
     with strategy.scope():
         fit(model, (x, targets), net.loss, selector, cfg)
     bar.close()

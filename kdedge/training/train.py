@@ -102,10 +102,10 @@ def featurize(cfg: TrainConfig, splits: dict[str, Dataset], wv=None, phases=None
 
 
 def train_student(cfg: TrainConfig, feats: Features, progress: bool = False, kd=None, rows=None,
-                  run_out: bool = False, best_of_all: bool = False) -> Trained:
+                  run_out: str | None = None) -> Trained:
     """The multi-label student, trained on `rows` of the training texts (all by default) with epochs selected on
     validation: on the true labels, or with `kd` = (per-label α, T, soft targets of every training row) the KD
-    student. `run_out`, `best_of_all`: see `distill.fit_network`."""
+    student. `run_out`: see `distill.fit_network`."""
     from kdedge.training.distill import Network, fit_network, make_hard_loss, make_kd_loss, positive_weights, student_groups
     from kdedge.networks.models import arch_params, build_classifier
 
@@ -124,7 +124,7 @@ def train_student(cfg: TrainConfig, feats: Features, progress: bool = False, kd=
         return build_classifier(cfg.arch, feats.x["train"].shape[1:], feats.table, n, params, cfg.dropout,
                                 cfg.trainable_embeddings)
     return fit_network(cfg, feats, Network(build, loss, lambda model: student_groups(model, n), desc), targets, rows,
-                       progress=progress, run_out=run_out, best_of_all=best_of_all)
+                       progress=progress, run_out=run_out)
 
 
 def train_kd(cfg: TrainConfig, feats: Features, teacher: Trained, student: Trained | None,
@@ -189,8 +189,8 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
     wants_teacher = "teacher" in modes or "kd" in modes
     student = None
     if "student" in modes or (wants_teacher and cfg.teacher == "auto"):
-        student = kept("student", lambda: train_student(cfg, feats, progress, run_out=student_runs_out or cfg.plain_run_out,
-                                                        best_of_all=cfg.plain_run_out))
+        run_out = "all" if cfg.plain_run_out else "patience" if student_runs_out else None
+        student = kept("student", lambda: train_student(cfg, feats, progress, run_out=run_out))
     if "student" in modes:  # otherwise it only served the teacher's choice and the gate
         out["student"] = student
     if wants_teacher:
