@@ -247,6 +247,7 @@ def training_options(func):
         config_option("--max-sentences"), config_option("--max-sentence-len"),
         config_option("--max-vocab"), config_option("--min-count"), config_option("--threshold-min-support"),
         config_option("--monitor"), config_option("--kd-alpha"), config_option("--kd-temperature"),
+        config_option("--kd-init"),
         config_option("--teacher"), config_option("--teacher-calibration"), config_option("--teacher-width-budget"),
         config_option("--teacher-crossfit"), config_option("--kd-label-gate/--no-kd-label-gate", default=None),
         config_option("--select-confidence"), config_option("--select-metric"), config_option("--pos-weight"),

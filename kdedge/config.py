@@ -19,6 +19,7 @@ MODES = ("teacher", "student", "kd", "all")
 CONVERTS = ("auto", "t2s", "none")
 MONITORS = ("val_loss", "val_macro_f1")
 POS_WEIGHTS = ("none", "sqrt", "balanced")
+KD_INITS = ("scratch", "student")  # where the KD student's weights start (TrainConfig.kd_init)
 
 
 def option(default, help_text: str):
@@ -68,6 +69,9 @@ class TrainConfig:
     # distillation: loss = alpha*BCE(y, s) + (1-alpha)*T^2*BCE(sigmoid(z_t/T), sigmoid(z_s/T))
     kd_alpha: float | list = option(0.5, "Weight of the true labels in the KD loss; a list (0.25,0.5,0.75) is "
                                          "searched on the validation split.")
+    kd_init: str = option("scratch", "scratch: the KD student starts from fresh weights, as the plain student does (the "
+                                     "paper); student: from the plain student's kept weights, which stay a candidate "
+                                     "of its epoch selection (epoch 0), so patience can stop it after --patience epochs.")
     kd_temperature: float | list = option(4.0, "KD temperature; a list (1,2,4) is searched on the validation split.")
     # the teacher and its soft targets (kdedge.teaching.teachers, kdedge.teaching.targets; measured in docs/results)
     teacher: str = option("auto", "auto: linear, and towers too when linear does not beat the plain student (the "
@@ -177,7 +181,7 @@ OPTION_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfi
 EXECUTION_SETTINGS = ("strategy", "cpu_replicas", "peer_timeout")
 LATE_EXECUTION_SETTINGS = ("cpu_replicas", "peer_timeout")  # added after runs were cached: see TrainConfig.to_dict
 # Settings added with a default that changed what training does: a run recorded before they existed ran as this.
-SETTINGS_BEFORE_ADDED = {"plain_run_out": False}
+SETTINGS_BEFORE_ADDED = {"plain_run_out": False, "kd_init": "scratch"}
 
 
 class ConfigError(KdedgeError, ValueError):
@@ -255,7 +259,8 @@ def option_choices() -> dict[str, tuple]:
 
     return {"arch": tuple(ARCHITECTURES), "mode": MODES, "segmenter": SEGMENTERS, "convert": CONVERTS,
             "monitor": MONITORS, "teacher": TEACHER_CHOICES, "teacher_calibration": CALIBRATIONS,
-            "pos_weight": POS_WEIGHTS, "strategy": STRATEGIES, "select_metric": tuple(SELECTION_METRICS)}
+            "pos_weight": POS_WEIGHTS, "strategy": STRATEGIES, "select_metric": tuple(SELECTION_METRICS),
+            "kd_init": KD_INITS}
 
 
 def option_type(name: str):

@@ -419,6 +419,44 @@ def test_a_student_trained_run_out_is_the_student_trained_for_any_fewer_epochs(a
     assert f"patience would have stopped after {stopped.fit.epochs_run}" in caplog.records[-1].getMessage()
 
 
+def test_a_warm_started_kd_student_starts_from_the_plain_student_and_keeps_it_unless_an_epoch_beats_it(corpus_file,
+                                                                                                     caplog):
+    """`--kd-init student`: the KD student's epoch 0 is the plain student itself. At a tiny learning rate it stays
+    the plain student (a fresh start would not); when every trained epoch is worse, the plain student's weights are
+    kept and patience stops it `patience` epochs after epoch 0; `train_modes` passes the plain student in."""
+    import dataclasses
+    import logging
+
+    from kdedge.config import make_config
+    from kdedge.text.data import load_dataset
+    from kdedge.training.train import featurize, train_modes, train_student
+
+    ds = load_dataset(corpus_file)
+    cfg = make_config(dict(arch="textcnn", embedding_dim=8, w2v_epochs=1, segmenter="char", batch_size=16, epochs=6,
+                           patience=2, max_len=16, learning_rate=0.03, arch_params=TINY["textcnn"], teacher="linear",
+                           kd_init="student"))
+    feats = featurize(cfg, {"train": ds.subset(range(0, 90, 3)), "val": ds.subset([i for i in range(90) if i % 3])})
+    plain = train_student(cfg, feats)
+    kd = (np.float32(0.5), 4.0, feats.y["train"].astype(np.float32))
+    still = dataclasses.replace(cfg, learning_rate=1e-9, epochs=1)
+    warm, fresh = train_student(still, feats, kd=kd, init=plain), train_student(still, feats, kd=kd)
+    np.testing.assert_allclose(warm.predict(feats.x["train"]), plain.predict(feats.x["train"]), rtol=0, atol=1e-4)
+    assert np.abs(fresh.logits["val"] - plain.logits["val"]).max() > 1e-2, "a fresh start must differ"
+
+    wild = dataclasses.replace(cfg, learning_rate=50.0)  # every trained epoch ruins the network
+    kept = train_student(wild, feats, kd=kd, init=plain)
+    assert kept.fit.best_epoch == [0] and kept.fit.epochs_run == cfg.patience
+    np.testing.assert_allclose(kept.logits["val"], plain.logits["val"], rtol=0, atol=1e-6)
+
+    with caplog.at_level(logging.INFO, logger="kdedge"):
+        out = train_modes(cfg, feats, ["kd"])
+    assert set(out) == {"teacher", "kd"}
+    assert any("kd T=4 from the plain student" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ValueError, match="warm start"):
+        selector_for(cfg, (feats.x["val"], feats.y["val"]), student_groups(plain.model, 3), run_out="all").start_from(
+            plain.model)
+
+
 # --------------------------------------------------------------------------------------- end to end
 
 # one towers network on every training text (not cross-fitted), so the run keeps it as teacher.keras

@@ -29,7 +29,7 @@ log = logging.getLogger("kdedge")
 ROWS = ("teacher", "student", "student_same_budget", "kd", "selected")
 BASELINES = ("tfidf_lr", "fasttext")
 TARGET_SETTINGS = ("mode", "kd_alpha", "kd_temperature", "teacher_calibration", "kd_label_gate", "select_confidence",
-                   "select_metric", "plain_run_out")  # no teacher depends on these (cached teachers stay valid)
+                   "select_metric", "plain_run_out", "kd_init")  # no teacher depends on these: cached teachers stay valid
 STUDENT_ONLY_SETTINGS = (*TARGET_SETTINGS, "trainable_embeddings", "pos_weight")
 TEACHER_CACHE_VERSION = 1  # bump when the teacher's model or training changes
 
@@ -192,9 +192,12 @@ def train_fold(cfg: TrainConfig, feats, out: Path, progress) -> tuple[dict[str, 
                           student_runs_out=True)
     # The same-budget control is the plain student trained exactly as many epochs as KD, its best epoch by the same
     # rule: patience only stops a run, it never changes the epochs that do run, so the plain student trained run out
-    # holds it (Trained.within) without training again.
+    # holds it (Trained.within) without training again. A KD student started from the plain student
+    # (`--kd-init student`) trained all of the plain student's epochs and its own: the control is the plain student.
     student, kd_epochs = results["student"], results["kd"].fit.epochs_run
-    results["student_same_budget"] = student if student.fit.epochs_run == kd_epochs else student.within(kd_epochs)
+    warm = cfg.kd_init == "student"
+    results["student_same_budget"] = (student if warm or student.fit.epochs_run == kd_epochs
+                                      else student.within(kd_epochs))
     selected = select_student(results, feats.y["val"], cfg.threshold_min_support, cfg.select_confidence, cfg.seed,
                               cfg.select_metric)
     results["selected"] = results[selected["mode"]]

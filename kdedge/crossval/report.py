@@ -243,7 +243,11 @@ def render_markdown(results: dict) -> str:
                 if results['settings']['config'].get('plain_run_out') else "")
              + "; 'same budget' = the plain student trained for exactly the KD student's number of epochs, "
              "best epoch picked by the same rule (when the plain student ran that many epochs itself, it is that "
-             "student: patience only stops a run, so training again would repeat it). Tuned = per-label thresholds chosen on the validation split.", ""]
+             "student: patience only stops a run, so training again would repeat it)"
+             + ("; the KD student started from the plain student's weights (`--kd-init student`), so its budget "
+                "holds all of the plain student's epochs and 'same budget' is the plain student"
+                if results['settings']['config'].get('kd_init') == "student" else "")
+             + ". Tuned = per-label thresholds chosen on the validation split.", ""]
     lines += _score_tables(results) + _baseline_deltas(results) + _per_label_table(results) + _kd_settings(results)
     lines += _ranking_table(results) + _transfer_table(results) + _teachers_and_time(results)
     return "\n".join(lines) + "\n"

@@ -121,6 +121,17 @@ class EpochSelector(keras.callbacks.Callback):
         self.epoch_seconds: list[tuple[float, float]] = []  # per epoch: (training, validation) seconds
         self._epoch_start = 0.0
 
+    def start_from(self, model) -> None:
+        """Count `model`'s weights before training (a warm start) as epoch 0: they are kept unless a trained epoch
+        beats them on validation, and patience counts from them."""
+        if self.run_out:
+            raise ValueError("a warm start is selected without run_out")
+        self.set_model(model)
+        logits = predict_logits(model, self.x_val, trim=self.trim)
+        for g, (cols, layers) in enumerate(self.groups):
+            self.best[g] = group_criterion(self.monitor, self.y_val, logits, cols, self.min_support)
+            self.best_weights[g] = [layer.get_weights() for layer in layers]
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
 
@@ -233,12 +244,14 @@ def seed_everything(seed: int) -> None:
 
 
 def fit_network(cfg, feats, net: Network, targets: np.ndarray, rows=None, progress: bool = False,
-                run_out: str | None = None) -> Trained:
+                run_out: str | None = None, init: keras.Model | None = None) -> Trained:
     """Seed, build the network (under the distribution strategy, `kdedge.training.distribute`), train it on `rows` of
     the training texts (all by default) against `targets` (one row per trained text), selecting each label
     group's epoch on validation; returns it with its fit and validation logits. `run_out` ("patience" or "all")
     trains all `cfg.epochs` and returns the network patience would have given ("patience") or the best of all its
-    epochs ("all"), whose `within(n)` is the network trained `n` epochs (`EpochSelector`)."""
+    epochs ("all"), whose `within(n)` is the network trained `n` epochs (`EpochSelector`). `init`: a network of the
+    same architecture whose weights this one starts from, and keeps unless an epoch beats them
+    (`EpochSelector.start_from`)."""
     from tqdm.auto import tqdm
 
     from kdedge.training.distribute import get_strategy, keras_workaround
@@ -249,8 +262,12 @@ def fit_network(cfg, feats, net: Network, targets: np.ndarray, rows=None, progre
     with strategy.scope():  # the model's variables live on every replica
         model = net.build()
     keras_workaround(model, strategy)
+    if init is not None:
+        model.set_weights(init.get_weights())
     bar = tqdm(total=cfg.epochs, desc=net.desc, leave=False, disable=not progress)
     selector = selector_for(cfg, (feats.x["val"], feats.y["val"]), net.groups(model), bar, net.bucket, run_out)
+    if init is not None:
+        selector.start_from(model)
     with strategy.scope():
         fit(model, (x, targets), net.loss, selector, cfg)
     bar.close()

@@ -102,10 +102,10 @@ def featurize(cfg: TrainConfig, splits: dict[str, Dataset], wv=None, phases=None
 
 
 def train_student(cfg: TrainConfig, feats: Features, progress: bool = False, kd=None, rows=None,
-                  run_out: str | None = None) -> Trained:
+                  run_out: str | None = None, init: Trained | None = None) -> Trained:
     """The multi-label student, trained on `rows` of the training texts (all by default) with epochs selected on
     validation: on the true labels, or with `kd` = (per-label α, T, soft targets of every training row) the KD
-    student. `run_out`: see `distill.fit_network`."""
+    student. `run_out`: see `distill.fit_network`; `init`: a student whose weights this one starts from."""
     from kdedge.training.distill import Network, fit_network, make_hard_loss, make_kd_loss, positive_weights, student_groups
     from kdedge.networks.models import arch_params, build_classifier
 
@@ -118,20 +118,21 @@ def train_student(cfg: TrainConfig, feats: Features, progress: bool = False, kd=
         alphas, temperature, soft = kd
         soft = soft if rows is None else soft[np.asarray(rows)]
         loss, targets = make_kd_loss(n, alphas, temperature, pos_weight), np.concatenate([y, soft], axis=1)
-        desc = f"{cfg.arch} kd T={temperature:g}"
+        desc = f"{cfg.arch} kd T={temperature:g}" + ("" if init is None else " from the plain student")
 
     def build():
         return build_classifier(cfg.arch, feats.x["train"].shape[1:], feats.table, n, params, cfg.dropout,
                                 cfg.trainable_embeddings)
     return fit_network(cfg, feats, Network(build, loss, lambda model: student_groups(model, n), desc), targets, rows,
-                       progress=progress, run_out=run_out)
+                       progress=progress, run_out=run_out, init=None if init is None else init.model)
 
 
 def train_kd(cfg: TrainConfig, feats: Features, teacher: Trained, student: Trained | None,
              progress: bool = False) -> Trained:
     """The KD student: teacher logits calibrated (`cfg.teacher_calibration`) and gated per label against the plain
     student (`cfg.kd_label_gate`, when one is given), both fitted on `targets.teacher_evidence`; one student per (α, T)
-    of `cfg.kd_grid()`; the best on the validation criterion is kept, with the search and the targets' record."""
+    of `cfg.kd_grid()`, each from fresh weights or the plain student's (`cfg.kd_init`); the best on the validation
+    criterion is kept, with the search and the targets' record."""
     from kdedge.teaching.targets import fit_targets, label_alphas, soft_targets
 
     calibration, gate, fitted_on = fit_targets(cfg, feats, teacher, student)
@@ -143,7 +144,8 @@ def train_kd(cfg: TrainConfig, feats: Features, teacher: Trained, student: Train
     for alpha, temperature in cfg.kd_grid():
         alphas = label_alphas(alpha, gate["teach"]) if gate is not None else np.float32(alpha)
         soft = soft_targets(teacher.logits["train"], calibration, temperature)
-        res = train_student(cfg, feats, progress, kd=(alphas, temperature, soft))
+        res = train_student(cfg, feats, progress, kd=(alphas, temperature, soft),
+                            init=student if cfg.kd_init == "student" else None)
         search.append({"alpha": alpha, "temperature": temperature, "criterion": res.fit.criterion,
                        "epochs_run": res.fit.epochs_run, "seconds": res.fit.seconds})
         if best is None or res.fit.criterion < best.fit.criterion:
@@ -167,8 +169,8 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
     Returns {mode: result}. `kd` needs a teacher: `teacher_of(kind)` gives a trained one of that kind (default:
     `teachers.train_teacher`; `kdedge cv` looks in its cache first); with `--teacher auto` the plain student is
     trained first (also when `student` is not among `modes`: then it is not returned) and
-    `teachers.choose_teacher` picks the kind against it. The plain student, when trained, also drives the KD
-    student's per-label gate. With `phases` (`kdedge.training.resume.Phases`) every teacher and student is kept as soon
+    `teachers.choose_teacher` picks the kind against it; so it is with `--kd-init student`. The plain student, when
+    trained, also drives the KD student's per-label gate. With `phases` (`kdedge.training.resume.Phases`) every teacher and student is kept as soon
     as it is trained, and one kept by an interrupted run is taken instead of trained again. `student_runs_out`: the
     plain student trains all `cfg.epochs` and can be had as trained for fewer (`Trained.within`, `kdedge cv`'s
     same-budget control). The plain student returned is the best of all its epochs with `cfg.plain_run_out` (it then
@@ -188,10 +190,11 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
     out: dict[str, Trained] = {}
     wants_teacher = "teacher" in modes or "kd" in modes
     student = None
-    if "student" in modes or (wants_teacher and cfg.teacher == "auto"):
+    needs_student = (wants_teacher and cfg.teacher == "auto") or ("kd" in modes and cfg.kd_init == "student")
+    if "student" in modes or needs_student:
         run_out = "all" if cfg.plain_run_out else "patience" if student_runs_out else None
         student = kept("student", lambda: train_student(cfg, feats, progress, run_out=run_out))
-    if "student" in modes:  # otherwise it only served the teacher's choice and the gate
+    if "student" in modes:  # otherwise it only served the teacher's choice, the gate and the KD student's start
         out["student"] = student
     if wants_teacher:
         out["teacher"] = (choose_teacher(cfg, feats, student, teacher_of) if cfg.teacher == "auto"
