@@ -75,6 +75,22 @@ def test_student_only_settings_reuse_the_teacher(first, corpus_file, tmp_path):
     assert record["modes"]["kd"]["test_probs"] != first["modes"]["kd"]["test_probs"]
 
 
+
+@pytest.mark.slow
+def test_a_kd_student_started_from_the_plain_student_reuses_the_teacher_and_is_controlled_by_the_plain_student(
+        first, corpus_file, tmp_path):
+    record = _cv(corpus_file, tmp_path / "same", kd_init="student")
+    assert record["teacher_cached"] is True and record["modes"]["teacher"] == first["modes"]["teacher"]
+    # patience 1 of 4 epochs: the KD student stops before the plain student (which runs out) has run all of them
+    modes = _cv(corpus_file, tmp_path / "warm", kd_init="student", epochs=4, patience=1)["modes"]
+    assert modes["student"]["epochs_run"] == 4 and modes["kd"]["epochs_run"] < 4, "the premise of this test"
+    # its budget holds all of the plain student's epochs: the control is the plain student, not a truncation of it
+    assert modes["student_same_budget"]["is_plain_student"] is True
+    assert modes["student_same_budget"]["test_probs"] == modes["student"]["test_probs"]
+    settings = json.loads((tmp_path / "warm" / "cv.json").read_text(encoding="utf-8"))
+    assert settings["config"]["kd_init"] == "student"
+    assert "started from the plain student's weights" in (tmp_path / "warm" / "results.md").read_text(encoding="utf-8")
+
 @pytest.mark.slow
 def test_teacher_settings_retrain_the_teacher(first, corpus_file, tmp_path):
     record = _cv(corpus_file, tmp_path / "c", dropout=0.2)
