@@ -412,7 +412,7 @@ def test_a_memorising_miscalibrated_teacher_no_longer_harms_the_student(tmp_path
     its calibration, fitted on validation outputs, was applied to those memorised outputs. Cross-fitted
     (`--teacher-crossfit K`), the soft targets and the calibration both come from outputs on unseen texts, which
     removes about half the harm. Not cross-fitted (the default since the linear teacher's measurements), the selection keeps the harmful
-    KD student from being shipped."""
+    KD student from being shipped. Started from the plain student (`--kd-init student`), the KD student is not harmed."""
     from kdedge.text.data import load_dataset
     from kdedge.evaluate import decide, scores, tune_thresholds
     from kdedge.teaching.teachers import out_of_fold
@@ -423,11 +423,11 @@ def test_a_memorising_miscalibrated_teacher_no_longer_harms_the_student(tmp_path
     # every label taught (no gate), so that the targets alone make the difference
     ds = load_dataset(write_jsonl(tmp_path / "d.jsonl", make_corpus(260, seed=5)))
     rows = np.arange(len(ds))
-    harm = {"memorised": [], "memorised at 0.5": [], "crossfit": []}
+    harm = {"memorised": [], "memorised at 0.5": [], "crossfit": [], "from the plain student": []}
     for seed in (0, 1, 2):  # one seed decides little on 50 test texts: crossfit's harm ranged −0.01 to −0.12 over 6
         cfg = make_config({"embedding_dim": 8, "w2v_epochs": 1, "segmenter": "char", "max_len": 24, "epochs": 12,
                            "patience": 12, "batch_size": 16, "arch_params": {"filters": 16}, "kd_label_gate": False,
-                           "seed": seed})
+                           "seed": seed, "kd_init": "scratch"})
         feats = featurize(cfg, {"train": ds.subset(rows[:160]), "val": ds.subset(rows[160:210]),
                                 "test": ds.subset(rows[210:])})
         rng = np.random.default_rng(0)
@@ -457,6 +457,8 @@ def test_a_memorising_miscalibrated_teacher_no_longer_harms_the_student(tmp_path
         harm["memorised"].append(test_macro(kd["memorised"]) - test_macro(student))
         harm["memorised at 0.5"].append(test_macro(kd["memorised"], True) - test_macro(student, True))
         harm["crossfit"].append(test_macro(kd["crossfit"]) - test_macro(student))
+        warm = train_kd(dataclasses.replace(cfg, kd_init="student"), feats, teachers["memorised"], student)
+        harm["from the plain student"].append(test_macro(warm) - test_macro(student))
         # with the defaults (not cross-fitted) the harmful KD student is trained, but the plain student is shipped
         assert make_config({}).teacher_crossfit == 0 and make_config({}).select_confidence == cfg.select_confidence
         chosen = select_student({"kd": kd["memorised"], "student": student}, y["val"], cfg.threshold_min_support,
@@ -470,6 +472,10 @@ def test_a_memorising_miscalibrated_teacher_no_longer_harms_the_student(tmp_path
     assert max(harm["memorised"]) < -0.08 and max(harm["memorised at 0.5"]) < -0.08, harm
     assert all(c > m for c, m in zip(harm["crossfit"], harm["memorised"])), harm
     assert np.mean(harm["crossfit"]) > 0.5 * np.mean(harm["memorised"]), harm
+    # started from the plain student (`--kd-init student`), the same memorising teacher does no harm: its KD epochs
+    # do not beat the plain student on validation where the targets mislead, so what is kept is the plain student
+    # or better (measured −0.008, +0.054, +0.085 macro-F1 on the three seeds)
+    assert min(harm["from the plain student"]) > -0.03 and np.mean(harm["from the plain student"]) > 0, harm
 
 
 def test_folds_and_validation_splits_of_a_single_label_are_stratified():
