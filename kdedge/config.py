@@ -180,7 +180,7 @@ OPTION_HELP = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfi
 # How training runs, not what it learns (kdedge.training.distribute): a resume or a cached teacher need not repeat them.
 EXECUTION_SETTINGS = ("strategy", "cpu_replicas", "peer_timeout")
 LATE_EXECUTION_SETTINGS = ("cpu_replicas", "peer_timeout")  # added after runs were cached: see TrainConfig.to_dict
-# Settings added with a default that changed what training does: a run recorded before they existed ran as this.
+# Settings added after runs were recorded: a run recorded before one existed ran as this (today's default may differ).
 SETTINGS_BEFORE_ADDED = {"plain_run_out": False, "kd_init": "scratch"}
 
 
