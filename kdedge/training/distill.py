@@ -127,21 +127,21 @@ class EpochSelector(keras.callbacks.Callback):
         if self.run_out:
             raise ValueError("a warm start is selected without run_out")
         self.set_model(model)
-        logits = predict_logits(model, self.x_val, trim=self.trim)
-        for g, (cols, layers) in enumerate(self.groups):
-            self.best[g] = group_criterion(self.monitor, self.y_val, logits, cols, self.min_support)
-            self.best_weights[g] = [layer.get_weights() for layer in layers]
+        self.best = self._criteria()
+        self.best_weights = [[layer.get_weights() for layer in layers] for _, layers in self.groups]
+
+    def _criteria(self) -> list[float]:
+        """Each label group's criterion (`group_criterion`) for the model's weights now, on the validation texts."""
+        logits = predict_logits(self.model, self.x_val, trim=self.trim)
+        return [group_criterion(self.monitor, self.y_val, logits, cols, self.min_support) for cols, _ in self.groups]
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         start = time.perf_counter()
-        logits = predict_logits(self.model, self.x_val, trim=self.trim)
-        values = []
-        for g, (cols, layers) in enumerate(self.groups):
-            value = group_criterion(self.monitor, self.y_val, logits, cols, self.min_support)
-            values.append(value)
+        values = self._criteria()
+        for g, ((_, layers), value) in enumerate(zip(self.groups, values)):
             if value < self.best[g] - 1e-7:
                 self.best[g], self.best_epoch[g] = value, epoch
                 self.best_weights[g] = [layer.get_weights() for layer in layers]
