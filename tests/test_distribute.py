@@ -220,6 +220,47 @@ def test_two_replicas_take_one_devices_steps_for_every_architecture(corpus_file,
     assert max(diffs.values()) <= 1e-4, diffs
 
 
+WARM_STEPS = """
+import dataclasses, json, sys
+import numpy as np
+from kdedge.training.distribute import split_cpu
+split_cpu(2)
+from kdedge.config import make_config
+from kdedge.text.data import load_dataset
+from kdedge.training.train import featurize, train_student
+ds = load_dataset(sys.argv[1])
+settings = dict(embedding_dim=16, w2v_epochs=1, segmenter="char", batch_size=16, epochs=1, max_len=16, arch="textcnn",
+                arch_params={"filters": 8, "kernel_sizes": [2, 3]}, dropout=0.0, kd_init="student")
+feats = featurize(make_config(settings), {"train": ds.subset(list(range(64))),
+                                          "val": ds.subset(list(range(64, len(ds))))})
+kd = (np.float32(0.5), 4.0, feats.y["train"].astype(np.float32))
+out = {}
+for strategy in ("one", "mirrored"):
+    cfg = make_config({**settings, "strategy": strategy})
+    plain = train_student(cfg, feats)
+    still = train_student(dataclasses.replace(cfg, learning_rate=1e-9), feats, kd=kd, init=plain)
+    warm = train_student(cfg, feats, kd=kd, init=plain)
+    out[strategy] = {"still": float(np.abs(still.logits["val"] - plain.logits["val"]).max()),
+                     "warm": warm.logits["val"].tolist(),
+                     "moved": float(np.abs(warm.logits["val"] - plain.logits["val"]).max()),
+                     "best_epoch": warm.fit.best_epoch}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_a_kd_student_started_from_the_plain_student_on_two_replicas_is_the_one_device_student(corpus_file):
+    """`--kd-init student` under MirroredStrategy: the plain student's weights reach every replica (at a learning
+    rate of 1e-9 the KD student is the plain student), and one KD epoch from them is one device's, up to rounding."""
+    done = subprocess.run([sys.executable, "-c", WARM_STEPS, corpus_file], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = json.loads(done.stdout.splitlines()[-1])
+    for run in runs.values():
+        assert run["still"] <= 1e-4
+        assert run["best_epoch"] == [1] and run["moved"] > 1e-3  # the KD epoch was kept: it moved the network
+    np.testing.assert_allclose(runs["mirrored"]["warm"], runs["one"]["warm"], rtol=0, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def settings_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("distribute") / "settings.json"
