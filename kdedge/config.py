@@ -69,9 +69,10 @@ class TrainConfig:
     # distillation: loss = alpha*BCE(y, s) + (1-alpha)*T^2*BCE(sigmoid(z_t/T), sigmoid(z_s/T))
     kd_alpha: float | list = option(0.5, "Weight of the true labels in the KD loss; a list (0.25,0.5,0.75) is "
                                          "searched on the validation split.")
-    kd_init: str = option("scratch", "scratch: the KD student starts from fresh weights, as the plain student does (the "
-                                     "paper); student: from the plain student's kept weights, which stay a candidate "
-                                     "of its epoch selection (epoch 0), so patience can stop it after --patience epochs.")
+    kd_init: str = option("student", "student: the KD student starts from the plain student's kept weights, which "
+                                     "stay a candidate of its epoch selection (epoch 0), so patience can stop it after "
+                                     "--patience epochs; scratch: from fresh weights, as the plain student does (the "
+                                     "paper).")
     kd_temperature: float | list = option(4.0, "KD temperature; a list (1,2,4) is searched on the validation split.")
     # the teacher and its soft targets (kdedge.teaching.teachers, kdedge.teaching.targets; measured in docs/results)
     teacher: str = option("auto", "auto: linear, and towers too when linear does not beat the plain student (the "

@@ -77,9 +77,9 @@ def test_student_only_settings_reuse_the_teacher(first, corpus_file, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_kd_student_started_from_the_plain_student_reuses_the_teacher_and_is_controlled_by_the_plain_student(
+def test_either_kd_start_reuses_the_teacher_and_a_warm_kd_student_is_controlled_by_the_plain_student(
         first, corpus_file, tmp_path):
-    record = _cv(corpus_file, tmp_path / "same", kd_init="student")
+    record = _cv(corpus_file, tmp_path / "same", kd_init="scratch")  # the other start (the default is "student")
     assert record["teacher_cached"] is True and record["modes"]["teacher"] == first["modes"]["teacher"]
     # patience 1 of 4 epochs: the KD student stops before the plain student (which runs out) has run all of them
     modes = _cv(corpus_file, tmp_path / "warm", kd_init="student", epochs=4, patience=1)["modes"]
