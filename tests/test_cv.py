@@ -125,7 +125,7 @@ def test_same_budget_control_reuses_the_plain_student_that_ran_as_long_as_kd(fir
     from kdedge.evaluate import sigmoid
     from kdedge.training.train import featurize, train_modes
 
-    modes = first["modes"]
+    modes = _cv(corpus_file, tmp_path / "scratch", kd_init="scratch")["modes"]  # the rule for a KD student of its own
     assert modes["student"]["epochs_run"] == modes["kd"]["epochs_run"] == TINY["epochs"]
     assert modes["student_same_budget"]["is_plain_student"] is True
     assert modes["student_same_budget"]["test_probs"] == modes["student"]["test_probs"]
