@@ -40,6 +40,12 @@ def first(corpus_file, tmp_path_factory, kdedge_cache):
     return _cv(corpus_file, tmp_path_factory.mktemp("cv") / "a")
 
 
+@pytest.fixture(scope="module")
+def scratch(first, corpus_file, tmp_path_factory):
+    """The same fold with a KD student from fresh weights (the default starts it from the plain student)."""
+    return _cv(corpus_file, tmp_path_factory.mktemp("cv") / "scratch", kd_init="scratch")
+
+
 @pytest.mark.slow
 def test_first_run_trains_and_caches_its_teacher(first, kdedge_cache):
     assert first["teacher_cached"] is False
@@ -78,9 +84,8 @@ def test_student_only_settings_reuse_the_teacher(first, corpus_file, tmp_path):
 
 @pytest.mark.slow
 def test_either_kd_start_reuses_the_teacher_and_a_warm_kd_student_is_controlled_by_the_plain_student(
-        first, corpus_file, tmp_path):
-    record = _cv(corpus_file, tmp_path / "same", kd_init="scratch")  # the other start (the default is "student")
-    assert record["teacher_cached"] is True and record["modes"]["teacher"] == first["modes"]["teacher"]
+        first, scratch, corpus_file, tmp_path):
+    assert scratch["teacher_cached"] is True and scratch["modes"]["teacher"] == first["modes"]["teacher"]
     # patience 1 of 4 epochs: the KD student stops before the plain student (which runs out) has run all of them
     modes = _cv(corpus_file, tmp_path / "warm", kd_init="student", epochs=4, patience=1)["modes"]
     assert modes["student"]["epochs_run"] == 4 and modes["kd"]["epochs_run"] < 4, "the premise of this test"
@@ -119,13 +124,13 @@ def test_a_run_directory_keeps_its_teachers_without_the_shared_cache(first, corp
 
 
 @pytest.mark.slow
-def test_same_budget_control_reuses_the_plain_student_that_ran_as_long_as_kd(first, corpus_file, tmp_path):
+def test_same_budget_control_reuses_the_plain_student_that_ran_as_long_as_kd(scratch, corpus_file, tmp_path):
     from kdedge.crossval.cv import CvPlan, fold_splits
     from kdedge.text.data import load_dataset
     from kdedge.evaluate import sigmoid
     from kdedge.training.train import featurize, train_modes
 
-    modes = _cv(corpus_file, tmp_path / "scratch", kd_init="scratch")["modes"]  # the rule for a KD student of its own
+    modes = scratch["modes"]  # the rule for a KD student of its own
     assert modes["student"]["epochs_run"] == modes["kd"]["epochs_run"] == TINY["epochs"]
     assert modes["student_same_budget"]["is_plain_student"] is True
     assert modes["student_same_budget"]["test_probs"] == modes["student"]["test_probs"]

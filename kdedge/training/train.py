@@ -172,10 +172,9 @@ def train_modes(cfg: TrainConfig, feats: Features, modes, progress: bool = False
     `teachers.choose_teacher` picks the kind against it; so it is with `--kd-init student`. The plain student, when
     trained, also drives the KD student's per-label gate. With `phases` (`kdedge.training.resume.Phases`) every
     teacher and student is kept as soon as it is trained, and one kept by an interrupted run is taken instead of
-    trained again. `student_runs_out`: the
-    plain student trains all `cfg.epochs` and can be had as trained for fewer (`Trained.within`, `kdedge cv`'s
-    same-budget control). The plain student returned is the best of all its epochs with `cfg.plain_run_out` (it then
-    runs out in any case), else the one patience would have given.
+    trained again. `student_runs_out`: the plain student trains all `cfg.epochs` and can be had as trained for
+    fewer (`Trained.within`, `kdedge cv`'s same-budget control). The plain student returned is the best of all its
+    epochs with `cfg.plain_run_out` (it then runs out in any case), else the one patience would have given.
     """
     from kdedge.training.distribute import get_strategy
     from kdedge.teaching.teachers import choose_teacher, train_teacher
